@@ -1,0 +1,265 @@
+"""Settings of every service, read once from ``CONVEYOR_*`` variables at start-up.
+
+Each service has one frozen dataclass with ``from_env(mapping)``. Every bad variable is
+reported at once in a :class:`ConfigError`. Nothing below ``main()`` reads ``os.environ``:
+``main()`` calls :func:`load_environ` and passes the mapping down.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from dotenv import dotenv_values
+
+T = TypeVar("T")
+
+PREFIX = "CONVEYOR_"
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.conveyor/conveyor.db"
+DEFAULT_GATEWAY_ADDR = "127.0.0.1:50051"
+DEFAULT_STORE_ADDR = "127.0.0.1:50052"
+MIB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """Raised when one or more CONVEYOR_* variables are invalid; lists all of them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+def load_environ(env_file: str | Path = ".env") -> dict[str, str]:
+    """The process environment over the ``.env`` file of the working directory."""
+    merged: dict[str, str] = {}
+    path = Path(env_file)
+    if path.is_file():
+        merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    merged.update(os.environ)
+    return merged
+
+
+class _Reader:
+    """Reads typed values from a mapping, collecting every problem instead of stopping."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def _get(self, name: str, default: T, parse: Callable[[str], T], check: str = "") -> T:
+        raw = self.env.get(PREFIX + name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except ValueError as exc:
+            self.problems.append(f"{PREFIX}{name}={raw!r}: {check or exc}")
+            return default
+
+    def str(self, name: str, default: str) -> str:
+        return self._get(name, default, str)
+
+    def int(self, name: str, default: int, minimum: int = 0, maximum: int = 2**62) -> int:
+        def parse(raw: str) -> int:
+            value = int(raw)
+            if not minimum <= value <= maximum:
+                raise ValueError(f"must be between {minimum} and {maximum}")
+            return value
+
+        return self._get(name, default, parse)
+
+    def float(self, name: str, default: float, minimum: float = 0.0) -> float:
+        def parse(raw: str) -> float:
+            value = float(raw)
+            if not value >= minimum:
+                raise ValueError(f"must be a number >= {minimum}")
+            return value
+
+        return self._get(name, default, parse)
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        def parse(raw: str) -> str:
+            if raw.lower() not in choices:
+                raise ValueError(f"must be one of {', '.join(choices)}")
+            return raw.lower()
+
+        return self._get(name, default, parse)
+
+    def address(self, name: str, default: str) -> str:
+        def parse(raw: str) -> str:
+            host, sep, port = raw.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError("must be host:port")
+            return raw
+
+        return self._get(name, default, parse)
+
+    def words(self, name: str) -> tuple[str, ...]:
+        raw = self.env.get(PREFIX + name, "")
+        return tuple(w for w in raw.replace(",", " ").split() if w)
+
+    def done(self) -> None:
+        if self.problems:
+            raise ConfigError(self.problems)
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """Settings every service shares."""
+
+    nats_url: str = DEFAULT_NATS_URL
+    log_level: str = "info"
+    log_format: str = "text"
+    stream_replicas: int = 1
+
+    @staticmethod
+    def read(r: _Reader) -> CommonSettings:
+        return CommonSettings(
+            nats_url=r.str("NATS_URL", DEFAULT_NATS_URL),
+            log_level=r.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+            log_format=r.choice("LOG_FORMAT", "text", ("text", "json")),
+            stream_replicas=r.int("STREAM_REPLICAS", 1, minimum=1, maximum=5),
+        )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Input limits the gateway enforces."""
+
+    max_text_bytes: int = 1 * MIB
+    max_image_bytes: int = 10 * MIB
+    max_batch_items: int = 100_000
+    max_tasks_per_call: int = 1000
+    max_message_bytes: int = 16 * MIB
+
+    @staticmethod
+    def read(r: _Reader) -> Limits:
+        return Limits(
+            max_text_bytes=r.int("MAX_TEXT_BYTES", 1 * MIB, minimum=1),
+            max_image_bytes=r.int("MAX_IMAGE_BYTES", 10 * MIB, minimum=1),
+            max_batch_items=r.int("MAX_BATCH_ITEMS", 100_000, minimum=1),
+            max_tasks_per_call=r.int("MAX_TASKS_PER_CALL", 1000, minimum=1),
+            max_message_bytes=r.int("MAX_MESSAGE_BYTES", 16 * MIB, minimum=MIB, maximum=64 * MIB),
+        )
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Settings of the gateway."""
+
+    common: CommonSettings = field(default_factory=CommonSettings)
+    listen: str = "0.0.0.0:50051"
+    store_addr: str = DEFAULT_STORE_ADDR
+    limits: Limits = field(default_factory=Limits)
+
+    @staticmethod
+    def from_env(env: Mapping[str, str]) -> GatewaySettings:
+        r = _Reader(env)
+        settings = GatewaySettings(
+            common=CommonSettings.read(r),
+            listen=r.address("GATEWAY_LISTEN", "0.0.0.0:50051"),
+            store_addr=r.address("STORE_ADDR", DEFAULT_STORE_ADDR),
+            limits=Limits.read(r),
+        )
+        r.done()
+        return settings
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Settings of the store."""
+
+    common: CommonSettings = field(default_factory=CommonSettings)
+    listen: str = "0.0.0.0:50052"
+    database_url: str = DEFAULT_DATABASE_URL
+    event_batch_size: int = 500
+    max_message_bytes: int = 16 * MIB
+
+    @staticmethod
+    def from_env(env: Mapping[str, str]) -> StoreSettings:
+        r = _Reader(env)
+        settings = StoreSettings(
+            common=CommonSettings.read(r),
+            listen=r.address("STORE_LISTEN", "0.0.0.0:50052"),
+            database_url=r.str("DATABASE_URL", DEFAULT_DATABASE_URL),
+            event_batch_size=r.int("STORE_EVENT_BATCH", 500, minimum=1, maximum=10_000),
+            max_message_bytes=r.int("MAX_MESSAGE_BYTES", 16 * MIB, minimum=MIB, maximum=64 * MIB),
+        )
+        r.done()
+        return settings
+
+
+def default_worker_id() -> str:
+    """host-pid: unique per process, readable in logs."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Settings of a worker."""
+
+    common: CommonSettings = field(default_factory=CommonSettings)
+    listen: str = "0.0.0.0:50054"
+    types: tuple[str, ...] = ()
+    imports: tuple[str, ...] = ()
+    concurrency: int = 8
+    process_pool_size: int = 2
+    worker_id: str = field(default_factory=default_worker_id)
+    ack_wait_seconds: float = 30.0
+    shutdown_grace_seconds: float = 30.0
+
+    @staticmethod
+    def from_env(env: Mapping[str, str]) -> WorkerSettings:
+        r = _Reader(env)
+        settings = WorkerSettings(
+            common=CommonSettings.read(r),
+            listen=r.address("WORKER_LISTEN", "0.0.0.0:50054"),
+            types=r.words("WORKER_TYPES"),
+            imports=r.words("WORKER_IMPORTS"),
+            concurrency=r.int("WORKER_CONCURRENCY", 8, minimum=1, maximum=10_000),
+            process_pool_size=r.int("WORKER_PROCESSES", 2, minimum=1, maximum=256),
+            worker_id=r.str("WORKER_ID", default_worker_id()),
+            ack_wait_seconds=r.float("ACK_WAIT_SECONDS", 30.0, minimum=1.0),
+            shutdown_grace_seconds=r.float("SHUTDOWN_GRACE_SECONDS", 30.0),
+        )
+        r.done()
+        return settings
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """Settings of the scheduler."""
+
+    common: CommonSettings = field(default_factory=CommonSettings)
+    listen: str = "0.0.0.0:50053"
+    store_addr: str = DEFAULT_STORE_ADDR
+
+    @staticmethod
+    def from_env(env: Mapping[str, str]) -> SchedulerSettings:
+        r = _Reader(env)
+        settings = SchedulerSettings(
+            common=CommonSettings.read(r),
+            listen=r.address("SCHEDULER_LISTEN", "0.0.0.0:50053"),
+            store_addr=r.address("STORE_ADDR", DEFAULT_STORE_ADDR),
+        )
+        r.done()
+        return settings
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Settings of the CLI and SDK."""
+
+    gateway_addr: str = DEFAULT_GATEWAY_ADDR
+
+    @staticmethod
+    def from_env(env: Mapping[str, str]) -> ClientSettings:
+        r = _Reader(env)
+        settings = ClientSettings(gateway_addr=r.address("GATEWAY_ADDR", DEFAULT_GATEWAY_ADDR))
+        r.done()
+        return settings

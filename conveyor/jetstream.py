@@ -1,0 +1,143 @@
+"""Connecting to NATS and declaring Conveyor's streams and buckets, in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError
+from nats.js.kv import KeyValue
+
+from conveyor import subjects
+from conveyor.config import MIB, CommonSettings
+
+log = logging.getLogger(__name__)
+
+EVENTS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
+DUPLICATE_WINDOW_SECONDS = 120.0
+
+
+async def connect(settings: CommonSettings, name: str) -> NATS:
+    """A NATS connection that keeps reconnecting for as long as the process lives."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected")
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected")
+
+    nc: NATS = await nats.connect(
+        settings.nats_url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        allow_reconnect=True,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+    return nc
+
+
+def stream_configs(settings: CommonSettings) -> list[StreamConfig]:
+    """The streams Conveyor needs."""
+    return [
+        StreamConfig(
+            name=subjects.STREAM_TASKS,
+            description="Queued Conveyor tasks; each is removed when a worker acks it",
+            subjects=[f"{subjects.TASKS_PREFIX}.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            num_replicas=settings.stream_replicas,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            max_msg_size=32 * MIB,
+            discard=DiscardPolicy.NEW,
+        ),
+        StreamConfig(
+            name=subjects.STREAM_EVENTS,
+            description="Every Conveyor task event, in order; the store's input",
+            subjects=[f"{subjects.EVENTS_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=settings.stream_replicas,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            max_age=EVENTS_MAX_AGE_SECONDS,
+            max_msg_size=32 * MIB,
+        ),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, settings: CommonSettings) -> None:
+    """Creates the streams, or updates them to this configuration. Safe to race."""
+    for config in stream_configs(settings):
+        await _add_or_update(js, config)
+
+
+async def _add_or_update(js: JetStreamContext, config: StreamConfig) -> None:
+    for attempt in range(5):
+        try:
+            await js.add_stream(config)
+            return
+        except BadRequestError as exc:
+            if exc.err_code == 10058:  # stream name already in use with another config
+                await js.update_stream(config)
+                return
+            raise
+        except (asyncio.TimeoutError, nats.errors.NoRespondersError):
+            # JetStream may still be starting or electing a leader.
+            await asyncio.sleep(0.2 * (attempt + 1))
+    await js.add_stream(config)
+
+
+async def bucket(
+    js: JetStreamContext, name: str, settings: CommonSettings, **options: Any
+) -> KeyValue:
+    """The KV bucket ``name``, created if missing."""
+    try:
+        return await js.key_value(name)
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    kv_config = KeyValueConfig(
+        bucket=name,
+        storage=StorageType.FILE,
+        replicas=settings.stream_replicas,
+        **options,
+    )
+    try:
+        return await js.create_key_value(kv_config)
+    except BadRequestError:
+        return await js.key_value(name)  # another process created it first
+
+
+async def ensure_buckets(js: JetStreamContext, settings: CommonSettings) -> dict[str, KeyValue]:
+    """The registry, idempotency and cancellation buckets, by name."""
+    return {
+        subjects.KV_TYPES: await bucket(js, subjects.KV_TYPES, settings),
+        subjects.KV_IDEMPOTENCY: await bucket(
+            js, subjects.KV_IDEMPOTENCY, settings, ttl=30 * 24 * 3600.0
+        ),
+        subjects.KV_CANCELLED: await bucket(js, subjects.KV_CANCELLED, settings, ttl=7 * 24 * 3600.0),
+    }
+
+
+async def setup(settings: CommonSettings, name: str) -> tuple[NATS, JetStreamContext]:
+    """Connects, declares streams and buckets, and returns the connection and context."""
+    nc = await connect(settings, name)
+    js = nc.jetstream(timeout=10)
+    await ensure_streams(js, settings)
+    return nc, js

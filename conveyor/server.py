@@ -1,0 +1,161 @@
+"""gRPC server plumbing shared by every service: health, reflection, errors, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from conveyor.errors import ConveyorError, InvalidArgument
+
+log = logging.getLogger(__name__)
+
+
+def status_for(error: ConveyorError) -> status_pb2.Status:
+    """The rich status of an error, with BadRequest details for invalid arguments."""
+    status = status_pb2.Status(code=error.code.value[0], message=error.message)
+    if isinstance(error, InvalidArgument) and error.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        detail = any_pb2.Any()
+        detail.Pack(bad_request)
+        status.details.append(detail)
+    return status
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: ConveyorError) -> None:
+    """Ends the call with the error's status and details."""
+    await context.abort_with_status(rpc_status.to_status(status_for(error)))
+
+
+def _internal(context_method: str, exc: BaseException) -> ConveyorError:
+    log.exception("unhandled error in %s", context_method, exc_info=exc)
+    error = ConveyorError(f"internal error: {type(exc).__name__}")
+    error.code = grpc.StatusCode.INTERNAL
+    return error
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Maps ConveyorError to its status; logs anything else once and answers INTERNAL."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+        if handler.unary_unary is not None:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                try:
+                    return await inner_uu(request, context)
+                except ConveyorError as exc:
+                    await abort_with(context, exc)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:
+                    await abort_with(context, _internal(method, exc))
+
+            return handler._replace(unary_unary=unary_unary)
+        if handler.unary_stream is not None:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                try:
+                    async for item in inner_us(request, context):
+                        yield item
+                except ConveyorError as exc:
+                    await abort_with(context, exc)
+                except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
+                    raise
+                except Exception as exc:
+                    await abort_with(context, _internal(method, exc))
+
+            return handler._replace(unary_stream=unary_stream)
+        return handler
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Channel options of every Conveyor server."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+class Server:
+    """A grpc.aio server with health and reflection, bound to ``listen`` (port 0 picks one)."""
+
+    def __init__(self, listen: str, service_names: Iterable[str], max_message_bytes: int) -> None:
+        self.grpc = grpc.aio.server(
+            interceptors=[ErrorInterceptor()], options=server_options(max_message_bytes)
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        self.service_names = list(service_names)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc
+        )
+        self.port = self.grpc.add_insecure_port(listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {listen}")
+        host = listen.rpartition(":")[0]
+        self.address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.grpc.start()
+        await self.set_serving(True)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float) -> None:
+        await self.set_serving(False)
+        await self.grpc.stop(grace)
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Sets ``stop`` on SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    """Runs a service's coroutine on uvloop when available."""
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        asyncio.run(main())
+

@@ -1,0 +1,63 @@
+"""Every name Conveyor puts on the wire: streams, subjects, consumers and buckets."""
+
+from __future__ import annotations
+
+import re
+
+from conveyor.api.tasks.v1 import tasks_pb2
+
+STREAM_TASKS = "TASKS"
+"""Work-queue stream holding queued tasks until a worker acks them."""
+STREAM_EVENTS = "EVENTS"
+"""Limits stream of every task event; the store consumes it in order."""
+
+TASKS_PREFIX = "conveyor.tasks"
+EVENTS_PREFIX = "conveyor.events"
+CANCEL_SUBJECT = "conveyor.control.cancel"
+"""Core NATS subject: a task id published here stops a running handler."""
+
+STORE_CONSUMER = "store"
+"""Durable consumer of EVENTS owned by the store."""
+
+KV_TYPES = "conveyor_types"
+"""Registry of task types: key = type, value = TaskTypeSpec."""
+KV_IDEMPOTENCY = "conveyor_idempotency"
+"""Idempotency keys: key = hash of the client's key, value = task id."""
+KV_CANCELLED = "conveyor_cancelled"
+"""Cancelled task ids, so a worker skips a cancelled task it fetches."""
+
+HEADER_MSG_ID = "Nats-Msg-Id"
+
+TASK_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+"""A task type is also a subject token, so it is kept to this alphabet."""
+
+PRIORITY_TOKENS: dict[int, str] = {
+    tasks_pb2.TASK_PRIORITY_HIGH: "high",
+    tasks_pb2.TASK_PRIORITY_NORMAL: "normal",
+    tasks_pb2.TASK_PRIORITY_LOW: "low",
+}
+
+
+def priority_token(priority: int) -> str:
+    """The subject token of a priority; unspecified means normal."""
+    return PRIORITY_TOKENS.get(priority, "normal")
+
+
+def task_subject(task_type: str, priority: int = tasks_pb2.TASK_PRIORITY_NORMAL) -> str:
+    """The subject a task of this type and priority is queued on."""
+    return f"{TASKS_PREFIX}.{task_type}.{priority_token(priority)}"
+
+
+def task_type_filter(task_type: str) -> str:
+    """The filter matching every queued task of one type, whatever its priority."""
+    return f"{TASKS_PREFIX}.{task_type}.>"
+
+
+def event_subject(task_type: str) -> str:
+    """The subject events of tasks of this type are published on."""
+    return f"{EVENTS_PREFIX}.{task_type}"
+
+
+def worker_consumer(task_type: str) -> str:
+    """The durable consumer all workers serving a type share."""
+    return f"worker_{task_type}"
