@@ -111,7 +111,7 @@ def error_class_for(code: grpc.StatusCode) -> type[ConveyorError]:
 # --- Task outcomes: raised by handlers, interpreted by the worker -----------------------
 
 
-class TaskOutcome(Exception):  # noqa: N818 - outcomes, not errors
+class TaskOutcome(Exception):
     """Base of the exceptions a handler raises to steer what happens to its task."""
 
 

@@ -10,7 +10,6 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import (
-    DiscardPolicy,
     KeyValueConfig,
     RetentionPolicy,
     StorageType,
@@ -60,13 +59,13 @@ def stream_configs(settings: CommonSettings) -> list[StreamConfig]:
         StreamConfig(
             name=subjects.STREAM_TASKS,
             description="Queued Conveyor tasks; each is removed when a worker acks it",
-            subjects=[f"{subjects.TASKS_PREFIX}.>"],
+            subjects=[f"{subjects.TASKS_PREFIX}.>", f"{subjects.DELAYED_PREFIX}.>"],
+            allow_msg_schedules=True,
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             num_replicas=settings.stream_replicas,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
             max_msg_size=32 * MIB,
-            discard=DiscardPolicy.NEW,
         ),
         StreamConfig(
             name=subjects.STREAM_EVENTS,
@@ -98,7 +97,7 @@ async def _add_or_update(js: JetStreamContext, config: StreamConfig) -> None:
                 await js.update_stream(config)
                 return
             raise
-        except (asyncio.TimeoutError, nats.errors.NoRespondersError):
+        except (TimeoutError, nats.errors.NoRespondersError):
             # JetStream may still be starting or electing a leader.
             await asyncio.sleep(0.2 * (attempt + 1))
     await js.add_stream(config)
@@ -131,7 +130,9 @@ async def ensure_buckets(js: JetStreamContext, settings: CommonSettings) -> dict
         subjects.KV_IDEMPOTENCY: await bucket(
             js, subjects.KV_IDEMPOTENCY, settings, ttl=30 * 24 * 3600.0
         ),
-        subjects.KV_CANCELLED: await bucket(js, subjects.KV_CANCELLED, settings, ttl=7 * 24 * 3600.0),
+        subjects.KV_CANCELLED: await bucket(
+            js, subjects.KV_CANCELLED, settings, ttl=7 * 24 * 3600.0
+        ),
     }
 
 

@@ -26,7 +26,9 @@ def status_for(error: ConveyorError) -> status_pb2.Status:
     if isinstance(error, InvalidArgument) and error.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
                 for v in error.violations
             ]
         )
@@ -48,6 +50,37 @@ def _internal(context_method: str, exc: BaseException) -> ConveyorError:
     return error
 
 
+def _wrap_unary(inner: Any, method: str) -> Any:
+    async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await inner(request, context)
+        except ConveyorError as exc:
+            await abort_with(context, exc)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await abort_with(context, _internal(method, exc))
+
+    return unary_unary
+
+
+def _wrap_stream(inner: Any, method: str) -> Any:
+    async def unary_stream(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        try:
+            async for item in inner(request, context):
+                yield item
+        except ConveyorError as exc:
+            await abort_with(context, exc)
+        except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
+            raise
+        except Exception as exc:
+            await abort_with(context, _internal(method, exc))
+
+    return unary_stream
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Maps ConveyorError to its status; logs anything else once and answers INTERNAL."""
 
@@ -59,38 +92,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None:
             return None
-        method = details.method
         if handler.unary_unary is not None:
-            inner_uu = handler.unary_unary
-
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                try:
-                    return await inner_uu(request, context)
-                except ConveyorError as exc:
-                    await abort_with(context, exc)
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception as exc:
-                    await abort_with(context, _internal(method, exc))
-
-            return handler._replace(unary_unary=unary_unary)
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, details.method))
         if handler.unary_stream is not None:
-            inner_us = handler.unary_stream
-
-            async def unary_stream(
-                request: Any, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> AsyncIterator[Any]:
-                try:
-                    async for item in inner_us(request, context):
-                        yield item
-                except ConveyorError as exc:
-                    await abort_with(context, exc)
-                except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
-                    raise
-                except Exception as exc:
-                    await abort_with(context, _internal(method, exc))
-
-            return handler._replace(unary_stream=unary_stream)
+            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, details.method))
         return handler
 
 
@@ -158,4 +163,3 @@ def run(main: Callable[[], Awaitable[None]]) -> None:
         uvloop.run(main())
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
         asyncio.run(main())
-

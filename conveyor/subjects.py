@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import re
 
 from conveyor.api.tasks.v1 import tasks_pb2
@@ -13,6 +15,9 @@ STREAM_EVENTS = "EVENTS"
 
 TASKS_PREFIX = "conveyor.tasks"
 EVENTS_PREFIX = "conveyor.events"
+DELAYED_PREFIX = "conveyor.delayed"
+"""Delayed tasks wait here as NATS message schedules until the server moves them to
+their task subject at their time."""
 CANCEL_SUBJECT = "conveyor.control.cancel"
 """Core NATS subject: a task id published here stops a running handler."""
 
@@ -43,9 +48,10 @@ def priority_token(priority: int) -> str:
     return PRIORITY_TOKENS.get(priority, "normal")
 
 
-def task_subject(task_type: str, priority: int = tasks_pb2.TASK_PRIORITY_NORMAL) -> str:
-    """The subject a task of this type and priority is queued on."""
-    return f"{TASKS_PREFIX}.{task_type}.{priority_token(priority)}"
+def task_subject(task_type: str, priority: int, task_id: str) -> str:
+    """The subject a task is queued on. The id is part of it so that whether a task is
+    still queued can be asked of the stream directly (reconciliation)."""
+    return f"{TASKS_PREFIX}.{task_type}.{priority_token(priority)}.{task_id}"
 
 
 def task_type_filter(task_type: str) -> str:
@@ -61,3 +67,18 @@ def event_subject(task_type: str) -> str:
 def worker_consumer(task_type: str) -> str:
     """The durable consumer all workers serving a type share."""
     return f"worker_{task_type}"
+
+
+def delayed_subject(task_id: str) -> str:
+    """The subject a delayed task waits on until its time."""
+    return f"{DELAYED_PREFIX}.{task_id}"
+
+
+def schedule_headers(when: dt.datetime, target: str) -> dict[str, str]:
+    """Headers making a message a one-off NATS schedule that fires at ``when`` (rounded up
+    to the next whole second, so a task never starts early)."""
+    whole = dt.datetime.fromtimestamp(math.ceil(when.timestamp()), dt.UTC)
+    return {
+        "Nats-Schedule": "@at " + whole.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "Nats-Schedule-Target": target,
+    }

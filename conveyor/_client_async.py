@@ -1,0 +1,313 @@
+"""The asyncio client: :class:`AsyncClient`, re-exported by :mod:`conveyor.client`."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import os
+import random
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Unpack
+
+import grpc
+
+from conveyor._client_builders import (
+    STATES,
+    EnumArg,
+    OptionArgs,
+    ai_summarization,
+    batch_processing,
+    custom,
+    enum_value,
+    image_processing,
+    text_processing,
+)
+from conveyor._client_errors import error_from_rpc
+from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from conveyor.config import MIB, ClientSettings
+from conveyor.errors import DeadlineExceeded, Unavailable
+from conveyor.tasks import is_terminal
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * MIB
+
+# A server going away mid-stream shows as UNAVAILABLE; CANCELLED reaches a client only
+# when the server cancelled (a local cancel raises asyncio.CancelledError instead).
+_RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+
+
+def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
+    """Channel options of the SDK: 16 MiB messages both ways, so a 10 MiB image fits."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+@dataclass(frozen=True)
+class WatchPolicy:
+    """How :meth:`AsyncClient.watch` reconnects after the stream breaks.
+
+    Up to ``max_reconnects`` attempts in a row that bring nothing new, waiting an
+    exponentially growing, jittered delay between ``initial_backoff`` and ``max_backoff``
+    seconds; any update received resets the count.
+    """
+
+    max_reconnects: int = 10
+    initial_backoff: float = 0.2
+    max_backoff: float = 5.0
+
+    def backoff(self, failures: int) -> float:
+        """The wait before reconnect number ``failures`` (from 1)."""
+        ceiling = min(self.max_backoff, self.initial_backoff * 2.0 ** (failures - 1))
+        # Jitter spreads the reconnects of many watchers after a gateway restart.
+        return ceiling * (0.5 + random.random() / 2)
+
+
+class AsyncClient:
+    """An asyncio client of the gateway's TaskService.
+
+    ``target`` is host:port (default: ``CONVEYOR_GATEWAY_ADDR``, else 127.0.0.1:50051);
+    ``timeout`` bounds each unary call in seconds (None: no bound). The channel opens on
+    first use, in the running event loop.
+
+    >>> async def example() -> None:
+    ...     async with AsyncClient("127.0.0.1:50051") as client:
+    ...         task = await client.submit_batch(["1", "2", "3"], "square")
+    ...         done = await client.wait(task.id, timeout=60)
+    ...         print(done.result.batch_processing.succeeded)
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        timeout: float | None = 30.0,
+        watch_policy: WatchPolicy | None = None,
+        channel_args: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.target = target or ClientSettings.from_env(os.environ).gateway_addr
+        self.timeout = timeout
+        self.watch_policy = watch_policy or WatchPolicy()
+        self._channel_args = [*channel_options(), *channel_args]
+        self._channel: grpc.aio.Channel | None = None
+        self._stub_instance: Any = None
+
+    def _stub(self) -> Any:
+        if self._stub_instance is None:
+            self._channel = grpc.aio.insecure_channel(self.target, options=self._channel_args)
+            self._stub_instance = tasks_pb2_grpc.TaskServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        return self._stub_instance
+
+    async def _unary(self, method: str, request: Any) -> Any:
+        try:
+            return await getattr(self._stub(), method)(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc
+
+    # --- submit ----------------------------------------------------------------------------
+
+    async def submit(self, request: tasks_pb2.SubmitTaskRequest) -> tasks_pb2.Task:
+        """Queues a task built by one of the builders; returns it, PENDING or SCHEDULED."""
+        return (await self.submit_response(request)).task
+
+    async def submit_response(
+        self, request: tasks_pb2.SubmitTaskRequest
+    ) -> tasks_pb2.SubmitTaskResponse:
+        """Like :meth:`submit`, with ``deduplicated`` telling an idempotency key matched."""
+        response: tasks_pb2.SubmitTaskResponse = await self._unary("SubmitTask", request)
+        return response
+
+    async def submit_many(
+        self, requests: Iterable[tasks_pb2.SubmitTaskRequest]
+    ) -> builtins.list[tasks_pb2.Task]:
+        """Queues many tasks in one call, all or none; returns them in request order."""
+        batch = tasks_pb2.SubmitTasksRequest(requests=builtins.list(requests))
+        response: tasks_pb2.SubmitTasksResponse = await self._unary("SubmitTasks", batch)
+        return builtins.list(response.tasks)
+
+    async def submit_text(
+        self,
+        text: str,
+        *,
+        transforms: Iterable[EnumArg] = (),
+        top_words: int = 0,
+        **opts: Unpack[OptionArgs],
+    ) -> tasks_pb2.Task:
+        """Queues a text_processing task. Options as in :func:`options`."""
+        return await self.submit(text_processing(text, transforms, top_words, **opts))
+
+    async def submit_summarization(
+        self, text: str, *, max_sentences: int = 0, **opts: Unpack[OptionArgs]
+    ) -> tasks_pb2.Task:
+        """Queues an ai_summarization task."""
+        return await self.submit(ai_summarization(text, max_sentences, **opts))
+
+    async def submit_batch(
+        self,
+        items: Iterable[str],
+        operation: EnumArg,
+        *,
+        chunk_size: int = 0,
+        **opts: Unpack[OptionArgs],
+    ) -> tasks_pb2.Task:
+        """Queues a batch_processing task."""
+        return await self.submit(batch_processing(items, operation, chunk_size, **opts))
+
+    async def submit_image(
+        self,
+        image: bytes,
+        operations: Iterable[tasks_pb2.ImageOperation] = (),
+        *,
+        output_format: EnumArg | None = None,
+        **opts: Unpack[OptionArgs],
+    ) -> tasks_pb2.Task:
+        """Queues an image_processing task; see :func:`resize`, :func:`thumbnail` etc."""
+        return await self.submit(image_processing(image, operations, output_format, **opts))
+
+    async def submit_custom(
+        self, task_type: str, payload: Mapping[str, Any] | None = None, **opts: Unpack[OptionArgs]
+    ) -> tasks_pb2.Task:
+        """Queues a task of a user-registered type."""
+        return await self.submit(custom(task_type, payload, **opts))
+
+    # --- read ------------------------------------------------------------------------------
+
+    async def get(self, task_id: str, *, omit_payloads: bool = False) -> tasks_pb2.Task:
+        """The task with this id; ``omit_payloads`` leaves out result image bytes."""
+        request = tasks_pb2.GetTaskRequest(task_id=task_id, omit_payloads=omit_payloads)
+        response: tasks_pb2.GetTaskResponse = await self._unary("GetTask", request)
+        return response.task
+
+    async def list(
+        self,
+        *,
+        states: Iterable[EnumArg] = (),
+        type: str = "",
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tasks_pb2.ListTasksResponse:
+        """One page of tasks, newest first; pass ``next_page_token`` on for the next page.
+
+        ``states`` take short names ("running") or numbers; results are left out.
+        """
+        request = tasks_pb2.ListTasksRequest(
+            states=[enum_value(STATES, s, "state") for s in states],  # type: ignore[misc]
+            type=type,
+            labels=dict(labels or {}),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        response: tasks_pb2.ListTasksResponse = await self._unary("ListTasks", request)
+        return response
+
+    async def iter_tasks(
+        self,
+        *,
+        states: Iterable[EnumArg] = (),
+        type: str = "",
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 0,
+    ) -> AsyncGenerator[tasks_pb2.Task, None]:
+        """Every matching task, newest first, fetching pages as it goes."""
+        wanted = builtins.list(states)
+        token = ""
+        while True:
+            page = await self.list(
+                states=wanted, type=type, labels=labels, page_size=page_size, page_token=token
+            )
+            for task in page.tasks:
+                yield task
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def watch(
+        self, task_id: str, *, after_version: int = 0
+    ) -> AsyncGenerator[tasks_pb2.Task, None]:
+        """The task's state now (unless ``after_version`` is given), then every change.
+
+        Ends after yielding a terminal state. When the stream breaks (UNAVAILABLE, the
+        server going away, a stream ending early) it reconnects after the last version
+        seen, so no change is missed or repeated; it raises Unavailable once
+        :class:`WatchPolicy` gives up.
+        """
+        seen: int | None = after_version or None
+        failures = 0
+        while True:
+            request = tasks_pb2.WatchTaskRequest(task_id=task_id, after_version=seen or 0)
+            call = self._stub().WatchTask(request)
+            try:
+                async for response in call:
+                    task: tasks_pb2.Task = response.task
+                    if seen is not None and task.version <= seen:
+                        continue  # a server resending what we have must not repeat it
+                    seen, failures = task.version, 0
+                    yield task
+                    if is_terminal(task.state):
+                        return
+                reason = "the stream ended before a terminal state"
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in _RESUMABLE:
+                    raise error_from_rpc(exc) from exc
+                reason = f"{exc.code().name}: {exc.details()}"
+            finally:
+                call.cancel()
+            failures += 1
+            if failures > self.watch_policy.max_reconnects:
+                raise Unavailable(f"watch of task {task_id} gave up: {reason}")
+            delay = self.watch_policy.backoff(failures)
+            log.warning("watch of task %s broke (%s); resuming in %.1fs", task_id, reason, delay)
+            await asyncio.sleep(delay)
+
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> tasks_pb2.Task:
+        """The task once it reaches a terminal state; DeadlineExceeded after ``timeout`` s."""
+
+        async def last() -> tasks_pb2.Task:
+            final = tasks_pb2.Task()
+            async with contextlib.aclosing(self.watch(task_id)) as updates:
+                async for task in updates:
+                    final = task
+            return final
+
+        try:
+            return await asyncio.wait_for(last(), timeout)
+        except TimeoutError:
+            raise DeadlineExceeded(f"task {task_id} not finished after {timeout}s") from None
+
+    # --- control ---------------------------------------------------------------------------
+
+    async def cancel(self, task_id: str) -> tasks_pb2.Task:
+        """Cancels a task: CANCELLED, or RUNNING with cancel_requested until it stops."""
+        request = tasks_pb2.CancelTaskRequest(task_id=task_id)
+        response: tasks_pb2.CancelTaskResponse = await self._unary("CancelTask", request)
+        return response.task
+
+    async def retry(self, task_id: str) -> tasks_pb2.Task:
+        """Runs a FAILED or CANCELLED task again with a fresh attempt budget."""
+        request = tasks_pb2.RetryTaskRequest(task_id=task_id)
+        response: tasks_pb2.RetryTaskResponse = await self._unary("RetryTask", request)
+        return response.task
+
+    async def close(self) -> None:
+        """Closes the channel; calls in flight are cancelled."""
+        if self._channel is not None:
+            await self._channel.close()
+        self._channel = self._stub_instance = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

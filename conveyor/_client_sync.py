@@ -1,0 +1,237 @@
+"""The blocking client: :class:`AsyncClient` driven on an event loop of its own thread.
+
+One loop in one daemon thread per client keeps the gRPC channel on the loop that made
+it (grpc.aio channels cannot move between loops) and works from any thread, inside or
+outside a running loop, which ``asyncio.run`` per call would not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar, Unpack, cast
+
+from conveyor._client_async import AsyncClient, WatchPolicy
+from conveyor._client_builders import EnumArg, OptionArgs
+from conveyor.api.tasks.v1 import tasks_pb2
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """An event loop running forever in a daemon thread, so scripts exit without close()."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="conveyor-client", daemon=True
+        )
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Ctrl-C in the caller must not leave the call running on the loop.
+            future.cancel()
+            raise
+
+    def iterate(self, updates: AsyncIterator[T]) -> Iterator[T]:
+        async def step() -> tuple[bool, T | None]:
+            try:
+                return True, await anext(updates)
+            except StopAsyncIteration:
+                return False, None
+
+        async def close() -> None:
+            aclose = getattr(updates, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+        try:
+            while True:
+                more, item = self.run(step())
+                if not more:
+                    return
+                yield cast(T, item)
+        finally:
+            # A step cancelled by Ctrl-C may still be unwinding; it then ends on its own.
+            with contextlib.suppress(RuntimeError, concurrent.futures.CancelledError):
+                self.run(close())
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.run(self.loop.shutdown_asyncgens())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class Client:
+    """A blocking client with the methods of :class:`AsyncClient`; iterators are plain.
+
+    >>> with Client("127.0.0.1:50051") as client:  # doctest: +SKIP
+    ...     task = client.submit_text("Hello", transforms=["upper"])
+    ...     for update in client.watch(task.id):
+    ...         print(update.state)
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        timeout: float | None = 30.0,
+        watch_policy: WatchPolicy | None = None,
+        channel_args: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self._loop = _LoopThread()
+        self._async = AsyncClient(
+            target, timeout=timeout, watch_policy=watch_policy, channel_args=channel_args
+        )
+        self.target = self._async.target
+
+    def submit(self, request: tasks_pb2.SubmitTaskRequest) -> tasks_pb2.Task:
+        """Queues a task built by one of the builders; see :meth:`AsyncClient.submit`."""
+        return self._loop.run(self._async.submit(request))
+
+    def submit_response(self, request: tasks_pb2.SubmitTaskRequest) -> tasks_pb2.SubmitTaskResponse:
+        """Like :meth:`submit`, with ``deduplicated``."""
+        return self._loop.run(self._async.submit_response(request))
+
+    def submit_many(
+        self, requests: Iterable[tasks_pb2.SubmitTaskRequest]
+    ) -> builtins.list[tasks_pb2.Task]:
+        """Queues many tasks in one call, all or none."""
+        return self._loop.run(self._async.submit_many(builtins.list(requests)))
+
+    def submit_text(
+        self,
+        text: str,
+        *,
+        transforms: Iterable[EnumArg] = (),
+        top_words: int = 0,
+        **opts: Unpack[OptionArgs],
+    ) -> tasks_pb2.Task:
+        """Queues a text_processing task."""
+        coro = self._async.submit_text(
+            text, transforms=builtins.list(transforms), top_words=top_words, **opts
+        )
+        return self._loop.run(coro)
+
+    def submit_summarization(
+        self, text: str, *, max_sentences: int = 0, **opts: Unpack[OptionArgs]
+    ) -> tasks_pb2.Task:
+        """Queues an ai_summarization task."""
+        coro = self._async.submit_summarization(text, max_sentences=max_sentences, **opts)
+        return self._loop.run(coro)
+
+    def submit_batch(
+        self,
+        items: Iterable[str],
+        operation: EnumArg,
+        *,
+        chunk_size: int = 0,
+        **opts: Unpack[OptionArgs],
+    ) -> tasks_pb2.Task:
+        """Queues a batch_processing task."""
+        coro = self._async.submit_batch(
+            builtins.list(items), operation, chunk_size=chunk_size, **opts
+        )
+        return self._loop.run(coro)
+
+    def submit_image(
+        self,
+        image: bytes,
+        operations: Iterable[tasks_pb2.ImageOperation] = (),
+        *,
+        output_format: EnumArg | None = None,
+        **opts: Unpack[OptionArgs],
+    ) -> tasks_pb2.Task:
+        """Queues an image_processing task."""
+        coro = self._async.submit_image(
+            image, builtins.list(operations), output_format=output_format, **opts
+        )
+        return self._loop.run(coro)
+
+    def submit_custom(
+        self, task_type: str, payload: Mapping[str, Any] | None = None, **opts: Unpack[OptionArgs]
+    ) -> tasks_pb2.Task:
+        """Queues a task of a user-registered type."""
+        return self._loop.run(self._async.submit_custom(task_type, payload, **opts))
+
+    def get(self, task_id: str, *, omit_payloads: bool = False) -> tasks_pb2.Task:
+        """The task with this id."""
+        return self._loop.run(self._async.get(task_id, omit_payloads=omit_payloads))
+
+    def list(
+        self,
+        *,
+        states: Iterable[EnumArg] = (),
+        type: str = "",
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tasks_pb2.ListTasksResponse:
+        """One page of tasks, newest first."""
+        coro = self._async.list(
+            states=builtins.list(states),
+            type=type,
+            labels=labels,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return self._loop.run(coro)
+
+    def iter_tasks(
+        self,
+        *,
+        states: Iterable[EnumArg] = (),
+        type: str = "",
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 0,
+    ) -> Iterator[tasks_pb2.Task]:
+        """Every matching task, newest first, fetching pages as it goes."""
+        updates = self._async.iter_tasks(
+            states=builtins.list(states), type=type, labels=labels, page_size=page_size
+        )
+        return self._loop.iterate(updates)
+
+    def watch(self, task_id: str, *, after_version: int = 0) -> Iterator[tasks_pb2.Task]:
+        """The task's state, then every change until a terminal state, resuming on breaks."""
+        return self._loop.iterate(self._async.watch(task_id, after_version=after_version))
+
+    def wait(self, task_id: str, *, timeout: float | None = None) -> tasks_pb2.Task:
+        """The task once it reaches a terminal state."""
+        return self._loop.run(self._async.wait(task_id, timeout=timeout))
+
+    def cancel(self, task_id: str) -> tasks_pb2.Task:
+        """Cancels a task."""
+        return self._loop.run(self._async.cancel(task_id))
+
+    def retry(self, task_id: str) -> tasks_pb2.Task:
+        """Runs a FAILED or CANCELLED task again."""
+        return self._loop.run(self._async.retry(task_id))
+
+    def close(self) -> None:
+        """Closes the channel and stops the client's thread; safe to call twice."""
+        if not self._loop.loop.is_closed():
+            self._loop.run(self._async.close())
+        self._loop.stop()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

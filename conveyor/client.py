@@ -1,0 +1,90 @@
+"""The Python SDK of Conveyor: submit tasks, read them and watch them live.
+
+:class:`AsyncClient` is the asyncio client; :class:`Client` is the same API for plain
+scripts. Every failed call raises the :mod:`conveyor.errors` class of its status, and an
+:class:`~conveyor.errors.InvalidArgument` lists the server's field violations.
+
+In asyncio code::
+
+    import asyncio
+    from conveyor.client import AsyncClient
+
+    async def main() -> None:
+        async with AsyncClient("127.0.0.1:50051") as client:
+            task = await client.submit_text("Hello, world", transforms=["upper"])
+            async for update in client.watch(task.id):
+                print(update.state, update.progress.message)
+
+    asyncio.run(main())
+
+In a script::
+
+    from conveyor.client import Client, thumbnail
+
+    with Client() as client:  # CONVEYOR_GATEWAY_ADDR or 127.0.0.1:50051
+        task = client.submit_image(open("cat.png", "rb").read(), [thumbnail(128, 128)])
+        done = client.wait(task.id, timeout=60)
+        print(done.result.image_processing.width)
+
+Requests for :meth:`AsyncClient.submit` and :meth:`AsyncClient.submit_many` come from
+the builders here (:func:`text_processing`, :func:`ai_summarization`,
+:func:`batch_processing`, :func:`image_processing`, :func:`custom`), which take the
+options of :func:`options` as keyword arguments::
+
+    request = text_processing("hi", ["slug"], priority="high", labels={"team": "web"})
+"""
+
+from __future__ import annotations
+
+from conveyor._client_async import MAX_MESSAGE_BYTES, AsyncClient, WatchPolicy, channel_options
+from conveyor._client_builders import (
+    BATCH_OPERATIONS,
+    IMAGE_FORMATS,
+    PRIORITIES,
+    STATES,
+    TRANSFORMS,
+    EnumArg,
+    OptionArgs,
+    ai_summarization,
+    batch_processing,
+    custom,
+    enum_value,
+    grayscale,
+    image_processing,
+    options,
+    resize,
+    rotate,
+    text_processing,
+    thumbnail,
+)
+from conveyor._client_errors import describe, error_from_rpc, field_violations
+from conveyor._client_sync import Client
+
+__all__ = [
+    "BATCH_OPERATIONS",
+    "IMAGE_FORMATS",
+    "MAX_MESSAGE_BYTES",
+    "PRIORITIES",
+    "STATES",
+    "TRANSFORMS",
+    "AsyncClient",
+    "Client",
+    "EnumArg",
+    "OptionArgs",
+    "WatchPolicy",
+    "ai_summarization",
+    "batch_processing",
+    "channel_options",
+    "custom",
+    "describe",
+    "enum_value",
+    "error_from_rpc",
+    "field_violations",
+    "grayscale",
+    "image_processing",
+    "options",
+    "resize",
+    "rotate",
+    "text_processing",
+    "thumbnail",
+]

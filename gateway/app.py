@@ -1,0 +1,114 @@
+"""The gateway process: ``python -m gateway``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import grpc
+from nats.aio.client import Client as NATS
+
+from conveyor import jetstream, subjects
+from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from conveyor.config import ConfigError, GatewaySettings, load_environ
+from conveyor.logs import setup_logging
+from conveyor.server import Server, run, stop_on_signals
+from gateway.catalog import TypeCatalog
+from gateway.service import GatewayService
+from gateway.submit import Submitter
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """Options of internal channels between services."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+    ]
+
+
+class Gateway:
+    """A running gateway; ``start()`` then ``stop()``. Tests use port 0."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.nc: NATS | None = None
+        self.server: Server | None = None
+        self.catalog: TypeCatalog | None = None
+        self.channel: grpc.aio.Channel | None = None
+
+    @property
+    def address(self) -> str:
+        assert self.server is not None
+        return self.server.address
+
+    async def start(self) -> None:
+        common = self.settings.common
+        self.nc, js = await jetstream.setup(common, "conveyor-gateway")
+        buckets = await jetstream.ensure_buckets(js, common)
+        self.catalog = TypeCatalog(buckets[subjects.KV_TYPES])
+        await self.catalog.start()
+        max_bytes = self.settings.limits.max_message_bytes
+        self.channel = grpc.aio.insecure_channel(
+            self.settings.store_addr, options=channel_options(max_bytes)
+        )
+        store = tasks_pb2_grpc.TaskServiceStub(self.channel)
+
+        async def find_task(task_id: str) -> tasks_pb2.Task | None:
+            try:
+                response = await store.GetTask(
+                    tasks_pb2.GetTaskRequest(task_id=task_id), timeout=10
+                )
+            except grpc.aio.AioRpcError as err:
+                if err.code() == grpc.StatusCode.NOT_FOUND:
+                    return None
+                raise
+            task: tasks_pb2.Task = response.task
+            return task
+
+        submitter = Submitter(js, self.catalog, buckets[subjects.KV_IDEMPOTENCY], find_task)
+        self.server = Server(self.settings.listen, [SERVICE_NAME], max_bytes)
+        tasks_pb2_grpc.add_TaskServiceServicer_to_server(
+            GatewayService(submitter, store, self.settings.limits), self.server.grpc
+        )
+        await self.server.start()
+        log.info("gateway listening on %s (store %s)", self.address, self.settings.store_addr)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self.server:
+            await self.server.stop(grace)
+        if self.catalog:
+            await self.catalog.stop()
+        if self.channel:
+            await self.channel.close()
+        if self.nc and not self.nc.is_closed:
+            await self.nc.drain()
+        log.info("gateway stopped")
+
+
+async def serve(settings: GatewaySettings) -> None:
+    """Runs the gateway until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    gateway = Gateway(settings)
+    await gateway.start()
+    await stop.wait()
+    await gateway.stop()
+
+
+def main() -> None:
+    """Reads settings, sets up logging once and serves."""
+    try:
+        settings = GatewaySettings.from_env(load_environ())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from exc
+    setup_logging("gateway", settings.common.log_level, settings.common.log_format)
+    run(lambda: serve(settings))

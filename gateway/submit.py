@@ -1,0 +1,237 @@
+"""Accepting tasks: type lookup, idempotency keys and the two durable publishes.
+
+A task is accepted once two JetStream publishes are acknowledged, in this order:
+
+1. a ``submitted`` event on EVENTS, which the store turns into the task's row;
+2. the task itself on TASKS (or, for a delayed task, a message schedule that puts it
+   there at its time).
+
+Publishing the event first means every later event of the task (all published after a
+worker fetched it) has a higher EVENTS sequence, so the store, applying EVENTS in order,
+always knows a task before it hears of it running. If the gateway dies between the two,
+the client got no answer and the store holds a PENDING task that is in no stream; the
+scheduler's reconciliation re-publishes it from the stored input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from conveyor import subjects
+from conveyor.api.events.v1 import events_pb2
+from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.errors import FieldViolation, InvalidArgument, Unavailable
+from conveyor.ids import new_task_id
+from conveyor.tasks import (
+    CUSTOM_FIELD,
+    input_field,
+    now,
+    seconds,
+    task_input_of,
+    task_type_of,
+    timestamp,
+)
+from gateway.catalog import TypeCatalog
+
+log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT = 5.0
+PUBLISH_WINDOW = 256
+"""Publishes in flight at once for a batch: pipelined, but bounded."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A task accepted by the gateway."""
+
+    task: tasks_pb2.Task
+    deduplicated: bool = False
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    task: tasks_pb2.Task
+    message: events_pb2.TaskMessage
+    retry_policy: events_pb2.RetryPolicy
+
+
+def _type_field(request: tasks_pb2.SubmitTaskRequest, prefix: str) -> str:
+    field = input_field(request)
+    return f"{prefix}custom.type" if field == CUSTOM_FIELD else f"{prefix}{field or 'input'}"
+
+
+def _run_at(options: tasks_pb2.TaskOptions) -> dt.datetime | None:
+    if options.HasField("run_at"):
+        when = options.run_at.ToDatetime(tzinfo=dt.UTC)
+    elif options.HasField("delay") and seconds(options.delay) > 0:
+        when = now() + dt.timedelta(seconds=seconds(options.delay))
+    else:
+        return None
+    return when if when > now() else None
+
+
+def idempotency_bucket_key(key: str) -> str:
+    """KV keys have a small alphabet, so the client's key is stored by its hash."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def _bounded(awaitable: Awaitable[Any]) -> Any:
+    # A rejected publish can leave its reply pending forever: every wait is bounded.
+    return await asyncio.wait_for(awaitable, PUBLISH_TIMEOUT)
+
+
+class Submitter:
+    """Turns validated submit requests into durably queued tasks."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        catalog: TypeCatalog,
+        idempotency: KeyValue,
+        find_task: Any,
+    ) -> None:
+        self._js = js
+        self._catalog = catalog
+        self._idempotency = idempotency
+        self._find_task = find_task  # async (task_id) -> Task | None, asks the store
+
+    async def submit(
+        self, requests: list[tuple[str, tasks_pb2.SubmitTaskRequest]]
+    ) -> list[Accepted]:
+        """Accepts (field prefix, request) pairs; all are checked before anything is sent."""
+        prepared = [await self._prepare(prefix, request) for prefix, request in requests]
+        results: list[Accepted | None] = [None] * len(prepared)
+        fresh: list[tuple[int, _Prepared]] = []
+        for index, item in enumerate(prepared):
+            existing = await self._claim_idempotency_key(item)
+            if existing is not None:
+                results[index] = existing
+            else:
+                fresh.append((index, item))
+        await self._publish_all([item for _, item in fresh])
+        for index, item in fresh:
+            results[index] = Accepted(item.task)
+        return [r for r in results if r is not None]
+
+    async def _prepare(self, prefix: str, request: tasks_pb2.SubmitTaskRequest) -> _Prepared:
+        task_type = task_type_of(request)
+        spec = await self._catalog.get(task_type)
+        if spec is None:
+            raise InvalidArgument.for_fields(
+                [
+                    FieldViolation(
+                        _type_field(request, prefix),
+                        f"unknown task type {task_type!r}: no worker has registered a handler "
+                        "for it",
+                    )
+                ]
+            )
+        options = request.options
+        created = now()
+        task_id = new_task_id(int(created.timestamp() * 1000))
+        max_attempts = options.max_attempts or spec.max_attempts or 3
+        timeout = options.timeout if seconds(options.timeout) > 0 else spec.timeout
+        priority = options.priority or tasks_pb2.TASK_PRIORITY_NORMAL
+        run_at = _run_at(options)
+        task = tasks_pb2.Task(
+            id=task_id,
+            type=task_type,
+            state=tasks_pb2.TASK_STATE_SCHEDULED if run_at else tasks_pb2.TASK_STATE_PENDING,
+            max_attempts=max_attempts,
+            priority=priority,
+            labels=dict(options.labels),
+            idempotency_key=options.idempotency_key,
+            timeout=timeout,
+            create_time=timestamp(created),
+            update_time=timestamp(created),
+            version=1,
+        )
+        if run_at:
+            task.run_at.CopyFrom(timestamp(run_at))
+        message = events_pb2.TaskMessage(
+            task_id=task_id,
+            type=task_type,
+            input=task_input_of(request),
+            max_attempts=max_attempts,
+            timeout=timeout,
+            retry_policy=spec.retry_policy,
+            priority=priority,
+            create_time=task.create_time,
+        )
+        return _Prepared(task, message, spec.retry_policy)
+
+    async def _claim_idempotency_key(self, item: _Prepared) -> Accepted | None:
+        key = item.task.idempotency_key
+        if not key:
+            return None
+        bucket_key = idempotency_bucket_key(key)
+        try:
+            await _bounded(self._idempotency.create(bucket_key, item.task.id.encode()))
+            return None
+        except KeyWrongLastSequenceError:
+            pass
+        except TimeoutError as exc:
+            raise Unavailable("the idempotency bucket did not answer; retry the submit") from exc
+        entry = await _bounded(self._idempotency.get(bucket_key))
+        existing_id = (entry.value or b"").decode()
+        existing = await self._find_task(existing_id)
+        if existing is not None:
+            return Accepted(existing, deduplicated=True)
+        # The first submit claimed the key but died before publishing: finish its work
+        # under the same id, so both callers end up with one task.
+        log.warning("idempotency key of task %s has no task; publishing it now", existing_id)
+        item.task.id = existing_id
+        item.message.task_id = existing_id
+        return None
+
+    async def _publish_all(self, items: list[_Prepared]) -> None:
+        try:
+            await self._pipelined([self._publish_submitted(item) for item in items])
+            await self._pipelined([self._publish_task(item) for item in items])
+        except (TimeoutError, OSError) as exc:
+            raise Unavailable(f"JetStream did not acknowledge the task: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("nats"):
+                raise Unavailable(f"JetStream refused the task: {exc}") from exc
+            raise
+
+    @staticmethod
+    async def _pipelined(publishes: list[Awaitable[Any]]) -> None:
+        for start in range(0, len(publishes), PUBLISH_WINDOW):
+            await asyncio.gather(*publishes[start : start + PUBLISH_WINDOW])
+
+    async def _publish_submitted(self, item: _Prepared) -> None:
+        event = events_pb2.TaskEvent(
+            task_id=item.task.id,
+            type=item.task.type,
+            time=item.task.create_time,
+            submitted=events_pb2.Submitted(
+                task=item.task, input=item.message.input, retry_policy=item.retry_policy
+            ),
+        )
+        await _bounded(
+            self._js.publish(
+                subjects.event_subject(item.task.type),
+                event.SerializeToString(),
+                headers={subjects.HEADER_MSG_ID: f"{item.task.id}:submitted"},
+            )
+        )
+
+    async def _publish_task(self, item: _Prepared) -> None:
+        target = subjects.task_subject(item.task.type, item.task.priority, item.task.id)
+        headers = {subjects.HEADER_MSG_ID: f"{item.task.id}:run:0"}
+        subject = target
+        if item.task.HasField("run_at"):
+            subject = subjects.delayed_subject(item.task.id)
+            headers.update(subjects.schedule_headers(item.task.run_at.ToDatetime(dt.UTC), target))
+        await _bounded(self._js.publish(subject, item.message.SerializeToString(), headers=headers))

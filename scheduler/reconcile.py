@@ -1,0 +1,130 @@
+"""Reconciliation: no task stays unfinished forever.
+
+A task the store holds as unfinished should be in the TASKS stream (queued, delayed, or in
+flight with a worker). If a process died between two steps it may be in no stream at all;
+then nothing would ever finish it. Every round, the reconciler looks at unfinished tasks
+that have not changed for a while, asks the stream whether it still holds each one (the
+task id is part of its subject), and fails the lost ones with a clear error, after which
+``conveyor retry`` runs them again from the input the store kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+import grpc
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from conveyor import subjects
+from conveyor.api.events.v1 import events_pb2
+from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from conveyor.tasks import from_timestamp, now, timestamp
+
+log = logging.getLogger(__name__)
+
+UNFINISHED = [
+    tasks_pb2.TASK_STATE_PENDING,
+    tasks_pb2.TASK_STATE_SCHEDULED,
+    tasks_pb2.TASK_STATE_RUNNING,
+    tasks_pb2.TASK_STATE_RETRYING,
+]
+LOST_MESSAGE = (
+    "the task was in no queue (a process died between accepting it and queueing it); "
+    "run it again with `conveyor retry`"
+)
+
+
+class Reconciler:
+    """Finds unfinished tasks that no stream holds and fails them with a clear error."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        store: tasks_pb2_grpc.TaskServiceStub,
+        interval: float = 60.0,
+        quiet_for: float = 120.0,
+        max_pages: int = 20,
+    ) -> None:
+        self._js = js
+        self._store = store
+        self.interval = interval
+        self.quiet_for = quiet_for
+        self.max_pages = max_pages
+
+    async def run(self) -> None:
+        """Reconciles every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                lost = await self.reconcile_once()
+                if lost:
+                    log.warning("reconciliation failed %d lost tasks", lost)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("reconciliation round failed: %s", exc)
+
+    async def reconcile_once(self) -> int:
+        """One round; returns how many lost tasks were failed."""
+        cutoff = now() - dt.timedelta(seconds=self.quiet_for)
+        lost = 0
+        token = ""
+        for _ in range(self.max_pages):
+            page = await self._store.ListTasks(
+                tasks_pb2.ListTasksRequest(states=UNFINISHED, page_size=1000, page_token=token),
+                timeout=30,
+            )
+            for task in page.tasks:
+                if from_timestamp(task.update_time) < cutoff and not await self._queued(task):
+                    lost += await self._fail_if_unchanged(task)
+            token = page.next_page_token
+            if not token:
+                break
+        return lost
+
+    async def _queued(self, task: tasks_pb2.Task) -> bool:
+        candidates = [
+            subjects.task_subject(task.type, task.priority, task.id),
+            subjects.delayed_subject(task.id),
+        ]
+        for subject in candidates:
+            try:
+                await self._js.get_last_msg(subjects.STREAM_TASKS, subject)
+                return True
+            except NotFoundError:
+                continue
+        return False
+
+    async def _fail_if_unchanged(self, task: tasks_pb2.Task) -> int:
+        # The task may have finished a moment ago (its worker acked after publishing the
+        # outcome, and the store has not applied it yet): look again before acting.
+        await asyncio.sleep(1.0)
+        try:
+            fresh = (
+                await self._store.GetTask(tasks_pb2.GetTaskRequest(task_id=task.id), timeout=10)
+            ).task
+        except grpc.aio.AioRpcError:
+            return 0
+        if fresh.version != task.version:
+            return 0
+        error = tasks_pb2.TaskError(
+            attempt=task.attempt, type="lost", message=LOST_MESSAGE, time=timestamp()
+        )
+        event = events_pb2.TaskEvent(
+            task_id=task.id,
+            type=task.type,
+            time=timestamp(),
+            attempt=max(task.attempt, 1),
+            worker_id="scheduler",
+            failed=events_pb2.Failed(error=error),
+        )
+        await self._js.publish(
+            subjects.event_subject(task.type),
+            event.SerializeToString(),
+            headers={subjects.HEADER_MSG_ID: f"{task.id}:lost:{task.version}"},
+        )
+        log.warning("task %s was in no stream; failed it as lost", task.id)
+        return 1

@@ -1,0 +1,6 @@
+"""``python -m store``."""
+
+from store.app import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The store process: ``python -m store``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+
+from nats.aio.client import Client as NATS
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from conveyor import jetstream, subjects
+from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from conveyor.config import ConfigError, StoreSettings, load_environ
+from conveyor.logs import setup_logging
+from conveyor.server import Server, run, stop_on_signals
+from store.consumer import EventApplier
+from store.db import create_engine, migrate
+from store.repository import TaskRepository
+from store.service import StoreService
+from store.watch import WatchHub
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
+
+
+class Store:
+    """A running store; ``start()`` then ``stop()``. Tests use port 0."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self.settings = settings
+        self.engine: AsyncEngine | None = None
+        self.nc: NATS | None = None
+        self.server: Server | None = None
+        self._applying: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        assert self.server is not None
+        return self.server.address
+
+    async def start(self) -> None:
+        self.engine = create_engine(self.settings.database_url)
+        await migrate(self.engine)
+        repository = TaskRepository(self.engine)
+        common = self.settings.common
+        self.nc, js = await jetstream.setup(common, "conveyor-store")
+        buckets = await jetstream.ensure_buckets(js, common)
+        self.hub = WatchHub()
+        self.applier = EventApplier(js, repository, self.hub, self.settings.event_batch_size)
+        await self.applier.start()
+        self._applying = asyncio.create_task(self.applier.run(), name="apply-events")
+        self.server = Server(self.settings.listen, [SERVICE_NAME], self.settings.max_message_bytes)
+        service = StoreService(
+            repository, self.applier, self.hub, self.nc, js, buckets[subjects.KV_CANCELLED]
+        )
+        tasks_pb2_grpc.add_TaskServiceServicer_to_server(service, self.server.grpc)
+        await self.server.start()
+        log.info(
+            "store listening on %s (database %s)", self.address, _redact(self.settings.database_url)
+        )
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self.server:
+            await self.server.stop(grace)
+        if self._applying:
+            self._applying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._applying
+        if self.nc and not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        if self.engine:
+            await self.engine.dispose()
+        log.info("store stopped")
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{host}"
+    return url
+
+
+async def serve(settings: StoreSettings) -> None:
+    """Runs the store until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    store = Store(settings)
+    await store.start()
+    await stop.wait()
+    await store.stop()
+
+
+def main() -> None:
+    """Reads settings, sets up logging once and serves."""
+    try:
+        settings = StoreSettings.from_env(load_environ())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from exc
+    setup_logging("store", settings.common.log_level, settings.common.log_format)
+    run(lambda: serve(settings))

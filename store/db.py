@@ -1,0 +1,111 @@
+"""Database engines and schema migrations for SQLite (aiosqlite) and PostgreSQL (asyncpg)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite statement waits for another connection's write lock before failing."""
+
+_IMMEDIATE = "conveyor_sqlite_immediate"
+_MIGRATION_LOCK = 0x636F6E76  # "conv": any constant shared by every store replica
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for ``url`` tuned for the store.
+
+    SQLite: creates the file's folder, uses WAL (readers never block the writer),
+    ``synchronous=NORMAL`` (durable at checkpoints, safe against corruption), a busy
+    timeout and foreign keys; SQLAlchemy emits BEGIN itself so every statement of a
+    transaction, reads included, is inside it. PostgreSQL: a checked, bounded pool.
+
+    >>> engine = create_engine("sqlite+aiosqlite:///.conveyor/conveyor.db")  # doctest: +SKIP
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    return create_async_engine(
+        parsed,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=30,
+        pool_pre_ping=True,  # survive a database restart without failing the first query
+        pool_recycle=1800,
+    )
+
+
+def _sqlite_engine(url: URL) -> AsyncEngine:
+    database = url.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Stop the sqlite3 module from issuing its own (late, deferred) BEGIN; see _on_begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the write lock up front: a deferred transaction that reads first
+        # fails with SQLITE_BUSY instead of waiting if another writer commits meanwhile.
+        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+@contextlib.asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection in a transaction meant to write, committed when the block exits.
+
+    On SQLite it holds the database's write lock from the start (``BEGIN IMMEDIATE``), so a
+    read-then-write such as checking the applied sequence cannot race another writer.
+    """
+    async with engine.connect() as conn:
+        await conn.execution_options(**{_IMMEDIATE: True})
+        async with conn.begin():
+            yield conn
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Brings the schema to the newest revision (``alembic upgrade head``); safe to repeat.
+
+    Replicas starting together on PostgreSQL take turns through an advisory lock.
+    """
+    async with write_transaction(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        await conn.run_sync(_upgrade)
+
+
+def alembic_config() -> Config:
+    """An Alembic configuration pointing at the packaged migrations, no ini file needed."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def _upgrade(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")

@@ -1,0 +1,1 @@
+"""Alembic migrations of the store schema; :func:`store.db.migrate` runs them."""

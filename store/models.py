@@ -1,0 +1,166 @@
+"""The store's tables, as SQLAlchemy declarative models portable to SQLite and PostgreSQL.
+
+The repository writes through the Core tables (``TaskRow.__table__`` ...) in bulk; the
+models exist so Alembic and readers share one definition. Times are stored in UTC and
+always come back timezone-aware, whatever the database keeps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, cast
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Deterministic constraint names, so later migrations can alter them on both databases."""
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware datetime stored in UTC.
+
+    SQLite has no time zones and hands back naive values; normalising on the way in and
+    out keeps comparisons (keyset pagination) and round trips identical on both databases.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: store times must be timezone-aware")
+        utc = value.astimezone(dt.UTC)
+        # SQLite compares the stored text, so keep it naive UTC in one fixed format.
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    """The declarative base of the store's tables."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class TaskRow(Base):
+    """A task's current snapshot plus its immutable input, one row per task."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    state: Mapped[int] = mapped_column(SmallInteger)
+    priority: Mapped[int] = mapped_column(SmallInteger, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempt_offset: Mapped[int] = mapped_column(Integer, default=0)
+    version: Mapped[int] = mapped_column(BigInteger)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    schedule_id: Mapped[str | None] = mapped_column(String(255))
+    worker_id: Mapped[str] = mapped_column(String(255), default="")
+    timeout_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # Serialized TaskInput and RetryPolicy: written once at submit, read for re-drives.
+    input: Mapped[bytes] = mapped_column(LargeBinary)
+    retry_policy: Mapped[bytes] = mapped_column(LargeBinary)
+    # Serialized TaskResult / TaskError; attempt_errors is a serialized Task holding only
+    # its attempt_errors field, which is the same bytes as the repeated field's encoding.
+    result: Mapped[bytes | None] = mapped_column(LargeBinary)
+    error: Mapped[bytes | None] = mapped_column(LargeBinary)
+    attempt_errors: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    progress_current: Mapped[int] = mapped_column(BigInteger, default=0)
+    progress_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    progress_message: Mapped[str] = mapped_column(Text, default="")
+    create_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    update_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    start_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    end_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    run_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        # ListTasks reads newest first, optionally by state or type; each index ends with
+        # (create_time, id) so the keyset condition and the ORDER BY use it directly.
+        Index("ix_tasks_create_time_id", "create_time", "id"),
+        Index("ix_tasks_state_create_time_id", "state", "create_time", "id"),
+        Index("ix_tasks_type_create_time_id", "type", "create_time", "id"),
+        Index("ix_tasks_idempotency_key", "idempotency_key"),
+    )
+
+
+class TaskLabelRow(Base):
+    """One label of a task, so ListTasks can filter by labels with an index."""
+
+    __tablename__ = "task_labels"
+
+    task_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(63), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+    __table_args__ = (Index("ix_task_labels_key_value", "key", "value", "task_id"),)
+
+
+class TaskHistoryRow(Base):
+    """The task as it was at one version: a serialized Task, replayed to watchers."""
+
+    __tablename__ = "task_history"
+
+    task_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    snapshot: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class StoreCursorRow(Base):
+    """The single row recording the last EVENTS stream sequence applied."""
+
+    __tablename__ = "store_cursor"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    applied_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+CURSOR_ID = 1
+"""The id of the only ``store_cursor`` row; the first migration inserts it."""
+
+# The Core tables, for bulk statements; declarative types them as plain FromClause.
+tasks = cast(Table, TaskRow.__table__)
+task_labels = cast(Table, TaskLabelRow.__table__)
+task_history = cast(Table, TaskHistoryRow.__table__)
+store_cursor = cast(Table, StoreCursorRow.__table__)

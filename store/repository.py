@@ -1,0 +1,301 @@
+"""Task state in SQL: applies event batches exactly once and answers reads.
+
+Writes come only from :meth:`TaskRepository.apply`, one transaction per batch of stream
+events, with bulk statements: per-row round trips would cap the store at a few hundred
+events per second (see DESIGN.md, section 6).
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    exists,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from conveyor.api.events.v1 import events_pb2
+from conveyor.api.tasks.v1 import tasks_pb2
+from store import convert
+from store.db import write_transaction
+from store.models import CURSOR_ID, store_cursor, task_history, task_labels, tasks
+from store.pagination import Cursor, decode_token, encode_token, page_size_of
+from store.transitions import Kind, Snapshot, transition
+
+logger = logging.getLogger(__name__)
+
+_ID_CHUNK = 1000  # ids per IN (...) list: well under every driver's parameter limit
+
+# Columns a transition may change. The rest (type, labels, create_time ...) are fixed at
+# submit, so updates leave them out and write less.
+_MUTABLE = (
+    "state",
+    "attempt",
+    "max_attempts",
+    "attempt_offset",
+    "version",
+    "cancel_requested",
+    "worker_id",
+    "result",
+    "error",
+    "attempt_errors",
+    "progress_current",
+    "progress_total",
+    "progress_message",
+    "update_time",
+    "start_time",
+    "end_time",
+    "next_attempt_time",
+)
+# Everything but the immutable input, which only submit and re-drive need.
+_SNAPSHOT_COLUMNS = [c for c in tasks.c if c.name not in ("input", "retry_policy")]
+# Listed tasks leave out results too, which can be megabytes of image.
+_LISTED_COLUMNS = [c for c in _SNAPSHOT_COLUMNS if c.name != "result"]
+_UPDATE_TASK = update(tasks).where(tasks.c.id == bindparam("b_id"))
+
+
+@dataclass
+class _Batch:
+    """The in-memory outcome of one batch before it is written."""
+
+    loaded: dict[str, Snapshot]
+    current: dict[str, Snapshot] = field(default_factory=dict)
+    created: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # input, policy
+    history: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[tasks_pb2.Task] = field(default_factory=list)
+
+
+class TaskRepository:
+    """Reads and writes tasks in the store's database.
+
+    >>> repo = TaskRepository(engine)  # doctest: +SKIP
+    >>> changed = await repo.apply([(sequence, event)])  # doctest: +SKIP
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def apply(
+        self, events: Sequence[tuple[int, events_pb2.TaskEvent]]
+    ) -> builtins.list[tasks_pb2.Task]:
+        """Applies stream events in one transaction and returns every recorded change in order.
+
+        ``events`` are (stream sequence, event) pairs. Sequences at or below the stored
+        applied sequence were applied already and are skipped, so redelivering a batch
+        changes nothing: the task state is exactly-once although delivery is not.
+        """
+        if not events:
+            return []
+        async with write_transaction(self._engine) as conn:
+            applied = await _applied_sequence(conn, lock=True)
+            fresh: builtins.list[tuple[int, events_pb2.TaskEvent]] = []
+            for sequence, event in sorted(events, key=lambda pair: pair[0]):
+                if sequence > applied:
+                    fresh.append((sequence, event))
+                    applied = sequence
+            if not fresh:
+                return []
+            batch = _Batch(loaded=await _load(conn, {event.task_id for _, event in fresh}))
+            for sequence, event in fresh:
+                _apply_one(batch, sequence, event)
+            await _write(conn, batch, applied)
+        return batch.changes
+
+    async def applied_sequence(self) -> int:
+        """The stream sequence of the last event applied (0 before the first)."""
+        async with self._engine.connect() as conn:
+            return await _applied_sequence(conn, lock=False)
+
+    async def get(self, task_id: str, omit_payloads: bool = False) -> tasks_pb2.Task | None:
+        """The task, or None if unknown; ``omit_payloads`` leaves out result image bytes."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(*_SNAPSHOT_COLUMNS).where(tasks.c.id == task_id))
+            ).first()
+        if row is None:
+            return None
+        task = convert.snapshot_to_task(convert.snapshot_from_row(row._mapping))
+        return convert.omit_payloads(task) if omit_payloads else task
+
+    async def get_for_redrive(
+        self, task_id: str
+    ) -> tuple[tasks_pb2.Task, tasks_pb2.TaskInput, events_pb2.RetryPolicy, int] | None:
+        """What re-queuing the task needs, or None if unknown.
+
+        Returns the task, its input, its retry policy and the attempt budget of its last
+        run (``max_attempts - attempt_offset``), which a re-drive grants again.
+        """
+        async with self._engine.connect() as conn:
+            query = select(*_SNAPSHOT_COLUMNS, tasks.c.input, tasks.c.retry_policy)
+            row = (await conn.execute(query.where(tasks.c.id == task_id))).first()
+        if row is None:
+            return None
+        snapshot = convert.snapshot_from_row(row._mapping)
+        return (
+            convert.snapshot_to_task(snapshot),
+            tasks_pb2.TaskInput.FromString(row.input),
+            events_pb2.RetryPolicy.FromString(row.retry_policy),
+            snapshot.max_attempts - snapshot.attempt_offset,
+        )
+
+    async def list(
+        self,
+        states: Iterable[int] = (),
+        task_type: str = "",
+        labels: dict[str, str] | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[builtins.list[tasks_pb2.Task], str]:
+        """One page of tasks, newest first, and the token of the next page ("" at the end).
+
+        Filters combine with AND: any of ``states``, the type, and all of ``labels``.
+        Listed tasks carry no result. Raises InvalidArgument for a malformed token.
+        """
+        cursor = decode_token(page_token)
+        size = page_size_of(page_size)
+        conditions = _filters(list(states), task_type, labels or {})
+        if cursor is not None:
+            conditions.append(_after(cursor))
+        query = (
+            select(*_LISTED_COLUMNS)
+            .where(*conditions)
+            .order_by(tasks.c.create_time.desc(), tasks.c.id.desc())
+            .limit(size + 1)  # one more than asked says whether there is a next page
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        page = [convert.snapshot_from_row(row._mapping) for row in rows[:size]]
+        token = ""
+        if len(rows) > size:
+            token = encode_token(Cursor(page[-1].create_time, page[-1].id))
+        return [convert.snapshot_to_task(s) for s in page], token
+
+    async def history(self, task_id: str, after_version: int = 0) -> builtins.list[tasks_pb2.Task]:
+        """The task as it was at each version after ``after_version``, oldest first."""
+        query = (
+            select(task_history.c.snapshot)
+            .where(task_history.c.task_id == task_id, task_history.c.version > after_version)
+            .order_by(task_history.c.version)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [tasks_pb2.Task.FromString(row.snapshot) for row in rows]
+
+
+async def _applied_sequence(conn: AsyncConnection, *, lock: bool) -> int:
+    query = select(store_cursor.c.applied_sequence).where(store_cursor.c.id == CURSOR_ID)
+    if lock:
+        # PostgreSQL: a second store replica waits here instead of applying the batch too.
+        # SQLite ignores FOR UPDATE; BEGIN IMMEDIATE already serialises writers.
+        query = query.with_for_update()
+    value = (await conn.execute(query)).scalar_one_or_none()
+    return int(value or 0)
+
+
+async def _load(conn: AsyncConnection, ids: set[str]) -> dict[str, Snapshot]:
+    ordered = sorted(ids)
+    loaded: dict[str, Snapshot] = {}
+    for start in range(0, len(ordered), _ID_CHUNK):
+        chunk = ordered[start : start + _ID_CHUNK]
+        result = await conn.execute(select(*_SNAPSHOT_COLUMNS).where(tasks.c.id.in_(chunk)))
+        for row in result:
+            snapshot = convert.snapshot_from_row(row._mapping)
+            loaded[snapshot.id] = snapshot
+    return loaded
+
+
+def _apply_one(batch: _Batch, sequence: int, message: events_pb2.TaskEvent) -> None:
+    event = convert.event_from_proto(message)
+    if event is None:
+        logger.warning("event %d for task %s has no kind; ignored", sequence, message.task_id)
+        return
+    current = batch.current.get(event.task_id) or batch.loaded.get(event.task_id)
+    changed = transition(current, event)
+    if changed is None:
+        if current is None and event.kind is not Kind.SUBMITTED:
+            logger.warning(
+                "%s event %d for unknown task %s ignored", event.kind.value, sequence, event.task_id
+            )
+        else:
+            logger.debug(
+                "%s event %d for task %s ignored", event.kind.value, sequence, event.task_id
+            )
+        return
+    if current is None:
+        submitted = message.submitted
+        batch.created[changed.id] = (
+            submitted.input.SerializeToString(),
+            submitted.retry_policy.SerializeToString(),
+        )
+    batch.current[changed.id] = changed
+    task = convert.snapshot_to_task(changed)
+    batch.history.append(
+        {"task_id": changed.id, "version": changed.version, "snapshot": task.SerializeToString()}
+    )
+    batch.changes.append(task)
+
+
+async def _write(conn: AsyncConnection, batch: _Batch, applied: int) -> None:
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    label_rows: list[dict[str, Any]] = []
+    for task_id, snapshot in batch.current.items():
+        row = convert.snapshot_to_row(snapshot)
+        if task_id in batch.created:
+            row["input"], row["retry_policy"] = batch.created[task_id]
+            inserts.append(row)
+            label_rows.extend(
+                {"task_id": task_id, "key": k, "value": v} for k, v in snapshot.labels.items()
+            )
+        else:
+            updates.append({"b_id": task_id, **{name: row[name] for name in _MUTABLE}})
+    # Rows first: labels and history refer to them by foreign key.
+    if inserts:
+        await conn.execute(insert(tasks), inserts)
+    if updates:
+        await conn.execute(_UPDATE_TASK, updates)
+    if label_rows:
+        await conn.execute(insert(task_labels), label_rows)
+    if batch.history:
+        await conn.execute(insert(task_history), batch.history)
+    await conn.execute(
+        update(store_cursor).where(store_cursor.c.id == CURSOR_ID).values(applied_sequence=applied)
+    )
+
+
+def _filters(
+    states: list[int], task_type: str, labels: dict[str, str]
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if states:
+        conditions.append(tasks.c.state.in_(states))
+    if task_type:
+        conditions.append(tasks.c.type == task_type)
+    for key, value in sorted(labels.items()):
+        conditions.append(
+            exists().where(
+                task_labels.c.task_id == tasks.c.id,
+                task_labels.c.key == key,
+                task_labels.c.value == value,
+            )
+        )
+    return conditions
+
+
+def _after(cursor: Cursor) -> ColumnElement[bool]:
+    """Rows after the cursor in (create_time desc, id desc) order."""
+    return or_(
+        tasks.c.create_time < cursor.create_time,
+        and_(tasks.c.create_time == cursor.create_time, tasks.c.id < cursor.task_id),
+    )

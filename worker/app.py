@@ -1,0 +1,204 @@
+"""The worker process: ``python -m worker [--types T ...] [--import module ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from conveyor import jetstream, subjects
+from conveyor.api.events.v1 import events_pb2
+from conveyor.config import ConfigError, WorkerSettings, load_environ
+from conveyor.logs import setup_logging
+from conveyor.registry import Registry, TaskType, default_registry
+from conveyor.server import Server, run, stop_on_signals
+from conveyor.tasks import duration, timestamp
+from worker.consumer import Slots, TypeConsumer
+from worker.events import EventPublisher
+from worker.handlers import register_builtins
+from worker.invoke import Invoker, ProcessSlots
+from worker.middleware import Cancellation, Heartbeat, Job, TimeLimit, chain
+from worker.runner import Runner
+
+log = logging.getLogger(__name__)
+
+
+def type_spec(task_type: TaskType) -> events_pb2.TaskTypeSpec:
+    """The registry entry of a type: the defaults the gateway applies at submit."""
+    return events_pb2.TaskTypeSpec(
+        type=task_type.name,
+        max_attempts=task_type.max_attempts,
+        timeout=duration(task_type.timeout),
+        retry_policy=events_pb2.RetryPolicy(
+            initial_delay=duration(task_type.retry.initial_delay),
+            max_delay=duration(task_type.retry.max_delay),
+            multiplier=task_type.retry.multiplier,
+        ),
+        description=task_type.description,
+        register_time=timestamp(),
+    )
+
+
+class Worker:
+    """A running worker serving some task types; ``start()`` then ``stop()``."""
+
+    def __init__(self, settings: WorkerSettings, registry: Registry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or default_registry
+        register_builtins(self.registry)
+        for module in settings.imports:
+            importlib.import_module(module)  # registers the module's handlers
+        unknown = [t for t in settings.types if t not in self.registry]
+        if unknown:
+            raise ConfigError([f"no handler is registered for task type {t!r}" for t in unknown])
+        self.types = list(settings.types) or self.registry.names()
+        self.slots = Slots(settings.concurrency)
+        self.processes = ProcessSlots(settings.process_pool_size)
+        self.cancellation = Cancellation()
+        self.nc: NATS | None = None
+        self.server: Server | None = None
+        self._stopping = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        common = self.settings.common
+        self.nc, js = await jetstream.setup(common, f"conveyor-worker-{self.settings.worker_id}")
+        buckets = await jetstream.ensure_buckets(js, common)
+        invoker = Invoker(self.processes)
+
+        async def invoke(job: Job) -> object:
+            return await invoker(job.task_type, job.message, job.ctx)
+
+        call = chain(
+            [Heartbeat(self.settings.ack_wait_seconds), self.cancellation, TimeLimit()],
+            invoke,  # type: ignore[arg-type]
+        )
+        self.runner = Runner(
+            self.registry,
+            EventPublisher(js, self.settings.worker_id),
+            buckets[subjects.KV_CANCELLED],
+            call,
+        )
+        await self.nc.subscribe(subjects.CANCEL_SUBJECT, cb=self._on_cancel)
+        consumers = []
+        for name in self.types:
+            task_type = self.registry.get(name)
+            assert task_type is not None
+            consumer = TypeConsumer(
+                js, name, self.settings.ack_wait_seconds, self.slots, self._dispatch
+            )
+            await consumer.declare()
+            await buckets[subjects.KV_TYPES].put(name, type_spec(task_type).SerializeToString())
+            consumers.append(consumer)
+        self.consumers = consumers
+        self._loops = [
+            asyncio.create_task(c.run(self._stopping), name=f"consume-{c.task_type}")
+            for c in consumers
+        ]
+        self.server = Server(self.settings.listen, [], 4 * 1024 * 1024)
+        await self.server.start()
+        log.info(
+            "worker %s serving %s (concurrency %d, health on %s)",
+            self.settings.worker_id,
+            ", ".join(self.types),
+            self.settings.concurrency,
+            self.server.address,
+        )
+
+    async def _dispatch(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._run_one(msg))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _run_one(self, msg: Msg) -> None:
+        try:
+            await self.runner.handle(msg)
+        finally:
+            await self.slots.give_back()
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        task_id = msg.data.decode(errors="replace")
+        if self.cancellation.cancel(task_id):
+            log.info("cancelling running task %s", task_id)
+
+    async def stop(self) -> None:
+        """Stops fetching, lets in-flight tasks finish within the grace period, and hands
+        the rest back for immediate redelivery."""
+        if self.server:
+            await self.server.set_serving(False)
+        self._stopping.set()
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._in_flight:
+            log.info(
+                "waiting up to %.0fs for %d tasks",
+                self.settings.shutdown_grace_seconds,
+                len(self._in_flight),
+            )
+            _, pending = await asyncio.wait(
+                set(self._in_flight), timeout=self.settings.shutdown_grace_seconds
+            )
+            if pending:
+                self.runner.shutting_down = True
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        self.processes.shutdown()
+        if self.server:
+            await self.server.stop(1.0)
+        if self.nc and not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        log.info("worker stopped")
+
+
+async def serve(settings: WorkerSettings) -> None:
+    """Runs a worker until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    worker = Worker(settings)
+    await worker.start()
+    await stop.wait()
+    await worker.stop()
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m worker", description="Run a Conveyor worker.")
+    parser.add_argument("--types", nargs="+", default=[], help="serve only these task types")
+    parser.add_argument(
+        "--import", dest="imports", nargs="+", default=[], help="modules registering handlers"
+    )
+    parser.add_argument("--concurrency", type=int, help="tasks run at once by this worker")
+    parser.add_argument("--listen", help="health endpoint, host:port")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Reads settings (flags over CONVEYOR_* variables), sets up logging and serves."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    env = load_environ()
+    if args.types:
+        env["CONVEYOR_WORKER_TYPES"] = " ".join(args.types)
+    if args.imports:
+        env["CONVEYOR_WORKER_IMPORTS"] = " ".join(args.imports)
+    if args.concurrency is not None:
+        env["CONVEYOR_WORKER_CONCURRENCY"] = str(args.concurrency)
+    if args.listen:
+        env["CONVEYOR_WORKER_LISTEN"] = args.listen
+    sys.path.insert(0, "")  # --import finds modules of the working directory
+    try:
+        settings = WorkerSettings.from_env(env)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from exc
+    setup_logging("worker", settings.common.log_level, settings.common.log_format)
+    run(lambda: serve(settings))

@@ -1,0 +1,45 @@
+"""Publishing a task's events from the worker to the EVENTS stream."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from conveyor import subjects
+from conveyor.api.events.v1 import events_pb2
+from conveyor.tasks import timestamp
+
+PUBLISH_TIMEOUT = 5.0
+
+
+class EventPublisher:
+    """Publishes TaskEvents, each with a Nats-Msg-Id so a repeated publish is dropped."""
+
+    def __init__(self, js: JetStreamContext, worker_id: str) -> None:
+        self._js = js
+        self.worker_id = worker_id
+
+    async def publish(
+        self, message: events_pb2.TaskMessage, attempt: int, dedupe_key: str, **kind: Any
+    ) -> None:
+        """Publishes one event of kind ``kind`` (e.g. ``started=Started()``) and waits for
+        the stream's acknowledgement."""
+        event = events_pb2.TaskEvent(
+            task_id=message.task_id,
+            type=message.type,
+            time=timestamp(),
+            attempt=attempt,
+            worker_id=self.worker_id,
+            **kind,
+        )
+        # A rejected publish can leave its reply pending forever: bound the wait.
+        await asyncio.wait_for(
+            self._js.publish(
+                subjects.event_subject(message.type),
+                event.SerializeToString(),
+                headers={subjects.HEADER_MSG_ID: f"{message.task_id}:{attempt}:{dedupe_key}"},
+            ),
+            PUBLISH_TIMEOUT,
+        )

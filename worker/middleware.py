@@ -1,0 +1,131 @@
+"""Worker middleware: cross-cutting concerns wrapped around every handler call.
+
+Each middleware gets the job and the next step of the chain, like dramatiq's hooks, so
+heartbeats, time limits and cancellation stay out of the consume loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+
+from conveyor.api.events.v1 import events_pb2
+from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.context import TaskContext
+from conveyor.errors import TaskCancelled, TaskTimeout
+from conveyor.registry import TaskType
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One delivery of a task to this worker."""
+
+    msg: Msg
+    message: events_pb2.TaskMessage
+    task_type: TaskType
+    ctx: TaskContext
+
+
+Call = Callable[[Job], Awaitable[tasks_pb2.TaskResult]]
+
+
+class Middleware:
+    """Base class: passes the call through unchanged."""
+
+    async def around(self, job: Job, call_next: Call) -> tasks_pb2.TaskResult:
+        return await call_next(job)
+
+
+def chain(middleware: Sequence[Middleware], innermost: Call) -> Call:
+    """One callable running the middleware outermost-first around ``innermost``."""
+    call = innermost
+    for layer in reversed(middleware):
+        call = _bind(layer, call)
+    return call
+
+
+def _bind(layer: Middleware, call_next: Call) -> Call:
+    async def call(job: Job) -> tasks_pb2.TaskResult:
+        return await layer.around(job, call_next)
+
+    return call
+
+
+class Heartbeat(Middleware):
+    """Tells JetStream the task is still being worked on, so a long task keeps its lease
+    for as long as its worker lives, and loses it within ``ack_wait`` when it dies."""
+
+    def __init__(self, ack_wait: float) -> None:
+        self.interval = max(0.5, ack_wait / 3)
+
+    async def around(self, job: Job, call_next: Call) -> tasks_pb2.TaskResult:
+        beat = asyncio.create_task(self._beat(job.msg))
+        try:
+            return await call_next(job)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+
+    async def _beat(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await msg.in_progress()
+            except Exception as exc:  # NATS away: the next beat may get through
+                log.warning("heartbeat failed: %s", exc)
+
+
+class TimeLimit(Middleware):
+    """Stops an attempt that runs past its task's timeout."""
+
+    async def around(self, job: Job, call_next: Call) -> tasks_pb2.TaskResult:
+        limit = job.ctx.timeout
+        try:
+            async with asyncio.timeout(limit) as scope:
+                return await call_next(job)
+        except TimeoutError:
+            if scope.expired():
+                raise TaskTimeout(f"attempt exceeded its time limit of {limit:g}s") from None
+            raise
+
+
+class Cancellation(Middleware):
+    """Stops a running handler when a client cancels its task."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, tuple[asyncio.Task[tasks_pb2.TaskResult], TaskContext]] = {}
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancels the task's handler if it runs here; True when it did."""
+        running = self._running.get(task_id)
+        if running is None:
+            return False
+        handler, ctx = running
+        ctx.cancelled.set()
+        handler.cancel()
+        return True
+
+    async def around(self, job: Job, call_next: Call) -> tasks_pb2.TaskResult:
+        handler = asyncio.create_task(call_next(job))
+        task_id = job.message.task_id
+        self._running[task_id] = (handler, job.ctx)
+        try:
+            return await handler
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            own_cancel = current is not None and current.cancelling() > 0
+            if job.ctx.cancelled.is_set() and not own_cancel:
+                raise TaskCancelled("cancelled by a client") from None
+            handler.cancel()
+            raise
+        finally:
+            if self._running.get(task_id, (None,))[0] is handler:
+                del self._running[task_id]

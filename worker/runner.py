@@ -1,0 +1,207 @@
+"""Running one delivered task: decide, run the handler chain, record the outcome.
+
+The outcome is published as an event before the message is acked, naked or terminated,
+so a crash between the two repeats the attempt (at-least-once) rather than losing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from conveyor.api.events.v1 import events_pb2
+from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.context import TaskContext
+from conveyor.errors import NonRetryable, Retry, TaskCancelled, TaskTimeout
+from conveyor.logs import attempt_var, task_id_var, task_type_var
+from conveyor.registry import Registry, RetryPolicy
+from conveyor.tasks import now, seconds, timestamp
+from worker.events import EventPublisher
+from worker.middleware import Call, Job
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 300.0
+
+
+def retry_policy_of(message: events_pb2.TaskMessage) -> RetryPolicy:
+    """The task's backoff, with defaults for unset fields."""
+    p = message.retry_policy
+    default = RetryPolicy()
+    return RetryPolicy(
+        initial_delay=seconds(p.initial_delay) or default.initial_delay,
+        max_delay=seconds(p.max_delay) or default.max_delay,
+        multiplier=p.multiplier or default.multiplier,
+    )
+
+
+def task_error(attempt: int, kind: str, message: str) -> tasks_pb2.TaskError:
+    """A TaskError stamped now."""
+    return tasks_pb2.TaskError(attempt=attempt, type=kind, message=message[:4000], time=timestamp())
+
+
+class Runner:
+    """Handles deliveries of tasks: one call of ``handle`` per message."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        publisher: EventPublisher,
+        cancelled: KeyValue,
+        call: Call,
+    ) -> None:
+        self._registry = registry
+        self._publisher = publisher
+        self._cancelled = cancelled
+        self._call = call
+        self.shutting_down = False
+
+    async def handle(self, msg: Msg) -> None:
+        """Processes one message to an ack, nak or term."""
+        try:
+            message = events_pb2.TaskMessage.FromString(msg.data)
+        except DecodeError:
+            log.error("dropping a malformed task message on %s", msg.subject)
+            await msg.term()
+            return
+        run_attempt = msg.metadata.num_delivered or 1
+        attempt = message.attempt_offset + run_attempt
+        task_id_var.set(message.task_id)
+        task_type_var.set(message.type)
+        attempt_var.set(attempt)
+        try:
+            await self._handle(msg, message, run_attempt, attempt)
+        except asyncio.CancelledError:
+            if self.shutting_down:
+                # Hand the task back for immediate redelivery to another worker.
+                await msg.nak()
+                log.info("handed back on shutdown")
+            raise
+        except Exception:
+            # Publishing the outcome failed (NATS away): leave the message unacked, so it
+            # is redelivered when its lease runs out and the attempt is repeated.
+            log.exception("could not record the outcome; the task will be redelivered")
+
+    async def _handle(
+        self, msg: Msg, message: events_pb2.TaskMessage, run_attempt: int, attempt: int
+    ) -> None:
+        publish = self._publisher.publish
+        if await self._is_cancelled(message.task_id):
+            await publish(message, attempt, "cancelled", cancelled=events_pb2.Cancelled())
+            await msg.ack()
+            log.info("skipped: cancelled before it started")
+            return
+        task_type = self._registry.get(message.type)
+        if task_type is None:
+            log.error("no handler for type %s here; handing it back", message.type)
+            await msg.nak(delay=5)
+            return
+        max_attempts = message.max_attempts or task_type.max_attempts
+        if run_attempt > max_attempts:
+            error = task_error(
+                attempt,
+                "worker_lost",
+                f"the worker running attempt {attempt - 1} stopped before finishing, "
+                "and no attempts are left",
+            )
+            await publish(message, attempt, "failed", failed=events_pb2.Failed(error=error))
+            await msg.term()
+            log.warning("failed: %s", error.message)
+            return
+        await publish(message, attempt, "started", started=events_pb2.Started())
+        log.info("started")
+        progress_count = 0
+
+        async def progress(current: int, total: int, text: str) -> None:
+            nonlocal progress_count
+            progress_count += 1
+            report = tasks_pb2.TaskProgress(current=current, total=total, message=text[:500])
+            await publish(
+                message,
+                attempt,
+                f"progress:{progress_count}",
+                progressed=events_pb2.Progressed(progress=report),
+            )
+
+        ctx = TaskContext(
+            task_id=message.task_id,
+            task_type=message.type,
+            attempt=attempt,
+            max_attempts=message.attempt_offset + max_attempts,
+            timeout=seconds(message.timeout) or task_type.timeout or DEFAULT_TIMEOUT,
+            worker_id=self._publisher.worker_id,
+            _progress=progress,
+        )
+        job = Job(msg=msg, message=message, task_type=task_type, ctx=ctx)
+        try:
+            result = await self._call(job)
+        except TaskCancelled:
+            await publish(message, attempt, "cancelled", cancelled=events_pb2.Cancelled())
+            await msg.ack()
+            log.info("cancelled while running")
+        except NonRetryable as exc:
+            await self._fail(job, attempt, type(exc).__name__, str(exc))
+        except Retry as exc:
+            await self._retry_or_fail(job, run_attempt, attempt, "Retry", exc.reason, exc.delay)
+        except TaskTimeout as exc:
+            await self._retry_or_fail(job, run_attempt, attempt, "timeout", str(exc))
+        except Exception as exc:
+            log.warning("attempt failed: %s: %s", type(exc).__name__, exc, exc_info=True)
+            await self._retry_or_fail(job, run_attempt, attempt, type(exc).__name__, str(exc))
+        else:
+            await publish(
+                message, attempt, "completed", completed=events_pb2.Completed(result=result)
+            )
+            await msg.ack()
+            log.info("completed")
+
+    async def _retry_or_fail(
+        self,
+        job: Job,
+        run_attempt: int,
+        attempt: int,
+        kind: str,
+        text: str,
+        delay: float | None = None,
+    ) -> None:
+        max_attempts = job.message.max_attempts or job.task_type.max_attempts
+        if run_attempt >= max_attempts:
+            await self._fail(job, attempt, kind, text)
+            return
+        if delay is None:
+            delay = retry_policy_of(job.message).delay(run_attempt, random.random())
+        error = task_error(attempt, kind, text or kind)
+        when = timestamp(now() + dt.timedelta(seconds=delay))
+        await self._publisher.publish(
+            job.message,
+            attempt,
+            "retrying",
+            retrying=events_pb2.Retrying(error=error, next_attempt_time=when),
+        )
+        await job.msg.nak(delay=max(delay, 0.001))
+        log.info("retrying in %.2fs after %s: %s", delay, kind, text)
+
+    async def _fail(self, job: Job, attempt: int, kind: str, text: str) -> None:
+        error = task_error(attempt, kind, text or kind)
+        await self._publisher.publish(
+            job.message, attempt, "failed", failed=events_pb2.Failed(error=error)
+        )
+        await job.msg.term()
+        log.warning("failed for good: %s: %s", kind, text)
+
+    async def _is_cancelled(self, task_id: str) -> bool:
+        try:
+            entry = await asyncio.wait_for(self._cancelled.get(task_id), 5.0)
+        except KeyNotFoundError:
+            return False
+        except Exception as exc:
+            log.warning("could not check cancellation of %s: %s", task_id, exc)
+            return False
+        return bool(entry.value)
