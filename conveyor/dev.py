@@ -193,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         for child in children:
             start(child)
@@ -223,6 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nstopping...")
         return 0
     finally:
+        # A second Ctrl-C must not abandon the children half-stopped.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_all(children)
         print("stopped.")
 

@@ -142,3 +142,15 @@ async def setup(settings: CommonSettings, name: str) -> tuple[NATS, JetStreamCon
     js = nc.jetstream(timeout=10)
     await ensure_streams(js, settings)
     return nc, js
+
+
+async def close(nc: NATS) -> None:
+    """Flushes what was published (acks included) and closes. Not drain(): draining pull
+    subscriptions can wait out its whole timeout on an idle server."""
+    if nc.is_closed:
+        return
+    try:
+        await nc.flush(timeout=2)
+    except Exception as exc:
+        log.warning("nats flush on close failed: %s", exc)
+    await nc.close()

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
+import nats.errors
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -124,9 +125,10 @@ class Server:
         reflection.enable_server_reflection(
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc
         )
-        self.port = self.grpc.add_insecure_port(listen)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {listen}")
+        try:
+            self.port = self.grpc.add_insecure_port(listen)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {listen}: the address is in use or invalid") from exc
         host = listen.rpartition(":")[0]
         self.address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{self.port}"
 
@@ -156,10 +158,15 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:
-    """Runs a service's coroutine on uvloop when available."""
+    """Runs a service's coroutine on uvloop; a failure to start is one clear line, exit 1."""
     try:
         import uvloop
 
-        uvloop.run(main())
+        runner: Callable[[Awaitable[None]], None] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        asyncio.run(main())
+        runner = asyncio.run  # type: ignore[assignment]
+    try:
+        runner(main())
+    except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
+        log.error("cannot run: %s", exc)
+        raise SystemExit(1) from exc

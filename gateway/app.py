@@ -88,8 +88,8 @@ class Gateway:
             await self.catalog.stop()
         if self.channel:
             await self.channel.close()
-        if self.nc and not self.nc.is_closed:
-            await self.nc.drain()
+        if self.nc:
+            await jetstream.close(self.nc)
         log.info("gateway stopped")
 
 

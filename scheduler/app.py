@@ -58,9 +58,8 @@ class Scheduler:
                 await job
         if self.channel:
             await self.channel.close()
-        if self.nc and not self.nc.is_closed:
-            with contextlib.suppress(Exception):
-                await self.nc.drain()
+        if self.nc:
+            await jetstream.close(self.nc)
         log.info("scheduler stopped")
 
 

@@ -69,9 +69,8 @@ class Store:
             self._applying.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._applying
-        if self.nc and not self.nc.is_closed:
-            with contextlib.suppress(Exception):
-                await self.nc.drain()
+        if self.nc:
+            await jetstream.close(self.nc)
         if self.engine:
             await self.engine.dispose()
         log.info("store stopped")

@@ -6,14 +6,17 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
-from conveyor.tasks import from_timestamp, now
+from conveyor.tasks import now
 from store.transitions import Event, Kind, Progress, Snapshot, State
 
 _KINDS = {kind.value: kind for kind in Kind}
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_INT64 = 2**63 - 1
 
 
 def event_from_proto(event: events_pb2.TaskEvent) -> Event | None:
@@ -22,7 +25,7 @@ def event_from_proto(event: events_pb2.TaskEvent) -> Event | None:
     if field is None:
         return None
     kind = _KINDS[field]
-    time = from_timestamp(event.time) if event.HasField("time") else now()
+    time = _time(event.time) if event.HasField("time") else now()
     base: dict[str, Any] = {
         "kind": kind,
         "task_id": event.task_id,
@@ -34,7 +37,8 @@ def event_from_proto(event: events_pb2.TaskEvent) -> Event | None:
         base["created"] = _submitted_snapshot(event, time)
     elif kind is Kind.PROGRESSED:
         p = event.progressed.progress
-        base["progress"] = Progress(p.current, p.total, p.message)
+        # uint64 on the wire, signed BIGINT in the tables: clamp rather than fail the batch.
+        base["progress"] = Progress(min(p.current, _INT64), min(p.total, _INT64), p.message)
     elif kind is Kind.RETRYING:
         base["error"] = _bytes_of(event.retrying, "error")
         base["next_attempt_time"] = _time_of(event.retrying, "next_attempt_time")
@@ -96,13 +100,21 @@ def snapshot_to_task(snapshot: Snapshot) -> tasks_pb2.Task:
         task.progress.message = s.progress.message
     if s.timeout_seconds:
         task.timeout.FromNanoseconds(round(s.timeout_seconds * 1e9))
-    task.create_time.FromDatetime(s.create_time)
-    task.update_time.FromDatetime(s.update_time)
+    _set_time(task.create_time, s.create_time)
+    _set_time(task.update_time, s.update_time)
     for name in ("start_time", "end_time", "run_at", "next_attempt_time"):
         value: dt.datetime | None = getattr(s, name)
         if value is not None:
-            getattr(task, name).FromDatetime(value)
+            _set_time(getattr(task, name), value)
     return task
+
+
+def _set_time(field: timestamp_pb2.Timestamp, value: dt.datetime) -> None:
+    # Timestamp.FromDatetime goes through utctimetuple and calendar.timegm, which made it
+    # the largest cost of converting a snapshot; plain timedelta arithmetic is exact too.
+    delta = value - _EPOCH
+    field.seconds = delta.days * 86_400 + delta.seconds
+    field.nanos = delta.microseconds * 1_000
 
 
 def snapshot_to_row(snapshot: Snapshot) -> dict[str, Any]:
@@ -203,4 +215,10 @@ def _bytes_of(message: Message, name: str) -> bytes | None:
 def _time_of(message: Message, name: str) -> dt.datetime | None:
     if not message.HasField(name):
         return None
-    return from_timestamp(getattr(message, name))
+    return _time(getattr(message, name))
+
+
+def _time(ts: timestamp_pb2.Timestamp) -> dt.datetime:
+    # As conveyor.tasks.from_timestamp, at a third of the cost (no ToDatetime round trip):
+    # every event's time goes through here.
+    return _EPOCH + dt.timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1_000)

@@ -89,8 +89,10 @@ class TaskRow(Base):
     version: Mapped[int] = mapped_column(BigInteger)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
-    schedule_id: Mapped[str | None] = mapped_column(String(255))
-    worker_id: Mapped[str] = mapped_column(String(255), default="")
+    # Unbounded text where no API limit applies: a value PostgreSQL rejected would fail
+    # its whole batch on every redelivery and stall the store.
+    schedule_id: Mapped[str | None] = mapped_column(Text)
+    worker_id: Mapped[str] = mapped_column(Text, default="")
     timeout_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     # Serialized TaskInput and RetryPolicy: written once at submit, read for re-drives.
     input: Mapped[bytes] = mapped_column(LargeBinary)

@@ -16,6 +16,7 @@ import datetime as dt
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from conveyor.tasks import is_terminal
 
@@ -145,10 +146,13 @@ def transition(current: Snapshot | None, event: Event) -> Snapshot | None:
         return None
     if event.kind in WORKER_KINDS and event.attempt <= current.attempt_offset:
         return None  # from a run before the last re-drive: its attempts are spent
-    changed = _RULES[event.kind](current, event)
-    if changed is None:
-        return None
-    return replace(changed, version=current.version + 1, update_time=event.time)
+    return _RULES[event.kind](current, event)
+
+
+def _change(task: Snapshot, event: Event, **changes: Any) -> Snapshot:
+    """The task with ``changes`` recorded as its next version at the event's time."""
+    # One replace() per change: copying a 25-field frozen dataclass is most of the cost.
+    return replace(task, version=task.version + 1, update_time=event.time, **changes)
 
 
 def _started(task: Snapshot, event: Event) -> Snapshot | None:
@@ -161,8 +165,9 @@ def _started(task: Snapshot, event: Event) -> Snapshot | None:
     ):
         return None  # the same start published twice: restarting would only lose progress
     # A higher attempt while RUNNING is a redelivery after a crash or a lost heartbeat.
-    return replace(
+    return _change(
         task,
+        event,
         state=State.RUNNING,
         attempt=event.attempt,
         start_time=event.time,
@@ -175,7 +180,7 @@ def _started(task: Snapshot, event: Event) -> Snapshot | None:
 def _progressed(task: Snapshot, event: Event) -> Snapshot | None:
     if task.state is not State.RUNNING or event.attempt != task.attempt:
         return None
-    return replace(task, progress=event.progress or Progress())
+    return _change(task, event, progress=event.progress or Progress())
 
 
 def _retrying(task: Snapshot, event: Event) -> Snapshot | None:
@@ -184,11 +189,17 @@ def _retrying(task: Snapshot, event: Event) -> Snapshot | None:
     errors = task.attempt_errors if event.error is None else (*task.attempt_errors, event.error)
     if task.cancel_requested:
         # The client asked to cancel while this attempt ran: a further attempt must not run.
-        return replace(
-            task, state=State.CANCELLED, error=None, attempt_errors=errors, end_time=event.time
+        return _change(
+            task,
+            event,
+            state=State.CANCELLED,
+            error=None,
+            attempt_errors=errors,
+            end_time=event.time,
         )
-    return replace(
+    return _change(
         task,
+        event,
         state=State.RETRYING,
         error=event.error,
         attempt_errors=errors,
@@ -200,8 +211,9 @@ def _completed(task: Snapshot, event: Event) -> Snapshot | None:
     # Accepted from any live state and any current-run attempt: a slow attempt that
     # finishes while a redelivery runs still completes the task, and because COMPLETED
     # ignores everything afterwards the task is never completed twice.
-    return replace(
+    return _change(
         task,
+        event,
         state=State.COMPLETED,
         result=event.result,
         error=None,
@@ -214,8 +226,9 @@ def _failed(task: Snapshot, event: Event) -> Snapshot | None:
     if event.attempt < task.attempt:
         return None  # an older attempt gave up, but a newer one is already under way
     errors = task.attempt_errors if event.error is None else (*task.attempt_errors, event.error)
-    return replace(
+    return _change(
         task,
+        event,
         state=State.FAILED,
         error=event.error,
         attempt_errors=errors,
@@ -226,8 +239,9 @@ def _failed(task: Snapshot, event: Event) -> Snapshot | None:
 
 def _cancel_requested(task: Snapshot, event: Event) -> Snapshot | None:
     if task.state in _QUEUED:
-        return replace(
+        return _change(
             task,
+            event,
             state=State.CANCELLED,
             cancel_requested=True,
             end_time=event.time,
@@ -235,12 +249,13 @@ def _cancel_requested(task: Snapshot, event: Event) -> Snapshot | None:
         )
     if task.cancel_requested:
         return None  # asked twice while running: nothing new to record
-    return replace(task, cancel_requested=True)
+    return _change(task, event, cancel_requested=True)
 
 
 def _cancelled(task: Snapshot, event: Event) -> Snapshot | None:
-    return replace(
+    return _change(
         task,
+        event,
         state=State.CANCELLED,
         end_time=event.time,
         next_attempt_time=None,
@@ -254,8 +269,9 @@ def _redriven(task: Snapshot, event: Event) -> Snapshot | None:
         # A new run must start numbering after every attempt already made or skipped; a
         # lower offset is a stale or duplicated re-drive and would let old events count.
         return None
-    return replace(
+    return _change(
         task,
+        event,
         state=State.PENDING,
         attempt_offset=event.attempt_offset,
         max_attempts=event.attempt_offset + event.run_max_attempts,

@@ -155,9 +155,8 @@ class Worker:
         self.processes.shutdown()
         if self.server:
             await self.server.stop(1.0)
-        if self.nc and not self.nc.is_closed:
-            with contextlib.suppress(Exception):
-                await self.nc.drain()
+        if self.nc:
+            await jetstream.close(self.nc)
         log.info("worker stopped")
 
 

@@ -202,3 +202,23 @@ async def test_a_redrive_runs_again_and_ignores_the_previous_run(
     assert not changes[0].HasField("error") and not changes[0].HasField("end_time")
     assert [e.message for e in changes[-1].attempt_errors] == ["no"]
     assert await repository.get_for_redrive("01jn00000000000000000000zz") is None
+
+
+async def test_extreme_values_do_not_fail_the_batch(repository: TaskRepository) -> None:
+    # A batch the database rejected would be redelivered forever and stall the store.
+    task_id = "01jn0000000000000000000008"
+    huge = tasks_pb2.TaskProgress(current=2**64 - 1, total=2**64 - 1, message="é" * 10_000)
+    changes = await repository.apply(
+        Stream().number(
+            submitted(task_id),
+            worker_event(task_id, at(1), 1, "w" * 1000, started=events_pb2.Started()),
+            worker_event(
+                task_id, at(2), 1, "w" * 1000, progressed=events_pb2.Progressed(progress=huge)
+            ),
+        )
+    )
+    assert len(changes) == 3
+    task = await repository.get(task_id)
+    assert task is not None
+    assert (task.progress.current, task.worker_id) == (2**63 - 1, "w" * 1000)
+    assert task.progress.message == "é" * 10_000

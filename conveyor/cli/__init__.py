@@ -1,0 +1,98 @@
+"""The ``conveyor`` command: submit, get, list, watch, cancel and retry tasks, and ``dev``.
+
+Every call goes through the SDK (:mod:`conveyor.client`). Failures print one line to
+stderr and exit 2 for a bad request (or command line), 1 for anything else; a task
+that is watched exits 0 only when it completes::
+
+    $ conveyor submit text_processing --text ""
+    error: invalid argument: text_processing.text: must not be empty
+    $ echo $?
+    2
+
+``conveyor dev`` is implemented by :mod:`conveyor.dev` (``main(argv) -> int``), imported
+only when asked for, so the client commands stay light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Sequence
+
+from conveyor.cli.commands import UsageError, run
+from conveyor.cli.parser import build_parser, dev_arguments
+from conveyor.cli.render import Output
+from conveyor.client import describe
+from conveyor.config import ClientSettings, ConfigError, load_environ
+from conveyor.errors import ConveyorError, InvalidArgument, Unavailable
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _fail(message: str, code: int) -> int:
+    # One line, even when a server message spans several.
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    return code
+
+
+def _run_dev(argv: list[str]) -> int:
+    try:
+        dev = importlib.import_module("conveyor.dev")
+    except ModuleNotFoundError as exc:
+        if exc.name != "conveyor.dev":
+            raise
+        return _fail("conveyor dev is not available in this installation", EXIT_FAILED)
+    try:
+        return int(dev.main(argv))
+    except SystemExit as exc:  # its argparse: usage was printed, keep main() in-process
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+
+
+def _address(args: argparse.Namespace) -> str:
+    addr = getattr(args, "addr", None)
+    if addr:
+        return str(addr)
+    return ClientSettings.from_env(load_environ()).gateway_addr
+
+
+def _parse(argv: list[str]) -> argparse.Namespace | int:
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit as exc:
+        # argparse has printed usage or help; hand its status back instead of exiting,
+        # so main() is callable in-process.
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line (``sys.argv[1:]`` by default) and returns the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        dev_argv = dev_arguments(arguments)
+        if dev_argv is not None:
+            return _run_dev(dev_argv)
+        args = _parse(arguments)
+        if isinstance(args, int):
+            return args
+        addr = _address(args)
+        return asyncio.run(run(args, addr, Output(bool(getattr(args, "json", False)))))
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except InvalidArgument as exc:
+        return _fail(describe(exc), EXIT_USAGE)
+    except (UsageError, ConfigError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except Unavailable as exc:
+        hint = " (is the gateway running? set --addr or CONVEYOR_GATEWAY_ADDR)"
+        return _fail(describe(exc) + hint, EXIT_FAILED)
+    except ConveyorError as exc:
+        return _fail(describe(exc), EXIT_FAILED)
+    except Exception as exc:  # the promise is one line, never a traceback
+        return _fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED)

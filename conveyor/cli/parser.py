@@ -1,0 +1,196 @@
+"""The command line of ``conveyor``: every subcommand and flag, and nothing else.
+
+``--addr`` and ``--json`` are accepted before or after the subcommand, as people type
+them in both places.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from conveyor.client import (
+    BATCH_OPERATIONS,
+    IMAGE_FORMATS,
+    PRIORITIES,
+    STATES,
+    TRANSFORMS,
+    grayscale,
+    resize,
+    rotate,
+    thumbnail,
+)
+from conveyor.tasks import BUILTIN_TYPES
+
+EPILOG = """\
+examples:
+  conveyor submit text_processing --text "Hello world" --transform upper slug --watch
+  conveyor submit batch_processing --items 1 2 3 --operation square
+  conveyor submit image_processing --image cat.png --thumbnail 128x128 --output thumb.png
+  conveyor submit send_email --payload '{"to": "a@example.com"}' --label team=web
+  conveyor list --state running --state retrying
+  conveyor --json get 01jb2c3d4e5f6g7h8j9k0m1n2p
+"""
+
+
+def label(text: str) -> tuple[str, str]:
+    """Parses key=value."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key, value
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}")
+    return int(width), int(height)
+
+
+def _datetime(text: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time, got {text!r}") from None
+
+
+class _ImageOp(argparse.Action):
+    """Appends an image operation to one shared list, so they apply in command-line order."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        ops = list(getattr(namespace, self.dest, None) or [])
+        if option_string == "--grayscale":
+            ops.append(grayscale())
+        elif option_string == "--rotate":
+            ops.append(rotate(float(str(values))))
+        else:
+            width, height = _size(str(values))
+            ops.append(
+                resize(width, height) if option_string == "--resize" else thumbnail(width, height)
+            )
+        setattr(namespace, self.dest, ops)
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS lets the flag sit before or after the subcommand without one hiding the other.
+    common.add_argument(
+        "--addr",
+        default=argparse.SUPPRESS,
+        help="gateway host:port (default: $CONVEYOR_GATEWAY_ADDR or 127.0.0.1:50051)",
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="machine output: one JSON document (JSON lines for watch)",
+    )
+    return common
+
+
+def _add_submit(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "submit",
+        parents=[common],
+        help="queue a task",
+        description="Queue a task. TYPE is a built-in type "
+        f"({', '.join(BUILTIN_TYPES)}) or a registered custom type.",
+    )
+    p.add_argument("type", metavar="TYPE")
+    text = p.add_mutually_exclusive_group()
+    text.add_argument("--text", help="text of text_processing / ai_summarization")
+    text.add_argument("--text-file", metavar="FILE", help="read the text from FILE (- = stdin)")
+    p.add_argument(
+        "--transform",
+        dest="transforms",
+        action="extend",
+        nargs="+",
+        choices=list(TRANSFORMS),
+        metavar="NAME",
+        help=f"text transforms, in order: {', '.join(TRANSFORMS)}",
+    )
+    p.add_argument("--top-words", type=int, metavar="N", help="how many frequent words to report")
+    p.add_argument("--max-sentences", type=int, metavar="N", help="longest summary in sentences")
+    items = p.add_mutually_exclusive_group()
+    items.add_argument("--items", action="extend", nargs="+", metavar="ITEM", help="batch items")
+    items.add_argument("--items-file", metavar="FILE", help="batch items, one per line")
+    p.add_argument("--operation", choices=list(BATCH_OPERATIONS), help="batch operation")
+    p.add_argument("--chunk-size", type=int, metavar="N", help="batch items per chunk")
+    p.add_argument("--image", metavar="FILE", help="image file to process")
+    p.add_argument("--resize", dest="image_ops", action=_ImageOp, metavar="WxH")
+    p.add_argument("--thumbnail", dest="image_ops", action=_ImageOp, metavar="WxH")
+    p.add_argument("--grayscale", dest="image_ops", action=_ImageOp, nargs=0)
+    p.add_argument("--rotate", dest="image_ops", action=_ImageOp, metavar="DEG")
+    p.add_argument("--format", choices=list(IMAGE_FORMATS), help="output image format")
+    p.add_argument("--output", metavar="FILE", help="wait, then write the result image to FILE")
+    payload = p.add_mutually_exclusive_group()
+    payload.add_argument("--payload", metavar="JSON", help="custom task payload, a JSON object")
+    payload.add_argument("--payload-file", metavar="FILE", help="custom task payload file")
+    opts = p.add_argument_group("options")
+    opts.add_argument("--max-attempts", type=int, metavar="N")
+    opts.add_argument("--timeout", type=float, metavar="SEC", help="time limit per attempt")
+    opts.add_argument("--priority", choices=list(PRIORITIES))
+    opts.add_argument("--idempotency-key", metavar="KEY")
+    opts.add_argument("--label", dest="labels", type=label, action="append", metavar="K=V")
+    when = opts.add_mutually_exclusive_group()
+    when.add_argument("--delay", type=float, metavar="SEC", help="start no sooner than SEC")
+    when.add_argument("--run-at", type=_datetime, metavar="TIME", help="ISO 8601 start time")
+    p.add_argument("--watch", action="store_true", help="follow the task until it ends")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``conveyor`` argument parser."""
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="conveyor",
+        parents=[common],
+        description="Submit, inspect and watch Conveyor tasks.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_submit(sub, common)
+    get = sub.add_parser("get", parents=[common], help="show a task")
+    get.add_argument("id")
+    get.add_argument("--output", metavar="FILE", help="write an image result to FILE")
+    ls = sub.add_parser("list", parents=[common], help="list tasks, newest first")
+    ls.add_argument("--state", dest="states", action="append", choices=list(STATES))
+    ls.add_argument("--type", default="")
+    ls.add_argument("--label", dest="labels", type=label, action="append", metavar="K=V")
+    ls.add_argument("--limit", type=int, default=50, help="most tasks to show (default 50)")
+    ls.add_argument("--page-token", default="", help="continue where a listing stopped")
+    watch = sub.add_parser(
+        "watch", parents=[common], help="follow a task live; exit 0 when it completes"
+    )
+    watch.add_argument("id")
+    for name, text in (("cancel", "cancel a task"), ("retry", "run a failed task again")):
+        sub.add_parser(name, parents=[common], help=text).add_argument("id")
+    sub.add_parser("dev", help="run the whole system locally (see conveyor dev --help)")
+    return parser
+
+
+def dev_arguments(argv: Sequence[str]) -> list[str] | None:
+    """The arguments after ``dev`` when argv runs ``conveyor dev``, else None.
+
+    ``dev`` owns its flags, so they are handed over untouched instead of going through
+    this parser, which would reject them.
+    """
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--addr":
+            i += 2
+        elif arg == "--json" or arg.startswith("--addr="):
+            i += 1
+        else:
+            return list(argv[i + 1 :]) if arg == "dev" else None
+    return None

@@ -1,0 +1,80 @@
+"""Conversions between events, snapshots, rows and Task messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+
+from conveyor.api.events.v1 import events_pb2
+from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.tasks import from_timestamp, timestamp
+from store import convert
+from store.transitions import Kind, State
+from tests.store.factories import T0, at, error, submitted
+
+
+def test_a_submitted_event_becomes_the_first_snapshot() -> None:
+    message = submitted("01jn0000000000000000000001", labels={"a": "b"}, scheduled=True)
+    event = convert.event_from_proto(message)
+    assert event is not None and event.created is not None
+    assert (event.kind, event.time) == (Kind.SUBMITTED, T0)
+    created = event.created
+    assert (created.state, created.max_attempts, created.timeout_seconds) == (
+        State.SCHEDULED,
+        3,
+        30,
+    )
+    assert created.run_at == T0 + dt.timedelta(hours=1)
+    task = convert.snapshot_to_task(created)
+    assert task.labels == message.submitted.task.labels
+    assert task.run_at == message.submitted.task.run_at
+    assert task.create_time == message.submitted.task.create_time
+
+
+def test_times_convert_exactly() -> None:
+    for value in (T0, dt.datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC), at(0.5)):
+        message = events_pb2.TaskEvent(time=timestamp(value), cancelled=events_pb2.Cancelled())
+        event = convert.event_from_proto(message)
+        assert event is not None
+        assert event.time == value == from_timestamp(message.time)
+
+
+def test_a_snapshot_survives_the_row_round_trip() -> None:
+    event = convert.event_from_proto(submitted("01jn0000000000000000000001", labels={"k": "v"}))
+    assert event is not None and event.created is not None
+    errors = (
+        error(1, "one", at(1)).SerializeToString(),
+        error(2, "two", at(2)).SerializeToString(),
+    )
+    snapshot = replace(event.created, attempt_errors=errors, error=errors[-1], attempt=2)
+    row = convert.snapshot_to_row(snapshot)
+    assert convert.snapshot_from_row(row) == snapshot
+    task = convert.snapshot_to_task(snapshot)
+    assert [e.message for e in task.attempt_errors] == ["one", "two"]
+    assert task.error.message == "two"
+
+
+def test_errors_encode_as_the_repeated_field() -> None:
+    errors = tuple(error(i, f"e{i}", at(i)).SerializeToString() for i in (1, 2, 3))
+    blob = convert.encode_errors(errors)
+    assert tasks_pb2.Task.FromString(blob).attempt_errors[2].message == "e3"
+    assert convert.decode_errors(blob) == errors
+    assert convert.encode_errors(()) == b"" and convert.decode_errors(b"") == ()
+
+
+def test_an_event_without_a_kind_converts_to_nothing() -> None:
+    assert convert.event_from_proto(events_pb2.TaskEvent(task_id="x")) is None
+
+
+def test_omit_payloads_clears_only_image_bytes() -> None:
+    task = tasks_pb2.Task(
+        result=tasks_pb2.TaskResult(
+            image_processing=tasks_pb2.ImageProcessingResult(image=b"png", width=3)
+        )
+    )
+    convert.omit_payloads(task)
+    assert (task.result.image_processing.image, task.result.image_processing.width) == (b"", 3)
+    text = tasks_pb2.Task(
+        result=tasks_pb2.TaskResult(text_processing=tasks_pb2.TextProcessingResult(words=4))
+    )
+    assert convert.omit_payloads(text).result.text_processing.words == 4
