@@ -11,6 +11,7 @@ import asyncio
 import builtins
 import concurrent.futures
 import contextlib
+import sys
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -21,6 +22,9 @@ from conveyor._client_builders import EnumArg, OptionArgs
 from conveyor.api.tasks.v1 import tasks_pb2
 
 T = TypeVar("T")
+
+CLOSE_TIMEOUT = 5.0
+"""Seconds to wait for an abandoned stream to close before moving on."""
 
 
 class _LoopThread:
@@ -61,9 +65,24 @@ class _LoopThread:
                     return
                 yield cast(T, item)
         finally:
-            # A step cancelled by Ctrl-C may still be unwinding; it then ends on its own.
-            with contextlib.suppress(RuntimeError, concurrent.futures.CancelledError):
-                self.run(close())
+            self._close_soon(close())
+
+    def _close_soon(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Ends an iterator's stream, waiting a little at most.
+
+        An abandoned iterator is finalised by the garbage collector in any thread (the
+        loop's own included) or while the interpreter exits, when this daemon thread no
+        longer runs: waiting there would hang forever.
+        """
+        if self.loop.is_closed():
+            coro.close()
+            return
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        if sys.is_finalizing() or threading.current_thread() is self._thread:
+            return
+        # A step cancelled by Ctrl-C may still be unwinding (RuntimeError); it ends alone.
+        with contextlib.suppress(RuntimeError, concurrent.futures.CancelledError, TimeoutError):
+            future.result(timeout=CLOSE_TIMEOUT)
 
     def stop(self) -> None:
         if self.loop.is_closed():

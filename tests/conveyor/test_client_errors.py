@@ -221,6 +221,21 @@ async def test_sync_client_works_from_plain_code(service: tuple[FakeTaskService,
     assert await asyncio.to_thread(script) == ([1, 2], "text_processing.text")
 
 
+async def test_sync_iterator_can_be_abandoned(service: tuple[FakeTaskService, str]) -> None:
+    fake, addr = service
+    fake.watch_script = [[task(1), task(2)]]
+
+    def script() -> int:
+        with Client(addr, timeout=5, watch_policy=FAST) as c:
+            updates = c.watch(TASK_ID)
+            first = next(updates)
+            updates.close()  # must end the stream, not hang or leak it
+            return first.version
+
+    assert await asyncio.wait_for(asyncio.to_thread(script), 10) == 1
+    assert len(fake.watch_requests) == 1
+
+
 def test_builders_accept_friendly_names() -> None:
     request = text_processing("hi", ["UPPER", "normalize-whitespace", 3], top_words=5)
     assert list(request.text_processing.transforms) == [1, 6, 3]

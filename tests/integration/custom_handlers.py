@@ -1,0 +1,87 @@
+"""Handlers of user-defined task types used by the integration tests.
+
+Module-level, so that CPU-bound ones can be run in the worker's spawned processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from conveyor.context import TaskContext
+from conveyor.errors import NonRetryable
+from conveyor.registry import Registry, RetryPolicy
+
+FAST_RETRY = RetryPolicy(initial_delay=0.1, max_delay=0.2)
+
+
+class Calls:
+    """What the handlers saw, for the tests to check."""
+
+    flaky: int = 0
+    fail_once_seen: set[str] = set()  # noqa: RUF012
+    sleeper_started: asyncio.Event | None = None
+    sleeper_cancelled = False
+    never: int = 0
+
+
+async def greet(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"greeting": f"hello {payload['name']}", "attempt": ctx.attempt}
+
+
+async def flaky(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    Calls.flaky += 1
+    if ctx.attempt < 3:
+        raise ConnectionError(f"upstream down on attempt {ctx.attempt}")
+    return {"ok": True}
+
+
+async def fail_once(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    if ctx.task_id not in Calls.fail_once_seen:
+        Calls.fail_once_seen.add(ctx.task_id)
+        raise NonRetryable("bad data the first time")
+    return {"ok": True}
+
+
+async def sleeper(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    if Calls.sleeper_started is not None:
+        Calls.sleeper_started.set()
+    try:
+        await asyncio.sleep(float(payload.get("seconds", 60)))
+    except asyncio.CancelledError:
+        Calls.sleeper_cancelled = True
+        raise
+    return {}
+
+
+async def never(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    Calls.never += 1
+    return {}
+
+
+def spin(payload: dict[str, Any]) -> dict[str, Any]:
+    """CPU-bound: busy-loops for payload['seconds'] and returns its pid."""
+    deadline = time.monotonic() + float(payload.get("seconds", 0))
+    while time.monotonic() < deadline:
+        pass
+    return {"pid": os.getpid()}
+
+
+def crash(payload: dict[str, Any]) -> dict[str, Any]:
+    """CPU-bound: kills its own process, every time."""
+    os._exit(17)
+
+
+def registry() -> Registry:
+    """A registry with the test types (the worker adds the built-ins)."""
+    r = Registry()
+    r.task("greet")(greet)
+    r.task("flaky", max_attempts=3, retry=FAST_RETRY)(flaky)
+    r.task("fail_once", max_attempts=3, retry=FAST_RETRY)(fail_once)
+    r.task("sleeper", timeout=120)(sleeper)
+    r.task("never")(never)
+    r.task("spin", cpu_bound=True, timeout=30, retry=FAST_RETRY)(spin)
+    r.task("crash", cpu_bound=True, max_attempts=2, retry=FAST_RETRY)(crash)
+    return r

@@ -1,0 +1,151 @@
+"""Retries, failure, re-drive, timeouts, cancellation, delays and user-defined types,
+against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from conveyor.api.tasks.v1 import tasks_pb2 as S
+from conveyor.tasks import duration, from_timestamp
+from tests.conftest import System
+from tests.integration import custom_handlers
+from tests.integration.custom_handlers import Calls
+from tests.integration.helpers import wait_terminal, watch_all
+
+pytestmark = pytest.mark.integration
+
+
+def custom(
+    task_type: str, options: S.TaskOptions | None = None, **payload: object
+) -> S.SubmitTaskRequest:
+    struct = struct_pb2.Struct()
+    struct.update(payload)
+    return S.SubmitTaskRequest(
+        custom=S.CustomTaskInput(type=task_type, payload=struct), options=options
+    )
+
+
+async def start(system: System) -> System:
+    await system.start_store()
+    await system.start_worker(custom_handlers.registry(), shutdown_grace_seconds=1.0)
+    await system.start_gateway()
+    return system
+
+
+async def test_user_defined_type_round_trip(system: System) -> None:
+    await start(system)
+    submitted = await system.stub.SubmitTask(custom("greet", name="Ada"))
+    task = await wait_terminal(system.stub, submitted.task.id)
+    assert task.state == S.TASK_STATE_COMPLETED
+    assert dict(task.result.custom) == {"greeting": "hello Ada", "attempt": 1.0}
+
+
+async def test_failing_attempts_are_retried_with_their_errors_kept(system: System) -> None:
+    await start(system)
+    submitted = await system.stub.SubmitTask(custom("flaky"))
+    updates = await watch_all(system.stub, submitted.task.id)
+    states = [u.state for u in updates]
+    assert states.count(S.TASK_STATE_RETRYING) == 2
+    final = updates[-1]
+    assert final.state == S.TASK_STATE_COMPLETED and final.attempt == 3
+    assert [(e.attempt, e.type) for e in final.attempt_errors] == [
+        (1, "ConnectionError"),
+        (2, "ConnectionError"),
+    ]
+    assert "upstream down on attempt 2" in final.attempt_errors[1].message
+
+
+async def test_non_retryable_fails_at_once_and_retry_task_runs_it_again(system: System) -> None:
+    await start(system)
+    submitted = await system.stub.SubmitTask(custom("fail_once"))
+    failed = await wait_terminal(system.stub, submitted.task.id)
+    assert failed.state == S.TASK_STATE_FAILED and failed.attempt == 1
+    assert failed.error.type == "NonRetryable" and "bad data" in failed.error.message
+    listed = await system.stub.ListTasks(S.ListTasksRequest(states=[S.TASK_STATE_FAILED]))
+    assert [t.id for t in listed.tasks] == [failed.id]
+
+    retried = await system.stub.RetryTask(S.RetryTaskRequest(task_id=failed.id))
+    assert retried.task.state == S.TASK_STATE_PENDING
+    done = await wait_terminal(system.stub, failed.id)
+    assert done.state == S.TASK_STATE_COMPLETED and done.attempt == 2
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await system.stub.RetryTask(S.RetryTaskRequest(task_id=failed.id))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_timeout_fails_the_attempt(system: System) -> None:
+    await start(system)
+    options = S.TaskOptions(timeout=duration(0.5), max_attempts=1)
+    submitted = await system.stub.SubmitTask(custom("sleeper", options, seconds=30))
+    task = await wait_terminal(system.stub, submitted.task.id, timeout=20)
+    assert task.state == S.TASK_STATE_FAILED
+    assert task.error.type == "timeout" and "0.5s" in task.error.message
+
+
+async def test_cpu_bound_timeout_kills_the_process_and_the_pool_recovers(system: System) -> None:
+    await start(system)
+    options = S.TaskOptions(timeout=duration(1.0), max_attempts=1)
+    stuck = await system.stub.SubmitTask(custom("spin", options, seconds=600))
+    task = await wait_terminal(system.stub, stuck.task.id, timeout=60)
+    assert task.state == S.TASK_STATE_FAILED and task.error.type == "timeout"
+    quick = [await system.stub.SubmitTask(custom("spin", seconds=0)) for _ in range(3)]
+    for submitted in quick:
+        assert (await wait_terminal(system.stub, submitted.task.id)).state == S.TASK_STATE_COMPLETED
+
+
+async def test_a_task_that_kills_its_process_fails_and_others_still_run(system: System) -> None:
+    await start(system)
+    poison = await system.stub.SubmitTask(custom("crash"))
+    task = await wait_terminal(system.stub, poison.task.id, timeout=60)
+    assert task.state == S.TASK_STATE_FAILED and task.attempt == 2
+    assert task.error.type == "WorkerProcessDied"
+    fine = await system.stub.SubmitTask(custom("greet", name="still here"))
+    assert (await wait_terminal(system.stub, fine.task.id)).state == S.TASK_STATE_COMPLETED
+
+
+async def test_cancel_a_running_task_stops_its_handler(system: System) -> None:
+    await start(system)
+    Calls.sleeper_started = asyncio.Event()
+    Calls.sleeper_cancelled = False
+    submitted = await system.stub.SubmitTask(custom("sleeper", seconds=60))
+    await asyncio.wait_for(Calls.sleeper_started.wait(), 20)
+    began = time.monotonic()
+    await system.stub.CancelTask(S.CancelTaskRequest(task_id=submitted.task.id))
+    task = await wait_terminal(system.stub, submitted.task.id, timeout=10)
+    assert task.state == S.TASK_STATE_CANCELLED and Calls.sleeper_cancelled
+    assert time.monotonic() - began < 5  # generous for a loaded machine; the target is 1 s
+
+
+async def test_cancel_a_pending_task_means_it_never_runs(system: System) -> None:
+    await start(system)
+    worker = system.workers[0]
+    await worker.stop()  # type: ignore[attr-defined]
+    system.workers.clear()
+    Calls.never = 0
+    submitted = await system.stub.SubmitTask(custom("never"))
+    assert submitted.task.state == S.TASK_STATE_PENDING
+    cancelled = await system.stub.CancelTask(S.CancelTaskRequest(task_id=submitted.task.id))
+    assert cancelled.task.state == S.TASK_STATE_CANCELLED
+    await system.start_worker(custom_handlers.registry(), shutdown_grace_seconds=1.0)
+    marker = await system.stub.SubmitTask(custom("never"))
+    await wait_terminal(system.stub, marker.task.id)
+    assert Calls.never == 1  # only the marker ran
+    task = (await system.stub.GetTask(S.GetTaskRequest(task_id=submitted.task.id))).task
+    assert task.state == S.TASK_STATE_CANCELLED and task.attempt == 0
+
+
+async def test_delayed_task_is_scheduled_and_starts_after_its_time(system: System) -> None:
+    await start(system)
+    submitted = await system.stub.SubmitTask(
+        custom("greet", S.TaskOptions(delay=duration(2)), name="later")
+    )
+    assert submitted.task.state == S.TASK_STATE_SCHEDULED
+    run_at = from_timestamp(submitted.task.run_at)
+    task = await wait_terminal(system.stub, submitted.task.id, timeout=30)
+    assert task.state == S.TASK_STATE_COMPLETED
+    assert from_timestamp(task.start_time) >= run_at
