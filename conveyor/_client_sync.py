@@ -13,7 +13,7 @@ import concurrent.futures
 import contextlib
 import sys
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, Unpack, cast
 
@@ -46,7 +46,7 @@ class _LoopThread:
             future.cancel()
             raise
 
-    def iterate(self, updates: AsyncIterator[T]) -> Iterator[T]:
+    def iterate(self, updates: AsyncIterator[T]) -> Generator[T, None, None]:
         async def step() -> tuple[bool, T | None]:
             try:
                 return True, await anext(updates)
@@ -215,14 +215,16 @@ class Client:
         type: str = "",
         labels: Mapping[str, str] | None = None,
         page_size: int = 0,
-    ) -> Iterator[tasks_pb2.Task]:
+    ) -> Generator[tasks_pb2.Task, None, None]:
         """Every matching task, newest first, fetching pages as it goes."""
         updates = self._async.iter_tasks(
             states=builtins.list(states), type=type, labels=labels, page_size=page_size
         )
         return self._loop.iterate(updates)
 
-    def watch(self, task_id: str, *, after_version: int = 0) -> Iterator[tasks_pb2.Task]:
+    def watch(
+        self, task_id: str, *, after_version: int = 0
+    ) -> Generator[tasks_pb2.Task, None, None]:
         """The task's state, then every change until a terminal state, resuming on breaks."""
         return self._loop.iterate(self._async.watch(task_id, after_version=after_version))
 

@@ -61,10 +61,10 @@ class _Reader:
             self.problems.append(f"{PREFIX}{name}={raw!r}: {check or exc}")
             return default
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         return self._get(name, default, str)
 
-    def int(self, name: str, default: int, minimum: int = 0, maximum: int = 2**62) -> int:
+    def integer(self, name: str, default: int, minimum: int = 0, maximum: int = 2**62) -> int:
         def parse(raw: str) -> int:
             value = int(raw)
             if not minimum <= value <= maximum:
@@ -73,7 +73,7 @@ class _Reader:
 
         return self._get(name, default, parse)
 
-    def float(self, name: str, default: float, minimum: float = 0.0) -> float:
+    def number(self, name: str, default: float, minimum: float = 0.0) -> float:
         def parse(raw: str) -> float:
             value = float(raw)
             if not value >= minimum:
@@ -120,10 +120,10 @@ class CommonSettings:
     @staticmethod
     def read(r: _Reader) -> CommonSettings:
         return CommonSettings(
-            nats_url=r.str("NATS_URL", DEFAULT_NATS_URL),
+            nats_url=r.text("NATS_URL", DEFAULT_NATS_URL),
             log_level=r.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=r.choice("LOG_FORMAT", "text", ("text", "json")),
-            stream_replicas=r.int("STREAM_REPLICAS", 1, minimum=1, maximum=5),
+            stream_replicas=r.integer("STREAM_REPLICAS", 1, minimum=1, maximum=5),
         )
 
 
@@ -140,11 +140,13 @@ class Limits:
     @staticmethod
     def read(r: _Reader) -> Limits:
         return Limits(
-            max_text_bytes=r.int("MAX_TEXT_BYTES", 1 * MIB, minimum=1),
-            max_image_bytes=r.int("MAX_IMAGE_BYTES", 10 * MIB, minimum=1),
-            max_batch_items=r.int("MAX_BATCH_ITEMS", 100_000, minimum=1),
-            max_tasks_per_call=r.int("MAX_TASKS_PER_CALL", 1000, minimum=1),
-            max_message_bytes=r.int("MAX_MESSAGE_BYTES", 16 * MIB, minimum=MIB, maximum=64 * MIB),
+            max_text_bytes=r.integer("MAX_TEXT_BYTES", 1 * MIB, minimum=1),
+            max_image_bytes=r.integer("MAX_IMAGE_BYTES", 10 * MIB, minimum=1),
+            max_batch_items=r.integer("MAX_BATCH_ITEMS", 100_000, minimum=1),
+            max_tasks_per_call=r.integer("MAX_TASKS_PER_CALL", 1000, minimum=1),
+            max_message_bytes=r.integer(
+                "MAX_MESSAGE_BYTES", 16 * MIB, minimum=MIB, maximum=64 * MIB
+            ),
         )
 
 
@@ -186,9 +188,11 @@ class StoreSettings:
         settings = StoreSettings(
             common=CommonSettings.read(r),
             listen=r.address("STORE_LISTEN", "0.0.0.0:50052"),
-            database_url=r.str("DATABASE_URL", DEFAULT_DATABASE_URL),
-            event_batch_size=r.int("STORE_EVENT_BATCH", 500, minimum=1, maximum=10_000),
-            max_message_bytes=r.int("MAX_MESSAGE_BYTES", 16 * MIB, minimum=MIB, maximum=64 * MIB),
+            database_url=r.text("DATABASE_URL", DEFAULT_DATABASE_URL),
+            event_batch_size=r.integer("STORE_EVENT_BATCH", 500, minimum=1, maximum=10_000),
+            max_message_bytes=r.integer(
+                "MAX_MESSAGE_BYTES", 16 * MIB, minimum=MIB, maximum=64 * MIB
+            ),
         )
         r.done()
         return settings
@@ -221,11 +225,11 @@ class WorkerSettings:
             listen=r.address("WORKER_LISTEN", "0.0.0.0:50054"),
             types=r.words("WORKER_TYPES"),
             imports=r.words("WORKER_IMPORTS"),
-            concurrency=r.int("WORKER_CONCURRENCY", 8, minimum=1, maximum=10_000),
-            process_pool_size=r.int("WORKER_PROCESSES", 2, minimum=1, maximum=256),
-            worker_id=r.str("WORKER_ID", default_worker_id()),
-            ack_wait_seconds=r.float("ACK_WAIT_SECONDS", 30.0, minimum=1.0),
-            shutdown_grace_seconds=r.float("SHUTDOWN_GRACE_SECONDS", 30.0),
+            concurrency=r.integer("WORKER_CONCURRENCY", 8, minimum=1, maximum=10_000),
+            process_pool_size=r.integer("WORKER_PROCESSES", 2, minimum=1, maximum=256),
+            worker_id=r.text("WORKER_ID", default_worker_id()),
+            ack_wait_seconds=r.number("ACK_WAIT_SECONDS", 30.0, minimum=1.0),
+            shutdown_grace_seconds=r.number("SHUTDOWN_GRACE_SECONDS", 30.0),
         )
         r.done()
         return settings

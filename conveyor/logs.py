@@ -60,7 +60,9 @@ class TextFormatter(logging.Formatter):
         line = super().format(record)
         task_id = getattr(record, "task_id", "")
         if task_id:
-            line += f" [task={task_id} type={record.task_type} attempt={record.attempt}]"
+            task_type = getattr(record, "task_type", "")
+            attempt = getattr(record, "attempt", 0)
+            line += f" [task={task_id} type={task_type} attempt={attempt}]"
         return line
 
 

@@ -162,9 +162,9 @@ def run(main: Callable[[], Awaitable[None]]) -> None:
     try:
         import uvloop
 
-        runner: Callable[[Awaitable[None]], None] = uvloop.run
+        runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        runner = asyncio.run  # type: ignore[assignment]
+        runner = asyncio.run
     try:
         runner(main())
     except (OSError, TimeoutError, nats.errors.NoServersError) as exc:

@@ -43,7 +43,8 @@ def is_terminal(state: int) -> bool:
 
 def input_field(message: tasks_pb2.TaskInput | tasks_pb2.SubmitTaskRequest) -> str | None:
     """The name of the oneof input field that is set, or None."""
-    return message.WhichOneof("input")
+    field = message.WhichOneof("input")
+    return None if field is None else str(field)
 
 
 def task_type_of(message: tasks_pb2.TaskInput | tasks_pb2.SubmitTaskRequest) -> str:

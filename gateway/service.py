@@ -16,11 +16,11 @@ from gateway.validation import validate_submit, validate_submit_many
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
-Context = grpc.aio.ServicerContext[Any, Any]
+Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 STORE_CALL_TIMEOUT = 10.0
 
 
-class GatewayService(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
+class GatewayService(tasks_pb2_grpc.TaskServiceServicer):
     """Thin servicer: proto in, validated call, proto out."""
 
     def __init__(

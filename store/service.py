@@ -10,7 +10,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -27,13 +26,13 @@ from store.watch import Subscription, WatchHub
 
 log = logging.getLogger(__name__)
 
-Context = grpc.aio.ServicerContext[Any, Any]
+Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 CATCH_UP_TIMEOUT = 5.0
 PUBLISH_TIMEOUT = 5.0
 REDRIVABLE = (tasks_pb2.TASK_STATE_FAILED, tasks_pb2.TASK_STATE_CANCELLED)
 
 
-class StoreService(tasks_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
+class StoreService(tasks_pb2_grpc.TaskServiceServicer):
     """Reads from the database; writes only by publishing events it then applies."""
 
     def __init__(

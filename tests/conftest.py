@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -23,6 +24,12 @@ from conveyor.config import (
     WorkerSettings,
 )
 from conveyor.registry import Registry
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+    from scheduler.app import Scheduler
+    from store.app import Store
+    from worker.app import Worker
 
 NATS_MAX_PAYLOAD = 32 * 1024 * 1024
 
@@ -101,10 +108,10 @@ class System:
     def __init__(self, common: CommonSettings, tmp_path: Path) -> None:
         self.common = common
         self.tmp_path = tmp_path
-        self.store = None
-        self.gateway = None
-        self.workers: list = []
-        self.scheduler = None
+        self.store: Store | None = None
+        self.gateway: Gateway | None = None
+        self.workers: list[Worker] = []
+        self.scheduler: Scheduler | None = None
         self.channel: grpc.aio.Channel | None = None
 
     async def start_store(self, database_url: str | None = None) -> None:
@@ -116,7 +123,7 @@ class System:
         )
         await self.store.start()
 
-    async def start_worker(self, registry: Registry | None = None, **options: object) -> object:
+    async def start_worker(self, registry: Registry | None = None, **options: object) -> Worker:
         from worker.app import Worker
 
         settings = WorkerSettings(common=self.common, listen="127.0.0.1:0")

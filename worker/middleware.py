@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from nats.aio.msg import Msg
 
@@ -33,7 +34,7 @@ class Job:
     ctx: TaskContext
 
 
-Call = Callable[[Job], Awaitable[tasks_pb2.TaskResult]]
+Call = Callable[[Job], Coroutine[Any, Any, tasks_pb2.TaskResult]]
 
 
 class Middleware:
@@ -118,7 +119,8 @@ class Cancellation(Middleware):
         task_id = job.message.task_id
         self._running[task_id] = (handler, job.ctx)
         try:
-            return await handler
+            result: tasks_pb2.TaskResult = await handler
+            return result
         except asyncio.CancelledError:
             current = asyncio.current_task()
             own_cancel = current is not None and current.cancelling() > 0

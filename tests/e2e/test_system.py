@@ -131,7 +131,11 @@ async def test_four_types_complete_and_dev_stops_cleanly(
             finals[task.type] = (await stub.GetTask(S.GetTaskRequest(task_id=task.id))).task
 
     text = finals["text_processing"].result.text_processing
-    assert (text.words, text.sentences, text.transforms[0].text) == (4, 2, "hello-world-hello-conveyor")
+    assert (text.words, text.sentences, text.transforms[0].text) == (
+        4,
+        2,
+        "hello-world-hello-conveyor",
+    )
     summary = finals["ai_summarization"].result.ai_summarization
     assert "Bananas" not in summary.summary and len(summary.sentences) == 2
     batch = finals["batch_processing"].result.batch_processing

@@ -26,7 +26,9 @@ async def wait_terminal(
     """Polls GetTask until the task is finished."""
     async with asyncio.timeout(timeout):
         while True:
-            task = (await stub.GetTask(tasks_pb2.GetTaskRequest(task_id=task_id))).task
+            task: tasks_pb2.Task = (
+                await stub.GetTask(tasks_pb2.GetTaskRequest(task_id=task_id))
+            ).task
             if is_terminal(task.state):
                 return task
             await asyncio.sleep(0.05)

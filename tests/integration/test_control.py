@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 def custom(
-    task_type: str, options: S.TaskOptions | None = None, **payload: object
+    task_type: str, options: S.TaskOptions | None = None, **payload: Any
 ) -> S.SubmitTaskRequest:
     struct = struct_pb2.Struct()
     struct.update(payload)
@@ -124,7 +125,7 @@ async def test_cancel_a_running_task_stops_its_handler(system: System) -> None:
 async def test_cancel_a_pending_task_means_it_never_runs(system: System) -> None:
     await start(system)
     worker = system.workers[0]
-    await worker.stop()  # type: ignore[attr-defined]
+    await worker.stop()
     system.workers.clear()
     Calls.never = 0
     submitted = await system.stub.SubmitTask(custom("never"))

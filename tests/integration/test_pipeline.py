@@ -127,7 +127,7 @@ async def test_bad_input_names_the_field_and_reaches_no_worker(system: System) -
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
         assert any(f.startswith(field) for f in violations(caught.value)), (field, caught.value)
     unknown_enum = S.SubmitTaskRequest(text_processing=S.TextProcessingInput(text="x"))
-    unknown_enum.text_processing.transforms.append(99)
+    unknown_enum.text_processing.transforms.append(99)  # type: ignore[arg-type]  # on purpose
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await system.stub.SubmitTask(unknown_enum)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -190,7 +190,7 @@ async def test_list_filters_and_pages_newest_first(system: System) -> None:
             )
         )
         ids.append(response.task.id)
-    seen = []
+    seen: list[str] = []
     token = ""
     while True:
         page = await system.stub.ListTasks(S.ListTasksRequest(page_size=3, page_token=token))
