@@ -5,6 +5,8 @@ The public API of the SDK is re-exported here.
 
 from __future__ import annotations
 
+from conveyor.client import AsyncClient, Client
+from conveyor.context import TaskContext
 from conveyor.errors import (
     AlreadyExists,
     ConveyorError,
@@ -17,16 +19,22 @@ from conveyor.errors import (
     TaskTimeout,
     Unavailable,
 )
+from conveyor.registry import RetryPolicy, task
 
 __all__ = [
     "AlreadyExists",
+    "AsyncClient",
+    "Client",
     "ConveyorError",
     "FailedPrecondition",
     "InvalidArgument",
     "NonRetryable",
     "NotFound",
     "Retry",
+    "RetryPolicy",
     "TaskCancelled",
+    "TaskContext",
     "TaskTimeout",
     "Unavailable",
+    "task",
 ]

@@ -101,7 +101,7 @@ class AsyncClient:
     def _stub(self) -> Any:
         if self._stub_instance is None:
             self._channel = grpc.aio.insecure_channel(self.target, options=self._channel_args)
-            self._stub_instance = tasks_pb2_grpc.TaskServiceStub(self._channel)  # type: ignore[no-untyped-call]
+            self._stub_instance = tasks_pb2_grpc.TaskServiceStub(self._channel)
         return self._stub_instance
 
     async def _unary(self, method: str, request: Any) -> Any:

@@ -73,13 +73,13 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
     async def ListTasks(
         self, request: tasks_pb2.ListTasksRequest, context: Context
     ) -> tasks_pb2.ListTasksResponse:
-        validate_list(request)
+        page_size = validate_list(request)
         await self._applier.catch_up(CATCH_UP_TIMEOUT)
         tasks, token = await self._repository.list(
             states=list(request.states),
             task_type=request.type,
             labels=dict(request.labels),
-            page_size=request.page_size,
+            page_size=page_size,
             page_token=request.page_token,
         )
         return tasks_pb2.ListTasksResponse(tasks=tasks, next_page_token=token)

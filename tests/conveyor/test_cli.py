@@ -125,7 +125,7 @@ def gateway(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeGateway, str]
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps at 80 columns when not a terminal
     fake = FakeGateway()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    tasks_pb2_grpc.add_TaskServiceServicer_to_server(fake, server)  # type: ignore[no-untyped-call]
+    tasks_pb2_grpc.add_TaskServiceServicer_to_server(fake, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield fake, f"127.0.0.1:{port}"

@@ -109,7 +109,7 @@ class FakeTaskService(tasks_pb2_grpc.TaskServiceServicer):
 async def service() -> AsyncIterator[tuple[FakeTaskService, str]]:
     fake = FakeTaskService()
     server = grpc.aio.server()
-    tasks_pb2_grpc.add_TaskServiceServicer_to_server(fake, server)  # type: ignore[no-untyped-call]
+    tasks_pb2_grpc.add_TaskServiceServicer_to_server(fake, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield fake, f"127.0.0.1:{port}"

@@ -62,7 +62,7 @@ def dev(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env["CONVEYOR_GATEWAY_LISTEN"] = f"127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "conveyor.dev", "--data-dir", str(tmp_path / "data")],
+        [sys.executable, "-m", "conveyor.cli", "dev", "--data-dir", str(tmp_path / "data")],
         env=env,
         cwd=tmp_path,
     )
