@@ -49,7 +49,8 @@ async def test_user_defined_type_round_trip(system: System) -> None:
 async def test_failing_attempts_are_retried_with_their_errors_kept(system: System) -> None:
     await start(system)
     submitted = await system.stub.SubmitTask(custom("flaky"))
-    updates = await watch_all(system.stub, submitted.task.id)
+    # after_version=1 replays every change after the submit, however late the watch starts.
+    updates = await watch_all(system.stub, submitted.task.id, after_version=1)
     states = [u.state for u in updates]
     assert states.count(S.TASK_STATE_RETRYING) == 2
     final = updates[-1]

@@ -9,6 +9,7 @@ import pytest
 
 from conveyor import subjects
 from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.tasks import duration
 from tests.conftest import System
 from tests.integration.helpers import png, violations, wait_terminal, watch_all
 
@@ -158,10 +159,13 @@ async def test_watch_is_complete_ordered_and_resumable(system: System) -> None:
         S.SubmitTaskRequest(
             batch_processing=S.BatchProcessingInput(
                 items=[str(i) for i in range(50)], operation=S.BATCH_OPERATION_SHA256, chunk_size=10
-            )
+            ),
+            # Delayed, so the watch surely starts before the task does.
+            options=S.TaskOptions(delay=duration(1)),
         )
     )
     updates = await watch_all(system.stub, submitted.task.id)
+    assert updates[0].state == S.TASK_STATE_SCHEDULED
     versions = [u.version for u in updates]
     assert versions == list(range(versions[0], versions[0] + len(versions)))
     assert updates[-1].state == S.TASK_STATE_COMPLETED
