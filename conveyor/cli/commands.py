@@ -19,6 +19,7 @@ from conveyor.client import (
     image_processing,
     text_processing,
 )
+from conveyor.errors import FailedPrecondition
 from conveyor.tasks import BUILTIN_TYPES
 
 
@@ -189,8 +190,32 @@ async def cancel(client: AsyncClient, out: Output, args: argparse.Namespace) -> 
 
 
 async def retry(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:
-    """``conveyor retry``."""
-    out.changed(await client.retry(args.id))
+    """``conveyor retry ID`` or ``conveyor retry --failed [--type T] [--label K=V]``."""
+    if bool(args.id) == bool(args.failed):
+        raise UsageError("give a task id, or --failed to re-run every failed task")
+    if args.id:
+        if args.type or args.labels:
+            raise UsageError("--type and --label go with --failed")
+        out.changed(await client.retry(args.id))
+        return 0
+    # Collect first: re-driving changes the very listing being paged through.
+    failed = [
+        task.id
+        async for task in client.iter_tasks(
+            states=[tasks_pb2.TASK_STATE_FAILED],
+            type=args.type,
+            labels=dict(args.labels or []),
+            page_size=1000,
+        )
+    ]
+    retried = 0
+    for task_id in failed:
+        try:
+            out.changed(await client.retry(task_id))
+            retried += 1
+        except FailedPrecondition as exc:  # re-driven or finished meanwhile by someone else
+            out.note(f"skipped {task_id}: {exc.message}")
+    out.note(f"{retried} of {len(failed)} failed tasks queued again")
     return 0
 
 

@@ -172,8 +172,25 @@ def build_parser() -> argparse.ArgumentParser:
         "watch", parents=[common], help="follow a task live; exit 0 when it completes"
     )
     watch.add_argument("id")
-    for name, text in (("cancel", "cancel a task"), ("retry", "run a failed task again")):
-        sub.add_parser(name, parents=[common], help=text).add_argument("id")
+    sub.add_parser("cancel", parents=[common], help="cancel a task").add_argument("id")
+    retry = sub.add_parser(
+        "retry",
+        parents=[common],
+        help="run a failed or cancelled task again (or every failed one with --failed)",
+    )
+    retry.add_argument("id", nargs="?", help="the task to run again")
+    retry.add_argument(
+        "--failed", action="store_true", help="run every FAILED task again (the dead letters)"
+    )
+    retry.add_argument("--type", default="", help="with --failed: only tasks of this type")
+    retry.add_argument(
+        "--label",
+        dest="labels",
+        type=label,
+        action="append",
+        metavar="K=V",
+        help="with --failed: only tasks with this label",
+    )
     sub.add_parser("dev", help="run the whole system locally (see conveyor dev --help)")
     return parser
 

@@ -151,3 +151,21 @@ async def test_delayed_task_is_scheduled_and_starts_after_its_time(system: Syste
     task = await wait_terminal(system.stub, submitted.task.id, timeout=30)
     assert task.state == S.TASK_STATE_COMPLETED
     assert from_timestamp(task.start_time) >= run_at
+
+
+async def test_cli_retry_failed_re_drives_every_dead_letter_of_a_type(system: System) -> None:
+    from conveyor.cli import main as cli_main
+
+    await start(system)
+    assert system.gateway is not None
+    dead = [(await system.stub.SubmitTask(custom("fail_once"))).task.id for _ in range(3)]
+    other = (await system.stub.SubmitTask(custom("crash", S.TaskOptions(max_attempts=1)))).task.id
+    for task_id in [*dead, other]:
+        assert (await wait_terminal(system.stub, task_id, 60)).state == S.TASK_STATE_FAILED
+    argv = ["--addr", system.gateway.address, "retry", "--failed", "--type", "fail_once"]
+    assert await asyncio.to_thread(cli_main, argv) == 0
+    for task_id in dead:
+        done = await wait_terminal(system.stub, task_id)
+        assert done.state == S.TASK_STATE_COMPLETED and done.attempt == 2
+    untouched = (await system.stub.GetTask(S.GetTaskRequest(task_id=other))).task
+    assert untouched.state == S.TASK_STATE_FAILED and untouched.attempt == 1
