@@ -148,6 +148,8 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
                 task, f"cancel:{task.version}", cancel_requested=events_pb2.CancelRequested()
             )
             await self._nc.publish(subjects.CANCEL_SUBJECT, task.id.encode())
+            if task.state != tasks_pb2.TASK_STATE_RUNNING:
+                await self._purge_queued(task)  # it never runs: take it out of the queue
         except (TimeoutError, OSError) as exc:
             raise Unavailable(f"could not record the cancel: {exc}") from exc
         await self._hub.wait_applied(ack, CATCH_UP_TIMEOUT)
@@ -181,6 +183,10 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
             create_time=task.create_time,
         )
         try:
+            # A message of the previous run may still wait in the queue (a task cancelled
+            # while RETRYING keeps its delayed redelivery): remove it, so only the new run
+            # executes and attempt numbers never collide.
+            await self._purge_queued(task)
             await asyncio.wait_for(self._cancelled.delete(task.id), PUBLISH_TIMEOUT)
             ack = await self._publish_event(
                 task,
@@ -200,6 +206,16 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         await self._hub.wait_applied(ack, CATCH_UP_TIMEOUT)
         log.info("task %s queued again after %d attempts", task.id, offset)
         return tasks_pb2.RetryTaskResponse(task=await self._find(task.id, omit_payloads=True))
+
+    async def _purge_queued(self, task: tasks_pb2.Task) -> None:
+        """Removes the task's queued or delayed message, if any (its id is in the subject)."""
+        for subject in (
+            subjects.task_subject(task.type, task.priority, task.id),
+            subjects.delayed_subject(task.id),
+        ):
+            await asyncio.wait_for(
+                self._js.purge_stream(subjects.STREAM_TASKS, subject=subject), PUBLISH_TIMEOUT
+            )
 
     async def _publish_event(self, task: tasks_pb2.Task, key: str, **kind: Any) -> int:
         event = events_pb2.TaskEvent(task_id=task.id, type=task.type, time=timestamp(), **kind)
