@@ -54,9 +54,11 @@ def task_subject(task_type: str, priority: int, task_id: str) -> str:
     return f"{TASKS_PREFIX}.{task_type}.{priority_token(priority)}.{task_id}"
 
 
-def task_type_filter(task_type: str) -> str:
-    """The filter matching every queued task of one type, whatever its priority."""
-    return f"{TASKS_PREFIX}.{task_type}.>"
+def task_type_filter(task_type: str, priority: str | None = None) -> str:
+    """The filter matching queued tasks of one type: of one priority token, or all."""
+    if priority is None:
+        return f"{TASKS_PREFIX}.{task_type}.>"
+    return f"{TASKS_PREFIX}.{task_type}.{priority}.>"
 
 
 def event_subject(task_type: str) -> str:
@@ -64,9 +66,9 @@ def event_subject(task_type: str) -> str:
     return f"{EVENTS_PREFIX}.{task_type}"
 
 
-def worker_consumer(task_type: str) -> str:
-    """The durable consumer all workers serving a type share."""
-    return f"worker_{task_type}"
+def worker_consumer(task_type: str, priority: str) -> str:
+    """The durable consumer all workers serving a type share, one per priority token."""
+    return f"worker_{task_type}_{priority}"
 
 
 def delayed_subject(task_id: str) -> str:

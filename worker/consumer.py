@@ -1,9 +1,16 @@
-"""Pulling tasks of one type from JetStream and handing them to the runner."""
+"""Pulling tasks of one type from JetStream, by priority, and handing them to the runner.
+
+Each priority of a type has its own durable consumer, shared by every worker serving the
+type. A fetch round asks the priorities in an order drawn by weight: usually high, then
+normal, then low, so a high task overtakes a backlog; but a share of rounds start with
+normal or low, so those progress even under sustained high-priority load.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 
@@ -16,7 +23,12 @@ from conveyor import subjects
 log = logging.getLogger(__name__)
 
 MAX_FETCH = 64
-FETCH_WAIT = 1.0
+IDLE_WAIT = 0.25
+"""Long-poll of an idle type; bounds how late a task of another priority is noticed."""
+BUSY_WAIT = 0.05
+PRIORITIES = ("high", "normal", "low")
+ROUND_WEIGHTS = {"high": 0.8, "normal": 0.15, "low": 0.05}
+"""The chance that a fetch round starts with each priority."""
 
 
 class Slots:
@@ -42,12 +54,12 @@ class Slots:
             self._changed.notify_all()
 
 
-def consumer_config(task_type: str, ack_wait: float) -> ConsumerConfig:
-    """The durable pull consumer every worker serving ``task_type`` shares."""
+def consumer_config(task_type: str, priority: str, ack_wait: float) -> ConsumerConfig:
+    """The durable pull consumer of one type and priority that every worker shares."""
     return ConsumerConfig(
-        durable_name=subjects.worker_consumer(task_type),
-        description=f"Conveyor workers serving {task_type}",
-        filter_subject=subjects.task_type_filter(task_type),
+        durable_name=subjects.worker_consumer(task_type, priority),
+        description=f"Conveyor workers serving {task_type}, {priority} priority",
+        filter_subject=subjects.task_type_filter(task_type, priority),
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ack_wait,
@@ -55,6 +67,18 @@ def consumer_config(task_type: str, ack_wait: float) -> ConsumerConfig:
         max_ack_pending=20_000,
         max_waiting=512,
     )
+
+
+def round_order(draw: float) -> list[str]:
+    """The priorities in the order one fetch round asks them, for a draw in [0, 1)."""
+    first = "high"
+    threshold = 0.0
+    for priority in ("low", "normal"):
+        threshold += ROUND_WEIGHTS[priority]
+        if draw < threshold:
+            first = priority
+            break
+    return [first, *(p for p in PRIORITIES if p != first)]
 
 
 class TypeConsumer:
@@ -73,17 +97,18 @@ class TypeConsumer:
         self._ack_wait = ack_wait
         self._slots = slots
         self._dispatch = dispatch
+        self._subs: dict[str, JetStreamContext.PullSubscription] = {}
         self.last_poll = time.monotonic()
 
     async def declare(self) -> None:
-        """Creates or updates the durable consumer (add_consumer applies a changed config;
-        pull_subscribe would silently keep the old one)."""
-        await self._js.add_consumer(
-            subjects.STREAM_TASKS, consumer_config(self.task_type, self._ack_wait)
-        )
-        self._sub = await self._js.pull_subscribe_bind(
-            subjects.worker_consumer(self.task_type), subjects.STREAM_TASKS
-        )
+        """Creates or updates the durable consumers (add_consumer applies a changed
+        config; pull_subscribe would silently keep the old one)."""
+        for priority in PRIORITIES:
+            config = consumer_config(self.task_type, priority, self._ack_wait)
+            await self._js.add_consumer(subjects.STREAM_TASKS, config)
+            self._subs[priority] = await self._js.pull_subscribe_bind(
+                subjects.worker_consumer(self.task_type, priority), subjects.STREAM_TASKS
+            )
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Fetches until ``stopping`` is set."""
@@ -91,10 +116,7 @@ class TypeConsumer:
         while not stopping.is_set():
             free = await self._slots.wait_free()
             try:
-                messages = await self._sub.fetch(min(free, MAX_FETCH), timeout=FETCH_WAIT)
-            except TimeoutError:
-                self.last_poll = time.monotonic()
-                continue
+                messages = await self._fetch_round(min(free, MAX_FETCH))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -111,3 +133,21 @@ class TypeConsumer:
                     continue
                 self._slots.take()
                 await self._dispatch(msg)
+
+    async def _fetch_round(self, batch: int) -> list[Msg]:
+        """Messages from the first priority in this round's order that has any."""
+        order = round_order(random.random())
+        # Messages that arrived after a short fetch timed out wait in the subscription;
+        # take them first, before their lease runs out.
+        stranded = [p for p in PRIORITIES if self._subs[p].pending_msgs]
+        if stranded:
+            order = [*stranded, *(p for p in order if p not in stranded)]
+        for index, priority in enumerate(order):
+            last = index == len(order) - 1
+            try:
+                return await self._subs[priority].fetch(
+                    batch, timeout=IDLE_WAIT if last else BUSY_WAIT
+                )
+            except TimeoutError:
+                continue
+        return []

@@ -25,6 +25,13 @@ class Calls:
     sleeper_started: asyncio.Event | None = None
     sleeper_cancelled = False
     never: int = 0
+    started: list[str] = []  # noqa: RUF012 - labels of `record` tasks, in start order
+
+
+async def record(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    Calls.started.append(str(payload.get("tag", "")))
+    await asyncio.sleep(0.002)
+    return {}
 
 
 async def greet(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
@@ -82,6 +89,7 @@ def registry() -> Registry:
     r.task("fail_once", max_attempts=3, retry=FAST_RETRY)(fail_once)
     r.task("sleeper", timeout=120)(sleeper)
     r.task("never")(never)
+    r.task("record")(record)
     r.task("spin", cpu_bound=True, timeout=30, retry=FAST_RETRY)(spin)
     r.task("crash", cpu_bound=True, max_attempts=2, retry=FAST_RETRY)(crash)
     return r
