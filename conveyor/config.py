@@ -24,6 +24,9 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.conveyor/conveyor.db"
 DEFAULT_GATEWAY_ADDR = "127.0.0.1:50051"
 DEFAULT_STORE_ADDR = "127.0.0.1:50052"
 MIB = 1024 * 1024
+EMBEDDED_METRICS_LISTEN = "127.0.0.1:0"
+"""``/metrics`` of services built in code (tests): any free loopback port. ``from_env``
+defaults to a fixed port per service; CONVEYOR_METRICS_LISTEN=off serves none ("")."""
 
 
 class ConfigError(ValueError):
@@ -99,6 +102,12 @@ class _Reader:
 
         return self._get(name, default, parse)
 
+    def listen_or_off(self, name: str, default: str) -> str:
+        """host:port, or "" when the variable is ``off``."""
+        if self.env.get(PREFIX + name, "").strip().lower() == "off":
+            return ""
+        return self.address(name, default)
+
     def words(self, name: str) -> tuple[str, ...]:
         raw = self.env.get(PREFIX + name, "")
         return tuple(w for w in raw.replace(",", " ").split() if w)
@@ -158,6 +167,7 @@ class GatewaySettings:
     listen: str = "0.0.0.0:50051"
     store_addr: str = DEFAULT_STORE_ADDR
     limits: Limits = field(default_factory=Limits)
+    metrics_listen: str = EMBEDDED_METRICS_LISTEN
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> GatewaySettings:
@@ -167,6 +177,7 @@ class GatewaySettings:
             listen=r.address("GATEWAY_LISTEN", "0.0.0.0:50051"),
             store_addr=r.address("STORE_ADDR", DEFAULT_STORE_ADDR),
             limits=Limits.read(r),
+            metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9091"),
         )
         r.done()
         return settings
@@ -181,6 +192,7 @@ class StoreSettings:
     database_url: str = DEFAULT_DATABASE_URL
     event_batch_size: int = 500
     max_message_bytes: int = 16 * MIB
+    metrics_listen: str = EMBEDDED_METRICS_LISTEN
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> StoreSettings:
@@ -193,6 +205,7 @@ class StoreSettings:
             max_message_bytes=r.integer(
                 "MAX_MESSAGE_BYTES", 16 * MIB, minimum=MIB, maximum=64 * MIB
             ),
+            metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9092"),
         )
         r.done()
         return settings
@@ -216,6 +229,7 @@ class WorkerSettings:
     worker_id: str = field(default_factory=default_worker_id)
     ack_wait_seconds: float = 30.0
     shutdown_grace_seconds: float = 30.0
+    metrics_listen: str = EMBEDDED_METRICS_LISTEN
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> WorkerSettings:
@@ -230,6 +244,7 @@ class WorkerSettings:
             worker_id=r.text("WORKER_ID", default_worker_id()),
             ack_wait_seconds=r.number("ACK_WAIT_SECONDS", 30.0, minimum=1.0),
             shutdown_grace_seconds=r.number("SHUTDOWN_GRACE_SECONDS", 30.0),
+            metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9094"),
         )
         r.done()
         return settings
@@ -242,6 +257,7 @@ class SchedulerSettings:
     common: CommonSettings = field(default_factory=CommonSettings)
     listen: str = "0.0.0.0:50053"
     store_addr: str = DEFAULT_STORE_ADDR
+    metrics_listen: str = EMBEDDED_METRICS_LISTEN
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> SchedulerSettings:
@@ -250,6 +266,7 @@ class SchedulerSettings:
             common=CommonSettings.read(r),
             listen=r.address("SCHEDULER_LISTEN", "0.0.0.0:50053"),
             store_addr=r.address("STORE_ADDR", DEFAULT_STORE_ADDR),
+            metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9093"),
         )
         r.done()
         return settings

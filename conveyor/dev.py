@@ -97,6 +97,16 @@ def wait_tcp(port: int, deadline: float) -> bool:
     return False
 
 
+def metrics_env(env: dict[str, str], preferred: int) -> tuple[dict[str, str], str]:
+    """One child's /metrics variable, on its own port near ``preferred``, and the text
+    the summary shows for it; none when CONVEYOR_METRICS_LISTEN=off."""
+    if env.get("CONVEYOR_METRICS_LISTEN", "").strip().lower() == "off":
+        return {}, ""
+    port = free_port(preferred)
+    address = f"127.0.0.1:{port}"
+    return {"CONVEYOR_METRICS_LISTEN": address}, f", metrics http://{address}/metrics"
+
+
 def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], dict[str, str]]:
     """The processes to start, in order, and the summary of where things listen."""
     data_dir = Path(args.data_dir).resolve()
@@ -121,31 +131,39 @@ def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], di
     store_port = free_port(50052)
     base["CONVEYOR_STORE_ADDR"] = f"127.0.0.1:{store_port}"
     python = sys.executable
-    store_env = {**base, "CONVEYOR_STORE_LISTEN": f"127.0.0.1:{store_port}"}
+    metrics, shown = metrics_env(env, 9092)
+    store_env = {**base, "CONVEYOR_STORE_LISTEN": f"127.0.0.1:{store_port}", **metrics}
     children.append(Child("store", [python, "-m", "store"], store_env, f"127.0.0.1:{store_port}"))
-    summary["store"] = f"127.0.0.1:{store_port} ({base['CONVEYOR_DATABASE_URL']})"
+    summary["store"] = f"127.0.0.1:{store_port} ({base['CONVEYOR_DATABASE_URL']}){shown}"
     for index in range(args.workers):
         port = free_port(50054 + index)
-        worker_env = {**base, "CONVEYOR_WORKER_LISTEN": f"127.0.0.1:{port}"}
+        metrics, shown = metrics_env(env, 9094 + index)
+        worker_env = {**base, "CONVEYOR_WORKER_LISTEN": f"127.0.0.1:{port}", **metrics}
         worker_env.setdefault("CONVEYOR_WORKER_ID", f"dev-worker-{index + 1}")
         name = f"worker-{index + 1}"
         children.append(Child(name, [python, "-m", "worker"], worker_env, f"127.0.0.1:{port}"))
-        summary[name] = f"health on 127.0.0.1:{port}"
+        summary[name] = f"health on 127.0.0.1:{port}{shown}"
     scheduler_port = free_port(50053)
-    scheduler_env = {**base, "CONVEYOR_SCHEDULER_LISTEN": f"127.0.0.1:{scheduler_port}"}
+    metrics, shown = metrics_env(env, 9093)
+    scheduler_env = {
+        **base,
+        "CONVEYOR_SCHEDULER_LISTEN": f"127.0.0.1:{scheduler_port}",
+        **metrics,
+    }
     children.append(
         Child(
             "scheduler", [python, "-m", "scheduler"], scheduler_env, f"127.0.0.1:{scheduler_port}"
         )
     )
-    summary["scheduler"] = f"health on 127.0.0.1:{scheduler_port}"
+    summary["scheduler"] = f"health on 127.0.0.1:{scheduler_port}{shown}"
     gateway_listen = env.get("CONVEYOR_GATEWAY_LISTEN", "0.0.0.0:50051")
     gateway_port = int(gateway_listen.rpartition(":")[2])
-    gateway_env = {**base, "CONVEYOR_GATEWAY_LISTEN": gateway_listen}
+    metrics, shown = metrics_env(env, 9091)
+    gateway_env = {**base, "CONVEYOR_GATEWAY_LISTEN": gateway_listen, **metrics}
     children.append(
         Child("gateway", [python, "-m", "gateway"], gateway_env, f"127.0.0.1:{gateway_port}")
     )
-    summary["gateway"] = f"{gateway_listen}  <- clients connect here (TaskService)"
+    summary["gateway"] = f"{gateway_listen}{shown}  <- clients connect here (TaskService)"
     return children, summary
 
 

@@ -20,6 +20,7 @@ from nats.js.kv import KeyValue
 
 from conveyor import subjects
 from conveyor.config import MIB, CommonSettings
+from conveyor.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,9 @@ EVENTS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 DUPLICATE_WINDOW_SECONDS = 120.0
 
 
-async def connect(settings: CommonSettings, name: str) -> NATS:
+async def connect(
+    settings: CommonSettings, name: str, metrics: ServiceMetrics | None = None
+) -> NATS:
     """A NATS connection that keeps reconnecting for as long as the process lives."""
 
     async def on_error(exc: Exception) -> None:
@@ -35,12 +38,17 @@ async def connect(settings: CommonSettings, name: str) -> NATS:
 
     async def on_disconnect() -> None:
         log.warning("nats disconnected")
+        if metrics is not None:
+            metrics.nats_changed(connected=False)
 
     async def on_reconnect() -> None:
         log.info("nats reconnected")
+        if metrics is not None:
+            metrics.nats_changed(connected=True)
 
     nc: NATS = await nats.connect(
-        settings.nats_url,
+        # A cluster is given as a comma-separated list of URLs.
+        [url.strip() for url in settings.nats_url.split(",") if url.strip()],
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -50,6 +58,8 @@ async def connect(settings: CommonSettings, name: str) -> NATS:
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
     )
+    if metrics is not None:
+        metrics.nats_changed(connected=True, reconnect=False)
     return nc
 
 
@@ -124,7 +134,7 @@ async def bucket(
 
 
 async def ensure_buckets(js: JetStreamContext, settings: CommonSettings) -> dict[str, KeyValue]:
-    """The registry, idempotency and cancellation buckets, by name."""
+    """Every KV bucket Conveyor uses, by name."""
     return {
         subjects.KV_TYPES: await bucket(js, subjects.KV_TYPES, settings),
         subjects.KV_IDEMPOTENCY: await bucket(
@@ -133,12 +143,17 @@ async def ensure_buckets(js: JetStreamContext, settings: CommonSettings) -> dict
         subjects.KV_CANCELLED: await bucket(
             js, subjects.KV_CANCELLED, settings, ttl=7 * 24 * 3600.0
         ),
+        subjects.KV_QUEUES: await bucket(js, subjects.KV_QUEUES, settings),
+        subjects.KV_PERMITS: await bucket(js, subjects.KV_PERMITS, settings),
+        subjects.KV_SCHEDULES: await bucket(js, subjects.KV_SCHEDULES, settings),
     }
 
 
-async def setup(settings: CommonSettings, name: str) -> tuple[NATS, JetStreamContext]:
+async def setup(
+    settings: CommonSettings, name: str, metrics: ServiceMetrics | None = None
+) -> tuple[NATS, JetStreamContext]:
     """Connects, declares streams and buckets, and returns the connection and context."""
-    nc = await connect(settings, name)
+    nc = await connect(settings, name, metrics)
     js = nc.jetstream(timeout=10)
     await ensure_streams(js, settings)
     return nc, js

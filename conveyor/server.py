@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from conveyor.errors import ConveyorError, InvalidArgument
+from conveyor.metrics import MetricsInterceptor, ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,20 @@ def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
 class Server:
     """A grpc.aio server with health and reflection, bound to ``listen`` (port 0 picks one)."""
 
-    def __init__(self, listen: str, service_names: Iterable[str], max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        listen: str,
+        service_names: Iterable[str],
+        max_message_bytes: int,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        # The metrics interceptor goes first (outermost), so it sees the status that the
+        # error interceptor chose.
+        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
+        if metrics is not None:
+            interceptors.insert(0, MetricsInterceptor(metrics))
         self.grpc = grpc.aio.server(
-            interceptors=[ErrorInterceptor()], options=server_options(max_message_bytes)
+            interceptors=interceptors, options=server_options(max_message_bytes)
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)

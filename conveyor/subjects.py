@@ -30,6 +30,13 @@ KV_IDEMPOTENCY = "conveyor_idempotency"
 """Idempotency keys: key = hash of the client's key, value = task id."""
 KV_CANCELLED = "conveyor_cancelled"
 """Cancelled task ids, so a worker skips a cancelled task it fetches."""
+KV_QUEUES = "conveyor_queues"
+"""Controls of each type's queue: key = type, value = Queue (paused, limits)."""
+KV_PERMITS = "conveyor_permits"
+"""Cluster-wide flow control: concurrency leases (slots.<type>.<n>) and rate buckets
+(rate.<type>)."""
+KV_SCHEDULES = "conveyor_schedules"
+"""Periodic schedules: key = schedule id, value = Schedule."""
 
 HEADER_MSG_ID = "Nats-Msg-Id"
 

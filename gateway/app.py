@@ -10,17 +10,25 @@ import grpc
 from nats.aio.client import Client as NATS
 
 from conveyor import jetstream, subjects
+from conveyor.api.queues.v1 import queues_pb2, queues_pb2_grpc
+from conveyor.api.schedules.v1 import schedules_pb2, schedules_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import ConfigError, GatewaySettings, load_environ
 from conveyor.logs import setup_logging
+from conveyor.metrics import GatewayMetrics
+from conveyor.schedules import ScheduleBook
 from conveyor.server import Server, run, stop_on_signals
 from gateway.catalog import TypeCatalog
+from gateway.queues import QueueService
+from gateway.schedules import ScheduleService
 from gateway.service import GatewayService
-from gateway.submit import Submitter
+from gateway.submit import Submitter, task_finder
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
+SCHEDULE_SERVICE = schedules_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name
+QUEUE_SERVICE = queues_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -43,6 +51,7 @@ class Gateway:
         self.server: Server | None = None
         self.catalog: TypeCatalog | None = None
         self.channel: grpc.aio.Channel | None = None
+        self.metrics = GatewayMetrics()
 
     @property
     def address(self) -> str:
@@ -51,7 +60,8 @@ class Gateway:
 
     async def start(self) -> None:
         common = self.settings.common
-        self.nc, js = await jetstream.setup(common, "conveyor-gateway")
+        await self.metrics.serve(self.settings.metrics_listen)
+        self.nc, js = await jetstream.setup(common, "conveyor-gateway", self.metrics)
         buckets = await jetstream.ensure_buckets(js, common)
         self.catalog = TypeCatalog(buckets[subjects.KV_TYPES])
         await self.catalog.start()
@@ -61,22 +71,30 @@ class Gateway:
         )
         store = tasks_pb2_grpc.TaskServiceStub(self.channel)
 
-        async def find_task(task_id: str) -> tasks_pb2.Task | None:
-            try:
-                response = await store.GetTask(
-                    tasks_pb2.GetTaskRequest(task_id=task_id), timeout=10
-                )
-            except grpc.aio.AioRpcError as err:
-                if err.code() == grpc.StatusCode.NOT_FOUND:
-                    return None
-                raise
-            task: tasks_pb2.Task = response.task
-            return task
-
-        submitter = Submitter(js, self.catalog, buckets[subjects.KV_IDEMPOTENCY], find_task)
-        self.server = Server(self.settings.listen, [SERVICE_NAME], max_bytes)
+        submitter = Submitter(
+            js, self.catalog, buckets[subjects.KV_IDEMPOTENCY], task_finder(store)
+        )
+        self.server = Server(
+            self.settings.listen,
+            [SERVICE_NAME, SCHEDULE_SERVICE, QUEUE_SERVICE],
+            max_bytes,
+            self.metrics,
+        )
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(
-            GatewayService(submitter, store, self.settings.limits), self.server.grpc
+            GatewayService(submitter, store, self.settings.limits, self.metrics),
+            self.server.grpc,
+        )
+        schedules_pb2_grpc.add_ScheduleServiceServicer_to_server(
+            ScheduleService(
+                ScheduleBook(buckets[subjects.KV_SCHEDULES]),
+                submitter,
+                self.catalog,
+                self.settings.limits,
+            ),
+            self.server.grpc,
+        )
+        queues_pb2_grpc.add_QueueServiceServicer_to_server(
+            QueueService(js, buckets[subjects.KV_QUEUES], self.catalog), self.server.grpc
         )
         await self.server.start()
         log.info("gateway listening on %s (store %s)", self.address, self.settings.store_addr)
@@ -90,6 +108,7 @@ class Gateway:
             await self.channel.close()
         if self.nc:
             await jetstream.close(self.nc)
+        await self.metrics.close()
         log.info("gateway stopped")
 
 

@@ -10,6 +10,7 @@ import grpc
 
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import Limits
+from conveyor.metrics import GatewayMetrics
 from gateway.submit import Submitter
 from gateway.validation import validate_submit, validate_submit_many
 
@@ -24,17 +25,23 @@ class GatewayService(tasks_pb2_grpc.TaskServiceServicer):
     """Thin servicer: proto in, validated call, proto out."""
 
     def __init__(
-        self, submitter: Submitter, store: tasks_pb2_grpc.TaskServiceStub, limits: Limits
+        self,
+        submitter: Submitter,
+        store: tasks_pb2_grpc.TaskServiceStub,
+        limits: Limits,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self._submitter = submitter
         self._store = store
         self._limits = limits
+        self._metrics = metrics or GatewayMetrics()
 
     async def SubmitTask(
         self, request: tasks_pb2.SubmitTaskRequest, context: Context
     ) -> tasks_pb2.SubmitTaskResponse:
         validate_submit(request, self._limits)
         [accepted] = await self._submitter.submit([("", request)])
+        self._metrics.count_submitted([(accepted.task.type, accepted.deduplicated)])
         log.info("accepted task %s of type %s", accepted.task.id, accepted.task.type)
         return tasks_pb2.SubmitTaskResponse(task=accepted.task, deduplicated=accepted.deduplicated)
 
@@ -45,6 +52,7 @@ class GatewayService(tasks_pb2_grpc.TaskServiceServicer):
         accepted = await self._submitter.submit(
             [(f"requests[{i}].", r) for i, r in enumerate(request.requests)]
         )
+        self._metrics.count_submitted((a.task.type, a.deduplicated) for a in accepted)
         log.info("accepted %d tasks in one batch", len(accepted))
         return tasks_pb2.SubmitTasksResponse(tasks=[a.task for a in accepted])
 

@@ -19,17 +19,18 @@ import asyncio
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from conveyor import subjects
 from conveyor.api.events.v1 import events_pb2
-from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.errors import FieldViolation, InvalidArgument, Unavailable
 from conveyor.ids import new_task_id
 from conveyor.tasks import (
@@ -46,6 +47,7 @@ from gateway.catalog import TypeCatalog
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT = 5.0
+SCHEDULE_LABEL = "schedule"
 PUBLISH_WINDOW = 256
 """Publishes in flight at once for a batch: pipelined, but bounded."""
 
@@ -90,6 +92,24 @@ async def _bounded(awaitable: Awaitable[Any]) -> Any:
     return await asyncio.wait_for(awaitable, PUBLISH_TIMEOUT)
 
 
+def task_finder(
+    store: tasks_pb2_grpc.TaskServiceStub,
+) -> Callable[[str], Awaitable[tasks_pb2.Task | None]]:
+    """Looks a task up in the store: the task, or None when it does not exist."""
+
+    async def find(task_id: str) -> tasks_pb2.Task | None:
+        try:
+            response = await store.GetTask(tasks_pb2.GetTaskRequest(task_id=task_id), timeout=10)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        task: tasks_pb2.Task = response.task
+        return task
+
+    return find
+
+
 class Submitter:
     """Turns validated submit requests into durably queued tasks."""
 
@@ -106,10 +126,15 @@ class Submitter:
         self._find_task = find_task  # async (task_id) -> Task | None, asks the store
 
     async def submit(
-        self, requests: list[tuple[str, tasks_pb2.SubmitTaskRequest]]
+        self, requests: list[tuple[str, tasks_pb2.SubmitTaskRequest]], schedule_id: str = ""
     ) -> list[Accepted]:
-        """Accepts (field prefix, request) pairs; all are checked before anything is sent."""
+        """Accepts (field prefix, request) pairs; all are checked before anything is sent.
+        Tasks created by a periodic schedule carry its id, also as the label ``schedule``."""
         prepared = [await self._prepare(prefix, request) for prefix, request in requests]
+        if schedule_id:
+            for item in prepared:
+                item.task.schedule_id = schedule_id
+                item.task.labels[SCHEDULE_LABEL] = schedule_id
         results: list[Accepted | None] = [None] * len(prepared)
         fresh: list[tuple[int, _Prepared]] = []
         for index, item in enumerate(prepared):

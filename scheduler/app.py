@@ -15,11 +15,16 @@ import sys
 import grpc
 from nats.aio.client import Client as NATS
 
-from conveyor import jetstream
+from conveyor import jetstream, subjects
 from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from conveyor.config import ConfigError, SchedulerSettings, load_environ
 from conveyor.logs import setup_logging
+from conveyor.metrics import QueueProbe, SchedulerMetrics
+from conveyor.schedules import ScheduleBook
 from conveyor.server import Server, run, stop_on_signals
+from gateway.catalog import TypeCatalog
+from gateway.submit import Submitter, task_finder
+from scheduler.periodic import PeriodicRunner
 from scheduler.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,8 @@ class Scheduler:
         self.server: Server | None = None
         self.channel: grpc.aio.Channel | None = None
         self._jobs: list[asyncio.Task[None]] = []
+        self.catalog: TypeCatalog | None = None
+        self.metrics = SchedulerMetrics()
 
     @property
     def address(self) -> str:
@@ -41,11 +48,27 @@ class Scheduler:
         return self.server.address
 
     async def start(self) -> None:
-        self.nc, js = await jetstream.setup(self.settings.common, "conveyor-scheduler")
+        await self.metrics.serve(self.settings.metrics_listen)
+        self.nc, js = await jetstream.setup(
+            self.settings.common, "conveyor-scheduler", self.metrics
+        )
+        buckets = await jetstream.ensure_buckets(js, self.settings.common)
         self.channel = grpc.aio.insecure_channel(self.settings.store_addr)
-        reconciler = Reconciler(js, tasks_pb2_grpc.TaskServiceStub(self.channel))
-        self._jobs = [asyncio.create_task(reconciler.run(), name="reconcile")]
-        self.server = Server(self.settings.listen, [], 4 * 1024 * 1024)
+        store = tasks_pb2_grpc.TaskServiceStub(self.channel)
+        self.catalog = TypeCatalog(buckets[subjects.KV_TYPES])
+        await self.catalog.start()
+        submitter = Submitter(
+            js, self.catalog, buckets[subjects.KV_IDEMPOTENCY], task_finder(store)
+        )
+        periodic = PeriodicRunner(ScheduleBook(buckets[subjects.KV_SCHEDULES]), submitter, store)
+        self._jobs = [
+            asyncio.create_task(Reconciler(js, store).run(), name="reconcile"),
+            asyncio.create_task(periodic.run(), name="schedules"),
+        ]
+        types = await jetstream.bucket(js, subjects.KV_TYPES, self.settings.common)
+        self.queue_probe = QueueProbe(js, types, self.metrics)
+        self._jobs.append(asyncio.create_task(self.queue_probe.run(), name="queue-metrics"))
+        self.server = Server(self.settings.listen, [], 4 * 1024 * 1024, self.metrics)
         await self.server.start()
         log.info("scheduler running, health on %s", self.address)
 
@@ -56,10 +79,13 @@ class Scheduler:
             job.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await job
+        if self.catalog:
+            await self.catalog.stop()
         if self.channel:
             await self.channel.close()
         if self.nc:
             await jetstream.close(self.nc)
+        await self.metrics.close()
         log.info("scheduler stopped")
 
 

@@ -14,6 +14,7 @@ from conveyor import jetstream, subjects
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import ConfigError, StoreSettings, load_environ
 from conveyor.logs import setup_logging
+from conveyor.metrics import EventLagProbe, StoreMetrics
 from conveyor.server import Server, run, stop_on_signals
 from store.consumer import EventApplier
 from store.db import create_engine, migrate
@@ -35,6 +36,8 @@ class Store:
         self.nc: NATS | None = None
         self.server: Server | None = None
         self._applying: asyncio.Task[None] | None = None
+        self._probing: asyncio.Task[None] | None = None
+        self.metrics = StoreMetrics()
 
     @property
     def address(self) -> str:
@@ -42,17 +45,23 @@ class Store:
         return self.server.address
 
     async def start(self) -> None:
+        await self.metrics.serve(self.settings.metrics_listen)
         self.engine = create_engine(self.settings.database_url)
         await migrate(self.engine)
         repository = TaskRepository(self.engine)
         common = self.settings.common
-        self.nc, js = await jetstream.setup(common, "conveyor-store")
+        self.nc, js = await jetstream.setup(common, "conveyor-store", self.metrics)
         buckets = await jetstream.ensure_buckets(js, common)
         self.hub = WatchHub()
         self.applier = EventApplier(js, repository, self.hub, self.settings.event_batch_size)
         await self.applier.start()
         self._applying = asyncio.create_task(self.applier.run(), name="apply-events")
-        self.server = Server(self.settings.listen, [SERVICE_NAME], self.settings.max_message_bytes)
+        self.metrics.track(self.hub)
+        self.lag_probe = EventLagProbe(js, self.hub, self.metrics)
+        self._probing = asyncio.create_task(self.lag_probe.run(), name="apply-lag")
+        self.server = Server(
+            self.settings.listen, [SERVICE_NAME], self.settings.max_message_bytes, self.metrics
+        )
         service = StoreService(
             repository, self.applier, self.hub, self.nc, js, buckets[subjects.KV_CANCELLED]
         )
@@ -65,14 +74,16 @@ class Store:
     async def stop(self, grace: float = 5.0) -> None:
         if self.server:
             await self.server.stop(grace)
-        if self._applying:
-            self._applying.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._applying
+        for job in (self._applying, self._probing):
+            if job:
+                job.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job
         if self.nc:
             await jetstream.close(self.nc)
         if self.engine:
             await self.engine.dispose()
+        await self.metrics.close()
         log.info("store stopped")
 
 

@@ -8,6 +8,7 @@ import logging
 from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from conveyor import subjects
 from conveyor.api.events.v1 import events_pb2
@@ -18,6 +19,8 @@ from store.watch import WatchHub
 log = logging.getLogger(__name__)
 
 FETCH_WAIT = 1.0
+GAP_READ_WINDOW = 128
+"""Direct reads in flight at once while filling a gap in the delivered events."""
 
 
 def consumer_config(ack_wait: float = 30.0) -> ConsumerConfig:
@@ -79,14 +82,62 @@ class EventApplier:
             batch: list[tuple[int, events_pb2.TaskEvent]] = []
             for msg in messages:
                 sequence = msg.metadata.sequence.stream
-                try:
-                    batch.append((sequence, events_pb2.TaskEvent.FromString(msg.data)))
-                except DecodeError:
-                    log.error("skipping malformed event at sequence %d", sequence)
+                event = _decode(sequence, msg.data)
+                if event is not None:
+                    batch.append((sequence, event))
             last_sequence = messages[-1].metadata.sequence.stream
+            delivered = {msg.metadata.sequence.stream for msg in messages}
+            batch += await self._skipped_until_done(delivered)
             changes = await self._apply_until_done(batch)
             await messages[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch
             await self._hub.publish(changes, last_sequence)
+
+    async def _skipped_until_done(
+        self, delivered: set[int]
+    ) -> list[tuple[int, events_pb2.TaskEvent]]:
+        delay = 0.2
+        while True:
+            try:
+                return await self._skipped(delivered)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("reading skipped events failed: %s; retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _skipped(self, delivered: set[int]) -> list[tuple[int, events_pb2.TaskEvent]]:
+        """Events between the last applied one and this batch that the consumer has not
+        delivered, read from the stream directly.
+
+        A store that dies between fetching a batch and committing it leaves that batch
+        pending on the consumer until its ack wait runs out, and the consumer meanwhile
+        hands the next store later events. Acking those (AckPolicy.ALL) would acknowledge
+        the earlier ones unapplied, and the applied sequence would pass them for good; so a
+        gap is filled first and the events are applied in order, exactly once.
+        """
+        applied = await self._repository.applied_sequence()
+        missing = [s for s in range(applied + 1, max(delivered)) if s not in delivered]
+        if not missing:
+            return []
+        info = await self._js.stream_info(subjects.STREAM_EVENTS)
+        missing = [s for s in missing if s >= info.state.first_seq]  # older ones aged out
+        log.warning("reading %d events after %d the consumer skipped", len(missing), applied)
+        found: list[tuple[int, events_pb2.TaskEvent]] = []
+        for start in range(0, len(missing), GAP_READ_WINDOW):
+            window = missing[start : start + GAP_READ_WINDOW]
+            for read in await asyncio.gather(*(self._read(s) for s in window)):
+                if read is not None:
+                    found.append(read)
+        return found
+
+    async def _read(self, sequence: int) -> tuple[int, events_pb2.TaskEvent] | None:
+        try:
+            raw = await self._js.get_msg(subjects.STREAM_EVENTS, sequence)
+        except NotFoundError:
+            return None  # deleted from the stream: there is nothing to apply
+        event = _decode(sequence, raw.data or b"")
+        return None if event is None else (sequence, event)
 
     async def _apply_until_done(
         self, batch: list[tuple[int, events_pb2.TaskEvent]]
@@ -114,3 +165,11 @@ class EventApplier:
             log.warning("stream info failed: %s", exc)
             return False
         return await self._hub.wait_applied(info.state.last_seq, timeout)
+
+
+def _decode(sequence: int, data: bytes) -> events_pb2.TaskEvent | None:
+    try:
+        return events_pb2.TaskEvent.FromString(data)
+    except DecodeError:
+        log.error("skipping malformed event at sequence %d", sequence)
+        return None

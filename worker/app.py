@@ -16,13 +16,16 @@ from conveyor import jetstream, subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.config import ConfigError, WorkerSettings, load_environ
 from conveyor.logs import setup_logging
+from conveyor.metrics import WorkerMetrics
 from conveyor.registry import Registry, TaskType, default_registry
 from conveyor.server import Server, run, stop_on_signals
 from conveyor.tasks import duration, timestamp
 from worker.consumer import Slots, TypeConsumer
-from worker.events import EventPublisher
+from worker.flow import Flow
 from worker.handlers import register_builtins
+from worker.health import ConsumeWatchdog
 from worker.invoke import Invoker, ProcessSlots
+from worker.metrics import CountingPublisher, Metrics
 from worker.middleware import Cancellation, Heartbeat, Job, TimeLimit, chain
 from worker.runner import Runner
 
@@ -63,13 +66,19 @@ class Worker:
         self.cancellation = Cancellation()
         self.nc: NATS | None = None
         self.server: Server | None = None
+        self.flow: Flow | None = None
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
+        self.metrics = WorkerMetrics(settings.concurrency)
+        self._watching: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         common = self.settings.common
-        self.nc, js = await jetstream.setup(common, f"conveyor-worker-{self.settings.worker_id}")
+        await self.metrics.serve(self.settings.metrics_listen)
+        self.nc, js = await jetstream.setup(
+            common, f"conveyor-worker-{self.settings.worker_id}", self.metrics
+        )
         buckets = await jetstream.ensure_buckets(js, common)
         invoker = Invoker(self.processes)
 
@@ -77,22 +86,34 @@ class Worker:
             return await invoker(job.task_type, job.message, job.ctx)
 
         call = chain(
-            [Heartbeat(self.settings.ack_wait_seconds), self.cancellation, TimeLimit()],
+            [
+                Metrics(self.metrics),
+                Heartbeat(self.settings.ack_wait_seconds),
+                self.cancellation,
+                TimeLimit(),
+            ],
             invoke,  # type: ignore[arg-type]
         )
         self.runner = Runner(
             self.registry,
-            EventPublisher(js, self.settings.worker_id),
+            CountingPublisher(js, self.settings.worker_id, self.metrics),
             buckets[subjects.KV_CANCELLED],
             call,
         )
         await self.nc.subscribe(subjects.CANCEL_SUBJECT, cb=self._on_cancel)
+        self.flow = Flow(
+            buckets[subjects.KV_QUEUES],
+            buckets[subjects.KV_PERMITS],
+            self.settings.worker_id,
+            self.settings.ack_wait_seconds,
+        )
+        await self.flow.start()
         consumers = []
         for name in self.types:
             task_type = self.registry.get(name)
             assert task_type is not None
             consumer = TypeConsumer(
-                js, name, self.settings.ack_wait_seconds, self.slots, self._dispatch
+                js, name, self.settings.ack_wait_seconds, self.slots, self._dispatch, self.flow
             )
             await consumer.declare()
             await buckets[subjects.KV_TYPES].put(name, type_spec(task_type).SerializeToString())
@@ -102,8 +123,16 @@ class Worker:
             asyncio.create_task(c.run(self._stopping), name=f"consume-{c.task_type}")
             for c in consumers
         ]
-        self.server = Server(self.settings.listen, [], 4 * 1024 * 1024)
+        self.server = Server(self.settings.listen, [], 4 * 1024 * 1024, self.metrics)
         await self.server.start()
+        self.metrics.serve_types(self.types)
+        self.watchdog = ConsumeWatchdog(
+            lambda: zip(self.consumers, self._loops, strict=True),
+            self._resting,
+            self.server.set_serving,
+            on_check=self.metrics.stalled_loops.set,
+        )
+        self._watching = asyncio.create_task(self.watchdog.run(), name="consume-watchdog")
         log.info(
             "worker %s serving %s (concurrency %d, health on %s)",
             self.settings.worker_id,
@@ -112,10 +141,17 @@ class Worker:
             self.server.address,
         )
 
-    async def _dispatch(self, msg: Msg) -> None:
+    def _resting(self, task_type: str) -> bool:
+        """True while a consume loop waits on purpose: every slot busy, or its queue paused."""
+        if self.slots.in_flight >= self.slots.limit:
+            return True
+        return self.flow is not None and self.flow.controls.paused(task_type)
+
+    async def _dispatch(self, msg: Msg) -> asyncio.Task[None]:
         task = asyncio.create_task(self._run_one(msg))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+        return task
 
     async def _run_one(self, msg: Msg) -> None:
         try:
@@ -131,6 +167,9 @@ class Worker:
     async def stop(self) -> None:
         """Stops fetching, lets in-flight tasks finish within the grace period, and hands
         the rest back for immediate redelivery."""
+        if self._watching:
+            self._watching.cancel()  # it must not turn SERVING again while stopping
+            await asyncio.gather(self._watching, return_exceptions=True)
         if self.server:
             await self.server.set_serving(False)
         self._stopping.set()
@@ -152,10 +191,13 @@ class Worker:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
         self.processes.shutdown()
+        if self.flow is not None:
+            await self.flow.stop()
         if self.server:
             await self.server.stop(1.0)
         if self.nc:
             await jetstream.close(self.nc)
+        await self.metrics.close()
         log.info("worker stopped")
 
 

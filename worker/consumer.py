@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from conveyor import subjects
+from worker.flow import Flow, Lease
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +91,15 @@ class TypeConsumer:
         task_type: str,
         ack_wait: float,
         slots: Slots,
-        dispatch: Callable[[Msg], Awaitable[None]],
+        dispatch: Callable[[Msg], Awaitable[asyncio.Task[None]]],
+        flow: Flow,
     ) -> None:
         self.task_type = task_type
         self._js = js
         self._ack_wait = ack_wait
         self._slots = slots
         self._dispatch = dispatch
+        self._flow = flow
         self._subs: dict[str, JetStreamContext.PullSubscription] = {}
         self.last_poll = time.monotonic()
 
@@ -114,9 +117,17 @@ class TypeConsumer:
         """Fetches until ``stopping`` is set."""
         backoff = 0.1
         while not stopping.is_set():
+            if self._flow.controls.paused(self.task_type):
+                self.last_poll = time.monotonic()  # idle on purpose, not stuck
+                await self._flow.controls.wait_resumed(self.task_type, stopping)
+                continue
             free = await self._slots.wait_free()
             try:
-                messages = await self._fetch_round(min(free, MAX_FETCH))
+                lease, batch = await self._admit(min(free, MAX_FETCH))
+                if batch == 0:
+                    self.last_poll = time.monotonic()
+                    continue
+                messages = await self._fetch_round(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -127,12 +138,50 @@ class TypeConsumer:
                 continue
             backoff = 0.1
             self.last_poll = time.monotonic()
+            if not messages:
+                await self._refund(lease)
             for msg in messages:
                 if stopping.is_set():
                     await msg.nak()  # fetched while stopping: hand it straight back
                     continue
                 self._slots.take()
-                await self._dispatch(msg)
+                running = await self._dispatch(msg)
+                if lease is not None:
+                    running.add_done_callback(self._releaser(lease))
+
+    async def _admit(self, batch: int) -> tuple[Lease | None, int]:
+        """How many tasks this round may fetch under the type's cluster-wide limits, and
+        the concurrency lease that goes with it (limited types fetch one at a time)."""
+        limits = self._flow.controls.limits(self.task_type)
+        if limits.max_per_second > 0:
+            wait = await self._flow.rate.take(self.task_type, limits.max_per_second)
+            if wait > 0:
+                await asyncio.sleep(min(wait, 1.0))
+                return None, 0
+            batch = 1
+        if limits.max_concurrency > 0:
+            lease = await self._flow.semaphore.acquire(self.task_type, limits.max_concurrency)
+            if lease is None:
+                if limits.max_per_second > 0:
+                    await self._flow.rate.give_back(self.task_type, limits.max_per_second)
+                await asyncio.sleep(0.1)
+                return None, 0
+            return lease, 1
+        return None, batch
+
+    async def _refund(self, lease: Lease | None) -> None:
+        """Gives back what an empty fetch round took."""
+        limits = self._flow.controls.limits(self.task_type)
+        if limits.max_per_second > 0:
+            await self._flow.rate.give_back(self.task_type, limits.max_per_second)
+        if lease is not None:
+            await self._flow.semaphore.release(lease)
+
+    def _releaser(self, lease: Lease) -> Callable[[asyncio.Task[None]], None]:
+        def release(_: asyncio.Task[None]) -> None:
+            asyncio.create_task(self._flow.semaphore.release(lease))  # noqa: RUF006
+
+        return release
 
     async def _fetch_round(self, batch: int) -> list[Msg]:
         """Messages from the first priority in this round's order that has any."""

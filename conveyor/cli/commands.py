@@ -219,6 +219,13 @@ async def retry(client: AsyncClient, out: Output, args: argparse.Namespace) -> i
     return 0
 
 
+async def bench(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:
+    """``conveyor bench``: in :mod:`conveyor.bench`, imported only when asked for."""
+    from conveyor.bench._cli import run_command
+
+    return await run_command(client, out, args)
+
+
 COMMANDS = {
     "submit": submit,
     "get": get,
@@ -226,6 +233,7 @@ COMMANDS = {
     "watch": watch,
     "cancel": cancel,
     "retry": retry,
+    "bench": bench,
 }
 
 

@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from conveyor.bench._cli import add_arguments as add_bench_arguments
 from conveyor.client import (
     BATCH_OPERATIONS,
     IMAGE_FORMATS,
@@ -192,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --failed: only tasks with this label",
     )
     sub.add_parser("dev", help="run the whole system locally (see conveyor dev --help)")
+    add_bench_arguments(
+        sub.add_parser("bench", parents=[common], help="measure a running system (noop tasks)")
+    )
     return parser
 
 

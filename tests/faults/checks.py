@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from conveyor import subjects
@@ -33,6 +32,7 @@ from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from conveyor.tasks import is_terminal
 from store.convert import event_from_proto
 from store.transitions import Snapshot, transition
+from tests.faults.nats_client import jetstream
 
 CALL_TIMEOUT = 10.0
 PAGE = 1000
@@ -163,18 +163,14 @@ def read_database(db_path: Path) -> tuple[int, dict[str, StoredTask]]:
 
 async def read_events(nats_url: str, last: int) -> list[events_pb2.TaskEvent]:
     """The EVENTS stream from its first message up to sequence ``last``, in order."""
-    nc = await nats.connect(nats_url.split(","), max_reconnect_attempts=-1)
-    try:
-        js = nc.jetstream(timeout=10)
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=60.0,
-        )
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, inactive_threshold=60.0
+    )
+    events: list[events_pb2.TaskEvent] = []
+    async with jetstream(nats_url) as js:
         sub = await js.pull_subscribe(
             f"{subjects.EVENTS_PREFIX}.>", stream=subjects.STREAM_EVENTS, config=config
         )
-        events: list[events_pb2.TaskEvent] = []
         sequence = 0
         while sequence < last:
             for msg in await sub.fetch(1000, timeout=10):
@@ -182,9 +178,7 @@ async def read_events(nats_url: str, last: int) -> list[events_pb2.TaskEvent]:
                 if sequence <= last:
                     events.append(events_pb2.TaskEvent.FromString(msg.data))
         await sub.unsubscribe()
-        return events
-    finally:
-        await nc.close()
+    return events
 
 
 def replay(

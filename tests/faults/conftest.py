@@ -79,6 +79,10 @@ class Service:
             self.process.kill()
             self.process.wait()
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process stops mid-step (a long pause), holding whatever it has."""
+        os.kill(self.pid, signal.SIGSTOP)
+
     def terminate(self) -> None:
         """SIGTERM: a graceful shutdown."""
         if self.alive:
@@ -194,6 +198,7 @@ class Cluster:
                 "CONVEYOR_ACK_WAIT_SECONDS": str(ACK_WAIT_SECONDS),
                 "CONVEYOR_SHUTDOWN_GRACE_SECONDS": "1",
                 "CONVEYOR_LOG_LEVEL": "info",
+                "CONVEYOR_METRICS_LISTEN": "127.0.0.1:0",  # many services on one host
                 **env,
             }
         )

@@ -1,0 +1,160 @@
+"""How a run looks: a live progress display on stderr, and the results table at the end."""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from conveyor.bench._results import Metric, Report
+
+
+class Phase:
+    """One line of the progress display: a step of a scenario."""
+
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self._progress = progress
+        self._task = task
+
+    def advance(self, amount: float = 1) -> None:
+        """Moves the bar on by ``amount``."""
+        self._progress.advance(self._task, amount)
+
+    def update(self, completed: float, description: str | None = None) -> None:
+        """Sets how far the step is."""
+        if description is None:
+            self._progress.update(self._task, completed=completed)
+        else:
+            self._progress.update(self._task, completed=completed, description=description)
+
+    def done(self) -> None:
+        """Marks the step finished."""
+        task = next(t for t in self._progress.tasks if t.id == self._task)
+        self._progress.update(self._task, completed=task.total or 1, total=task.total or 1)
+        self._progress.stop_task(self._task)
+
+
+class Display:
+    """Progress of the run on stderr; silent when disabled or stderr is not a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.console = Console(file=sys.stderr, highlight=False)
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            disable=not (enabled and self.console.is_terminal),
+        )
+
+    def __enter__(self) -> Display:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
+
+    def phase(self, description: str, total: float | None = None) -> Phase:
+        """A new line of progress; ``total`` None shows a spinner only."""
+        return Phase(self._progress, self._progress.add_task(escape(description), total=total))
+
+    def note(self, text: str) -> None:
+        """A line above the progress display (shown only when the display is)."""
+        if not self._progress.disable:
+            self._progress.console.print(escape(text))
+
+
+def format_value(metric: Metric) -> str:
+    """The value with its unit, as people read it."""
+    return _format(metric.value, metric.unit)
+
+
+def _format(value: float, unit: str) -> str:
+    if unit == "ms":
+        return f"{value:,.2f} ms" if value < 100 else f"{value:,.0f} ms"
+    if unit in ("tasks/s", "msgs/s"):
+        return f"{value:,.0f} {unit}"
+    if unit == "MB":
+        return f"{value:,.1f} MB"
+    if unit in ("%", "x"):
+        return f"{value:,.1f}{unit}" if unit == "%" else f"{value:.2f}x"
+    return f"{value:,.0f}{' ' + unit if unit else ''}"
+
+
+def format_target(metric: Metric) -> str:
+    """The target as "<= 3 ms", or "" without one."""
+    if metric.target is None:
+        return ""
+    value = metric.target.value
+    shown = f"{value:,.0f}" if value == int(value) else f"{value:g}"
+    unit = f" {metric.unit}" if metric.unit and metric.unit not in ("%",) else metric.unit
+    return f"{metric.target.op} {shown}{unit}"
+
+
+def results_table(report: Report) -> Table:
+    """One row per measured figure, with the target of issue 5 where it sets one."""
+    table = Table(
+        title=f"conveyor bench {report.run_id} against {report.addr}",
+        box=box.SIMPLE_HEAVY,
+        title_justify="left",
+    )
+    table.add_column("scenario", style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("", justify="center")
+    for scenario in report.scenarios:
+        first = True
+        if scenario.submitted:
+            style = "green" if scenario.counts_exact else "bold red"
+            table.add_row(
+                scenario.name,
+                "tasks completed",
+                f"[{style}]{scenario.completed:,} / {scenario.submitted:,}[/]",
+                "all",
+                "[green]✓[/]" if scenario.counts_exact else "[red]✗[/]",
+            )
+            first = False
+        for metric in scenario.metrics:
+            met = metric.met
+            mark = "" if met is None else ("[green]✓[/]" if met else "[red]✗[/]")
+            table.add_row(
+                scenario.name if first else "",
+                escape(metric.name),
+                format_value(metric),
+                format_target(metric),
+                mark,
+            )
+            first = False
+        table.add_section()
+    return table
+
+
+def print_report(console: Console, report: Report) -> None:
+    """The results table, then each scenario's notes."""
+    console.print(results_table(report))
+    for scenario in report.scenarios:
+        for note in scenario.notes:
+            console.print(f"[dim]{escape(scenario.name)}:[/] {escape(note)}")
+    if not report.counts_exact:
+        console.print("[bold red]some submitted tasks did not complete: see the table[/]")

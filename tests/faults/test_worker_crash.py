@@ -1,0 +1,64 @@
+"""A worker dies mid-task: its tasks go to another worker when their lease runs out."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from google.protobuf import struct_pb2
+
+from conveyor.api.tasks.v1 import tasks_pb2 as S
+from tests.faults.checks import audit, list_all
+from tests.faults.conftest import ACK_WAIT_SECONDS, Cluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+
+SLEEP_SECONDS = 4.0
+"""Longer than the lease: only heartbeats keep a live worker's task from redelivery."""
+
+
+def sleep_request(seconds: float) -> S.SubmitTaskRequest:
+    payload = struct_pb2.Struct()
+    payload.update({"seconds": seconds})
+    return S.SubmitTaskRequest(custom=S.CustomTaskInput(type="sleep", payload=payload))
+
+
+async def running_on(cluster: Cluster, worker_id: str) -> set[str]:
+    running = await list_all(cluster.stub, [S.TASK_STATE_RUNNING])
+    return {t.id for t in running if t.worker_id == worker_id}
+
+
+async def test_worker_killed_mid_task_its_tasks_finish_on_another_worker(
+    cluster: Cluster,
+) -> None:
+    doomed = cluster.add_worker("--concurrency", "4")
+    cluster.add_worker("--concurrency", "4")
+    await cluster.start()
+    assert SLEEP_SECONDS > ACK_WAIT_SECONDS
+    submitted = await cluster.stub.SubmitTasks(
+        S.SubmitTasksRequest(requests=[sleep_request(SLEEP_SECONDS) for _ in range(12)])
+    )
+    ids = [t.id for t in submitted.tasks]
+    async with asyncio.timeout(30):
+        while len(caught := await running_on(cluster, "worker-1")) < 4:
+            await asyncio.sleep(0.1)
+    doomed.kill()
+
+    result = await audit(cluster.stub, cluster.db_path, cluster.nats_url, ids, timeout=90)
+
+    redelivered = 0
+    for task_id in ids:
+        task = result.tasks[task_id]
+        kinds = result.kinds(task_id)
+        started_on_dead = any(k == "started" and w == "worker-1" for k, _, w in kinds)
+        finished_on_dead = any(k == "completed" and w == "worker-1" for k, _, w in kinds)
+        if started_on_dead and not finished_on_dead:
+            # Run again by the survivor, as attempt 2: the lost attempt counts.
+            redelivered += 1
+            assert (task.attempt, task.worker_id) == (2, "worker-2"), kinds
+            assert [k for k, _, _ in kinds].count("started") == 2, kinds
+        else:
+            # Never redelivered although it ran longer than the lease: heartbeats held it.
+            assert task.attempt == 1, kinds
+    assert caught <= {t for t in ids if result.tasks[t].attempt == 2}
+    assert redelivered >= 4
