@@ -27,6 +27,7 @@ from conveyor._client_builders import (
     text_processing,
 )
 from conveyor._client_errors import error_from_rpc
+from conveyor._client_schedules import ScheduleQueueMixin, StubFactory
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import MIB, ClientSettings
 from conveyor.errors import DeadlineExceeded, Unavailable
@@ -69,8 +70,8 @@ class WatchPolicy:
         return ceiling * (0.5 + random.random() / 2)
 
 
-class AsyncClient:
-    """An asyncio client of the gateway's TaskService.
+class AsyncClient(ScheduleQueueMixin):
+    """An asyncio client of the gateway's TaskService, ScheduleService and QueueService.
 
     ``target`` is host:port (default: ``CONVEYOR_GATEWAY_ADDR``, else 127.0.0.1:50051);
     ``timeout`` bounds each unary call in seconds (None: no bound). The channel opens on
@@ -96,17 +97,21 @@ class AsyncClient:
         self.watch_policy = watch_policy or WatchPolicy()
         self._channel_args = [*channel_options(), *channel_args]
         self._channel: grpc.aio.Channel | None = None
-        self._stub_instance: Any = None
+        self._stubs: dict[StubFactory, Any] = {}
 
-    def _stub(self) -> Any:
-        if self._stub_instance is None:
+    def _stub(self, factory: StubFactory = tasks_pb2_grpc.TaskServiceStub) -> Any:
+        """The stub of one service, every service sharing the one channel."""
+        if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self.target, options=self._channel_args)
-            self._stub_instance = tasks_pb2_grpc.TaskServiceStub(self._channel)
-        return self._stub_instance
+        if factory not in self._stubs:
+            self._stubs[factory] = factory(self._channel)
+        return self._stubs[factory]
 
-    async def _unary(self, method: str, request: Any) -> Any:
+    async def _unary(
+        self, method: str, request: Any, factory: StubFactory = tasks_pb2_grpc.TaskServiceStub
+    ) -> Any:
         try:
-            return await getattr(self._stub(), method)(request, timeout=self.timeout)
+            return await getattr(self._stub(factory), method)(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
 
@@ -299,7 +304,8 @@ class AsyncClient:
         """Closes the channel; calls in flight are cancelled."""
         if self._channel is not None:
             await self._channel.close()
-        self._channel = self._stub_instance = None
+        self._channel = None
+        self._stubs.clear()
 
     async def __aenter__(self) -> AsyncClient:
         return self

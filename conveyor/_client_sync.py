@@ -19,6 +19,7 @@ from typing import Any, TypeVar, Unpack, cast
 
 from conveyor._client_async import AsyncClient, WatchPolicy
 from conveyor._client_builders import EnumArg, OptionArgs
+from conveyor._client_schedules import SyncScheduleQueueMixin
 from conveyor.api.tasks.v1 import tasks_pb2
 
 T = TypeVar("T")
@@ -93,7 +94,7 @@ class _LoopThread:
         self.loop.close()
 
 
-class Client:
+class Client(SyncScheduleQueueMixin):
     """A blocking client with the methods of :class:`AsyncClient`; iterators are plain.
 
     >>> with Client("127.0.0.1:50051") as client:  # doctest: +SKIP

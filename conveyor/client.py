@@ -32,6 +32,12 @@ the builders here (:func:`text_processing`, :func:`ai_summarization`,
 options of :func:`options` as keyword arguments::
 
     request = text_processing("hi", ["slug"], priority="high", labels={"team": "web"})
+
+The same requests are the templates of periodic schedules, and the clients control each
+task type's queue::
+
+    client.create_schedule("hourly-report", custom("report"), cron="0 * * * *")
+    client.set_queue_limits("image_processing", max_concurrency=3)
 """
 
 from __future__ import annotations
@@ -58,12 +64,15 @@ from conveyor._client_builders import (
     thumbnail,
 )
 from conveyor._client_errors import describe, error_from_rpc, field_violations
+from conveyor._client_schedules import CATCH_UP_POLICIES, OVERLAP_POLICIES, schedule_spec
 from conveyor._client_sync import Client
 
 __all__ = [
     "BATCH_OPERATIONS",
+    "CATCH_UP_POLICIES",
     "IMAGE_FORMATS",
     "MAX_MESSAGE_BYTES",
+    "OVERLAP_POLICIES",
     "PRIORITIES",
     "STATES",
     "TRANSFORMS",
@@ -85,6 +94,7 @@ __all__ = [
     "options",
     "resize",
     "rotate",
+    "schedule_spec",
     "text_processing",
     "thumbnail",
 ]

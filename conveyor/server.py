@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -97,7 +98,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, details.method))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, details.method))
+            # A streaming handler that writes with context.write (Health.Watch) is a
+            # coroutine, not an async generator: it is wrapped like a unary one.
+            wrap = _wrap_stream if inspect.isasyncgenfunction(handler.unary_stream) else _wrap_unary
+            return handler._replace(unary_stream=wrap(handler.unary_stream, details.method))
         return handler
 
 
@@ -131,6 +135,7 @@ class Server:
         self.grpc = grpc.aio.server(
             interceptors=interceptors, options=server_options(max_message_bytes)
         )
+        self.metrics = metrics
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         self.service_names = list(service_names)

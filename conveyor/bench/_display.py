@@ -21,6 +21,9 @@ from rich.table import Table
 
 from conveyor.bench._results import Metric, Report
 
+REPORT_WIDTH = 110
+"""Columns of the table when stdout is not a terminal."""
+
 
 class Phase:
     """One line of the progress display: a step of a scenario."""
@@ -118,10 +121,10 @@ def results_table(report: Report) -> Table:
         box=box.SIMPLE_HEAVY,
         title_justify="left",
     )
-    table.add_column("scenario", style="bold")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("target", justify="right")
+    table.add_column("scenario", style="bold", no_wrap=True)
+    table.add_column("metric", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("target", justify="right", no_wrap=True)
     table.add_column("", justify="center")
     for scenario in report.scenarios:
         first = True
@@ -152,6 +155,9 @@ def results_table(report: Report) -> Table:
 
 def print_report(console: Console, report: Report) -> None:
     """The results table, then each scenario's notes."""
+    if not console.is_terminal:
+        # Redirected, rich would assume 80 columns and cut every row.
+        console = Console(file=console.file, width=REPORT_WIDTH, highlight=False)
     console.print(results_table(report))
     for scenario in report.scenarios:
         for note in scenario.notes:

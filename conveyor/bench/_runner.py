@@ -67,6 +67,8 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
+        # Other load on the machine skews every figure: record it with them.
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()

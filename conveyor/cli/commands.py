@@ -226,6 +226,13 @@ async def bench(client: AsyncClient, out: Output, args: argparse.Namespace) -> i
     return await run_command(client, out, args)
 
 
+async def schedules_and_queues(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:
+    """``conveyor schedule ...|pause|resume|queues|limit``: in :mod:`conveyor.cli.schedules`."""
+    from conveyor.cli.schedules import run_command
+
+    return await run_command(client, out, args)
+
+
 COMMANDS = {
     "submit": submit,
     "get": get,
@@ -234,6 +241,11 @@ COMMANDS = {
     "cancel": cancel,
     "retry": retry,
     "bench": bench,
+    "schedule": schedules_and_queues,
+    "pause": schedules_and_queues,
+    "resume": schedules_and_queues,
+    "queues": schedules_and_queues,
+    "limit": schedules_and_queues,
 }
 
 

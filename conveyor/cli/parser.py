@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from conveyor.bench._cli import add_arguments as add_bench_arguments
+from conveyor.cli.schedules import add_arguments as add_schedule_arguments
 from conveyor.client import (
     BATCH_OPERATIONS,
     IMAGE_FORMATS,
@@ -33,6 +34,9 @@ examples:
   conveyor submit send_email --payload '{"to": "a@example.com"}' --label team=web
   conveyor list --state running --state retrying
   conveyor --json get 01jb2c3d4e5f6g7h8j9k0m1n2p
+  conveyor schedule create nightly --cron "0 3 * * *" --tz Europe/Paris send_report
+  conveyor pause image_processing
+  conveyor limit image_processing --max-concurrency 3 --max-per-second 10
 """
 
 
@@ -106,6 +110,13 @@ def _add_submit(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Queue a task. TYPE is a built-in type "
         f"({', '.join(BUILTIN_TYPES)}) or a registered custom type.",
     )
+    add_task_arguments(p)
+    p.add_argument("--output", metavar="FILE", help="wait, then write the result image to FILE")
+    p.add_argument("--watch", action="store_true", help="follow the task until it ends")
+
+
+def add_task_arguments(p: argparse.ArgumentParser) -> None:
+    """TYPE and the flags building its request: ``submit`` and ``schedule create``."""
     p.add_argument("type", metavar="TYPE")
     text = p.add_mutually_exclusive_group()
     text.add_argument("--text", help="text of text_processing / ai_summarization")
@@ -132,7 +143,6 @@ def _add_submit(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--grayscale", dest="image_ops", action=_ImageOp, nargs=0)
     p.add_argument("--rotate", dest="image_ops", action=_ImageOp, metavar="DEG")
     p.add_argument("--format", choices=list(IMAGE_FORMATS), help="output image format")
-    p.add_argument("--output", metavar="FILE", help="wait, then write the result image to FILE")
     payload = p.add_mutually_exclusive_group()
     payload.add_argument("--payload", metavar="JSON", help="custom task payload, a JSON object")
     payload.add_argument("--payload-file", metavar="FILE", help="custom task payload file")
@@ -145,7 +155,6 @@ def _add_submit(sub: Any, common: argparse.ArgumentParser) -> None:
     when = opts.add_mutually_exclusive_group()
     when.add_argument("--delay", type=float, metavar="SEC", help="start no sooner than SEC")
     when.add_argument("--run-at", type=_datetime, metavar="TIME", help="ISO 8601 start time")
-    p.add_argument("--watch", action="store_true", help="follow the task until it ends")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(
         sub.add_parser("bench", parents=[common], help="measure a running system (noop tasks)")
     )
+    add_schedule_arguments(sub, common, add_task_arguments)
     return parser
 
 

@@ -197,7 +197,7 @@ class Cluster:
                 "CONVEYOR_STREAM_REPLICAS": str(replicas),
                 "CONVEYOR_ACK_WAIT_SECONDS": str(ACK_WAIT_SECONDS),
                 "CONVEYOR_SHUTDOWN_GRACE_SECONDS": "1",
-                "CONVEYOR_LOG_LEVEL": "info",
+                "CONVEYOR_LOG_LEVEL": "warning",
                 "CONVEYOR_METRICS_LISTEN": "127.0.0.1:0",  # many services on one host
                 **env,
             }
@@ -290,6 +290,12 @@ class Cluster:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     service.wait(max(0.1, deadline - time.monotonic()))
             service.reap()
+
+    def dead(self) -> dict[str, str]:
+        """The services that started and are no longer running, with their last logs."""
+        return {
+            s.name: s.log_tail() for s in self.services if s.process is not None and not s.alive
+        }
 
     def logs(self) -> str:
         return "\n".join(f"----- {s.name} -----\n{s.log_tail()}" for s in self.services)

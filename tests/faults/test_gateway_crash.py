@@ -40,7 +40,7 @@ async def test_gateway_killed_under_load_loses_no_acknowledged_task(cluster: Clu
         await asyncio.sleep(1.5)
         lost = await reconciler.reconcile_once()
     tasks = await list_all(cluster.stub)
-    print('DEBUG', load.errors, lost, len(load.accepted), len(tasks))
+    print("DEBUG", load.errors, lost, len(load.accepted), len(tasks))
     unfinished = [t for t in tasks if not is_terminal(t.state)]
     assert unfinished == [], unfinished[:3]
     failed_lost = [t for t in tasks if t.error.type == "lost"]

@@ -28,6 +28,25 @@ class Calls:
     started: list[str] = []  # noqa: RUF012 - labels of `record` tasks, in start order
 
 
+class Gauge:
+    """Tasks of type `gauge` running right now in this process, and the most seen."""
+
+    running = 0
+    peak = 0
+    starts: list[float] = []  # noqa: RUF012
+
+
+async def gauge(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    Gauge.running += 1
+    Gauge.peak = max(Gauge.peak, Gauge.running)
+    Gauge.starts.append(time.monotonic())
+    try:
+        await asyncio.sleep(float(payload.get("seconds", 0.3)))
+    finally:
+        Gauge.running -= 1
+    return {"worker": ctx.worker_id}
+
+
 async def record(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     Calls.started.append(str(payload.get("tag", "")))
     await asyncio.sleep(0.002)
@@ -90,6 +109,7 @@ def registry() -> Registry:
     r.task("sleeper", timeout=120)(sleeper)
     r.task("never")(never)
     r.task("record")(record)
+    r.task("gauge")(gauge)
     r.task("spin", cpu_bound=True, timeout=30, retry=FAST_RETRY)(spin)
     r.task("crash", cpu_bound=True, max_attempts=2, retry=FAST_RETRY)(crash)
     return r
