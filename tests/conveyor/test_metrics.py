@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -220,10 +221,8 @@ async def test_interceptor_counts_calls_by_method_and_status(server: Server) -> 
         for name, times in [("Missing", 2), ("Broken", 1), ("Fine", 3)]:
             call = channel.unary_unary(f"/test.Probe/{name}")
             for _ in range(times):
-                try:
+                with contextlib.suppress(grpc.aio.AioRpcError):
                     await call(b"", timeout=5)
-                except grpc.aio.AioRpcError:
-                    pass
         await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     metrics = server.metrics
     assert metrics is not None
@@ -263,7 +262,7 @@ async def test_health_watch_streams_status_changes(server: Server) -> None:
 
 
 def test_metrics_ports_from_the_environment() -> None:
-    defaults = {
+    defaults: dict[Any, str] = {
         GatewaySettings: "0.0.0.0:9091",
         StoreSettings: "0.0.0.0:9092",
         SchedulerSettings: "0.0.0.0:9093",
