@@ -15,7 +15,7 @@ from tests.integration.custom_handlers import Calls
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 
-def record(tag: str, priority: int) -> S.SubmitTaskRequest:
+def record(tag: str, priority: S.TaskPriority) -> S.SubmitTaskRequest:
     payload = struct_pb2.Struct()
     payload.update({"tag": tag})
     return S.SubmitTaskRequest(
