@@ -60,7 +60,7 @@ def sample_schedules() -> dict[str, schedules_pb2.Schedule]:
     cleanup = schedules_pb2.Schedule(
         id="cleanup",
         spec=schedules_pb2.ScheduleSpec(
-            task=tasks_pb2.SubmitTaskRequest(custom=tasks_pb2.CustomInput(type="purge_old"))
+            task=tasks_pb2.SubmitTaskRequest(custom=tasks_pb2.CustomTaskInput(type="purge_old"))
         ),
         paused=True,
         create_time=CREATED,

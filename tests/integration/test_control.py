@@ -169,3 +169,23 @@ async def test_cli_retry_failed_re_drives_every_dead_letter_of_a_type(system: Sy
         assert done.state == S.TASK_STATE_COMPLETED and done.attempt == 2
     untouched = (await system.stub.GetTask(S.GetTaskRequest(task_id=other))).task
     assert untouched.state == S.TASK_STATE_FAILED and untouched.attempt == 1
+
+
+async def test_delayed_task_survives_a_restart_of_every_conveyor_process(system: System) -> None:
+    await start(system)
+    submitted = await system.stub.SubmitTask(
+        custom("greet", S.TaskOptions(delay=duration(3)), name="after restart")
+    )
+    run_at = from_timestamp(submitted.task.run_at)
+    # Everything of ours goes away; only nats-server (which holds the schedule) stays.
+    await system.stop()
+    system.workers.clear()
+    system.channel = None
+    await asyncio.sleep(1.0)
+    await start(system)
+    task = await wait_terminal(system.stub, submitted.task.id, timeout=30)
+    assert task.state == S.TASK_STATE_COMPLETED
+    started_at = from_timestamp(task.start_time)
+    assert started_at >= run_at
+    # The target is within a second; allow for a loaded machine, not for a lost schedule.
+    assert (started_at - run_at).total_seconds() < 5
