@@ -42,6 +42,20 @@ class ScheduleService(schedules_pb2_grpc.ScheduleServiceServicer):
         validate_schedule_id(request.schedule_id)
         spec = request.spec
         problems = spec_violations(spec)
+        if spec.task.options.HasField("run_at"):
+            problems.append(
+                FieldViolation(
+                    "spec.task.options.run_at",
+                    "a repeating task cannot have a fixed start time (use delay)",
+                )
+            )
+        if spec.task.options.idempotency_key:
+            problems.append(
+                FieldViolation(
+                    "spec.task.options.idempotency_key",
+                    "each tick sets its own key (schedule:<id>:<tick>); leave it empty",
+                )
+            )
         try:
             validate_submit(spec.task, self._limits, prefix="spec.task.")
         except InvalidArgument as exc:

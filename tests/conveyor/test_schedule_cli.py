@@ -94,7 +94,10 @@ def test_create_cron_sends_spec_and_template(
     assert row(out, "overlap") == ["overlap", "allow"]
     assert row(out, "catch-up") == ["catch-up", "run_once"]
     assert row(out, "task") == ["task", "text_processing"]
-    assert row(out, "task options") == ["task options", "priority high; labels team=web"]
+    assert row(out, "task options") == [
+        "task options",
+        "priority high; max attempts 2; labels team=web",
+    ]
     local = from_timestamp(NEXT_TICK).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     assert row(out, "next tick") == ["next tick", local]
 
@@ -254,7 +257,17 @@ def test_pause_resume_delete_trigger(gateway: Gateway, capsys: pytest.CaptureFix
     assert run(gateway, "schedule", "delete", "digest") == 0
     assert capsys.readouterr().out == "deleted schedule digest\n"
     assert "digest" not in gateway.schedules.schedules
-    sent = [(type(r).__name__, r.schedule_id) for r in gateway.schedules.requests]  # type: ignore[attr-defined]
+    by_id = (
+        schedules_pb2.PauseScheduleRequest,
+        schedules_pb2.ResumeScheduleRequest,
+        schedules_pb2.TriggerScheduleRequest,
+        schedules_pb2.DeleteScheduleRequest,
+    )
+    sent = [
+        (type(r).__name__, r.schedule_id)
+        for r in gateway.schedules.requests
+        if isinstance(r, by_id)
+    ]
     assert sent == [
         ("PauseScheduleRequest", "digest"),
         ("ResumeScheduleRequest", "digest"),

@@ -33,16 +33,10 @@ from conveyor.tasks import is_terminal
 from store.convert import event_from_proto
 from store.transitions import Snapshot, transition
 from tests.faults.nats_client import jetstream
+from tests.faults.requests import text_request
 
 CALL_TIMEOUT = 10.0
 PAGE = 1000
-
-
-def text_request(index: int) -> S.SubmitTaskRequest:
-    """A small, quick task."""
-    return S.SubmitTaskRequest(
-        text_processing=S.TextProcessingInput(text=f"task {index}. Fault tests. Nothing lost.")
-    )
 
 
 @dataclass

@@ -12,6 +12,10 @@ from conveyor.registry import task
 
 @task("sleep", max_attempts=5, timeout=120)
 async def sleep(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
-    """Sleeps ``payload['seconds']``: long enough to be caught in flight by a kill."""
-    await asyncio.sleep(float(payload.get("seconds", 1.0)))
+    """Sleeps ``payload['seconds']`` (``payload['again_seconds']`` on later attempts, when
+    given): long enough to be caught in flight by a kill or a shutdown."""
+    seconds = payload.get("seconds", 1.0)
+    if ctx.attempt > 1:
+        seconds = payload.get("again_seconds", seconds)
+    await asyncio.sleep(float(seconds))
     return {"attempt": ctx.attempt, "worker": ctx.worker_id}

@@ -5,22 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from google.protobuf import struct_pb2
 
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from tests.faults.checks import audit, list_all
 from tests.faults.conftest import ACK_WAIT_SECONDS, Cluster
+from tests.faults.requests import sleep_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
 SLEEP_SECONDS = 4.0
 """Longer than the lease: only heartbeats keep a live worker's task from redelivery."""
-
-
-def sleep_request(seconds: float) -> S.SubmitTaskRequest:
-    payload = struct_pb2.Struct()
-    payload.update({"seconds": seconds})
-    return S.SubmitTaskRequest(custom=S.CustomTaskInput(type="sleep", payload=payload))
 
 
 async def running_on(cluster: Cluster, worker_id: str) -> set[str]:

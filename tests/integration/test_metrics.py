@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -87,7 +88,7 @@ def key(name: str, **labels: str) -> tuple[str, Labels]:
     return name, frozenset(labels.items())
 
 
-async def settled(address: str | None, expected: dict[tuple[str, Labels], float]) -> Samples:
+async def settled(address: str | None, expected: Mapping[tuple[str, Labels], float]) -> Samples:
     """Scrapes until every expected sample has its value (an outcome is counted just after
     its event is acknowledged, which may be after the store applied it)."""
     for _ in range(100):
@@ -237,7 +238,8 @@ async def test_queue_depth_and_apply_lag_show_work_not_done(system: System) -> N
     store = system.store
     for _ in range(100):
         await store.lag_probe.poll()
-        if store.metrics.lag_events._value.get() == 0:
+        _, samples = await scrape(store.metrics.address)
+        if samples[key("conveyor_store_apply_lag_events")] == 0:
             break
         await asyncio.sleep(0.05)
     assert store._applying is not None

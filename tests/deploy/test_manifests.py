@@ -1,0 +1,446 @@
+"""deploy/ and .env.example agree with the code they deploy.
+
+No cluster and no Docker engine run here, so these tests check what a broken deployment
+would show first: a probe on a port nothing listens on, a Service selecting no pod, a
+variable the services ignore, a NATS that refuses image tasks, a worker killed mid-task.
+Settings are computed with the services' own ``from_env``, never re-typed here.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import nats
+import pytest
+import yaml  # type: ignore[import-untyped]
+from dotenv import dotenv_values
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from conveyor import config
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+KUBERNETES = DEPLOY / "kubernetes"
+IMAGE = "conveyor"
+SERVICES: dict[str, Any] = {
+    "gateway": config.GatewaySettings,
+    "store": config.StoreSettings,
+    "scheduler": config.SchedulerSettings,
+    "worker": config.WorkerSettings,
+}
+UNITS = {"": 1, "K": 1024, "KB": 1024, "M": 1024**2, "MB": 1024**2, "G": 1024**3, "GB": 1024**3}
+
+
+class _Recorder(dict[str, str]):
+    """An empty environment that remembers every name looked up in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.names.add(key)
+        return default
+
+
+def settings_classes() -> list[Any]:
+    return [
+        obj
+        for obj in vars(config).values()
+        if isinstance(obj, type) and obj.__module__ == config.__name__ and hasattr(obj, "from_env")
+    ]
+
+
+def config_variables() -> set[str]:
+    """Every CONVEYOR_* name that conveyor/config.py reads, found by letting it read."""
+    recorder = _Recorder()
+    for cls in settings_classes():
+        cls.from_env(recorder)
+    return recorder.names
+
+
+def load(path: Path) -> list[Any]:
+    with path.open() as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc is not None]
+
+
+def k8s_objects() -> list[dict[str, Any]]:
+    return [
+        doc
+        for path in sorted(KUBERNETES.rglob("*.yaml"))
+        for doc in load(path)
+        if "apiVersion" in doc and doc.get("kind") not in ("Kustomization", "Component")
+    ]
+
+
+def find(kind: str, name: str) -> dict[str, Any]:
+    matches = [o for o in k8s_objects() if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} manifests"
+    return matches[0]
+
+
+def port_of(address: str) -> int:
+    return int(address.rpartition(":")[2])
+
+
+def nats_bytes(size: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)\s*([KMG]?B?)", size.strip().upper()).groups()  # type: ignore[union-attr]
+    return int(number) * UNITS[unit]
+
+
+def k8s_env(container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment: its ConfigMaps, then its own entries (which win)."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(find("ConfigMap", source["configMapRef"]["name"])["data"])
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = find("Secret", ref["name"])["stringData"][ref["key"]]
+    return env
+
+
+def conveyor_containers() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(Deployment, container) for every container running the Conveyor image."""
+    for obj in k8s_objects():
+        if obj["kind"] == "Deployment":
+            for container in obj["spec"]["template"]["spec"]["containers"]:
+                if container["image"].split(":")[0] == IMAGE:
+                    yield obj, container
+
+
+def compose() -> dict[str, Any]:
+    [doc] = load(DEPLOY / "compose.yaml")
+    return dict(doc)
+
+
+def compose_conveyor_services() -> dict[str, dict[str, Any]]:
+    return {
+        name: spec
+        for name, spec in compose()["services"].items()
+        if spec["image"].split(":")[0] == IMAGE
+    }
+
+
+# --- YAML and kustomize ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(DEPLOY.rglob("*.y*ml")), ids=lambda p: str(p))
+def test_every_yaml_file_parses(path: Path) -> None:
+    assert load(path), f"{path} holds no document"
+
+
+def test_every_manifest_is_part_of_a_kustomization() -> None:
+    listed: set[Path] = set()
+    for kustomization in KUBERNETES.rglob("kustomization.yaml"):
+        [doc] = load(kustomization)
+        for entry in doc.get("resources", []) + doc.get("components", []):
+            target = (kustomization.parent / entry).resolve()
+            assert target.exists(), f"{kustomization}: {entry} does not exist"
+            if target.is_dir():
+                assert (target / "kustomization.yaml").is_file(), f"{target} is no kustomization"
+            listed.add(target)
+    manifests = {
+        p.resolve()
+        for p in KUBERNETES.rglob("*.yaml")
+        if p.name != "kustomization.yaml" and p.parent != KUBERNETES  # helm values sit there
+    }
+    assert manifests - listed == set(), "manifests no kustomization applies"
+
+
+def test_overlay_patches_replace_fields_that_exist() -> None:
+    for kustomization in KUBERNETES.glob("overlays/*/kustomization.yaml"):
+        [doc] = load(kustomization)
+        for patch in doc.get("patches", []):
+            target = find(patch["target"]["kind"], patch["target"]["name"])
+            operations = yaml.safe_load(patch["patch"])
+            if isinstance(operations, dict):  # a strategic-merge `$patch: delete`
+                assert operations["$patch"] == "delete"
+                continue
+            for op in operations:
+                node: Any = target
+                for key in op["path"].strip("/").split("/"):
+                    assert key in node, f"{kustomization}: {op['path']} not in {target['kind']}"
+                    node = node[key]
+
+
+# --- Kubernetes: ports, probes, Services ---------------------------------------------------
+
+
+@pytest.mark.parametrize("deployment,container", list(conveyor_containers()))
+def test_grpc_probes_use_the_port_the_service_listens_on(
+    deployment: dict[str, Any], container: dict[str, Any]
+) -> None:
+    service = container["args"][0]
+    settings = SERVICES[service].from_env(k8s_env(container))  # raises on a bad variable
+    port = port_of(settings.listen)
+    declared = {p["containerPort"] for p in container["ports"]}
+    assert port in declared
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == port, f"{service} {probe}"
+    metrics = getattr(settings, "metrics_listen", "")
+    annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+    if metrics:
+        assert port_of(metrics) in declared
+        assert annotations["prometheus.io/port"] == str(port_of(metrics))
+    else:
+        assert "prometheus.io/port" not in annotations
+
+
+def test_every_container_has_requests_and_limits() -> None:
+    for obj in k8s_objects():
+        if obj["kind"] in ("Deployment", "StatefulSet"):
+            for container in obj["spec"]["template"]["spec"]["containers"]:
+                for bound in ("requests", "limits"):
+                    assert set(container["resources"][bound]) >= {"cpu", "memory"}, obj["kind"]
+
+
+def test_services_select_pods_that_declare_their_target_port() -> None:
+    pods = [
+        o["spec"]["template"] for o in k8s_objects() if o["kind"] in ("Deployment", "StatefulSet")
+    ]
+    for service in (o for o in k8s_objects() if o["kind"] == "Service"):
+        selector = service["spec"]["selector"]
+        selected = [p for p in pods if selector.items() <= p["metadata"]["labels"].items()]
+        assert selected, f"Service {service['metadata']['name']} selects no pod"
+        ports = [p for pod in selected for c in pod["spec"]["containers"] for p in c["ports"]]
+        for port in service["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            assert any(target in (p.get("name"), p["containerPort"]) for p in ports), target
+
+
+def test_addresses_name_services_that_exist() -> None:
+    services = {
+        (o["metadata"]["name"], p["port"])
+        for o in k8s_objects()
+        if o["kind"] == "Service"
+        for p in o["spec"]["ports"]
+    }
+    data = find("ConfigMap", "conveyor-config")["data"]
+    for name in ("CONVEYOR_STORE_ADDR", "CONVEYOR_GATEWAY_ADDR", "CONVEYOR_NATS_URL"):
+        host, _, port = data[name].removeprefix("nats://").partition(":")
+        assert (host, int(port)) in services, name
+
+
+def test_workers_outlive_their_shutdown_grace_and_scale() -> None:
+    worker = find("Deployment", "worker")
+    [container] = worker["spec"]["template"]["spec"]["containers"]
+    settings = config.WorkerSettings.from_env(k8s_env(container))
+    pod = worker["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > settings.shutdown_grace_seconds
+    assert worker["spec"]["replicas"] > 1
+
+    hpa = find("HorizontalPodAutoscaler", "worker")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "worker",
+    }
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+    assert hpa["spec"]["minReplicas"] <= worker["spec"]["replicas"] <= hpa["spec"]["maxReplicas"]
+    assert "cpu" in container["resources"]["requests"]  # utilisation is relative to it
+
+    pdb = find("PodDisruptionBudget", "worker")
+    labels = worker["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_store_is_a_single_writer() -> None:
+    store = find("Deployment", "store")
+    assert store["spec"]["replicas"] == 1
+    assert store["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_production_stream_replicas_match_the_nats_cluster() -> None:
+    [values] = load(KUBERNETES / "nats-helm-values.yaml")
+    [overlay] = load(KUBERNETES / "overlays/production/kustomization.yaml")
+    [replicas] = [
+        op["value"]
+        for patch in overlay["patches"]
+        if patch["target"]["kind"] == "ConfigMap"
+        for op in yaml.safe_load(patch["patch"])
+        if op["path"] == "/data/CONVEYOR_STREAM_REPLICAS"
+    ]
+    assert values["config"]["cluster"] == {"enabled": True, "replicas": int(replicas)}
+    assert values["config"]["jetstream"]["fileStore"]["enabled"] is True
+    payload = values["config"]["merge"]["max_payload"].strip("<> ")
+    assert nats_bytes(payload) >= config.Limits().max_message_bytes
+
+
+# --- compose -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(compose_conveyor_services()))
+def test_compose_services_are_valid_and_health_checked(name: str) -> None:
+    spec = compose_conveyor_services()[name]
+    [service] = spec["command"][:1]
+    settings = SERVICES[service].from_env(spec["environment"])
+    assert spec["healthcheck"]["test"][-1] == str(port_of(settings.listen))
+    store_host, _, store_port = spec["environment"]["CONVEYOR_STORE_ADDR"].partition(":")
+    store = config.StoreSettings.from_env(compose_conveyor_services()[store_host]["environment"])
+    assert int(store_port) == port_of(store.listen)
+    assert spec["environment"]["CONVEYOR_NATS_URL"].split("//")[1].split(":")[0] == "nats"
+    if service == "worker":
+        assert int(spec["stop_grace_period"].removesuffix("s")) > settings.shutdown_grace_seconds
+        assert spec["deploy"]["replicas"] == 2
+
+
+def test_compose_nats_runs_the_deploy_config() -> None:
+    nats_service = compose()["services"]["nats"]
+    mounts = dict(v.rsplit(":", 2)[:2] for v in nats_service["volumes"] if v.startswith("./"))
+    config_path = nats_service["command"][nats_service["command"].index("--config") + 1]
+    assert mounts == {"./nats/nats-server.conf": config_path}
+
+
+# --- image -----------------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def test_image_runs_python_m_service_as_a_non_root_user() -> None:
+    instructions = dockerfile_instructions()
+    last_stage = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
+    final = dict(instructions[last_stage:])
+    assert final["ENTRYPOINT"] == '["python", "-m"]'
+    assert final["CMD"] == '["gateway"]'
+    assert final["USER"].split(":")[0] not in ("root", "0")
+    copied = {args.split()[0] for op, args in instructions if op == "COPY" and "--from" not in args}
+    for source in copied:
+        assert (ROOT / source).exists(), f"COPY {source}: no such path"
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        project = tomllib.load(f)
+    packages = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert {p.rstrip("*") for p in packages} <= copied, "the image misses a package"
+    [healthcheck_dest] = [a.split()[1] for op, a in instructions if "healthcheck.py" in a]
+    for spec in compose_conveyor_services().values():
+        assert spec["healthcheck"]["test"][2] == healthcheck_dest
+
+
+# --- variables -----------------------------------------------------------------------------
+
+
+def test_every_conveyor_variable_in_deploy_is_one_the_services_read() -> None:
+    known = config_variables()
+    for path in DEPLOY.rglob("*"):
+        if path.is_file():
+            used = set(re.findall(r"\bCONVEYOR_[A-Z0-9_]+", path.read_text()))
+            assert used <= known, f"{path.relative_to(ROOT)}: unknown {sorted(used - known)}"
+
+
+def env_example() -> dict[str, str]:
+    found = re.findall(
+        r"^#? ?(CONVEYOR_[A-Z0-9_]+)=(.*)$", (ROOT / ".env.example").read_text(), re.M
+    )
+    names = [name for name, _ in found]
+    assert len(names) == len(set(names)), "a variable is listed twice"
+    return dict(found)
+
+
+def test_env_example_lists_exactly_the_variables_config_reads() -> None:
+    assert set(env_example()) == config_variables()
+
+
+def test_env_example_values_are_the_defaults() -> None:
+    defaults = [cls.from_env({}) for cls in settings_classes()]
+    as_shipped = {k: v for k, v in dotenv_values(ROOT / ".env.example").items() if v is not None}
+    assert [cls.from_env(as_shipped) for cls in settings_classes()] == defaults
+    for name, value in env_example().items():
+        changed = [cls.from_env({name: value}) for cls in settings_classes()]
+        assert changed == defaults, f"{name}={value} is not the default"
+
+
+# --- real processes --------------------------------------------------------------------------
+
+
+def nats_configs() -> dict[str, str]:
+    [k8s] = [
+        o for o in load(KUBERNETES / "components/nats-single/nats.yaml") if o["kind"] == "ConfigMap"
+    ]
+    return {
+        "compose": (DEPLOY / "nats/nats-server.conf").read_text(),
+        "kubernetes": k8s["data"]["nats-server.conf"],
+    }
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("where", ["compose", "kubernetes"])
+async def test_nats_config_accepts_the_largest_task_on_file_storage(
+    where: str, tmp_path: Path
+) -> None:
+    text = nats_configs()[where].replace("/data", str(tmp_path / "js"))
+    text = text.replace("/var/run/nats", str(tmp_path))
+    (tmp_path / "nats.conf").write_text(text)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "nats-server",
+            "-c",
+            str(tmp_path / "nats.conf"),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-m",
+            str(free_port()),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        nc = await nats.connect(
+            f"nats://127.0.0.1:{port}", connect_timeout=10, max_reconnect_attempts=20
+        )
+        try:
+            assert nc.max_payload >= config.Limits().max_message_bytes
+            js = nc.jetstream()
+            await js.add_stream(name="BIG", subjects=["big"], storage="file")
+            payload = b"\0" * (config.Limits().max_image_bytes + 64 * 1024)
+            ack = await js.publish("big", payload, timeout=10)
+            assert ack.seq == 1
+        finally:
+            await nc.close()
+        assert (tmp_path / "js" / "jetstream").is_dir()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.mark.integration
+def test_healthcheck_script_follows_the_serving_status() -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+
+    def check() -> int:
+        script = DEPLOY / "healthcheck.py"
+        return subprocess.run([sys.executable, str(script), str(port)], timeout=30).returncode
+
+    try:
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        assert check() == 0
+        servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert check() == 1
+    finally:
+        server.stop(0).wait()
+    assert check() == 1

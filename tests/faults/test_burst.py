@@ -1,0 +1,46 @@
+"""A burst of 10,000 tasks over two worker processes: the counts are exact."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from conveyor.api.tasks.v1 import tasks_pb2 as S
+from tests.faults.checks import audit, list_all
+from tests.faults.conftest import Cluster
+from tests.faults.requests import text_request
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+TOTAL = 10_000
+BATCH = 500
+
+
+async def test_ten_thousand_tasks_complete_exactly_once(cluster: Cluster) -> None:
+    await cluster.start(workers=2)
+    before = {t.id for t in await list_all(cluster.stub)}  # the start-up probe
+    batches = [
+        S.SubmitTasksRequest(requests=[text_request(start + i) for i in range(BATCH)])
+        for start in range(0, TOTAL, BATCH)
+    ]
+    responses = await asyncio.gather(
+        *(cluster.stub.SubmitTasks(batch, timeout=60) for batch in batches)
+    )
+    accepted = [task.id for response in responses for task in response.tasks]
+    assert len(accepted) == len(set(accepted)) == TOTAL
+
+    result = await audit(cluster.stub, cluster.db_path, cluster.nats_url, accepted, timeout=240)
+
+    completed = await list_all(cluster.stub, [S.TASK_STATE_COMPLETED])
+    ids = [t.id for t in completed if t.id not in before]
+    assert len(ids) == len(set(ids)) == TOTAL
+    assert set(ids) == set(accepted)
+    others = await list_all(
+        cluster.stub, [s for s in S.TaskState.values() if s not in (0, S.TASK_STATE_COMPLETED)]
+    )
+    assert others == []
+    workers = {result.tasks[i].worker_id for i in accepted}
+    assert workers == {"worker-1", "worker-2"}
+    completions = sum(k == "completed" for i in accepted for k, _, _ in result.kinds(i))
+    assert completions == TOTAL, "a handler ran twice without any fault"
