@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, Unpack
 
 import grpc
+from google.protobuf import duration_pb2
 
 from conveyor._client_builders import (
     STATES,
@@ -299,6 +300,18 @@ class AsyncClient(ScheduleQueueMixin):
         request = tasks_pb2.RetryTaskRequest(task_id=task_id)
         response: tasks_pb2.RetryTaskResponse = await self._unary("RetryTask", request)
         return response.task
+
+    async def stats(
+        self, *, window: float = 3600.0, type: str = "", top_errors: int = 5
+    ) -> tasks_pb2.GetTaskStatsResponse:
+        """Failure-rate analysis of the tasks submitted in the last ``window`` seconds."""
+        request = tasks_pb2.GetTaskStatsRequest(
+            window=duration_pb2.Duration(seconds=int(window), nanos=int(window % 1 * 1e9)),
+            type=type,
+            top_errors=top_errors,
+        )
+        response: tasks_pb2.GetTaskStatsResponse = await self._unary("GetTaskStats", request)
+        return response
 
     async def close(self) -> None:
         """Closes the channel; calls in flight are cancelled."""

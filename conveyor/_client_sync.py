@@ -241,6 +241,12 @@ class Client(SyncScheduleQueueMixin):
         """Runs a FAILED or CANCELLED task again."""
         return self._loop.run(self._async.retry(task_id))
 
+    def stats(
+        self, *, window: float = 3600.0, type: str = "", top_errors: int = 5
+    ) -> tasks_pb2.GetTaskStatsResponse:
+        """Failure-rate analysis of the tasks submitted in the last ``window`` seconds."""
+        return self._loop.run(self._async.stats(window=window, type=type, top_errors=top_errors))
+
     def close(self) -> None:
         """Closes the channel and stops the client's thread; safe to call twice."""
         if not self._loop.loop.is_closed():

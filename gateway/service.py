@@ -71,6 +71,11 @@ class GatewayService(tasks_pb2_grpc.TaskServiceServicer):
     ) -> tasks_pb2.CancelTaskResponse:
         return await _forward(self._store.CancelTask, request, context)
 
+    async def GetTaskStats(
+        self, request: tasks_pb2.GetTaskStatsRequest, context: Context
+    ) -> tasks_pb2.GetTaskStatsResponse:
+        return await _forward(self._store.GetTaskStats, request, context)
+
     async def RetryTask(
         self, request: tasks_pb2.RetryTaskRequest, context: Context
     ) -> tasks_pb2.RetryTaskResponse:

@@ -364,6 +364,30 @@ def validate_submit_many(
     c.raise_if_any()
 
 
+STATS_DEFAULT_WINDOW = dt.timedelta(hours=1)
+STATS_MAX_WINDOW = dt.timedelta(days=31)
+STATS_MAX_TOP_ERRORS = 50
+
+
+def validate_stats(request: tasks_pb2.GetTaskStatsRequest) -> tuple[dt.timedelta, int]:
+    """Checks a stats request; returns its window (default one hour) and how many top
+    errors to report (default 5)."""
+    c = _Collector()
+    window = STATS_DEFAULT_WINDOW
+    if request.HasField("window"):
+        problem = _duration_error(request.window, STATS_MAX_WINDOW)
+        if problem:
+            c.add("window", problem)
+        elif request.window.ToTimedelta() > dt.timedelta(0):
+            window = request.window.ToTimedelta()
+    if request.type and not TASK_TYPE_PATTERN.match(request.type):
+        c.add("type", f"must match {TASK_TYPE_PATTERN.pattern}")
+    if request.top_errors > STATS_MAX_TOP_ERRORS:
+        c.add("top_errors", f"must be at most {STATS_MAX_TOP_ERRORS}")
+    c.raise_if_any()
+    return window, request.top_errors or 5
+
+
 def validate_task_id(task_id: str, field: str = "task_id") -> None:
     """Raises InvalidArgument unless task_id has the shape of a task id."""
     if not task_id:

@@ -86,6 +86,11 @@ class TaskRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine, for read-only analyses kept in their own modules (store.stats)."""
+        return self._engine
+
     async def apply(
         self, events: Sequence[tuple[int, events_pb2.TaskEvent]]
     ) -> builtins.list[tasks_pb2.Task]:

@@ -18,10 +18,11 @@ from conveyor import subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.errors import FailedPrecondition, NotFound, Unavailable
-from conveyor.tasks import STATE_NAMES, is_terminal, timestamp
-from gateway.validation import validate_list, validate_task_id
+from conveyor.tasks import STATE_NAMES, is_terminal, now, timestamp
+from gateway.validation import validate_list, validate_stats, validate_task_id
 from store.consumer import EventApplier
 from store.repository import TaskRepository
+from store.stats import task_stats
 from store.watch import Subscription, WatchHub
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,13 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         await self._hub.wait_applied(ack, CATCH_UP_TIMEOUT)
         log.info("task %s queued again after %d attempts", task.id, offset)
         return tasks_pb2.RetryTaskResponse(task=await self._find(task.id, omit_payloads=True))
+
+    async def GetTaskStats(
+        self, request: tasks_pb2.GetTaskStatsRequest, context: Context
+    ) -> tasks_pb2.GetTaskStatsResponse:
+        window, top_errors = validate_stats(request)
+        await self._applier.catch_up(CATCH_UP_TIMEOUT)
+        return await task_stats(self._repository.engine, now() - window, request.type, top_errors)
 
     async def _purge_queued(self, task: tasks_pb2.Task) -> None:
         """Removes the task's queued or delayed message, if any (its id is in the subject)."""

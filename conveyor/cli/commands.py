@@ -233,6 +233,13 @@ async def schedules_and_queues(client: AsyncClient, out: Output, args: argparse.
     return await run_command(client, out, args)
 
 
+async def stats_and_top(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:
+    """``conveyor stats`` and ``conveyor top``: in :mod:`conveyor.cli.stats`."""
+    from conveyor.cli.stats import run_command
+
+    return await run_command(client, out, args)
+
+
 COMMANDS = {
     "submit": submit,
     "get": get,
@@ -246,6 +253,8 @@ COMMANDS = {
     "resume": schedules_and_queues,
     "queues": schedules_and_queues,
     "limit": schedules_and_queues,
+    "stats": stats_and_top,
+    "top": stats_and_top,
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from conveyor.bench._cli import add_arguments as add_bench_arguments
 from conveyor.cli.schedules import add_arguments as add_schedule_arguments
+from conveyor.cli.stats import add_arguments as add_stats_arguments
 from conveyor.client import (
     BATCH_OPERATIONS,
     IMAGE_FORMATS,
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser("bench", parents=[common], help="measure a running system (noop tasks)")
     )
     add_schedule_arguments(sub, common, add_task_arguments)
+    add_stats_arguments(sub, common)
     return parser
 
 

@@ -23,10 +23,11 @@ redelivered after its lease ran out."""
 
 async def test_sigterm_finishes_short_tasks_and_hands_back_the_rest(cluster: Cluster) -> None:
     stopping = cluster.add_worker(
-        "--concurrency", "4", CONVEYOR_SHUTDOWN_GRACE_SECONDS=str(GRACE)
+        "--concurrency",
+        "4",
+        CONVEYOR_SHUTDOWN_GRACE_SECONDS=str(GRACE),
+        CONVEYOR_ACK_WAIT_SECONDS=str(LEASE),
     )
-    for service in (cluster.store, cluster.gateway, stopping):
-        service.env["CONVEYOR_ACK_WAIT_SECONDS"] = str(LEASE)
     await cluster.start(workers=1)
     short = await cluster.stub.SubmitTask(sleep_request(GRACE / 2 + 2))
     long = await cluster.stub.SubmitTask(sleep_request(300, again_seconds=0.5))

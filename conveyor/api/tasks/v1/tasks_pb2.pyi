@@ -533,3 +533,73 @@ class RetryTaskResponse(_message.Message):
     TASK_FIELD_NUMBER: _ClassVar[int]
     task: Task
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
+
+class GetTaskStatsRequest(_message.Message):
+    __slots__ = ("window", "type", "top_errors")
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TOP_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    window: _duration_pb2.Duration
+    type: str
+    top_errors: int
+    def __init__(self, window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., type: _Optional[str] = ..., top_errors: _Optional[int] = ...) -> None: ...
+
+class StateCount(_message.Message):
+    __slots__ = ("state", "count")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    state: TaskState
+    count: int
+    def __init__(self, state: _Optional[_Union[TaskState, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class DurationSummary(_message.Message):
+    __slots__ = ("count", "p50", "p95", "p99", "max")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    P50_FIELD_NUMBER: _ClassVar[int]
+    P95_FIELD_NUMBER: _ClassVar[int]
+    P99_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    p50: _duration_pb2.Duration
+    p95: _duration_pb2.Duration
+    p99: _duration_pb2.Duration
+    max: _duration_pb2.Duration
+    def __init__(self, count: _Optional[int] = ..., p50: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., p95: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., p99: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class ErrorCount(_message.Message):
+    __slots__ = ("type", "message", "count")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    message: str
+    count: int
+    def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class TypeStats(_message.Message):
+    __slots__ = ("type", "total", "states", "success_rate", "retry_rate", "run_time", "queue_wait", "top_errors")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_RATE_FIELD_NUMBER: _ClassVar[int]
+    RUN_TIME_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_WAIT_FIELD_NUMBER: _ClassVar[int]
+    TOP_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    total: int
+    states: _containers.RepeatedCompositeFieldContainer[StateCount]
+    success_rate: float
+    retry_rate: float
+    run_time: DurationSummary
+    queue_wait: DurationSummary
+    top_errors: _containers.RepeatedCompositeFieldContainer[ErrorCount]
+    def __init__(self, type: _Optional[str] = ..., total: _Optional[int] = ..., states: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., success_rate: _Optional[float] = ..., retry_rate: _Optional[float] = ..., run_time: _Optional[_Union[DurationSummary, _Mapping]] = ..., queue_wait: _Optional[_Union[DurationSummary, _Mapping]] = ..., top_errors: _Optional[_Iterable[_Union[ErrorCount, _Mapping]]] = ...) -> None: ...
+
+class GetTaskStatsResponse(_message.Message):
+    __slots__ = ("types", "since")
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    types: _containers.RepeatedCompositeFieldContainer[TypeStats]
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, types: _Optional[_Iterable[_Union[TypeStats, _Mapping]]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

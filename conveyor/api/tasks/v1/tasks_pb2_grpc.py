@@ -71,6 +71,11 @@ class TaskServiceStub:
                 request_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.RetryTaskRequest.SerializeToString,
                 response_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.RetryTaskResponse.FromString,
                 _registered_method=True)
+        self.GetTaskStats = channel.unary_unary(
+                '/conveyor.api.tasks.v1.TaskService/GetTaskStats',
+                request_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskStatsRequest.SerializeToString,
+                response_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskStatsResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -127,6 +132,14 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTaskStats(self, request, context):
+        """GetTaskStats analyses the tasks submitted in a time window: outcomes, failure and
+        retry rates, run times, queue waits and the most frequent errors, per type.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +177,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.RetryTask,
                     request_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.RetryTaskRequest.FromString,
                     response_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.RetryTaskResponse.SerializeToString,
+            ),
+            'GetTaskStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTaskStats,
+                    request_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskStatsRequest.FromString,
+                    response_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +375,33 @@ class TaskService:
             '/conveyor.api.tasks.v1.TaskService/RetryTask',
             conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.RetryTaskRequest.SerializeToString,
             conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.RetryTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaskStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.api.tasks.v1.TaskService/GetTaskStats',
+            conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskStatsRequest.SerializeToString,
+            conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,88 @@
+"""Reconciliation: a task the store holds as unfinished but no stream holds any more (a
+process died between accepting it and queueing it) is failed as lost, and can be re-driven;
+tasks that are queued, delayed or running are left alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from conveyor import subjects
+from conveyor.api.events.v1 import events_pb2
+from conveyor.api.tasks.v1 import tasks_pb2 as S
+from conveyor.ids import new_task_id
+from conveyor.tasks import duration, timestamp
+from scheduler.reconcile import LOST_MESSAGE, Reconciler
+from tests.faults.checks import audit
+from tests.faults.conftest import Cluster
+from tests.faults.nats_client import jetstream
+from tests.faults.requests import sleep_request
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def orphan_event() -> events_pb2.TaskEvent:
+    """The ``submitted`` event of a gateway that died before it queued the task."""
+    created = timestamp()
+    task = S.Task(
+        id=new_task_id(),
+        type="text_processing",
+        state=S.TASK_STATE_PENDING,
+        max_attempts=3,
+        priority=S.TASK_PRIORITY_NORMAL,
+        create_time=created,
+        update_time=created,
+        version=1,
+    )
+    task_input = events_pb2.TaskMessage().input
+    task_input.text_processing.text = "orphaned between two publishes"
+    return events_pb2.TaskEvent(
+        task_id=task.id,
+        type=task.type,
+        time=created,
+        submitted=events_pb2.Submitted(task=task, input=task_input),
+    )
+
+
+async def test_a_task_in_no_stream_is_failed_as_lost_and_can_be_re_driven(
+    cluster: Cluster,
+) -> None:
+    await cluster.start(workers=1)
+    running = await cluster.stub.SubmitTask(sleep_request(60))
+    delayed_request = sleep_request(0.1)
+    delayed_request.options.delay.CopyFrom(duration(60))
+    delayed = await cluster.stub.SubmitTask(delayed_request)
+    orphan = orphan_event()
+    async with jetstream(cluster.nats_url) as js:
+        await js.publish(
+            subjects.event_subject(orphan.type),
+            orphan.SerializeToString(),
+            headers={subjects.HEADER_MSG_ID: f"{orphan.task_id}:submitted"},
+        )
+        async with asyncio.timeout(30):
+            while True:
+                task = (await cluster.stub.GetTask(S.GetTaskRequest(task_id=running.task.id))).task
+                if task.state == S.TASK_STATE_RUNNING:
+                    break
+                await asyncio.sleep(0.1)
+        pending = (await cluster.stub.GetTask(S.GetTaskRequest(task_id=orphan.task_id))).task
+        assert pending.state == S.TASK_STATE_PENDING
+        await asyncio.sleep(1.5)
+
+        lost = await Reconciler(js, cluster.stub, quiet_for=1.0).reconcile_once()
+
+    assert lost == 1
+    failed = (await cluster.stub.GetTask(S.GetTaskRequest(task_id=orphan.task_id))).task
+    assert failed.state == S.TASK_STATE_FAILED
+    assert (failed.error.type, failed.error.message) == ("lost", LOST_MESSAGE)
+    for untouched, state in ((running, S.TASK_STATE_RUNNING), (delayed, S.TASK_STATE_SCHEDULED)):
+        task = (await cluster.stub.GetTask(S.GetTaskRequest(task_id=untouched.task.id))).task
+        assert task.state == state
+
+    # The store kept the input: a re-drive runs the task from it.
+    await cluster.stub.RetryTask(S.RetryTaskRequest(task_id=orphan.task_id))
+    result = await audit(cluster.stub, cluster.db_path, cluster.nats_url, [orphan.task_id])
+    done = result.tasks[orphan.task_id]
+    assert done.attempt == 1
+    assert done.state == S.TASK_STATE_COMPLETED
