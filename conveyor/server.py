@@ -23,18 +23,38 @@ from conveyor.metrics import MetricsInterceptor, ServiceMetrics
 log = logging.getLogger(__name__)
 
 
+MAX_STATUS_MESSAGE_BYTES = 512
+MAX_FIELD_VIOLATION_BYTES = 256
+MAX_DETAILS_BYTES = 2560
+"""A status travels in HTTP/2 trailers, which gRPC clients cap at 8 KiB by default, with
+the message percent-encoded and the details base64-encoded: a bigger one would reach the
+client as RESOURCE_EXHAUSTED instead of the error. These bounds keep it under 6 KiB."""
+
+
+def _clip(text: str, limit: int) -> str:
+    """At most ``limit`` bytes of UTF-8, cut on a character boundary."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode("utf-8", "ignore") + "..."
+
+
 def status_for(error: ConveyorError) -> status_pb2.Status:
-    """The rich status of an error, with BadRequest details for invalid arguments."""
-    status = status_pb2.Status(code=error.code.value[0], message=error.message)
+    """The rich status of an error, with BadRequest details for invalid arguments (as many
+    violations as fit in the size a client accepts; the first ones)."""
+    status = status_pb2.Status(
+        code=error.code.value[0], message=_clip(error.message, MAX_STATUS_MESSAGE_BYTES)
+    )
     if isinstance(error, InvalidArgument) and error.violations:
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in error.violations
-            ]
-        )
+        bad_request = error_details_pb2.BadRequest()
+        for v in error.violations:
+            bad_request.field_violations.add(
+                field=_clip(v.field, MAX_FIELD_VIOLATION_BYTES),
+                description=_clip(v.description, MAX_FIELD_VIOLATION_BYTES),
+            )
+            if len(bad_request.field_violations) > 1 and bad_request.ByteSize() > MAX_DETAILS_BYTES:
+                del bad_request.field_violations[-1]
+                break
         detail = any_pb2.Any()
         detail.Pack(bad_request)
         status.details.append(detail)
@@ -53,9 +73,34 @@ def _internal(context_method: str, exc: BaseException) -> ConveyorError:
     return error
 
 
+class _Undecodable:
+    """What a request deserializer returns for bytes that are not the request message."""
+
+    def __init__(self, problem: str) -> None:
+        self.error = InvalidArgument(f"the request is not a valid message: {problem}")
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The deserializer, returning _Undecodable where it would raise: grpc would answer
+    UNKNOWN and log a traceback for every such request, where the client deserves an
+    INVALID_ARGUMENT."""
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:
+            return _Undecodable(str(exc))
+
+    return parse
+
+
 def _wrap_unary(inner: Any, method: str) -> Any:
     async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
+            if isinstance(request, _Undecodable):
+                raise request.error
             return await inner(request, context)
         except ConveyorError as exc:
             await abort_with(context, exc)
@@ -72,6 +117,8 @@ def _wrap_stream(inner: Any, method: str) -> Any:
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         try:
+            if isinstance(request, _Undecodable):
+                raise request.error
             async for item in inner(request, context):
                 yield item
         except ConveyorError as exc:
@@ -95,6 +142,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None:
             return None
+        if handler.unary_unary is None and handler.unary_stream is None:
+            return handler  # client streaming (reflection): left as it is
+        handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, details.method))
         if handler.unary_stream is not None:

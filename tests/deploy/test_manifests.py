@@ -93,8 +93,9 @@ def port_of(address: str) -> int:
 
 
 def nats_bytes(size: str) -> int:
-    number, unit = re.fullmatch(r"(\d+)\s*([KMG]?B?)", size.strip().upper()).groups()  # type: ignore[union-attr]
-    return int(number) * UNITS[unit]
+    match = re.fullmatch(r"(\d+)\s*([KMG]?B?)", size.strip().upper())
+    assert match, f"not a NATS size: {size!r}"
+    return int(match[1]) * UNITS[match[2]]
 
 
 def k8s_env(container: dict[str, Any]) -> dict[str, str]:
@@ -136,7 +137,9 @@ def compose_conveyor_services() -> dict[str, dict[str, Any]]:
 # --- YAML and kustomize ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", sorted(DEPLOY.rglob("*.y*ml")), ids=lambda p: str(p))
+@pytest.mark.parametrize(
+    "path", sorted(DEPLOY.rglob("*.y*ml")), ids=lambda p: str(p.relative_to(DEPLOY))
+)
 def test_every_yaml_file_parses(path: Path) -> None:
     assert load(path), f"{path} holds no document"
 
