@@ -16,6 +16,7 @@ from typing import Any, Unpack
 import grpc
 from google.protobuf import duration_pb2
 
+from conveyor import tracing
 from conveyor._client_builders import (
     STATES,
     EnumArg,
@@ -103,7 +104,11 @@ class AsyncClient(ScheduleQueueMixin):
     def _stub(self, factory: StubFactory = tasks_pb2_grpc.TaskServiceStub) -> Any:
         """The stub of one service, every service sharing the one channel."""
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.target, options=self._channel_args)
+            self._channel = grpc.aio.insecure_channel(
+                self.target,
+                options=self._channel_args,
+                interceptors=tracing.client_interceptors(),
+            )
         if factory not in self._stubs:
             self._stubs[factory] = factory(self._channel)
         return self._stubs[factory]

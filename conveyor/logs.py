@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any
 
+from conveyor.tracing import current_trace_id
+
 task_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("task_id", default="")
 task_type_var: contextvars.ContextVar[str] = contextvars.ContextVar("task_type", default="")
 attempt_var: contextvars.ContextVar[int] = contextvars.ContextVar("attempt", default=0)
@@ -26,6 +28,7 @@ class _ContextFilter(logging.Filter):
         record.task_id = task_id_var.get()
         record.task_type = task_type_var.get()
         record.attempt = attempt_var.get()
+        record.trace_id = current_trace_id()
         return True
 
 
@@ -41,7 +44,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("task_id", "task_type", "attempt"):
+        for key in ("task_id", "task_type", "attempt", "trace_id"):
             value = getattr(record, key, None)
             if value:
                 data[key] = value
@@ -62,7 +65,8 @@ class TextFormatter(logging.Formatter):
         if task_id:
             task_type = getattr(record, "task_type", "")
             attempt = getattr(record, "attempt", 0)
-            line += f" [task={task_id} type={task_type} attempt={attempt}]"
+            trace_id = getattr(record, "trace_id", "")
+            line += f" [task={task_id} type={task_type} attempt={attempt} trace={trace_id}]"
         return line
 
 

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from conveyor import tracing
 from conveyor.errors import ConveyorError, InvalidArgument
 from conveyor.metrics import MetricsInterceptor, ServiceMetrics
 
@@ -119,8 +120,12 @@ def _wrap_stream(inner: Any, method: str) -> Any:
         try:
             if isinstance(request, _Undecodable):
                 raise request.error
-            async for item in inner(request, context):
-                yield item
+            result = inner(request, context)
+            if hasattr(result, "__aiter__"):
+                async for item in result:
+                    yield item
+            else:
+                await result  # a handler that streams with context.write (health Watch)
         except ConveyorError as exc:
             await abort_with(context, exc)
         except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
@@ -182,6 +187,9 @@ class Server:
         interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
         if metrics is not None:
             interceptors.insert(0, MetricsInterceptor(metrics))
+        # Tracing outermost of all: the call's span covers everything, and the caller's
+        # trace context is current inside the handlers.
+        interceptors[:0] = tracing.server_interceptors()
         self.grpc = grpc.aio.server(
             interceptors=interceptors, options=server_options(max_message_bytes)
         )

@@ -9,7 +9,7 @@ import sys
 import grpc
 from nats.aio.client import Client as NATS
 
-from conveyor import jetstream, subjects
+from conveyor import jetstream, subjects, tracing
 from conveyor.api.queues.v1 import queues_pb2, queues_pb2_grpc
 from conveyor.api.schedules.v1 import schedules_pb2, schedules_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
@@ -18,6 +18,7 @@ from conveyor.logs import setup_logging
 from conveyor.metrics import GatewayMetrics
 from conveyor.schedules import ScheduleBook
 from conveyor.server import Server, run, stop_on_signals
+from conveyor.tracing import setup_tracing
 from gateway.catalog import TypeCatalog
 from gateway.queues import QueueService
 from gateway.schedules import ScheduleService
@@ -67,7 +68,9 @@ class Gateway:
         await self.catalog.start()
         max_bytes = self.settings.limits.max_message_bytes
         self.channel = grpc.aio.insecure_channel(
-            self.settings.store_addr, options=channel_options(max_bytes)
+            self.settings.store_addr,
+            options=channel_options(max_bytes),
+            interceptors=tracing.client_interceptors(),
         )
         store = tasks_pb2_grpc.TaskServiceStub(self.channel)
 
@@ -130,4 +133,5 @@ def main() -> None:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from exc
     setup_logging("gateway", settings.common.log_level, settings.common.log_format)
+    setup_tracing("gateway", load_environ())
     run(lambda: serve(settings))

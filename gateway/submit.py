@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from conveyor import subjects
+from conveyor import subjects, tracing
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.errors import FieldViolation, InvalidArgument, Unavailable
@@ -248,13 +248,13 @@ class Submitter:
             self._js.publish(
                 subjects.event_subject(item.task.type),
                 event.SerializeToString(),
-                headers={subjects.HEADER_MSG_ID: f"{item.task.id}:submitted"},
+                headers=tracing.inject({subjects.HEADER_MSG_ID: f"{item.task.id}:submitted"}),
             )
         )
 
     async def _publish_task(self, item: _Prepared) -> None:
         target = subjects.task_subject(item.task.type, item.task.priority, item.task.id)
-        headers = {subjects.HEADER_MSG_ID: f"{item.task.id}:run:0"}
+        headers = tracing.inject({subjects.HEADER_MSG_ID: f"{item.task.id}:run:0"})
         subject = target
         if item.task.HasField("run_at"):
             subject = subjects.delayed_subject(item.task.id)

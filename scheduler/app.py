@@ -15,13 +15,14 @@ import sys
 import grpc
 from nats.aio.client import Client as NATS
 
-from conveyor import jetstream, subjects
+from conveyor import jetstream, subjects, tracing
 from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from conveyor.config import ConfigError, SchedulerSettings, load_environ
 from conveyor.logs import setup_logging
 from conveyor.metrics import QueueProbe, SchedulerMetrics
 from conveyor.schedules import ScheduleBook
 from conveyor.server import Server, run, stop_on_signals
+from conveyor.tracing import setup_tracing
 from gateway.catalog import TypeCatalog
 from gateway.submit import Submitter, task_finder
 from scheduler.periodic import PeriodicRunner
@@ -53,7 +54,9 @@ class Scheduler:
             self.settings.common, "conveyor-scheduler", self.metrics
         )
         buckets = await jetstream.ensure_buckets(js, self.settings.common)
-        self.channel = grpc.aio.insecure_channel(self.settings.store_addr)
+        self.channel = grpc.aio.insecure_channel(
+            self.settings.store_addr, interceptors=tracing.client_interceptors()
+        )
         store = tasks_pb2_grpc.TaskServiceStub(self.channel)
         self.catalog = TypeCatalog(buckets[subjects.KV_TYPES])
         await self.catalog.start()
@@ -107,4 +110,5 @@ def main() -> None:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from exc
     setup_logging("scheduler", settings.common.log_level, settings.common.log_format)
+    setup_tracing("scheduler", load_environ())
     run(lambda: serve(settings))

@@ -16,6 +16,7 @@ from conveyor.config import ConfigError, StoreSettings, load_environ
 from conveyor.logs import setup_logging
 from conveyor.metrics import EventLagProbe, StoreMetrics
 from conveyor.server import Server, run, stop_on_signals
+from conveyor.tracing import setup_tracing
 from store.consumer import EventApplier
 from store.db import create_engine, migrate
 from store.repository import TaskRepository
@@ -115,4 +116,5 @@ def main() -> None:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from exc
     setup_logging("store", settings.common.log_level, settings.common.log_format)
+    setup_tracing("store", load_environ())
     run(lambda: serve(settings))

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
+from opentelemetry.trace import SpanKind
 
-from conveyor import subjects
+from conveyor import subjects, tracing
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from store.repository import TaskRepository
@@ -21,6 +24,27 @@ log = logging.getLogger(__name__)
 FETCH_WAIT = 1.0
 GAP_READ_WINDOW = 128
 """Direct reads in flight at once while filling a gap in the delivered events."""
+
+
+def _trace_applied(
+    messages: list[Msg], batch: list[tuple[int, events_pb2.TaskEvent]], started_ns: int
+) -> None:
+    """A span per applied event, in the trace of the task it belongs to, so one trace shows
+    the task's whole life. Progress reports are left out: they are many and say little."""
+    kinds = {sequence: event.WhichOneof("kind") for sequence, event in batch}
+    for msg in messages:
+        headers = msg.headers or {}
+        kind = kinds.get(msg.metadata.sequence.stream)
+        if "traceparent" not in headers or kind in (None, "progressed"):
+            continue
+        span = tracing.tracer.start_span(
+            f"store apply {kind}",
+            context=tracing.extract(headers),
+            kind=SpanKind.CONSUMER,
+            start_time=started_ns,
+            attributes={"conveyor.events_sequence": msg.metadata.sequence.stream},
+        )
+        span.end()
 
 
 def consumer_config(ack_wait: float = 30.0) -> ConsumerConfig:
@@ -79,6 +103,7 @@ class EventApplier:
             backoff = 0.1
             if not messages:
                 continue
+            fetched_ns = time.time_ns()
             batch: list[tuple[int, events_pb2.TaskEvent]] = []
             for msg in messages:
                 sequence = msg.metadata.sequence.stream
@@ -90,6 +115,7 @@ class EventApplier:
             batch += await self._skipped_until_done(delivered)
             changes = await self._apply_until_done(batch)
             await messages[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch
+            _trace_applied(messages, batch, fetched_ns)
             await self._hub.publish(changes, last_sequence)
 
     async def _skipped_until_done(

@@ -20,6 +20,7 @@ from conveyor.metrics import WorkerMetrics
 from conveyor.registry import Registry, TaskType, default_registry
 from conveyor.server import Server, run, stop_on_signals
 from conveyor.tasks import duration, timestamp
+from conveyor.tracing import setup_tracing
 from worker.consumer import Slots, TypeConsumer
 from worker.flow import Flow
 from worker.handlers import register_builtins
@@ -241,4 +242,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from exc
     setup_logging("worker", settings.common.log_level, settings.common.log_format)
+    setup_tracing("worker", load_environ())
     run(lambda: serve(settings))

@@ -7,7 +7,7 @@ from typing import Any
 
 from nats.js import JetStreamContext
 
-from conveyor import subjects
+from conveyor import subjects, tracing
 from conveyor.api.events.v1 import events_pb2
 from conveyor.tasks import timestamp
 
@@ -39,7 +39,9 @@ class EventPublisher:
             self._js.publish(
                 subjects.event_subject(message.type),
                 event.SerializeToString(),
-                headers={subjects.HEADER_MSG_ID: f"{message.task_id}:{attempt}:{dedupe_key}"},
+                headers=tracing.inject(
+                    {subjects.HEADER_MSG_ID: f"{message.task_id}:{attempt}:{dedupe_key}"}
+                ),
             ),
             PUBLISH_TIMEOUT,
         )

@@ -15,7 +15,10 @@ from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
+from conveyor import tracing
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.context import TaskContext
@@ -76,8 +79,19 @@ class Runner:
         task_id_var.set(message.task_id)
         task_type_var.set(message.type)
         attempt_var.set(attempt)
+        span = tracing.tracer.start_span(
+            f"run {message.type}",
+            context=tracing.extract(msg.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "conveyor.task_id": message.task_id,
+                "conveyor.task_type": message.type,
+                "conveyor.attempt": attempt,
+            },
+        )
         try:
-            await self._handle(msg, message, run_attempt, attempt)
+            with trace.use_span(span, end_on_exit=True):
+                await self._handle(msg, message, run_attempt, attempt)
         except asyncio.CancelledError:
             if self.shutting_down:
                 # Hand the task back for immediate redelivery to another worker.

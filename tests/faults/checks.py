@@ -18,7 +18,7 @@ import asyncio
 import collections
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,7 +85,9 @@ class Load:
             await asyncio.sleep(self.pause)
 
 
-async def list_all(stub: tasks_pb2_grpc.TaskServiceStub, states: list[int] = ()) -> list[S.Task]:  # type: ignore[assignment]
+async def list_all(
+    stub: tasks_pb2_grpc.TaskServiceStub, states: Sequence[S.TaskState] = ()
+) -> list[S.Task]:
     """Every task the store holds (with the given states), page by page."""
     found: list[S.Task] = []
     token = ""
@@ -100,19 +102,32 @@ async def list_all(stub: tasks_pb2_grpc.TaskServiceStub, states: list[int] = ())
             return found
 
 
+UNFINISHED: list[S.TaskState] = [
+    S.TASK_STATE_PENDING,
+    S.TASK_STATE_SCHEDULED,
+    S.TASK_STATE_RUNNING,
+    S.TASK_STATE_RETRYING,
+]
+
+
 async def wait_finished(
     stub: tasks_pb2_grpc.TaskServiceStub, ids: list[str], timeout: float
 ) -> dict[str, S.Task]:
-    """Polls ListTasks until every task of ``ids`` is finished; the tasks by id."""
+    """Polls ListTasks until every task of ``ids`` is finished; every task by id."""
     wanted = set(ids)
     deadline = time.monotonic() + timeout
+    tasks: dict[str, S.Task] = {}
     while True:
         try:
-            tasks = {t.id: t for t in await list_all(stub)}
+            # Only the unfinished ones while there are some: listing every task of a big
+            # run twice a second would slow down the system under test.
+            unfinished = [t for t in await list_all(stub, UNFINISHED) if t.id in wanted]
+            if not unfinished:
+                tasks = {t.id: t for t in await list_all(stub)}
         except grpc.aio.AioRpcError:
-            tasks = {}
+            unfinished, tasks = [], {}
         missing = wanted - tasks.keys()
-        unfinished = [t for i, t in tasks.items() if i in wanted and not is_terminal(t.state)]
+        unfinished += [t for i, t in tasks.items() if i in wanted and not is_terminal(t.state)]
         if tasks and not missing and not unfinished:
             return tasks
         if time.monotonic() > deadline:
@@ -123,7 +138,7 @@ async def wait_finished(
                 f"to the store (e.g. {sorted(missing)[:3]}), {len(unfinished)} unfinished "
                 f"{dict(states)}, e.g. {sample}"
             )
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)
 
 
 @dataclass
@@ -217,6 +232,7 @@ async def audit(
     the event log applied once (see the module docstring)."""
     assert len(set(accepted)) == len(accepted), "a task id was acknowledged twice"
     tasks = await wait_finished(stub, accepted, timeout)
+    print("DEBUG finished", time.monotonic())
     for task_id in accepted:
         task = tasks[task_id]
         assert task.state == S.TASK_STATE_COMPLETED, (
@@ -236,7 +252,10 @@ async def audit(
         else:
             assert terminal == [], (task_id, [s.state for s in row.history])
 
-    replayed, by_task = replay(await read_events(nats_url, applied))
+    print("DEBUG db", time.monotonic())
+    events = await read_events(nats_url, applied)
+    print("DEBUG events", time.monotonic())
+    replayed, by_task = replay(events)
     assert replayed.keys() == stored.keys()
     differences = [
         (task_id, (row.state, row.attempt, row.version), (r.state, r.attempt, r.version))

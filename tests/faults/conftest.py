@@ -209,11 +209,16 @@ class Cluster:
         self._channel: grpc.aio.Channel | None = None
 
     def _service(
-        self, name: str, module: list[str], listen_var: str, port: int = 0, **env: str
+        self,
+        name: str,
+        module: list[str],
+        listen_var: str,
+        port: int = 0,
+        env: dict[str, str] | None = None,
     ) -> Service:
         port = port or free_port()
         address = f"127.0.0.1:{port}"
-        service_env = {**self.base_env, f"CONVEYOR_{listen_var}": address, **env}
+        service_env = {**self.base_env, f"CONVEYOR_{listen_var}": address, **(env or {})}
         argv = [sys.executable, "-m", *module]
         return Service(name, argv, service_env, address, self.log_dir)
 
@@ -228,8 +233,7 @@ class Cluster:
             name,
             ["worker", "--import", "tests.faults.handlers", *args],
             "WORKER_LISTEN",
-            CONVEYOR_WORKER_ID=name,
-            **env,
+            env={"CONVEYOR_WORKER_ID": name, **env},
         )
         self.workers.append(worker)
         return worker

@@ -14,7 +14,7 @@ from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.ids import new_task_id
 from conveyor.tasks import duration, timestamp
 from scheduler.reconcile import LOST_MESSAGE, Reconciler
-from tests.faults.checks import audit
+from tests.faults.checks import audit, wait_finished
 from tests.faults.conftest import Cluster
 from tests.faults.nats_client import jetstream
 from tests.faults.requests import sleep_request
@@ -73,7 +73,7 @@ async def test_a_task_in_no_stream_is_failed_as_lost_and_can_be_re_driven(
         lost = await Reconciler(js, cluster.stub, quiet_for=1.0).reconcile_once()
 
     assert lost == 1
-    failed = (await cluster.stub.GetTask(S.GetTaskRequest(task_id=orphan.task_id))).task
+    failed = (await wait_finished(cluster.stub, [orphan.task_id], timeout=30))[orphan.task_id]
     assert failed.state == S.TASK_STATE_FAILED
     assert (failed.error.type, failed.error.message) == ("lost", LOST_MESSAGE)
     for untouched, state in ((running, S.TASK_STATE_RUNNING), (delayed, S.TASK_STATE_SCHEDULED)):

@@ -1,0 +1,49 @@
+"""One trace shows a task's whole life: client, gateway, worker and store."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from conveyor.client import AsyncClient
+from tests.conftest import System
+
+pytestmark = pytest.mark.integration
+
+_exporter = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="session")
+def spans() -> InMemorySpanExporter:
+    """Spans of every service in this process (the provider can be set only once)."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(_exporter))
+    trace.set_tracer_provider(provider)
+    return _exporter
+
+
+async def test_a_task_has_one_trace_from_submit_to_store(
+    system: System, spans: InMemorySpanExporter
+) -> None:
+    await system.start()
+    assert system.gateway is not None
+    tracer = trace.get_tracer("test")
+    async with AsyncClient(system.gateway.address) as client:
+        with tracer.start_as_current_span("client request") as root:
+            task = await client.submit_text("Trace me. Twice!", transforms=["upper"])
+        trace_id = root.get_span_context().trace_id
+        done = await client.wait(task.id, timeout=30)
+    assert done.result.text_processing.sentences == 2
+    async with asyncio.timeout(10):
+        while True:
+            names = {s.name for s in spans.get_finished_spans() if s.context.trace_id == trace_id}
+            if {"run text_processing", "store apply completed"} <= names:
+                break
+            await asyncio.sleep(0.1)
+    assert "/conveyor.api.tasks.v1.TaskService/SubmitTask" in names  # gateway server span
+    assert "store apply submitted" in names and "store apply started" in names
