@@ -5,7 +5,8 @@ The audit checks three sources against each other:
 - the public API (``ListTasks`` through the gateway): every acknowledged task is there and
   finished;
 - the store's database, read directly: each task's history has versions 1..n without a
-  gap or a repeat, and exactly one terminal version, the last;
+  gap or a repeat, COMPLETED at most once, and no state after a terminal one but a
+  re-drive;
 - the EVENTS stream, replayed from the first event through the store's own pure state
   machine: the result must equal what the store wrote, task by task (state, attempt,
   version). A batch applied twice, or an event skipped across a crash, shows up as a
@@ -16,14 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import itertools
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
+import psycopg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from sqlalchemy.engine import make_url
 
 from conveyor import subjects
 from conveyor.api.events.v1 import events_pb2
@@ -151,22 +157,33 @@ class StoredTask:
     history: list[S.Task]
 
 
-def read_database(db_path: Path) -> tuple[int, dict[str, StoredTask]]:
-    """The store's applied sequence and every task, read in one consistent snapshot."""
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
-    try:
-        db.execute("BEGIN")
-        applied = int(db.execute("SELECT applied_sequence FROM store_cursor").fetchone()[0])
-        stored = {
-            row[0]: StoredTask(row[1], row[2], row[3], [])
-            for row in db.execute("SELECT id, state, attempt, version FROM tasks")
-        }
-        query = "SELECT task_id, snapshot FROM task_history ORDER BY task_id, version"
-        for task_id, snapshot in db.execute(query):
-            stored[task_id].history.append(S.Task.FromString(snapshot))
-        db.execute("COMMIT")
-    finally:
-        db.close()
+TASKS_QUERY = "SELECT id, state, attempt, version FROM tasks"
+HISTORY_QUERY = "SELECT task_id, snapshot FROM task_history ORDER BY task_id, version"
+CURSOR_QUERY = "SELECT applied_sequence FROM store_cursor"
+
+
+def read_database(database: Path | str) -> tuple[int, dict[str, StoredTask]]:
+    """The store's applied sequence and every task, read in one consistent snapshot from
+    its SQLite file (a Path) or its PostgreSQL database (a URL)."""
+    if isinstance(database, Path):
+        with contextlib.closing(
+            sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)
+        ) as db:
+            db.execute("BEGIN")
+            return _read(db.execute)
+    url = make_url(database).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url) as pg, pg.transaction():
+        pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        return _read(pg.execute)
+
+
+def _read(execute: Callable[[str], Any]) -> tuple[int, dict[str, StoredTask]]:
+    applied = int(execute(CURSOR_QUERY).fetchone()[0])
+    stored = {
+        row[0]: StoredTask(row[1], row[2], row[3], []) for row in execute(TASKS_QUERY).fetchall()
+    }
+    for task_id, snapshot in execute(HISTORY_QUERY).fetchall():
+        stored[task_id].history.append(S.Task.FromString(bytes(snapshot)))
     return applied, stored
 
 
@@ -207,6 +224,15 @@ def replay(
     return tasks, by_task
 
 
+def check_history(task_id: str, states: list[int], current: int) -> None:
+    """A task's states, version by version: it ends where the task is now, COMPLETED at
+    most once, and nothing follows a terminal state but an explicit re-drive (PENDING)."""
+    assert states[-1] == current, (task_id, states, current)
+    assert states.count(S.TASK_STATE_COMPLETED) <= 1, (task_id, states)
+    for before, after in itertools.pairwise(states):
+        assert not is_terminal(before) or after == S.TASK_STATE_PENDING, (task_id, states)
+
+
 @dataclass
 class Audit:
     """What the audit found: the tasks through the API, and each task's events."""
@@ -222,7 +248,7 @@ class Audit:
 
 async def audit(
     stub: tasks_pb2_grpc.TaskServiceStub,
-    db_path: Path,
+    database: Path | str,
     nats_url: str,
     accepted: list[str],
     timeout: float = 90.0,
@@ -232,7 +258,6 @@ async def audit(
     the event log applied once (see the module docstring)."""
     assert len(set(accepted)) == len(accepted), "a task id was acknowledged twice"
     tasks = await wait_finished(stub, accepted, timeout)
-    print("DEBUG finished", time.monotonic())
     for task_id in accepted:
         task = tasks[task_id]
         assert task.state == S.TASK_STATE_COMPLETED, (
@@ -242,20 +267,13 @@ async def audit(
         )
         assert task.attempt >= 1, task
 
-    applied, stored = read_database(db_path)
+    applied, stored = await asyncio.to_thread(read_database, database)
     for task_id, row in stored.items():
         versions = [snapshot.version for snapshot in row.history]
         assert versions == list(range(1, row.version + 1)), (task_id, versions, row.version)
-        terminal = [i for i, snapshot in enumerate(row.history) if is_terminal(snapshot.state)]
-        if is_terminal(row.state):
-            assert terminal == [len(row.history) - 1], (task_id, [s.state for s in row.history])
-        else:
-            assert terminal == [], (task_id, [s.state for s in row.history])
+        check_history(task_id, [snapshot.state for snapshot in row.history], row.state)
 
-    print("DEBUG db", time.monotonic())
-    events = await read_events(nats_url, applied)
-    print("DEBUG events", time.monotonic())
-    replayed, by_task = replay(events)
+    replayed, by_task = replay(await read_events(nats_url, applied))
     assert replayed.keys() == stored.keys()
     differences = [
         (task_id, (row.state, row.attempt, row.version), (r.state, r.attempt, r.version))

@@ -185,6 +185,8 @@ class Cluster:
         self.log_dir = tmp_path / "logs"
         self.log_dir.mkdir(exist_ok=True)
         self.db_path = tmp_path / "conveyor.db"
+        self.database: Path | str = env.get("CONVEYOR_DATABASE_URL") or self.db_path
+        """The store's database: the SQLite file, or the URL given in ``env``."""
         self.nats_url = nats_url
         store_port = free_port()
         self.base_env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}

@@ -55,7 +55,7 @@ async def test_cluster_node_killed_under_load_loses_no_acknowledged_task(
         assert cluster.dead() == {}
         new_leader = await leader_of(url, subjects.STREAM_EVENTS)
         assert new_leader != leader
-        await audit(cluster.stub, cluster.db_path, url, load.accepted, timeout=120)
+        await audit(cluster.stub, cluster.database, url, load.accepted, timeout=120)
     except BaseException:
         print(cluster.logs())
         raise

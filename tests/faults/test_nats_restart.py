@@ -33,7 +33,7 @@ async def test_nats_server_killed_under_load_loses_no_acknowledged_task(
     await load.stop()
 
     assert cluster.dead() == {}
-    await audit(cluster.stub, cluster.db_path, cluster.nats_url, load.accepted, timeout=120)
+    await audit(cluster.stub, cluster.database, cluster.nats_url, load.accepted, timeout=120)
 
     async with jetstream(cluster.nats_url) as js:
         reconciler = Reconciler(js, cluster.stub, quiet_for=1.0)

@@ -82,7 +82,7 @@ async def test_a_task_in_no_stream_is_failed_as_lost_and_can_be_re_driven(
 
     # The store kept the input: a re-drive runs the task from it.
     await cluster.stub.RetryTask(S.RetryTaskRequest(task_id=orphan.task_id))
-    result = await audit(cluster.stub, cluster.db_path, cluster.nats_url, [orphan.task_id])
+    result = await audit(cluster.stub, cluster.database, cluster.nats_url, [orphan.task_id])
     done = result.tasks[orphan.task_id]
     assert done.attempt == 1
     assert done.state == S.TASK_STATE_COMPLETED

@@ -48,7 +48,7 @@ async def test_sigterm_finishes_short_tasks_and_hands_back_the_rest(cluster: Clu
     stopping.terminate()
     assert await asyncio.to_thread(stopping.wait, GRACE + 15) == 0
 
-    result = await audit(cluster.stub, cluster.db_path, cluster.nats_url, ids, timeout=30)
+    result = await audit(cluster.stub, cluster.database, cluster.nats_url, ids, timeout=30)
     assert time.monotonic() - began < LEASE / 2
     finished_in_grace = result.tasks[short.task.id]
     assert (finished_in_grace.attempt, finished_in_grace.worker_id) == (1, "worker-1")

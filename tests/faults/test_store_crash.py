@@ -32,4 +32,4 @@ async def test_store_killed_under_load_catches_up_and_loses_nothing(cluster: Clu
     await load.stop()
 
     assert not load.errors, load.errors
-    await audit(cluster.stub, cluster.db_path, cluster.nats_url, load.accepted, timeout=120)
+    await audit(cluster.stub, cluster.database, cluster.nats_url, load.accepted, timeout=120)

@@ -38,7 +38,7 @@ async def test_worker_killed_mid_task_its_tasks_finish_on_another_worker(
             await asyncio.sleep(0.1)
     doomed.kill()
 
-    result = await audit(cluster.stub, cluster.db_path, cluster.nats_url, ids, timeout=90)
+    result = await audit(cluster.stub, cluster.database, cluster.nats_url, ids, timeout=90)
 
     redelivered = 0
     for task_id in ids:
