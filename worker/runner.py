@@ -7,9 +7,12 @@ so a crash between the two repeats the attempt (at-least-once) rather than losin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
+from collections.abc import Awaitable
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
@@ -32,6 +35,12 @@ from worker.middleware import Call, Job
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 300.0
+RECORD_PATIENCE = 60.0
+"""How long an event of a delivery is retried while JetStream does not take it (a leader
+election, a restart) before the task is left to its lease."""
+LEASE_BEAT = 1.0
+"""How often a slow publish tells JetStream the task is still held: within the shortest
+lease allowed (CONVEYOR_ACK_WAIT_SECONDS >= 1)."""
 
 
 def retry_policy_of(message: events_pb2.TaskMessage) -> RetryPolicy:
@@ -106,7 +115,11 @@ class Runner:
     async def _handle(
         self, msg: Msg, message: events_pb2.TaskMessage, run_attempt: int, attempt: int
     ) -> None:
-        publish = self._publisher.publish
+        async def publish(
+            message: events_pb2.TaskMessage, attempt: int, key: str, **kind: Any
+        ) -> None:
+            await self._record(msg, message, attempt, key, **kind)
+
         if await self._is_cancelled(message.task_id):
             await publish(message, attempt, "cancelled", cancelled=events_pb2.Cancelled())
             await msg.ack()
@@ -137,7 +150,7 @@ class Runner:
             nonlocal progress_count
             progress_count += 1
             report = tasks_pb2.TaskProgress(current=current, total=total, message=text[:500])
-            await publish(
+            await self._publisher.publish(
                 message,
                 attempt,
                 f"progress:{progress_count}",
@@ -193,7 +206,8 @@ class Runner:
             delay = retry_policy_of(job.message).delay(run_attempt, random.random())
         error = task_error(attempt, kind, text or kind)
         when = timestamp(now() + dt.timedelta(seconds=delay))
-        await self._publisher.publish(
+        await self._record(
+            job.msg,
             job.message,
             attempt,
             "retrying",
@@ -204,11 +218,35 @@ class Runner:
 
     async def _fail(self, job: Job, attempt: int, kind: str, text: str) -> None:
         error = task_error(attempt, kind, text or kind)
-        await self._publisher.publish(
-            job.message, attempt, "failed", failed=events_pb2.Failed(error=error)
+        await self._record(
+            job.msg, job.message, attempt, "failed", failed=events_pb2.Failed(error=error)
         )
         await job.msg.term()
         log.warning("failed for good: %s: %s", kind, text)
+
+    async def _record(
+        self, msg: Msg, message: events_pb2.TaskMessage, attempt: int, key: str, **kind: Any
+    ) -> None:
+        """Publishes an event of this delivery, retrying while JetStream does not take it
+        and keeping the task's lease meanwhile: without this, every delivery during a
+        leader election of a few seconds would be given up and redelivered, spending the
+        task's attempts (or running its handler again) although nothing failed but NATS."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + RECORD_PATIENCE
+        delay = 0.1
+        while True:
+            try:
+                publish = self._publisher.publish(message, attempt, key, **kind)
+                await _holding_lease(msg, publish)
+                return
+            except Exception as exc:
+                if loop.time() + delay > give_up:
+                    raise
+                log.warning("recording %s failed (%s); trying again", key.split(":")[0], exc)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LEASE_BEAT)
 
     async def _is_cancelled(self, task_id: str) -> bool:
         try:
@@ -219,3 +257,17 @@ class Runner:
             log.warning("could not check cancellation of %s: %s", task_id, exc)
             return False
         return bool(entry.value)
+
+
+async def _holding_lease(msg: Msg, awaitable: Awaitable[None]) -> None:
+    """Awaits, sending the message's in_progress every LEASE_BEAT while it takes longer."""
+    waiting = asyncio.ensure_future(awaitable)
+    try:
+        while True:
+            done, _ = await asyncio.wait({waiting}, timeout=LEASE_BEAT)
+            if done:
+                return waiting.result()
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+    finally:
+        waiting.cancel()  # only matters when this wait itself was cancelled

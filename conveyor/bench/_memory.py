@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +77,7 @@ async def memory(ctx: RunContext) -> ScenarioResult:
     rounds = min(ROUNDS, count)
     phase = ctx.display.phase(f"{MEMORY}: {count:,} tasks in {rounds} rounds", total=count)
     ids: list[str] = []
+    started = time.perf_counter()
     sampler = asyncio.create_task(_sample_peaks(series))
     try:
         for number in range(rounds):
@@ -91,6 +93,7 @@ async def memory(ctx: RunContext) -> ScenarioResult:
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
     phase.done()
+    result.elapsed = time.perf_counter() - started
     outcome = await verify(ctx, MEMORY, ids)
     result.submitted = len(ids)
     result.completed = outcome.completed

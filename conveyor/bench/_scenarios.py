@@ -187,6 +187,7 @@ async def read_latency(ctx: RunContext) -> ScenarioResult:
         queries["ListTasks next page"] = lambda: client.list(
             page_size=LIST_PAGE_SIZE, page_token=first.next_page_token
         )
+    started = time.perf_counter()
     get = await _time_calls("GetTask", ctx, reads, lambda: client.get(pick(ids)))
     result.latencies["GetTask"] = get
     result.metrics += latency_metrics("GetTask", get, p99=TARGET_READ_P99)
@@ -194,6 +195,7 @@ async def read_latency(ctx: RunContext) -> ScenarioResult:
         latency = await _time_calls(label, ctx, lists, query)
         result.latencies[label] = latency
         result.metrics += latency_metrics(label, latency, p99=TARGET_READ_P99)[:2]
+    result.elapsed = time.perf_counter() - started
     result.details["ids_sampled"] = len(ids)
     result.details["list_page_size"] = LIST_PAGE_SIZE
     result.notes.append(

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -158,7 +159,7 @@ class ClusterNode(NatsServer):
             )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.closing(__import__("socket").socket()) as s:
+            with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
                     return
             time.sleep(0.05)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 
+from conveyor.api.tasks.v1 import tasks_pb2 as S
 from tests.faults.checks import Load, audit
 from tests.faults.conftest import Cluster
 
@@ -24,7 +26,10 @@ async def test_store_killed_under_load_catches_up_and_loses_nothing(cluster: Clu
             cluster.store.freeze()
             await asyncio.sleep(1.5)
         cluster.store.kill()
-        # Submits and work go on without the store: they only need JetStream.
+        # Submits and work go on without the store: they only need JetStream. Reads fail.
+        with pytest.raises(grpc.aio.AioRpcError) as read:
+            await cluster.stub.GetTask(S.GetTaskRequest(task_id=load.accepted[0]), timeout=15)
+        assert read.value.code() == grpc.StatusCode.UNAVAILABLE
         await load.until(len(load.accepted) + 200)
         cluster.store.start()
         await cluster.store.ready()

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from conveyor.api.tasks.v1 import tasks_pb2 as S
-from tests.faults.checks import audit, list_all
+from tests.faults.checks import audit, list_all, wait_finished
 from tests.faults.conftest import ACK_WAIT_SECONDS, Cluster
 from tests.faults.requests import sleep_request
 
@@ -55,3 +55,25 @@ async def test_worker_killed_mid_task_its_tasks_finish_on_another_worker(
             # Never redelivered although it ran longer than the lease: heartbeats held it.
             assert task.attempt == 1, kinds
     assert redelivered >= 1, f"none of {sorted(caught)} was caught mid-task"
+
+
+async def test_worker_killed_during_the_last_attempt_fails_the_task_as_worker_lost(
+    cluster: Cluster,
+) -> None:
+    doomed = cluster.add_worker()
+    await cluster.start(workers=1)
+    request = sleep_request(60)
+    request.options.max_attempts = 1
+    task_id = (await cluster.stub.SubmitTask(request)).task.id
+    async with asyncio.timeout(30):
+        while task_id not in await running_on(cluster, "worker-1"):
+            await asyncio.sleep(0.1)
+    doomed.kill()
+    survivor = cluster.add_worker()
+    survivor.start()
+    await survivor.ready()
+
+    # Redelivered past its only attempt: failed without running again, not left RUNNING.
+    task = (await wait_finished(cluster.stub, [task_id], timeout=60))[task_id]
+    assert task.state == S.TASK_STATE_FAILED
+    assert (task.error.type, task.attempt) == ("worker_lost", 1)

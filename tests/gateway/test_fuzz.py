@@ -272,6 +272,14 @@ def submit_requests() -> st.SearchStrategy[S.SubmitTaskRequest]:
     return st.one_of(requests(False), requests(True))
 
 
+MANY_VIOLATIONS = S.SubmitTaskRequest(
+    text_processing=S.TextProcessingInput(text=""),
+    options=S.TaskOptions(labels={f"{i:02d} ¿no?" + "é" * 60: "v" * 300 for i in range(32)}),
+)
+"""64 violations with long paths: more than the 8 KiB of trailers a client accepts, unless
+the error is bounded (the client would see RESOURCE_EXHAUSTED instead)."""
+
+
 # --- checks -------------------------------------------------------------------------------
 
 
@@ -384,6 +392,7 @@ async def test_generated_submits_get_ok_or_invalid_argument(system: System) -> N
 
         @FUZZ
         @given(request=submit_requests())
+        @example(request=MANY_VIOLATIONS)
         def submit_one(request: S.SubmitTaskRequest) -> None:
             try:
                 response = stub.SubmitTask(request, timeout=30)
