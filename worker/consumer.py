@@ -26,7 +26,12 @@ log = logging.getLogger(__name__)
 MAX_FETCH = 64
 IDLE_WAIT = 0.25
 """Long-poll of an idle type; bounds how late a task of another priority is noticed."""
-BUSY_WAIT = 0.05
+BUSY_WAIT = 0.01
+"""A probe of a priority that may be empty: an empty queue costs this long."""
+SKIP_AFTER_EMPTY = 8
+"""After a priority was found empty, the next this-many tasks are fetched without probing
+it again: probes stay cheap, and a newly queued task of that priority still starts within
+a few tasks."""
 PRIORITIES = ("high", "normal", "low")
 ROUND_WEIGHTS = {"high": 0.8, "normal": 0.15, "low": 0.05}
 """The chance that a fetch round starts with each priority."""
@@ -101,6 +106,7 @@ class TypeConsumer:
         self._dispatch = dispatch
         self._flow = flow
         self._subs: dict[str, JetStreamContext.PullSubscription] = {}
+        self._skip = dict.fromkeys(PRIORITIES, 0)
         self.last_poll = time.monotonic()
 
     async def declare(self) -> None:
@@ -185,7 +191,9 @@ class TypeConsumer:
 
     async def _fetch_round(self, batch: int) -> list[Msg]:
         """Messages from the first priority in this round's order that has any."""
-        order = round_order(random.random())
+        order = [p for p in round_order(random.random()) if self._skip[p] <= 0]
+        if not order:  # everything was empty a moment ago: look at all of them again
+            order = round_order(random.random())
         # Messages that arrived after a short fetch timed out wait in the subscription;
         # take them first, before their lease runs out.
         stranded = [p for p in PRIORITIES if self._subs[p].pending_msgs]
@@ -194,9 +202,15 @@ class TypeConsumer:
         for index, priority in enumerate(order):
             last = index == len(order) - 1
             try:
-                return await self._subs[priority].fetch(
+                messages = await self._subs[priority].fetch(
                     batch, timeout=IDLE_WAIT if last else BUSY_WAIT
                 )
             except TimeoutError:
+                self._skip[priority] = SKIP_AFTER_EMPTY
                 continue
+            for other in PRIORITIES:
+                self._skip[other] -= len(messages)
+            self._skip[priority] = 0
+            return messages
+        self._skip = dict.fromkeys(PRIORITIES, 0)  # idle: probe everything next round
         return []
