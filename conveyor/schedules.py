@@ -7,6 +7,9 @@ scheduler and an operator, never overwrite each other's updates.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Callable
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
@@ -15,7 +18,52 @@ from nats.js.kv import KeyValue
 from conveyor.api.schedules.v1 import schedules_pb2
 from conveyor.errors import AlreadyExists, NotFound, Unavailable
 
+log = logging.getLogger(__name__)
+
 CAS_ATTEMPTS = 20
+
+
+class ScheduleWatch:
+    """Every schedule, kept current by one KV watch: the scheduler looks at them several
+    times a second, which must not cost a listing (a consumer) each time."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+        self._schedules: dict[str, schedules_pb2.Schedule] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._follow(), name="schedule-watch")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def schedules(self) -> list[schedules_pb2.Schedule]:
+        """The schedules as last seen, by id."""
+        return [self._schedules[key] for key in sorted(self._schedules)]
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                watcher = await self._kv.watchall()
+                async for entry in watcher:
+                    if entry is None or entry.key is None:
+                        continue
+                    if entry.operation in ("DEL", "PURGE") or not entry.value:
+                        self._schedules.pop(entry.key, None)
+                        continue
+                    try:
+                        self._schedules[entry.key] = schedules_pb2.Schedule.FromString(entry.value)
+                    except Exception:
+                        log.error("schedule %r is not a Schedule; ignored", entry.key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the watch ends when NATS is away; start it again
+                log.warning("schedule watch stopped (%s); restarting", exc)
+                await asyncio.sleep(1.0)
 
 
 class ScheduleBook:

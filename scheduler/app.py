@@ -20,7 +20,7 @@ from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from conveyor.config import ConfigError, SchedulerSettings, load_environ
 from conveyor.logs import setup_logging
 from conveyor.metrics import QueueProbe, SchedulerMetrics
-from conveyor.schedules import ScheduleBook
+from conveyor.schedules import ScheduleBook, ScheduleWatch
 from conveyor.server import Server, run, stop_on_signals
 from conveyor.tracing import setup_tracing
 from gateway.catalog import TypeCatalog
@@ -63,7 +63,10 @@ class Scheduler:
         submitter = Submitter(
             js, self.catalog, buckets[subjects.KV_IDEMPOTENCY], task_finder(store)
         )
-        periodic = PeriodicRunner(ScheduleBook(buckets[subjects.KV_SCHEDULES]), submitter, store)
+        schedules_kv = buckets[subjects.KV_SCHEDULES]
+        periodic = PeriodicRunner(
+            ScheduleBook(schedules_kv), ScheduleWatch(schedules_kv), submitter, store
+        )
         self._jobs = [
             asyncio.create_task(Reconciler(js, store).run(), name="reconcile"),
             asyncio.create_task(periodic.run(), name="schedules"),

@@ -17,7 +17,7 @@ import grpc
 from conveyor.api.schedules.v1 import schedules_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.errors import ConveyorError
-from conveyor.schedules import ScheduleBook
+from conveyor.schedules import ScheduleBook, ScheduleWatch
 from conveyor.tasks import from_timestamp, is_terminal, now, timestamp
 from conveyor.ticks import latest_due, next_tick, on_time
 from gateway.submit import Accepted, Submitter
@@ -37,20 +37,29 @@ class PeriodicRunner:
     def __init__(
         self,
         book: ScheduleBook,
+        watch: ScheduleWatch,
         submitter: Submitter,
         store: tasks_pb2_grpc.TaskServiceStub,
         poll: float = POLL_SECONDS,
     ) -> None:
         self._book = book
+        self._watch = watch
         self._submitter = submitter
         self._store = store
         self._poll = poll
 
     async def run(self) -> None:
         """Ticks schedules until cancelled."""
+        await self._watch.start()
+        try:
+            await self._tick_forever()
+        finally:
+            await self._watch.stop()
+
+    async def _tick_forever(self) -> None:
         while True:
             try:
-                for schedule in await self._book.all():
+                for schedule in self._watch.schedules():
                     if not schedule.paused and from_timestamp(schedule.next_tick_time) <= now():
                         await self.tick(schedule)
             except asyncio.CancelledError:

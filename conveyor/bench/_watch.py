@@ -25,7 +25,7 @@ from conveyor.client import AsyncClient
 CHANNELS = 4
 """Client connections the watchers are spread over."""
 LEAD_SECONDS = 2.0
-LEAD_PER_WATCHER = 0.003
+LEAD_PER_WATCHER = 0.006
 """How far ahead tasks are scheduled: time for every watcher to attach first."""
 
 
