@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
@@ -169,3 +170,32 @@ async def close(nc: NATS) -> None:
     except Exception as exc:
         log.warning("nats flush on close failed: %s", exc)
     await nc.close()
+
+
+async def follow(
+    kv: KeyValue,
+    on_change: Callable[[str, bytes | None], Awaitable[None]],
+    on_loaded: Callable[[], None] | None = None,
+) -> None:
+    """Calls ``on_change(key, value)`` for every entry of a bucket and then every change
+    (value None: deleted), for as long as it runs; ``on_loaded`` once the entries present
+    at the start are delivered. The watch is started again whenever it ends (NATS away)."""
+    while True:
+        try:
+            watcher = await kv.watchall()
+            async for entry in watcher:
+                if entry is None:
+                    if on_loaded is not None:
+                        on_loaded()
+                    continue
+                if entry.key is None:
+                    continue
+                deleted = entry.operation in ("DEL", "PURGE") or not entry.value
+                await on_change(entry.key, None if deleted else entry.value)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "watch of bucket %s stopped (%s); restarting", getattr(kv, "_name", "?"), exc
+            )
+            await asyncio.sleep(1.0)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
+from conveyor import jetstream
 from conveyor.api.schedules.v1 import schedules_pb2
 from conveyor.errors import AlreadyExists, NotFound, Unavailable
 
@@ -46,24 +47,16 @@ class ScheduleWatch:
         return [self._schedules[key] for key in sorted(self._schedules)]
 
     async def _follow(self) -> None:
-        while True:
-            try:
-                watcher = await self._kv.watchall()
-                async for entry in watcher:
-                    if entry is None or entry.key is None:
-                        continue
-                    if entry.operation in ("DEL", "PURGE") or not entry.value:
-                        self._schedules.pop(entry.key, None)
-                        continue
-                    try:
-                        self._schedules[entry.key] = schedules_pb2.Schedule.FromString(entry.value)
-                    except Exception:
-                        log.error("schedule %r is not a Schedule; ignored", entry.key)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the watch ends when NATS is away; start it again
-                log.warning("schedule watch stopped (%s); restarting", exc)
-                await asyncio.sleep(1.0)
+        await jetstream.follow(self._kv, self._changed)
+
+    async def _changed(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self._schedules.pop(key, None)
+            return
+        try:
+            self._schedules[key] = schedules_pb2.Schedule.FromString(value)
+        except Exception:
+            log.error("schedule %r is not a Schedule; ignored", key)
 
 
 class ScheduleBook:

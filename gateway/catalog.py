@@ -14,6 +14,7 @@ import logging
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from conveyor import jetstream
 from conveyor.api.events.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -38,21 +39,13 @@ class TypeCatalog:
                 await self._watch_task
 
     async def _follow(self) -> None:
-        while True:
-            try:
-                watcher = await self._kv.watchall()
-                async for entry in watcher:
-                    if entry is None or entry.key is None:
-                        continue
-                    if entry.operation in ("DEL", "PURGE") or not entry.value:
-                        self._specs.pop(entry.key, None)
-                        continue
-                    self._remember(entry.key, entry.value)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the watch ends when NATS is away; start it again
-                log.warning("type registry watch stopped (%s); restarting", exc)
-                await asyncio.sleep(1.0)
+        await jetstream.follow(self._kv, self._changed)
+
+    async def _changed(self, name: str, value: bytes | None) -> None:
+        if value is None:
+            self._specs.pop(name, None)
+        else:
+            self._remember(name, value)
 
     def _remember(self, name: str, value: bytes) -> events_pb2.TaskTypeSpec | None:
         spec = events_pb2.TaskTypeSpec()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from conveyor import jetstream
 from conveyor.api.queues.v1 import queues_pb2
 
 log = logging.getLogger(__name__)
@@ -46,22 +47,10 @@ class QueueControls:
                 await self._watch
 
     async def _follow(self) -> None:
-        while True:
-            try:
-                watcher = await self._kv.watchall()
-                async for entry in watcher:
-                    if entry is None:
-                        self._loaded.set()  # the initial values are all delivered
-                        continue
-                    await self._apply(entry.key, entry.value, entry.operation)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("queue controls watch stopped (%s); restarting", exc)
-                await asyncio.sleep(1.0)
+        await jetstream.follow(self._kv, self._apply, self._loaded.set)
 
-    async def _apply(self, key: str, value: bytes | None, operation: str | None) -> None:
-        if operation in ("DEL", "PURGE") or not value:
+    async def _apply(self, key: str, value: bytes | None) -> None:
+        if value is None:
             self._queues.pop(key, None)
         else:
             try:
