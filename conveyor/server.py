@@ -6,8 +6,9 @@ import asyncio
 import inspect
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import nats.errors
@@ -18,7 +19,9 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from conveyor import tracing
+from conveyor.config import CommonSettings, ConfigError
 from conveyor.errors import ConveyorError, InvalidArgument
+from conveyor.logs import setup_logging
 from conveyor.metrics import MetricsInterceptor, ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -230,6 +233,52 @@ def stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+
+class Service(Protocol):
+    """A service process's body: the Gateway, Store, Worker or Scheduler class."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class ServiceSettings(Protocol):
+    """Any service's settings: they all carry the common ones."""
+
+    @property
+    def common(self) -> CommonSettings: ...
+
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+def run_service(
+    name: str,
+    env: Mapping[str, str],
+    read_settings: Callable[[Mapping[str, str]], SettingsT],
+    make: Callable[[SettingsT], Service],
+) -> None:
+    """What every service's ``main()`` does: read settings once (exit 2 listing every bad
+    variable), set up logging and tracing, then start the service and stop it gracefully
+    on SIGTERM or SIGINT."""
+    try:
+        settings = read_settings(env)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from exc
+    setup_logging(name, settings.common.log_level, settings.common.log_format)
+    tracing.setup_tracing(name, env)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        service = make(settings)
+        await service.start()
+        await stop.wait()
+        await service.stop()
+
+    run(serve)
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sys
 
 import grpc
 from nats.aio.client import Client as NATS
@@ -13,12 +11,10 @@ from conveyor import jetstream, subjects, tracing
 from conveyor.api.queues.v1 import queues_pb2, queues_pb2_grpc
 from conveyor.api.schedules.v1 import schedules_pb2, schedules_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from conveyor.config import ConfigError, GatewaySettings, load_environ
-from conveyor.logs import setup_logging
+from conveyor.config import GatewaySettings, load_environ
 from conveyor.metrics import GatewayMetrics
 from conveyor.schedules import ScheduleBook
-from conveyor.server import Server, run, stop_on_signals
-from conveyor.tracing import setup_tracing
+from conveyor.server import Server, run_service
 from gateway.catalog import TypeCatalog
 from gateway.queues import QueueService
 from gateway.schedules import ScheduleService
@@ -115,23 +111,6 @@ class Gateway:
         log.info("gateway stopped")
 
 
-async def serve(settings: GatewaySettings) -> None:
-    """Runs the gateway until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    gateway = Gateway(settings)
-    await gateway.start()
-    await stop.wait()
-    await gateway.stop()
-
-
 def main() -> None:
-    """Reads settings, sets up logging once and serves."""
-    try:
-        settings = GatewaySettings.from_env(load_environ())
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from exc
-    setup_logging("gateway", settings.common.log_level, settings.common.log_format)
-    setup_tracing("gateway", load_environ())
-    run(lambda: serve(settings))
+    """``python -m gateway``: reads settings, sets up logging once and serves."""
+    run_service("gateway", load_environ(), GatewaySettings.from_env, Gateway)

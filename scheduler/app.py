@@ -10,19 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 
 import grpc
 from nats.aio.client import Client as NATS
 
 from conveyor import jetstream, subjects, tracing
 from conveyor.api.tasks.v1 import tasks_pb2_grpc
-from conveyor.config import ConfigError, SchedulerSettings, load_environ
-from conveyor.logs import setup_logging
+from conveyor.config import SchedulerSettings, load_environ
 from conveyor.metrics import QueueProbe, SchedulerMetrics
 from conveyor.schedules import ScheduleBook, ScheduleWatch
-from conveyor.server import Server, run, stop_on_signals
-from conveyor.tracing import setup_tracing
+from conveyor.server import Server, run_service
 from gateway.catalog import TypeCatalog
 from gateway.submit import Submitter, task_finder
 from scheduler.periodic import PeriodicRunner
@@ -95,23 +92,6 @@ class Scheduler:
         log.info("scheduler stopped")
 
 
-async def serve(settings: SchedulerSettings) -> None:
-    """Runs the scheduler until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    scheduler = Scheduler(settings)
-    await scheduler.start()
-    await stop.wait()
-    await scheduler.stop()
-
-
 def main() -> None:
-    """Reads settings, sets up logging once and serves."""
-    try:
-        settings = SchedulerSettings.from_env(load_environ())
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from exc
-    setup_logging("scheduler", settings.common.log_level, settings.common.log_format)
-    setup_tracing("scheduler", load_environ())
-    run(lambda: serve(settings))
+    """``python -m scheduler``: reads settings, sets up logging once and serves."""
+    run_service("scheduler", load_environ(), SchedulerSettings.from_env, Scheduler)

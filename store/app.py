@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 
 from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conveyor import jetstream, subjects
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from conveyor.config import ConfigError, StoreSettings, load_environ
-from conveyor.logs import setup_logging
+from conveyor.config import StoreSettings, load_environ
 from conveyor.metrics import EventLagProbe, StoreMetrics
-from conveyor.server import Server, run, stop_on_signals
-from conveyor.tracing import setup_tracing
+from conveyor.server import Server, run_service
 from store.consumer import EventApplier
 from store.db import create_engine, migrate
 from store.repository import TaskRepository
@@ -98,23 +95,6 @@ def _redact(url: str) -> str:
     return url
 
 
-async def serve(settings: StoreSettings) -> None:
-    """Runs the store until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    store = Store(settings)
-    await store.start()
-    await stop.wait()
-    await store.stop()
-
-
 def main() -> None:
-    """Reads settings, sets up logging once and serves."""
-    try:
-        settings = StoreSettings.from_env(load_environ())
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from exc
-    setup_logging("store", settings.common.log_level, settings.common.log_format)
-    setup_tracing("store", load_environ())
-    run(lambda: serve(settings))
+    """``python -m store``: reads settings, sets up logging once and serves."""
+    run_service("store", load_environ(), StoreSettings.from_env, Store)

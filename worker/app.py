@@ -15,12 +15,10 @@ from nats.aio.msg import Msg
 from conveyor import jetstream, subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.config import ConfigError, WorkerSettings, load_environ
-from conveyor.logs import setup_logging
 from conveyor.metrics import WorkerMetrics
 from conveyor.registry import Registry, TaskType, default_registry
-from conveyor.server import Server, run, stop_on_signals
+from conveyor.server import Server, run_service
 from conveyor.tasks import duration, timestamp
-from conveyor.tracing import setup_tracing
 from worker.consumer import Slots, TypeConsumer
 from worker.flow import Flow
 from worker.handlers import register_builtins
@@ -202,16 +200,6 @@ class Worker:
         log.info("worker stopped")
 
 
-async def serve(settings: WorkerSettings) -> None:
-    """Runs a worker until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    worker = Worker(settings)
-    await worker.start()
-    await stop.wait()
-    await worker.stop()
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m worker", description="Run a Conveyor worker.")
     parser.add_argument("--types", nargs="+", default=[], help="serve only these task types")
@@ -236,11 +224,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.listen:
         env["CONVEYOR_WORKER_LISTEN"] = args.listen
     sys.path.insert(0, "")  # --import finds modules of the working directory
-    try:
-        settings = WorkerSettings.from_env(env)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from exc
-    setup_logging("worker", settings.common.log_level, settings.common.log_format)
-    setup_tracing("worker", load_environ())
-    run(lambda: serve(settings))
+    run_service("worker", env, WorkerSettings.from_env, Worker)
