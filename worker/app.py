@@ -112,7 +112,13 @@ class Worker:
             task_type = self.registry.get(name)
             assert task_type is not None
             consumer = TypeConsumer(
-                js, name, self.settings.ack_wait_seconds, self.slots, self._dispatch, self.flow
+                self.nc,
+                js,
+                name,
+                self.settings.ack_wait_seconds,
+                self.slots,
+                self._dispatch,
+                self.flow,
             )
             await consumer.declare()
             await buckets[subjects.KV_TYPES].put(name, type_spec(task_type).SerializeToString())
@@ -146,7 +152,7 @@ class Worker:
             return True
         return self.flow is not None and self.flow.controls.paused(task_type)
 
-    async def _dispatch(self, msg: Msg) -> asyncio.Task[None]:
+    def _dispatch(self, msg: Msg) -> asyncio.Task[None]:
         task = asyncio.create_task(self._run_one(msg))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
@@ -156,7 +162,7 @@ class Worker:
         try:
             await self.runner.handle(msg)
         finally:
-            await self.slots.give_back()
+            self.slots.give_back()
 
     async def _on_cancel(self, msg: Msg) -> None:
         task_id = msg.data.decode(errors="replace")
