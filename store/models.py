@@ -133,8 +133,14 @@ class TaskLabelRow(Base):
     )
     key: Mapped[str] = mapped_column(String(63), primary_key=True)
     value: Mapped[str] = mapped_column(String(255))
+    # The task's create time, so a page by label is one range of the index below in
+    # ListTasks order. A trigger (migration 0002) copies it from ``tasks`` when an insert
+    # leaves it out.
+    create_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_task_labels_key_value", "key", "value", "task_id"),)
+    __table_args__ = (
+        Index("ix_task_labels_key_value_create_time", "key", "value", "create_time", "task_id"),
+    )
 
 
 class TaskHistoryRow(Base):

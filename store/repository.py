@@ -15,12 +15,14 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    and_,
+    Select,
     bindparam,
     exists,
     insert,
-    or_,
+    literal,
     select,
+    tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -169,15 +171,8 @@ class TaskRepository:
         """
         cursor = decode_token(page_token)
         size = page_size_of(page_size)
-        conditions = _filters(list(states), task_type, labels or {})
-        if cursor is not None:
-            conditions.append(_after(cursor))
-        query = (
-            select(*_LISTED_COLUMNS)
-            .where(*conditions)
-            .order_by(tasks.c.create_time.desc(), tasks.c.id.desc())
-            .limit(size + 1)  # one more than asked says whether there is a next page
-        )
+        # one more than asked says whether there is a next page
+        query = _list_query(sorted(set(states)), task_type, labels or {}, cursor, size + 1)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         page = [convert.snapshot_from_row(row._mapping) for row in rows[:size]]
@@ -298,9 +293,62 @@ def _filters(
     return conditions
 
 
-def _after(cursor: Cursor) -> ColumnElement[bool]:
-    """Rows after the cursor in (create_time desc, id desc) order."""
-    return or_(
-        tasks.c.create_time < cursor.create_time,
-        and_(tasks.c.create_time == cursor.create_time, tasks.c.id < cursor.task_id),
+def _after(cursor: Cursor, create_time: Any = None, task_id: Any = None) -> ColumnElement[bool]:
+    """Rows after the cursor in (create_time desc, id desc) order: one row-value comparison,
+    which both databases answer with a range of an index ending in (create_time, id)."""
+    create_time = tasks.c.create_time if create_time is None else create_time
+    task_id = tasks.c.id if task_id is None else task_id
+    bound = tuple_(
+        literal(cursor.create_time, create_time.type), literal(cursor.task_id, task_id.type)
+    )
+    return tuple_(create_time, task_id) < bound
+
+
+def _list_query(
+    states: builtins.list[int],
+    task_type: str,
+    labels: dict[str, str],
+    cursor: Cursor | None,
+    limit: int,
+) -> Select[Any]:
+    """The page query, shaped so that each filter reads one index range in page order.
+
+    By label: the first label's (key, value, create_time, task_id) index drives, in order;
+    the rest are filters. Several states: one ordered range per state, merged (an IN over
+    the (state, create_time, id) index would sort every matching row). Otherwise the
+    state or type index, or (create_time, id) alone.
+    """
+    if labels:
+        (key, value), *rest = sorted(labels.items())
+        label = task_labels.alias("driving_label")
+        conditions = [label.c.key == key, label.c.value == value]
+        conditions += _filters(states, task_type, dict(rest))
+        if cursor is not None:
+            conditions.append(_after(cursor, label.c.create_time, label.c.task_id))
+        return (
+            select(*_LISTED_COLUMNS)
+            .select_from(label.join(tasks, tasks.c.id == label.c.task_id))
+            .where(*conditions)
+            .order_by(label.c.create_time.desc(), label.c.task_id.desc())
+            .limit(limit)
+        )
+    after = [] if cursor is None else [_after(cursor)]
+    if len(states) > 1:
+        parts = [
+            select(
+                select(*_LISTED_COLUMNS)
+                .where(*_filters([state], task_type, {}), *after)
+                .order_by(tasks.c.create_time.desc(), tasks.c.id.desc())
+                .limit(limit)
+                .subquery()
+            )
+            for state in states
+        ]
+        merged = union_all(*parts).subquery()
+        return select(merged).order_by(merged.c.create_time.desc(), merged.c.id.desc()).limit(limit)
+    return (
+        select(*_LISTED_COLUMNS)
+        .where(*_filters(states, task_type, {}), *after)
+        .order_by(tasks.c.create_time.desc(), tasks.c.id.desc())
+        .limit(limit)
     )

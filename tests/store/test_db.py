@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from sqlalchemy import text
+import pytest
+from alembic import command
+from sqlalchemy import Connection, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from store.db import create_engine, migrate
+from store.db import alembic_config, create_engine, migrate
+from store.models import task_labels, tasks
 from store.repository import TaskRepository
-from tests.store.factories import Stream, submitted
+from tests.store.factories import Stream, at, submitted
+
+
+@pytest.fixture
+async def engine_0001(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on a database migrated only to the first revision."""
+    created = create_engine(database_url)
+    try:
+        async with created.begin() as conn:
+            await conn.run_sync(_upgrade_to("0001"))
+        yield created
+    finally:
+        await created.dispose()
 
 
 async def test_sqlite_engine_creates_its_folder_and_uses_wal(tmp_path: Path) -> None:
@@ -50,3 +66,43 @@ async def test_concurrent_migrations_do_not_collide(database_url: str) -> None:
     finally:
         for e in engines:
             await e.dispose()
+
+
+def _upgrade_to(revision: str) -> Callable[[Connection], None]:
+    def upgrade(connection: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    return upgrade
+
+
+async def test_upgrade_from_0001_keeps_tasks_listable_by_label(engine_0001: AsyncEngine) -> None:
+    stream = Stream()
+    old = [submitted(created=at(i), labels={"team": "a", "n": str(i)}) for i in range(5)]
+    await TaskRepository(engine_0001).apply(stream.number(*old))
+    await migrate(engine_0001)  # 0001 -> head, as a store upgrading in place does
+    repository = TaskRepository(engine_0001)
+    new = [submitted(created=at(10 + i), labels={"team": "a"}) for i in range(3)]
+    await repository.apply(stream.number(*new))
+    expected = [e.task_id for e in reversed(old + new)]
+    page, token = await repository.list(labels={"team": "a"}, page_size=4)
+    rest, last = await repository.list(labels={"team": "a"}, page_size=4, page_token=token)
+    assert ([t.id for t in page + rest], last) == (expected, "")
+    only, _ = await repository.list(labels={"team": "a", "n": "3"})
+    assert [t.id for t in only] == [old[3].task_id]
+    async with engine_0001.connect() as conn:
+        missing = await conn.execute(
+            text("SELECT count(*) FROM task_labels WHERE create_time IS NULL")
+        )
+        assert missing.scalar_one() == 0
+
+
+async def test_label_rows_get_their_task_create_time(engine: AsyncEngine) -> None:
+    event = submitted(created=at(42), labels={"team": "a", "env": "prod"})
+    await TaskRepository(engine).apply(Stream().number(event))
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(select(task_labels.c.create_time, tasks.c.create_time).join(tasks))
+        ).all()
+    assert len(rows) == 2 and all(label == task == at(42) for label, task in rows)
