@@ -26,7 +26,7 @@ from worker.health import ConsumeWatchdog
 from worker.invoke import Invoker, ProcessSlots
 from worker.metrics import CountingPublisher, Metrics
 from worker.middleware import Cancellation, Heartbeat, Job, TimeLimit, chain
-from worker.runner import Runner
+from worker.runner import CancelledTasks, Runner
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Worker:
         self.nc: NATS | None = None
         self.server: Server | None = None
         self.flow: Flow | None = None
+        self.cancelled: CancelledTasks | None = None
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -93,13 +94,19 @@ class Worker:
             ],
             invoke,  # type: ignore[arg-type]
         )
+        nc = self.nc
+        self.cancelled = CancelledTasks(
+            buckets[subjects.KV_CANCELLED], lambda: int(nc.stats["reconnects"])
+        )
+        self.cancellation.cancelled = self.cancelled.ids
+        await self.nc.subscribe(subjects.CANCEL_SUBJECT, cb=self._on_cancel)
+        await self.cancelled.start()  # before any task is fetched
         self.runner = Runner(
             self.registry,
             CountingPublisher(js, self.settings.worker_id, self.metrics),
-            buckets[subjects.KV_CANCELLED],
+            self.cancelled,
             call,
         )
-        await self.nc.subscribe(subjects.CANCEL_SUBJECT, cb=self._on_cancel)
         self.flow = Flow(
             buckets[subjects.KV_QUEUES],
             buckets[subjects.KV_PERMITS],
@@ -166,6 +173,8 @@ class Worker:
 
     async def _on_cancel(self, msg: Msg) -> None:
         task_id = msg.data.decode(errors="replace")
+        if self.cancelled is not None:
+            self.cancelled.add(task_id)
         if self.cancellation.cancel(task_id):
             log.info("cancelling running task %s", task_id)
 
@@ -196,6 +205,8 @@ class Worker:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
         self.processes.shutdown()
+        if self.cancelled is not None:
+            await self.cancelled.stop()
         if self.flow is not None:
             await self.flow.stop()
         if self.server:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -34,14 +33,13 @@ class EventPublisher:
             worker_id=self.worker_id,
             **kind,
         )
-        # A rejected publish can leave its reply pending forever: bound the wait.
-        await asyncio.wait_for(
-            self._js.publish(
-                subjects.event_subject(message.type),
-                event.SerializeToString(),
-                headers=tracing.inject(
-                    {subjects.HEADER_MSG_ID: f"{message.task_id}:{attempt}:{dedupe_key}"}
-                ),
+        # A rejected publish can leave its reply pending forever: bound the wait (the
+        # request's own timeout, not a second wait_for task around it).
+        await self._js.publish(
+            subjects.event_subject(message.type),
+            event.SerializeToString(),
+            timeout=PUBLISH_TIMEOUT,
+            headers=tracing.inject(
+                {subjects.HEADER_MSG_ID: f"{message.task_id}:{attempt}:{dedupe_key}"}
             ),
-            PUBLISH_TIMEOUT,
         )

@@ -101,8 +101,11 @@ class TimeLimit(Middleware):
 class Cancellation(Middleware):
     """Stops a running handler when a client cancels its task."""
 
-    def __init__(self) -> None:
+    def __init__(self, cancelled: set[str] | None = None) -> None:
         self._running: dict[str, tuple[asyncio.Task[tasks_pb2.TaskResult], TaskContext]] = {}
+        self.cancelled: set[str] = cancelled if cancelled is not None else set()
+        """Ids of tasks known to be cancelled: such a handler is not started at all (the
+        signal may arrive after the check before the start, before it is registered)."""
 
     def cancel(self, task_id: str) -> bool:
         """Cancels the task's handler if it runs here; True when it did."""
@@ -115,8 +118,11 @@ class Cancellation(Middleware):
         return True
 
     async def around(self, job: Job, call_next: Call) -> tasks_pb2.TaskResult:
-        handler = asyncio.create_task(call_next(job))
         task_id = job.message.task_id
+        if task_id in self.cancelled:
+            job.ctx.cancelled.set()
+            raise TaskCancelled("cancelled by a client")
+        handler = asyncio.create_task(call_next(job))
         self._running[task_id] = (handler, job.ctx)
         try:
             result: tasks_pb2.TaskResult = await handler

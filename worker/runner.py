@@ -11,7 +11,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
-from collections.abc import Awaitable
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -41,6 +41,91 @@ election, a restart) before the task is left to its lease."""
 LEASE_BEAT = 1.0
 """How often a slow publish tells JetStream the task is still held: within the shortest
 lease allowed (CONVEYOR_ACK_WAIT_SECONDS >= 1)."""
+CHECK_TIMEOUT = 5.0
+
+
+class CancelledTasks:
+    """The ids of cancelled tasks, kept current by a watch of the ``conveyor_cancelled``
+    bucket (and by cancel signals), so checking a task before it starts costs no round
+    trip.
+
+    The set is trusted only while the watch is live: from the moment it has delivered
+    every marker present when it (re)started, and for as long as the connection has not
+    reconnected since (a marker put while the connection was away may not have reached
+    the watch yet). Otherwise a check reads the bucket, as every check used to, and a
+    reconnect restarts the watch."""
+
+    def __init__(self, kv: KeyValue, reconnects: Callable[[], int]) -> None:
+        self._kv = kv
+        self._reconnects = reconnects
+        self.ids: set[str] = set()
+        self._live_at: int | None = None
+        self._loaded = asyncio.Event()
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float = 5.0) -> None:
+        """Starts the watch and waits (up to ``timeout``) for the markers present now."""
+        self._restart()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._loaded.wait()
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+
+    def _restart(self) -> None:
+        self._live_at = None
+        self._loaded.clear()
+        if self._watch is not None:
+            self._watch.cancel()
+        self._watch = asyncio.create_task(self._follow(), name="cancelled-tasks")
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                reconnects = self._reconnects()
+                watcher = await self._kv.watchall()
+                async for entry in watcher:
+                    if entry is None:  # every marker present at the start is in
+                        self._live_at = reconnects
+                        self._loaded.set()
+                    elif entry.key is None:
+                        continue
+                    elif entry.operation in ("DEL", "PURGE") or not entry.value:
+                        self.ids.discard(entry.key)
+                    else:
+                        self.ids.add(entry.key)
+                self._live_at = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._live_at = None
+                log.warning("watch of cancelled tasks stopped (%s); restarting", exc)
+                await asyncio.sleep(1.0)
+
+    def add(self, task_id: str) -> None:
+        """A cancel signal: the task is cancelled whatever the watch says yet."""
+        self.ids.add(task_id)
+
+    async def is_cancelled(self, task_id: str) -> bool:
+        if task_id in self.ids:
+            return True
+        live_at = self._live_at
+        if live_at is not None and live_at == self._reconnects():
+            return False
+        if live_at is not None:
+            self._restart()  # reconnected since the watch was complete
+        try:
+            entry = await asyncio.wait_for(self._kv.get(task_id), CHECK_TIMEOUT)
+        except KeyNotFoundError:
+            return False
+        except Exception as exc:
+            log.warning("could not check cancellation of %s: %s", task_id, exc)
+            return False
+        return bool(entry.value)
 
 
 def retry_policy_of(message: events_pb2.TaskMessage) -> RetryPolicy:
@@ -66,7 +151,7 @@ class Runner:
         self,
         registry: Registry,
         publisher: EventPublisher,
-        cancelled: KeyValue,
+        cancelled: CancelledTasks,
         call: Call,
     ) -> None:
         self._registry = registry
@@ -120,10 +205,10 @@ class Runner:
         ) -> None:
             await self._record(msg, message, attempt, key, **kind)
 
-        if await self._is_cancelled(message.task_id):
+        if await self._cancelled.is_cancelled(message.task_id):
             await publish(message, attempt, "cancelled", cancelled=events_pb2.Cancelled())
             await msg.ack()
-            log.info("skipped: cancelled before it started")
+            log.debug("skipped: cancelled before it started")
             return
         task_type = self._registry.get(message.type)
         if task_type is None:
@@ -143,7 +228,7 @@ class Runner:
             log.warning("failed: %s", error.message)
             return
         await publish(message, attempt, "started", started=events_pb2.Started())
-        log.info("started")
+        log.debug("started")
         progress_count = 0
 
         async def progress(current: int, total: int, text: str) -> None:
@@ -172,7 +257,7 @@ class Runner:
         except TaskCancelled:
             await publish(message, attempt, "cancelled", cancelled=events_pb2.Cancelled())
             await msg.ack()
-            log.info("cancelled while running")
+            log.debug("cancelled while running")
         except NonRetryable as exc:
             await self._fail(job, attempt, type(exc).__name__, str(exc))
         except Retry as exc:
@@ -187,7 +272,7 @@ class Runner:
                 message, attempt, "completed", completed=events_pb2.Completed(result=result)
             )
             await msg.ack()
-            log.info("completed")
+            log.debug("completed")
 
     async def _retry_or_fail(
         self,
@@ -214,7 +299,7 @@ class Runner:
             retrying=events_pb2.Retrying(error=error, next_attempt_time=when),
         )
         await job.msg.nak(delay=max(delay, 0.001))
-        log.info("retrying in %.2fs after %s: %s", delay, kind, text)
+        log.debug("retrying in %.2fs after %s: %s", delay, kind, text)
 
     async def _fail(self, job: Job, attempt: int, kind: str, text: str) -> None:
         error = task_error(attempt, kind, text or kind)
@@ -230,44 +315,48 @@ class Runner:
         """Publishes an event of this delivery, retrying while JetStream does not take it
         and keeping the task's lease meanwhile: without this, every delivery during a
         leader election of a few seconds would be given up and redelivered, spending the
-        task's attempts (or running its handler again) although nothing failed but NATS."""
+        task's attempts (or running its handler again) although nothing failed but NATS.
+        The common case is one await: the lease is only renewed (by a timer) when a
+        publish takes longer than LEASE_BEAT."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + RECORD_PATIENCE
         delay = 0.1
         while True:
+            keeper = _LeaseKeeper(msg, loop)
             try:
-                publish = self._publisher.publish(message, attempt, key, **kind)
-                await _holding_lease(msg, publish)
+                await self._publisher.publish(message, attempt, key, **kind)
                 return
             except Exception as exc:
                 if loop.time() + delay > give_up:
                     raise
                 log.warning("recording %s failed (%s); trying again", key.split(":")[0], exc)
+            finally:
+                keeper.cancel()
             with contextlib.suppress(Exception):
                 await msg.in_progress()
             await asyncio.sleep(delay)
             delay = min(delay * 2, LEASE_BEAT)
 
-    async def _is_cancelled(self, task_id: str) -> bool:
-        try:
-            entry = await asyncio.wait_for(self._cancelled.get(task_id), 5.0)
-        except KeyNotFoundError:
-            return False
-        except Exception as exc:
-            log.warning("could not check cancellation of %s: %s", task_id, exc)
-            return False
-        return bool(entry.value)
 
+class _LeaseKeeper:
+    """Sends the message's in_progress every LEASE_BEAT until cancelled: a timer, so a
+    publish answered in time costs no task or future."""
 
-async def _holding_lease(msg: Msg, awaitable: Awaitable[None]) -> None:
-    """Awaits, sending the message's in_progress every LEASE_BEAT while it takes longer."""
-    waiting = asyncio.ensure_future(awaitable)
-    try:
-        while True:
-            done, _ = await asyncio.wait({waiting}, timeout=LEASE_BEAT)
-            if done:
-                return waiting.result()
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
-    finally:
-        waiting.cancel()  # only matters when this wait itself was cancelled
+    def __init__(self, msg: Msg, loop: asyncio.AbstractEventLoop) -> None:
+        self._msg = msg
+        self._loop = loop
+        self._beating: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = loop.call_later(LEASE_BEAT, self._beat)
+
+    def _beat(self) -> None:
+        self._beating = self._loop.create_task(self._send())
+        self._timer = self._loop.call_later(LEASE_BEAT, self._beat)
+
+    async def _send(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._msg.in_progress()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

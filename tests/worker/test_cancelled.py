@@ -1,0 +1,124 @@
+"""Cancellation checks before a task starts: answered from the watched bucket without a
+round trip while the watch is live, read from the bucket when it may not be."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from nats.js.kv import KeyValue
+
+from conveyor import jetstream, subjects
+from conveyor.api.events.v1 import events_pb2
+from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.config import CommonSettings
+from conveyor.context import TaskContext
+from conveyor.errors import TaskCancelled
+from conveyor.registry import TaskType
+from worker.middleware import Cancellation, Job
+from worker.runner import CancelledTasks
+
+
+class CountingKV:
+    """The bucket, counting the reads a check makes."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+        self.gets = 0
+
+    async def get(self, key: str) -> Any:
+        self.gets += 1
+        return await self.kv.get(key)
+
+    async def watchall(self) -> Any:
+        return await self.kv.watchall()
+
+
+@pytest.fixture
+async def bucket(common: CommonSettings) -> AsyncIterator[KeyValue]:
+    nc, js = await jetstream.setup(common, "cancelled-test")
+    buckets = await jetstream.ensure_buckets(js, common)
+    yield buckets[subjects.KV_CANCELLED]
+    await jetstream.close(nc)
+
+
+async def test_checks_use_the_watched_markers_without_a_round_trip(bucket: KeyValue) -> None:
+    await bucket.put("before", b"1")
+    kv = CountingKV(bucket)
+    cancelled = CancelledTasks(kv, lambda: 0)  # type: ignore[arg-type]
+    await cancelled.start()
+    try:
+        assert await cancelled.is_cancelled("before")  # present when the watch started
+        assert not await cancelled.is_cancelled("other")
+        await bucket.put("later", b"1")
+        async with asyncio.timeout(10):
+            while not await cancelled.is_cancelled("later"):
+                await asyncio.sleep(0.01)
+        cancelled.add("signalled")  # a cancel signal counts before the watch shows it
+        assert await cancelled.is_cancelled("signalled")
+        assert kv.gets == 0
+    finally:
+        await cancelled.stop()
+
+
+async def test_after_a_reconnect_checks_read_the_bucket_until_the_watch_is_back(
+    bucket: KeyValue,
+) -> None:
+    reconnects = 0
+    kv = CountingKV(bucket)
+    cancelled = CancelledTasks(kv, lambda: reconnects)  # type: ignore[arg-type]
+    await cancelled.start()
+    try:
+        assert not await cancelled.is_cancelled("x")
+        assert kv.gets == 0
+        reconnects = 1  # a marker put meanwhile may not have reached the watch
+        assert not await cancelled.is_cancelled("absent")
+        assert kv.gets == 1
+        await bucket.put("x", b"1")
+        async with asyncio.timeout(10):  # the watch restarts: checks need no read again
+            while True:
+                gets = kv.gets
+                assert not await cancelled.is_cancelled("z")
+                if kv.gets == gets:
+                    break
+                await asyncio.sleep(0.01)
+        assert "x" in cancelled.ids
+    finally:
+        await cancelled.stop()
+
+
+async def test_a_check_without_a_live_watch_reads_the_bucket(bucket: KeyValue) -> None:
+    await bucket.put("queued", b"1")
+    kv = CountingKV(bucket)
+    cancelled = CancelledTasks(kv, lambda: 0)  # type: ignore[arg-type]
+    # not started: nothing watched yet
+    assert await cancelled.is_cancelled("queued")
+    assert not await cancelled.is_cancelled("fresh")
+    assert kv.gets == 2
+
+
+async def test_a_handler_known_cancelled_is_not_started() -> None:
+    calls: list[str] = []
+
+    async def handler(job: Job) -> tasks_pb2.TaskResult:
+        calls.append(job.message.task_id)
+        return tasks_pb2.TaskResult()
+
+    cancellation = Cancellation({"gone"})
+    for task_id in ("gone", "kept"):
+        ctx = TaskContext(task_id=task_id, task_type="t", attempt=1, max_attempts=1, timeout=1)
+        job = Job(
+            msg=None,  # type: ignore[arg-type]
+            message=events_pb2.TaskMessage(task_id=task_id, type="t"),
+            task_type=TaskType(name="t", handler=handler),
+            ctx=ctx,
+        )
+        if task_id == "gone":
+            with pytest.raises(TaskCancelled):
+                await cancellation.around(job, handler)
+            assert ctx.cancelled.is_set()
+        else:
+            await cancellation.around(job, handler)
+    assert calls == ["kept"]
