@@ -118,8 +118,9 @@ class Pull:
     """One inbox of one priority's consumer, with at most one pull request outstanding:
     ``wanted`` messages still to come (0: none outstanding), each with a reserved slot."""
 
-    def __init__(self, priority: str) -> None:
+    def __init__(self, priority: str, poll: bool) -> None:
         self.priority = priority
+        self.poll = poll
         self.wanted = 0
         self.delivered = 0
         self.admission: Admission | None = None
@@ -156,8 +157,8 @@ class TypeConsumer:
             f"{subjects.worker_consumer(task_type, p)}"
             for p in PRIORITIES
         }
-        self._probes = {p: Pull(p) for p in PRIORITIES}
-        self._polls = {p: Pull(p) for p in PRIORITIES}
+        self._probes = {p: Pull(p, poll=False) for p in PRIORITIES}
+        self._polls = {p: Pull(p, poll=True) for p in PRIORITIES}
         self._skip = dict.fromkeys(PRIORITIES, 0)
         self._last_found = "normal"
         self._changed = asyncio.Event()
@@ -263,7 +264,6 @@ class TypeConsumer:
             polls = polls[:1]
         free = max(1, min(admission.batch, self._slots.limit - self._slots.in_flight))
         idle = [p for p in polls if not self._polls[p].wanted][:free]
-        self._changed.clear()
         for priority in idle:
             await self._request(self._polls[priority], 1, IDLE_WAIT, admission, reserve=False)
         if admission.limited and idle:
@@ -276,7 +276,8 @@ class TypeConsumer:
         await self._wait_change(IDLE_WAIT + 0.05)
 
     async def _wait_change(self, timeout: float) -> None:
-        """Waits until a request of this type delivers or ends, or ``timeout`` passes."""
+        """Waits until a long-poll of this type delivers or ends (or did since the last
+        wait), or ``timeout`` passes."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._changed.wait()
@@ -338,7 +339,7 @@ class TypeConsumer:
         await self._start(msg, lease)
         if pull.wanted == 0:
             self._close(pull)
-        else:
+        elif pull.poll:
             self._changed.set()
 
     def _close(self, pull: Pull) -> None:
@@ -348,7 +349,8 @@ class TypeConsumer:
         pull.wanted = 0
         pull.admission = None
         pull.closed.set()
-        self._changed.set()
+        if pull.poll:
+            self._changed.set()
 
     async def _start(self, msg: Msg, lease: Lease | None) -> None:
         """Starts a delivered task at once (its slot is reserved)."""

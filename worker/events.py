@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
 from conveyor import subjects, tracing
 from conveyor.api.events.v1 import events_pb2
-from conveyor.tasks import timestamp
 
 PUBLISH_TIMEOUT = 5.0
+
+
+def _now() -> Timestamp:
+    """Now, built from integers (``Timestamp.FromDatetime`` validates and converts a
+    datetime: a noticeable share of the worker's CPU per event)."""
+    ns = time.time_ns()
+    return Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
 
 
 class EventPublisher:
@@ -28,7 +36,7 @@ class EventPublisher:
         event = events_pb2.TaskEvent(
             task_id=message.task_id,
             type=message.type,
-            time=timestamp(),
+            time=_now(),
             attempt=attempt,
             worker_id=self.worker_id,
             **kind,
