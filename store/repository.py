@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import datetime as dt
+import functools
 import json
 import logging
 import sqlite3
@@ -24,11 +25,11 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Dialect,
+    Integer,
     Select,
     bindparam,
     exists,
     insert,
-    literal,
     select,
     tuple_,
     union_all,
@@ -73,6 +74,15 @@ _MUTABLE = (
 _SNAPSHOT_COLUMNS = [c for c in tasks.c if c.name not in ("input", "retry_policy")]
 # Listed tasks leave out results too, which can be megabytes of image.
 _LISTED_COLUMNS = [c for c in _SNAPSHOT_COLUMNS if c.name != "result"]
+_GET = select(*_SNAPSHOT_COLUMNS).where(tasks.c.id == bindparam("task_id"))
+_HISTORY = (
+    select(task_history.c.snapshot)
+    .where(
+        task_history.c.task_id == bindparam("task_id"),
+        task_history.c.version > bindparam("after_version"),
+    )
+    .order_by(task_history.c.version)
+)
 _UPDATE_TASK = update(tasks).where(tasks.c.id == bindparam("b_id"))
 
 
@@ -83,7 +93,7 @@ class _Batch:
     loaded: dict[str, Snapshot]
     current: dict[str, Snapshot] = field(default_factory=dict)
     created: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # input, policy
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[tuple[str, int, bytes]] = field(default_factory=list)
     changes: list[tasks_pb2.Task] = field(default_factory=list)
 
 
@@ -135,8 +145,7 @@ class TaskRepository:
 
     async def get(self, task_id: str, omit_payloads: bool = False) -> tasks_pb2.Task | None:
         """The task, or None if unknown; ``omit_payloads`` leaves out result image bytes."""
-        query = select(*_SNAPSHOT_COLUMNS).where(tasks.c.id == task_id)
-        rows, raw = await _read_rows(self, query)
+        rows, raw = await _read_rows(self, _GET, {"task_id": task_id})
         if not rows:
             return None
         task = _task_of(rows[0], _SNAPSHOT_NAMES, raw)
@@ -178,9 +187,12 @@ class TaskRepository:
         """
         cursor = decode_token(page_token)
         size = page_size_of(page_size)
+        wanted = sorted(set(states))
+        labels = labels or {}
+        query = _list_query(len(wanted), bool(task_type), len(labels), cursor is not None)
         # one more than asked says whether there is a next page
-        query = _list_query(sorted(set(states)), task_type, labels or {}, cursor, size + 1)
-        rows, raw = await _read_rows(self, query)
+        values = _list_values(wanted, task_type, labels, cursor, size + 1)
+        rows, raw = await _read_rows(self, query, values)
         page = [_task_of(row, _LISTED_NAMES, raw) for row in rows[:size]]
         token = ""
         if len(rows) > size:
@@ -193,12 +205,8 @@ class TaskRepository:
 
     async def history(self, task_id: str, after_version: int = 0) -> builtins.list[tasks_pb2.Task]:
         """The task as it was at each version after ``after_version``, oldest first."""
-        query = (
-            select(task_history.c.snapshot)
-            .where(task_history.c.task_id == task_id, task_history.c.version > after_version)
-            .order_by(task_history.c.version)
-        )
-        rows, _ = await _read_rows(self, query)
+        values = {"task_id": task_id, "after_version": after_version}
+        rows, _ = await _read_rows(self, _HISTORY, values)
         return [tasks_pb2.Task.FromString(row[0]) for row in rows]
 
 
@@ -249,91 +257,153 @@ def _apply_one(batch: _Batch, sequence: int, message: events_pb2.TaskEvent) -> N
         )
     batch.current[changed.id] = changed
     task = convert.snapshot_to_task(changed)
-    batch.history.append(
-        {"task_id": changed.id, "version": changed.version, "snapshot": task.SerializeToString()}
-    )
+    batch.history.append((changed.id, changed.version, task.SerializeToString()))
     batch.changes.append(task)
 
 
 async def _write(conn: AsyncConnection, batch: _Batch, applied: int) -> None:
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    label_rows: list[dict[str, Any]] = []
+    """Writes the batch with one driver-level ``executemany`` per statement.
+
+    The values are converted here, once, to what the driver takes (times as SQLite text or
+    aware datetimes, labels as JSON text), and handed over as tuples: SQLAlchemy's per-row
+    parameter processing of Core ``executemany`` was the largest cost of a batch.
+    """
+    dialect = conn.dialect
+    to_time = _sqlite_text if dialect.name == "sqlite" else _aware
+    inserts: list[tuple[Any, ...]] = []
+    updates: list[tuple[Any, ...]] = []
+    label_rows: list[tuple[str, str, str]] = []
     for task_id, snapshot in batch.current.items():
         row = convert.snapshot_to_row(snapshot)
+        for name in _WRITE_TIMES:
+            row[name] = to_time(row[name])
         if task_id in batch.created:
             row["input"], row["retry_policy"] = batch.created[task_id]
-            inserts.append(row)
-            label_rows.extend(
-                {"task_id": task_id, "key": k, "value": v} for k, v in snapshot.labels.items()
-            )
+            row["labels"] = json.dumps(row["labels"])
+            inserts.append(tuple(row[name] for name in _INSERT_KEYS))
+            label_rows.extend((task_id, k, v) for k, v in snapshot.labels.items())
         else:
-            updates.append({"b_id": task_id, **{name: row[name] for name in _MUTABLE}})
+            row["b_id"] = task_id
+            updates.append(tuple(row[name] for name in _UPDATE_KEYS))
     # Rows first: labels and history refer to them by foreign key.
     if inserts:
-        await conn.execute(insert(tasks), inserts)
+        await _executemany(conn, "insert", inserts)
     if updates:
-        await conn.execute(_UPDATE_TASK, updates)
+        await _executemany(conn, "update", updates)
     if label_rows:
-        await conn.execute(insert(task_labels), label_rows)
+        await _executemany(conn, "labels", label_rows)
     if batch.history:
-        await conn.execute(insert(task_history), batch.history)
-    await conn.execute(
-        update(store_cursor).where(store_cursor.c.id == CURSOR_ID).values(applied_sequence=applied)
+        await _executemany(conn, "history", batch.history)
+    await _executemany(conn, "cursor", [(applied, CURSOR_ID)])
+
+
+_WRITE_TIMES = ("create_time", "update_time", "start_time", "end_time", "run_at", "next_attempt_time")
+_INSERT_KEYS = tuple(c.name for c in tasks.c)
+_UPDATE_KEYS = (*_MUTABLE, "b_id")
+_WRITES: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "insert": (insert(tasks), _INSERT_KEYS),
+    "update": (_UPDATE_TASK, _UPDATE_KEYS),
+    "labels": (insert(task_labels), ("task_id", "key", "value")),
+    "history": (insert(task_history), ("task_id", "version", "snapshot")),
+    "cursor": (
+        update(store_cursor)
+        .where(store_cursor.c.id == bindparam("b_id"))
+        .values(applied_sequence=bindparam("b_applied")),
+        ("b_applied", "b_id"),
+    ),
+}
+_WRITE_SQL: weakref.WeakKeyDictionary[Dialect, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+async def _executemany(conn: AsyncConnection, name: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Runs one of the ``_WRITES`` statements for positional rows in the key order given
+    there, through the driver's ``executemany`` (no per-row SQLAlchemy processing)."""
+    dialect = conn.dialect
+    compiled = _WRITE_SQL.setdefault(dialect, {})
+    sql = compiled.get(name)
+    if sql is None:
+        statement, keys = _WRITES[name]
+        done = statement.compile(dialect=dialect, column_keys=[k for k in keys if k[:2] != "b_"])
+        if tuple(done.positiontup or ()) != keys:  # the tuples are built in this order
+            raise RuntimeError(f"{name}: parameters {done.positiontup} are not {keys}")
+        sql = compiled[name] = done.string
+    await conn.exec_driver_sql(sql, list(rows) if len(rows) > 1 else rows[0])
+
+
+def _sqlite_text(value: dt.datetime | None) -> str | None:
+    """A time as SQLAlchemy's SQLite DateTime stores it: naive UTC text, microseconds
+    always written, so that stored times compare correctly as text."""
+    if value is None:
+        return None
+    if value.tzinfo is not dt.UTC:
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: store times must be timezone-aware")
+        value = value.astimezone(dt.UTC)
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
     )
 
 
-def _filters(
-    states: list[int], task_type: str, labels: dict[str, str]
-) -> list[ColumnElement[bool]]:
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: store times must be timezone-aware")
+    return value
+
+
+def _filters(states: int, typed: bool, labels: range) -> builtins.list[ColumnElement[bool]]:
+    """Conditions on ``states`` bound states (any of), the type, and the labels numbered
+    ``labels`` (all of), as named parameters: see _list_values."""
     conditions: list[ColumnElement[bool]] = []
-    if states:
-        conditions.append(tasks.c.state.in_(states))
-    if task_type:
-        conditions.append(tasks.c.type == task_type)
-    for key, value in sorted(labels.items()):
+    if states == 1:
+        conditions.append(tasks.c.state == bindparam("state_0"))
+    elif states:
+        conditions.append(tasks.c.state.in_([bindparam(f"state_{i}") for i in range(states)]))
+    if typed:
+        conditions.append(tasks.c.type == bindparam("task_type"))
+    for i in labels:
         conditions.append(
             exists().where(
                 task_labels.c.task_id == tasks.c.id,
-                task_labels.c.key == key,
-                task_labels.c.value == value,
+                task_labels.c.key == bindparam(f"label_key_{i}"),
+                task_labels.c.value == bindparam(f"label_value_{i}"),
             )
         )
     return conditions
 
 
-def _after(cursor: Cursor, create_time: Any = None, task_id: Any = None) -> ColumnElement[bool]:
+def _after(create_time: Any = tasks.c.create_time, task_id: Any = tasks.c.id) -> Any:
     """Rows after the cursor in (create_time desc, id desc) order: one row-value comparison,
     which both databases answer with a range of an index ending in (create_time, id)."""
-    create_time = tasks.c.create_time if create_time is None else create_time
-    task_id = tasks.c.id if task_id is None else task_id
     bound = tuple_(
-        literal(cursor.create_time, create_time.type), literal(cursor.task_id, task_id.type)
+        bindparam("after_time", type_=tasks.c.create_time.type),
+        bindparam("after_id", type_=tasks.c.id.type),
     )
     return tuple_(create_time, task_id) < bound
 
 
-def _list_query(
-    states: builtins.list[int],
-    task_type: str,
-    labels: dict[str, str],
-    cursor: Cursor | None,
-    limit: int,
-) -> Select[Any]:
-    """The page query, shaped so that each filter reads one index range in page order.
+_NEWEST_FIRST = (tasks.c.create_time.desc(), tasks.c.id.desc())
 
-    By label: the first label's (key, value, create_time, task_id) index drives, in order;
-    the rest are filters. Several states: one ordered range per state, merged (an IN over
-    the (state, create_time, id) index would sort every matching row). Otherwise the
-    state or type index, or (create_time, id) alone.
+
+@functools.lru_cache(maxsize=512)
+def _list_query(states: int, typed: bool, labels: int, after: bool) -> Select[Any]:
+    """The page query of one shape (how many states and labels, a type, a cursor), with
+    every value a named parameter (see _list_values), so each shape is compiled once.
+
+    Each filter reads one index range in page order. By label: the first label's (key,
+    value, create_time, task_id) index drives, in order; the rest are filters. Several
+    states: one ordered range per state, merged (an IN over the (state, create_time, id)
+    index would sort every matching row). Otherwise the state or type index, or
+    (create_time, id) alone.
     """
+    limit = bindparam("limit", type_=Integer)
     if labels:
-        (key, value), *rest = sorted(labels.items())
         label = task_labels.alias("driving_label")
-        conditions = [label.c.key == key, label.c.value == value]
-        conditions += _filters(states, task_type, dict(rest))
-        if cursor is not None:
-            conditions.append(_after(cursor, label.c.create_time, label.c.task_id))
+        conditions = [label.c.key == bindparam("label_key_0")]
+        conditions.append(label.c.value == bindparam("label_value_0"))
+        conditions += _filters(states, typed, range(1, labels))
+        if after:
+            conditions.append(_after(label.c.create_time, label.c.task_id))
         return (
             select(*_LISTED_COLUMNS)
             .select_from(label.join(tasks, tasks.c.id == label.c.task_id))
@@ -341,26 +411,49 @@ def _list_query(
             .order_by(label.c.create_time.desc(), label.c.task_id.desc())
             .limit(limit)
         )
-    after = [] if cursor is None else [_after(cursor)]
-    if len(states) > 1:
+    cursor = [_after()] if after else []
+    if states > 1:
         parts = [
             select(
                 select(*_LISTED_COLUMNS)
-                .where(*_filters([state], task_type, {}), *after)
-                .order_by(tasks.c.create_time.desc(), tasks.c.id.desc())
+                .where(tasks.c.state == bindparam(f"state_{i}"), *_filters(0, typed, range(0)))
+                .where(*cursor)
+                .order_by(*_NEWEST_FIRST)
                 .limit(limit)
                 .subquery()
             )
-            for state in states
+            for i in range(states)
         ]
         merged = union_all(*parts).subquery()
         return select(merged).order_by(merged.c.create_time.desc(), merged.c.id.desc()).limit(limit)
     return (
         select(*_LISTED_COLUMNS)
-        .where(*_filters(states, task_type, {}), *after)
-        .order_by(tasks.c.create_time.desc(), tasks.c.id.desc())
+        .where(*_filters(states, typed, range(0)), *cursor)
+        .order_by(*_NEWEST_FIRST)
         .limit(limit)
     )
+
+
+def _list_values(
+    states: builtins.list[int],
+    task_type: str,
+    labels: dict[str, str],
+    cursor: Cursor | None,
+    limit: int,
+) -> dict[str, Any]:
+    """The parameters of _list_query for these filters."""
+    values: dict[str, Any] = {"limit": limit}
+    for i, state in enumerate(states):
+        values[f"state_{i}"] = state
+    if task_type:
+        values["task_type"] = task_type
+    for i, (key, value) in enumerate(sorted(labels.items())):
+        values[f"label_key_{i}"] = key
+        values[f"label_value_{i}"] = value
+    if cursor is not None:
+        values["after_time"] = cursor.create_time
+        values["after_id"] = cursor.task_id
+    return values
 
 
 # --- reads -----------------------------------------------------------------------------
@@ -376,14 +469,14 @@ _READ_THREADS = 2
 
 
 async def _read_rows(
-    repository: TaskRepository, query: Select[Any]
+    repository: TaskRepository, query: Select[Any], values: dict[str, Any] | None = None
 ) -> tuple[builtins.list[Sequence[Any]], bool]:
     """The rows of a read, and whether they are raw sqlite3 tuples (see _task_of)."""
     reads = _sqlite_reads(repository)
     if reads is not None:
-        return list(await reads.fetch(query, repository.engine.dialect)), True
+        return list(await reads.fetch(query, repository.engine.dialect, values or {})), True
     async with repository.engine.connect() as conn:
-        return list((await conn.execute(query)).all()), False
+        return list((await conn.execute(query, values or {})).all()), False
 
 
 _EPOCH_NAIVE = dt.datetime(1970, 1, 1)
@@ -411,9 +504,12 @@ class _SqliteReads:
     def _run(self, sql: str, params: Sequence[Any]) -> builtins.list[tuple[Any, ...]]:
         return self._connection().execute(sql, params).fetchall()
 
-    async def fetch(self, query: Select[Any], dialect: Dialect) -> builtins.list[tuple[Any, ...]]:
+    async def fetch(
+        self, query: Select[Any], dialect: Dialect, values: dict[str, Any]
+    ) -> builtins.list[tuple[Any, ...]]:
         """The rows of ``query``, as tuples in its column order."""
-        sql, params = _compiled(query, dialect)
+        sql, names, defaults = _compiled(query, dialect)
+        params = [_sqlite_param(values[n] if n in values else defaults[n]) for n in names]
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._run, sql, params)
 
@@ -435,12 +531,19 @@ def _sqlite_reads(repository: TaskRepository) -> _SqliteReads | None:
     return reads
 
 
-def _compiled(query: Select[Any], dialect: Dialect) -> tuple[str, builtins.list[Any]]:
-    """SQLite text and positional parameters; times as the store writes them (naive UTC)."""
-    compiled = query.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    values = compiled.params
-    params = [_sqlite_param(values[name]) for name in compiled.positiontup or ()]
-    return str(compiled), params
+_COMPILED: weakref.WeakKeyDictionary[Select[Any], tuple[str, tuple[str, ...], dict[str, Any]]]
+_COMPILED = weakref.WeakKeyDictionary()
+
+
+def _compiled(query: Select[Any], dialect: Dialect) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """SQLite text, parameter names in order, and the values bound in the query itself;
+    remembered while the query lives (the read statements are built once per shape)."""
+    found = _COMPILED.get(query)
+    if found is None:
+        compiled = query.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+        found = (str(compiled), tuple(compiled.positiontup or ()), dict(compiled.params))
+        _COMPILED[query] = found
+    return found
 
 
 def _sqlite_param(value: Any) -> Any:

@@ -6,6 +6,7 @@ Submits go through the gateway; the store answers them UNIMPLEMENTED.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 CATCH_UP_TIMEOUT = 5.0
 PUBLISH_TIMEOUT = 5.0
+_STREAM_INFO = f"$JS.API.STREAM.INFO.{subjects.STREAM_EVENTS}"
 REDRIVABLE = (tasks_pb2.TASK_STATE_FAILED, tasks_pb2.TASK_STATE_CANCELLED)
 
 
@@ -57,11 +59,27 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         a GetTask right after SubmitTask sees the task."""
         task = await self._repository.get(task_id, omit_payloads=omit_payloads)
         if task is None:
-            await self._applier.catch_up(CATCH_UP_TIMEOUT)
+            await self._catch_up()
             task = await self._repository.get(task_id, omit_payloads=omit_payloads)
         if task is None:
             raise NotFound(f"task {task_id} does not exist")
         return task
+
+    async def _catch_up(self) -> bool:
+        """Waits until every event published so far is applied (read your writes).
+
+        As EventApplier.catch_up, asking JetStream for the EVENTS stream's last sequence,
+        but with a plain request whose answer only ``state.last_seq`` is read from: nats-py's
+        stream_info builds the whole StreamInfo (config, state, cluster) on every call.
+        """
+        try:
+            reply = await self._nc.request(_STREAM_INFO, b"", timeout=CATCH_UP_TIMEOUT)
+            info = json.loads(reply.data)
+            last = int(info["state"]["last_seq"])
+        except Exception as exc:
+            log.warning("stream info failed: %s", exc)
+            return False
+        return await self._hub.wait_applied(last, CATCH_UP_TIMEOUT)
 
     async def GetTask(
         self, request: tasks_pb2.GetTaskRequest, context: Context
@@ -75,7 +93,7 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         self, request: tasks_pb2.ListTasksRequest, context: Context
     ) -> tasks_pb2.ListTasksResponse:
         page_size = validate_list(request)
-        await self._applier.catch_up(CATCH_UP_TIMEOUT)
+        await self._catch_up()
         tasks, token = await self._repository.list(
             states=list(request.states),
             task_type=request.type,
@@ -212,7 +230,7 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         self, request: tasks_pb2.GetTaskStatsRequest, context: Context
     ) -> tasks_pb2.GetTaskStatsResponse:
         window, top_errors = validate_stats(request)
-        await self._applier.catch_up(CATCH_UP_TIMEOUT)
+        await self._catch_up()
         return await task_stats(self._repository.engine, now() - window, request.type, top_errors)
 
     async def _purge_queued(self, task: tasks_pb2.Task) -> None:
