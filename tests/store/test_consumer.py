@@ -1,0 +1,100 @@
+"""EventApplier's gap check: trusted when the batch follows what it committed, re-read
+from the database otherwise."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from conveyor.api.events.v1 import events_pb2
+from store.consumer import EventApplier
+from store.watch import WatchHub
+from tests.store.factories import submitted
+
+
+class FakeRepository:
+    def __init__(self, applied: int) -> None:
+        self.applied = applied
+        self.reads = 0
+        self.batches: list[list[int]] = []
+
+    async def applied_sequence(self) -> int:
+        self.reads += 1
+        return self.applied
+
+    async def apply(self, events: list[tuple[int, events_pb2.TaskEvent]]) -> list[Any]:
+        fresh = sorted(s for s, _ in events if s > self.applied)
+        self.batches.append(fresh)
+        self.applied = max([self.applied, *fresh])
+        return []
+
+
+class FakeStream:
+    def __init__(self) -> None:
+        self.reads: list[int] = []
+
+    async def add_consumer(self, *args: Any) -> None:
+        pass
+
+    async def pull_subscribe_bind(self, *args: Any) -> None:
+        return None
+
+    async def stream_info(self, name: str) -> Any:
+        return SimpleNamespace(state=SimpleNamespace(first_seq=1))
+
+    async def get_msg(self, name: str, sequence: int) -> Any:
+        self.reads.append(sequence)
+        return SimpleNamespace(
+            data=submitted(f"01jn0000000000000000000{sequence:03d}").SerializeToString()
+        )
+
+
+def message(sequence: int) -> Any:
+    async def ack() -> None:
+        pass
+
+    data = submitted(f"01jn0000000000000000000{sequence:03d}").SerializeToString()
+    return SimpleNamespace(
+        data=data,
+        headers=None,
+        ack=ack,
+        metadata=SimpleNamespace(sequence=SimpleNamespace(stream=sequence)),
+    )
+
+
+async def test_the_stored_sequence_is_read_only_when_a_batch_does_not_follow() -> None:
+    repository, stream = FakeRepository(applied=2), FakeStream()
+    applier = EventApplier(stream, repository, WatchHub(), batch_size=100)  # type: ignore[arg-type]
+    await applier.start()
+    assert repository.reads == 1
+
+    await applier._apply_messages([message(3), message(4)])
+    await applier._apply_messages([message(5)])
+    assert repository.reads == 1  # contiguous after what it committed: no read
+    assert stream.reads == []
+
+    # 6 and 7 were left pending by a store that died: the gap is read from the stream.
+    await applier._apply_messages([message(8), message(9)])
+    assert repository.reads == 2
+    assert stream.reads == [6, 7]
+    assert repository.batches[-1] == [6, 7, 8, 9]
+
+    # Another replica applied up to 12: the batch does not follow, the stored value is
+    # read, and nothing below it is read from the stream or applied again.
+    repository.applied = 12
+    await applier._apply_messages([message(11), message(12), message(13)])
+    assert repository.reads == 3
+    assert stream.reads == [6, 7]
+    assert repository.batches[-1] == [13]
+    await applier._apply_messages([message(14)])
+    assert repository.reads == 3
+
+
+async def test_a_redelivered_batch_is_checked_against_the_stored_sequence() -> None:
+    repository, stream = FakeRepository(applied=5), FakeStream()
+    applier = EventApplier(stream, repository, WatchHub(), batch_size=100)  # type: ignore[arg-type]
+    await applier.start()
+    await applier._apply_messages([message(4), message(5)])
+    assert repository.reads == 2
+    assert stream.reads == []
+    assert repository.batches == [[]]
