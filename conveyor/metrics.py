@@ -144,11 +144,19 @@ class GatewayMetrics(ServiceMetrics):
             ["type"],
             registry=self.registry,
         )
+        self._children: dict[tuple[str, bool], Any] = {}
+        """Labelled counters by (type, deduplicated): types are the catalog's, bounded."""
 
     def count_submitted(self, accepted: Iterable[tuple[str, bool]]) -> None:
         """Counts accepted (type, deduplicated) pairs."""
-        for task_type, deduplicated in accepted:
-            (self.deduplicated if deduplicated else self.submitted).labels(task_type).inc()
+        children = self._children
+        for key in accepted:
+            child = children.get(key)
+            if child is None:
+                task_type, deduplicated = key
+                counter = self.deduplicated if deduplicated else self.submitted
+                child = children[key] = counter.labels(task_type)
+            child.inc()
 
 
 class WorkerMetrics(ServiceMetrics):
@@ -376,6 +384,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(self, metrics: ServiceMetrics) -> None:
         self._metrics = metrics
+        # Per full method: the inner handler and its wrapped one, built once (grpc asks
+        # for the handler on every call and gets the same object back each time).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._timers: dict[str, Any] = {}
 
     async def intercept_service(
         self,
@@ -384,14 +397,20 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         if handler is None:
-            return None
+            return None  # unknown method: nothing kept for names clients make up
+        cached = self._wrapped.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = handler
         method = details.method.lstrip("/")
         for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
             inner = getattr(handler, kind)
             if inner is not None:
                 timed = kind == "unary_unary"
-                return handler._replace(**{kind: self._wrap(inner, method, timed)})
-        return handler
+                wrapped = handler._replace(**{kind: self._wrap(inner, method, timed)})
+                break
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
 
     def _wrap(self, inner: Any, method: str, timed: bool) -> Any:
         record = self._record
@@ -428,9 +447,17 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self, method: str, context: Any, outcome: BaseException | None, elapsed: float | None
     ) -> None:
         code = _status_code(context, outcome)
-        self._metrics.grpc_requests.labels(method, code).inc()
+        counter = self._counters.get((method, code))
+        if counter is None:
+            counter = self._counters[method, code] = self._metrics.grpc_requests.labels(
+                method, code
+            )
+        counter.inc()
         if elapsed is not None:
-            self._metrics.grpc_duration.labels(method).observe(elapsed)
+            timer = self._timers.get(method)
+            if timer is None:
+                timer = self._timers[method] = self._metrics.grpc_duration.labels(method)
+            timer.observe(elapsed)
 
 
 def _status_code(context: Any, outcome: BaseException | None) -> str:

@@ -139,8 +139,14 @@ def _wrap_stream(inner: Any, method: str) -> Any:
     return unary_stream
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Maps ConveyorError to its status; logs anything else once and answers INTERNAL."""
+class CachingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """A server interceptor that wraps each method's handler once, not on every call: grpc
+    asks interceptors for the handler of every call, and the lookup returns the same
+    handler object each time, so the wrapped one is kept per method and reused while the
+    inner handler stays the same object."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -149,17 +155,33 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         if handler is None:
-            return None
+            return None  # unknown method: nothing cached for names clients make up
+        cached = self._wrapped.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self.wrap(handler, details.method)
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """The handler to use in place of ``handler`` for calls of ``method``."""
+        raise NotImplementedError
+
+
+class ErrorInterceptor(CachingInterceptor):
+    """Maps ConveyorError to its status; logs anything else once and answers INTERNAL."""
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         if handler.unary_unary is None and handler.unary_stream is None:
             return handler  # client streaming (reflection): left as it is
         handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, details.method))
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
         if handler.unary_stream is not None:
             # A streaming handler that writes with context.write (Health.Watch) is a
             # coroutine, not an async generator: it is wrapped like a unary one.
             wrap = _wrap_stream if inspect.isasyncgenfunction(handler.unary_stream) else _wrap_unary
-            return handler._replace(unary_stream=wrap(handler.unary_stream, details.method))
+            return handler._replace(unary_stream=wrap(handler.unary_stream, method))
         return handler
 
 

@@ -42,7 +42,7 @@ class GatewayService(tasks_pb2_grpc.TaskServiceServicer):
         validate_submit(request, self._limits)
         [accepted] = await self._submitter.submit([("", request)])
         self._metrics.count_submitted([(accepted.task.type, accepted.deduplicated)])
-        log.info("accepted task %s of type %s", accepted.task.id, accepted.task.type)
+        log.debug("accepted task %s of type %s", accepted.task.id, accepted.task.type)
         return tasks_pb2.SubmitTaskResponse(task=accepted.task, deduplicated=accepted.deduplicated)
 
     async def SubmitTasks(
@@ -53,7 +53,7 @@ class GatewayService(tasks_pb2_grpc.TaskServiceServicer):
             [(f"requests[{i}].", r) for i, r in enumerate(request.requests)]
         )
         self._metrics.count_submitted((a.task.type, a.deduplicated) for a in accepted)
-        log.info("accepted %d tasks in one batch", len(accepted))
+        log.debug("accepted %d tasks in one batch", len(accepted))
         return tasks_pb2.SubmitTasksResponse(tasks=[a.task for a in accepted])
 
     async def GetTask(

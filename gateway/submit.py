@@ -89,7 +89,9 @@ def idempotency_bucket_key(key: str) -> str:
 
 async def _bounded(awaitable: Awaitable[Any]) -> Any:
     # A rejected publish can leave its reply pending forever: every wait is bounded.
-    return await asyncio.wait_for(awaitable, PUBLISH_TIMEOUT)
+    # asyncio.timeout, not wait_for: no extra Task and loop round per publish.
+    async with asyncio.timeout(PUBLISH_TIMEOUT):
+        return await awaitable
 
 
 def task_finder(
@@ -232,6 +234,9 @@ class Submitter:
 
     @staticmethod
     async def _pipelined(publishes: list[Awaitable[Any]]) -> None:
+        if len(publishes) == 1:  # a unary submit: no gather, no Task per publish
+            await publishes[0]
+            return
         for start in range(0, len(publishes), PUBLISH_WINDOW):
             await asyncio.gather(*publishes[start : start + PUBLISH_WINDOW])
 
@@ -248,6 +253,7 @@ class Submitter:
             self._js.publish(
                 subjects.event_subject(item.task.type),
                 event.SerializeToString(),
+                timeout=PUBLISH_TIMEOUT,
                 headers=tracing.inject({subjects.HEADER_MSG_ID: f"{item.task.id}:submitted"}),
             )
         )
@@ -259,4 +265,8 @@ class Submitter:
         if item.task.HasField("run_at"):
             subject = subjects.delayed_subject(item.task.id)
             headers.update(subjects.schedule_headers(item.task.run_at.ToDatetime(dt.UTC), target))
-        await _bounded(self._js.publish(subject, item.message.SerializeToString(), headers=headers))
+        await _bounded(
+            self._js.publish(
+                subject, item.message.SerializeToString(), timeout=PUBLISH_TIMEOUT, headers=headers
+            )
+        )
