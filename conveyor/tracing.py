@@ -2,16 +2,19 @@
 NATS messages, the worker and the store.
 
 Context travels as W3C ``traceparent`` headers: in gRPC metadata (the grpc
-instrumentation's interceptors), and in the headers of every JetStream message Conveyor
-publishes. Spans are always created, so logs carry trace ids; they are exported only
-when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set.
+instrumentation's client interceptors, and ``ServerTracingInterceptor`` on servers), and
+in the headers of every JetStream message Conveyor publishes. Spans are always created,
+so logs carry trace ids; they are exported only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
+import grpc
 from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -54,13 +57,106 @@ def current_trace_id() -> str:
     return format(span_context.trace_id, "032x") if span_context.is_valid else ""
 
 
+_PROPAGATED = frozenset({"traceparent", "tracestate", "baggage"})
+
+
+def _caller_context(servicer_context: Any) -> context.Context | None:
+    """The trace context the caller sent in the call's metadata, or None (a new trace)."""
+    carrier = {
+        key: value
+        for key, value in servicer_context.invocation_metadata() or ()
+        if key in _PROPAGATED
+    }
+    return propagate.extract(carrier) if carrier else None
+
+
+def _finish(span: trace.Span, servicer_context: Any, failed: bool) -> None:
+    """Records the call's status code on its span; any code but OK is an error."""
+    code = servicer_context.code()
+    number = code.value[0] if isinstance(code, grpc.StatusCode) else code
+    if number is None:
+        number = grpc.StatusCode.UNKNOWN.value[0] if failed else 0
+    span.set_attribute("rpc.grpc.status_code", int(number))
+    if number != 0:
+        span.set_status(trace.StatusCode.ERROR)
+
+
+class ServerTracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """One SERVER span per call of a Conveyor service, continuing the caller's trace.
+
+    What the OpenTelemetry grpc instrumentation's server interceptor records (name = full
+    method, rpc.system/service/method, rpc.grpc.status_code, error status), at a fraction
+    of its cost per call: handlers are wrapped once per method rather than on every call,
+    and the servicer context is not wrapped. Only Conveyor's own services are traced:
+    handlers that stream with context.write (health Watch) cannot be wrapped, and probes
+    would only add noise.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        cached = self._wrapped.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, details.method)
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+    @staticmethod
+    def _wrap(handler: Any, full_method: str) -> Any:
+        service, _, method = full_method.lstrip("/").partition("/")
+        if not service.startswith("conveyor."):
+            return handler
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+
+        def start(servicer_context: Any) -> Any:
+            return tracer.start_as_current_span(
+                full_method,
+                context=_caller_context(servicer_context),
+                kind=trace.SpanKind.SERVER,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            )
+
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary(request: Any, servicer_context: Any) -> Any:
+                with start(servicer_context) as span:
+                    failed = True
+                    try:
+                        response = await inner(request, servicer_context)
+                        failed = False
+                        return response
+                    finally:
+                        _finish(span, servicer_context, failed)
+
+            return handler._replace(unary_unary=unary)
+        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            stream = handler.unary_stream
+
+            async def streaming(request: Any, servicer_context: Any) -> Any:
+                with start(servicer_context) as span:
+                    failed = True
+                    try:
+                        async for item in stream(request, servicer_context):
+                            yield item
+                        failed = False
+                    finally:
+                        _finish(span, servicer_context, failed)
+
+            return handler._replace(unary_stream=streaming)
+        return handler
+
+
 def server_interceptors() -> list[Any]:
     """gRPC server interceptors that continue the caller's trace."""
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
-
-    # Only Conveyor's own services: the instrumentation cannot wrap handlers that stream
-    # with context.write (health Watch), and probes would only add noise.
-    return [aio_server_interceptor(filter_=filters.service_prefix("conveyor."))]
+    return [ServerTracingInterceptor()]
 
 
 def client_interceptors() -> list[Any]:

@@ -1,0 +1,130 @@
+"""The server tracing interceptor on its own: one SERVER span per call of a Conveyor
+service, continuing the caller's trace, with the status code; other services untraced;
+handlers wrapped once per method. The whole trace across services is checked in
+tests/integration/test_tracing.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from conveyor import tracing
+from conveyor.errors import InvalidArgument
+from conveyor.metrics import ServiceMetrics
+from conveyor.server import ErrorInterceptor, Server
+
+SERVICE = "conveyor.test.v1.Probe"
+
+
+@pytest.fixture
+def spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
+    """Spans of the tracing module's tracer (the global provider is left alone)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "tracer", provider.get_tracer("test"))
+    return exporter
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    server = Server("127.0.0.1:0", [SERVICE], 4 * 1024 * 1024, ServiceMetrics("test"))
+
+    async def fine(request: bytes, context: Any) -> bytes:
+        return tracing.current_trace_id().encode()
+
+    async def invalid(request: bytes, context: Any) -> bytes:
+        raise InvalidArgument("no good")
+
+    async def many(request: bytes, context: Any) -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield tracing.current_trace_id().encode()
+
+    handlers = {
+        "Fine": grpc.unary_unary_rpc_method_handler(fine),
+        "Invalid": grpc.unary_unary_rpc_method_handler(invalid),
+        "Many": grpc.unary_stream_rpc_method_handler(many),
+    }
+    server.grpc.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    await server.start()
+    yield server
+    await server.stop(0.1)
+
+
+async def test_a_call_gets_a_server_span_in_the_callers_trace(
+    server: Server, spans: InMemorySpanExporter
+) -> None:
+    caller = TracerProvider().get_tracer("caller")
+    with caller.start_as_current_span("client") as root:
+        metadata = tuple(tracing.inject().items())
+    trace_id = root.get_span_context().trace_id
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        seen = await channel.unary_unary(f"/{SERVICE}/Fine")(b"", metadata=metadata, timeout=5)
+        streamed = [
+            item
+            async for item in channel.unary_stream(f"/{SERVICE}/Many")(
+                b"", metadata=metadata, timeout=5
+            )
+        ]
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await channel.unary_unary(f"/{SERVICE}/Invalid")(b"", metadata=metadata, timeout=5)
+        assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    # The handler ran inside the span, in the caller's trace.
+    assert seen == format(trace_id, "032x").encode()
+    assert streamed == [seen] * 3
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    assert set(by_name) == {f"/{SERVICE}/Fine", f"/{SERVICE}/Many", f"/{SERVICE}/Invalid"}
+    for span in by_name.values():
+        assert span.context.trace_id == trace_id
+        assert span.parent is not None and span.parent.span_id == root.get_span_context().span_id
+        assert span.kind == trace.SpanKind.SERVER
+        assert span.attributes is not None
+        assert span.attributes["rpc.service"] == SERVICE
+    fine = by_name[f"/{SERVICE}/Fine"]
+    assert fine.attributes is not None and fine.attributes["rpc.method"] == "Fine"
+    assert fine.attributes["rpc.grpc.status_code"] == 0
+    assert fine.status.status_code != trace.StatusCode.ERROR
+    bad = by_name[f"/{SERVICE}/Invalid"]
+    assert bad.attributes is not None
+    assert bad.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert bad.status.status_code == trace.StatusCode.ERROR
+
+
+async def test_a_call_without_a_trace_starts_one(
+    server: Server, spans: InMemorySpanExporter
+) -> None:
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        seen = await channel.unary_unary(f"/{SERVICE}/Fine")(b"", timeout=5)
+    [span] = spans.get_finished_spans()
+    assert span.parent is None
+    assert seen == format(span.context.trace_id, "032x").encode()
+
+
+async def test_interceptors_wrap_each_method_once() -> None:
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+    other = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+    details = SimpleNamespace(method=f"/{SERVICE}/Fine", invocation_metadata=())
+    interceptors: list[Any] = [tracing.ServerTracingInterceptor(), ErrorInterceptor()]
+    for interceptor in interceptors:
+        found: list[Any] = [handler]
+
+        async def lookup(_: Any, found: list[Any] = found) -> Any:
+            return found[0]
+
+        first = await interceptor.intercept_service(lookup, details)
+        assert first is not handler
+        assert await interceptor.intercept_service(lookup, details) is first
+        found[0] = other  # a handler replaced: wrapped anew
+        assert await interceptor.intercept_service(lookup, details) is not first
+        found[0] = None  # an unknown method
+        assert await interceptor.intercept_service(lookup, details) is None
