@@ -297,7 +297,14 @@ async def _write(conn: AsyncConnection, batch: _Batch, applied: int) -> None:
     await _executemany(conn, "cursor", [(applied, CURSOR_ID)])
 
 
-_WRITE_TIMES = ("create_time", "update_time", "start_time", "end_time", "run_at", "next_attempt_time")
+_WRITE_TIMES = (
+    "create_time",
+    "update_time",
+    "start_time",
+    "end_time",
+    "run_at",
+    "next_attempt_time",
+)
 _INSERT_KEYS = tuple(c.name for c in tasks.c)
 _UPDATE_KEYS = (*_MUTABLE, "b_id")
 _WRITES: dict[str, tuple[Any, tuple[str, ...]]] = {

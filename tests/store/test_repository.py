@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import inspect
+import datetime as dt
+
+from sqlalchemy import insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.tasks import timestamp
 from store.db import migrate
+from store.models import tasks
 from store.repository import TaskRepository
 from tests.store.factories import T0, Stream, at, error, submitted, text_result, worker_event
 
@@ -222,3 +225,36 @@ async def test_extreme_values_do_not_fail_the_batch(repository: TaskRepository) 
     assert task is not None
     assert (task.progress.current, task.worker_id) == (2**63 - 1, "w" * 1000)
     assert task.progress.message == "é" * 10_000
+
+
+async def test_written_rows_read_back_as_sqlalchemy_writes_them(
+    repository: TaskRepository, engine: AsyncEngine
+) -> None:
+    """apply hands the driver pre-converted values: they must be stored exactly as a Core
+    insert through the column types would store them (SQLite compares times as text)."""
+    task_id = "01jn0000000000000000000010"
+    whole = T0.replace(microsecond=0)  # no microseconds: the text must still carry .000000
+    events = [
+        submitted(task_id, created=whole, labels={"team": "x", "n": "1"}),
+        worker_event(task_id, whole + dt.timedelta(seconds=1), 1, started=events_pb2.Started()),
+    ]
+    await repository.apply(Stream().number(*events))
+    twin = "01jn0000000000000000000011"
+    async with engine.begin() as conn:
+        row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).one()._asdict()
+        await conn.execute(insert(tasks), [{**row, "id": twin}])
+        columns = ", ".join(c.name for c in tasks.c if c.name != "id")
+        raw = (
+            await conn.exec_driver_sql(
+                f"SELECT {columns} FROM tasks WHERE id IN ('{task_id}', '{twin}') ORDER BY id"
+            )
+        ).all()
+        labels = (
+            await conn.exec_driver_sql(
+                f"SELECT key, value FROM task_labels WHERE task_id = '{task_id}' ORDER BY key"
+            )
+        ).all()
+    assert raw[0] == raw[1]
+    assert row["start_time"] == whole + dt.timedelta(seconds=1)
+    assert row["labels"] == {"team": "x", "n": "1"}
+    assert [tuple(r) for r in labels] == [("n", "1"), ("team", "x")]
