@@ -35,7 +35,8 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
@@ -482,8 +483,42 @@ async def _read_rows(
     reads = _sqlite_reads(repository)
     if reads is not None:
         return list(await reads.fetch(query, repository.engine.dialect, values or {})), True
-    async with repository.engine.connect() as conn:
+    engine = _postgres_reads(repository) or repository.engine
+    try:
+        async with engine.connect() as conn:
+            return list((await conn.execute(query, values or {})).all()), False
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    # The database restarted since that pooled connection was made (the read pool does not
+    # ping on checkout): the pool has dropped its stale connections, so try once more.
+    async with engine.connect() as conn:
         return list((await conn.execute(query, values or {})).all()), False
+
+
+def _postgres_reads(repository: TaskRepository) -> AsyncEngine | None:
+    """A pool for reads on PostgreSQL, made on first use; None on other databases.
+
+    The store's engine pings every connection it hands out and runs each checkout in a
+    transaction that is rolled back on return: four round trips for a one-statement read.
+    This pool runs reads in autocommit (each statement sees one committed state) and skips
+    the ping; a connection the database dropped fails once and is retried above.
+    """
+    engine: AsyncEngine | None = getattr(repository, "_postgres_reads", None)
+    if engine is None and not hasattr(repository, "_postgres_reads"):
+        if repository.engine.dialect.name == "postgresql":
+            engine = create_async_engine(
+                repository.engine.url,
+                pool_size=5,
+                max_overflow=10,
+                pool_timeout=30,
+                pool_recycle=1800,
+                pool_pre_ping=False,
+                pool_reset_on_return=None,
+                isolation_level="AUTOCOMMIT",
+            )
+        repository._postgres_reads = engine  # type: ignore[attr-defined]
+    return engine
 
 
 _EPOCH_NAIVE = dt.datetime(1970, 1, 1)

@@ -7,9 +7,14 @@ are applied, so comparing the two checks every field of that shortcut.
 
 from __future__ import annotations
 
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from store.repository import TaskRepository
+from tests.store.conftest import POSTGRES_PASSWORD, POSTGRES_USER, postgres_address
 from tests.store.factories import Stream, at, error, submitted, text_result, worker_event
 
 
@@ -91,3 +96,30 @@ async def test_reads_see_each_committed_batch(repository: TaskRepository) -> Non
     task = await repository.get("01jn00000000000000000000b1")
     assert task is not None and task.state == tasks_pb2.TASK_STATE_RUNNING
     assert [t.version for t in await repository.history(task.id)] == [1, 2]
+
+
+async def test_a_read_survives_the_database_dropping_its_connections(
+    repository: TaskRepository, database_url: str
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server to drop connections")
+    await repository.apply(Stream().number(submitted("01jn00000000000000000000c1")))
+    assert await repository.get("01jn00000000000000000000c1") is not None
+    # As a database restart does: every session of the test database ends.
+    host, port = postgres_address()
+    name = make_url(database_url).database
+    async with await psycopg.AsyncConnection.connect(
+        host=host,
+        port=port,
+        user=POSTGRES_USER,
+        password=POSTGRES_PASSWORD,
+        dbname="postgres",
+        autocommit=True,
+    ) as admin:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+    task = await repository.get("01jn00000000000000000000c1")
+    assert task is not None and task.id == "01jn00000000000000000000c1"
+    page, _ = await repository.list()
+    assert [t.id for t in page] == ["01jn00000000000000000000c1"]
