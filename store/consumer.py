@@ -11,6 +11,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from conveyor import subjects, tracing
@@ -34,14 +35,22 @@ on top of the batch before them, which keeps event-to-watcher latency low."""
 
 
 def _trace_applied(
-    messages: list[Msg], batch: list[tuple[int, events_pb2.TaskEvent]], started_ns: int
+    messages: list[Msg],
+    sequences: list[int],
+    batch: list[tuple[int, events_pb2.TaskEvent]],
+    started_ns: int,
 ) -> None:
     """A span per applied event, in the trace of the task it belongs to, so one trace shows
-    the task's whole life. Progress reports are left out: they are many and say little."""
+    the task's whole life. Progress reports are left out: they are many and say little.
+
+    Nothing is made when no span processor would receive the spans (no exporter set up):
+    these spans hold no logs, and making them cost a fifth of the applier's CPU."""
+    if not _spans_recorded():
+        return
     kinds = {sequence: event.WhichOneof("kind") for sequence, event in batch}
-    for msg in messages:
+    for msg, sequence in zip(messages, sequences, strict=True):
         headers = msg.headers or {}
-        kind = kinds.get(msg.metadata.sequence.stream)
+        kind = kinds.get(sequence)
         if "traceparent" not in headers or kind in (None, "progressed"):
             continue
         span = tracing.tracer.start_span(
@@ -49,9 +58,27 @@ def _trace_applied(
             context=tracing.extract(headers),
             kind=SpanKind.CONSUMER,
             start_time=started_ns,
-            attributes={"conveyor.events_sequence": msg.metadata.sequence.stream},
+            attributes={"conveyor.events_sequence": sequence},
         )
         span.end()
+
+
+def _spans_recorded() -> bool:
+    """False only for the SDK's tracer provider with no span processor at all."""
+    provider = trace.get_tracer_provider()
+    active = getattr(provider, "_active_span_processor", None)
+    processors = getattr(active, "_span_processors", None)
+    return processors is None or len(processors) > 0
+
+
+def _stream_sequence(msg: Msg) -> int:
+    """The message's EVENTS stream sequence, read straight from its reply subject
+    (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>``):
+    nats-py's ``metadata`` also builds a datetime and several objects per message."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        return int(tokens[5])
+    return msg.metadata.sequence.stream  # other forms (domain, account hash)
 
 
 def consumer_config(ack_wait: float = 30.0) -> ConsumerConfig:
@@ -125,7 +152,7 @@ class EventApplier:
         batch: list[tuple[int, events_pb2.TaskEvent]] = []
         delivered: list[int] = []
         for msg in messages:
-            sequence = msg.metadata.sequence.stream
+            sequence = _stream_sequence(msg)
             delivered.append(sequence)
             event = _decode(sequence, msg.data)
             if event is not None:
@@ -137,7 +164,7 @@ class EventApplier:
         # What the commit stored is at least this (more if another replica got further).
         self._applied = max(self._applied, last_sequence)
         await messages[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch
-        _trace_applied(messages, batch, fetched_ns)
+        _trace_applied(messages, delivered, batch, fetched_ns)
         await self._hub.publish(changes, last_sequence)
 
     def _follows_applied(self, delivered: list[int]) -> bool:

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
+from unittest.mock import patch
+
+from nats.aio.msg import Msg
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from conveyor.api.events.v1 import events_pb2
-from store.consumer import EventApplier
+from store.consumer import EventApplier, _spans_recorded, _stream_sequence
 from store.watch import WatchHub
 from tests.store.factories import submitted
 
@@ -56,6 +63,7 @@ def message(sequence: int) -> Any:
     data = submitted(f"01jn0000000000000000000{sequence:03d}").SerializeToString()
     return SimpleNamespace(
         data=data,
+        reply=f"$JS.ACK.EVENTS.store.1.{sequence}.{sequence}.1764300000000000000.0",
         headers=None,
         ack=ack,
         metadata=SimpleNamespace(sequence=SimpleNamespace(stream=sequence)),
@@ -98,3 +106,19 @@ async def test_a_redelivered_batch_is_checked_against_the_stored_sequence() -> N
     assert repository.reads == 2
     assert stream.reads == []
     assert repository.batches == [[]]
+
+
+def test_the_stream_sequence_is_read_from_the_reply_subject() -> None:
+    reply = "$JS.ACK.EVENTS.conveyor-store.1.4242.17.1764300000000000000.3"
+    assert _stream_sequence(SimpleNamespace(reply=reply)) == 4242  # type: ignore[arg-type]
+    # Other forms (JetStream domain and account hash) go through nats-py's parser.
+    other = "$JS.ACK.hub.ACCOUNTHASH.EVENTS.conveyor-store.1.4243.18.1764300000000000000.3.x"
+    assert _stream_sequence(Msg(None, reply=other)) == 4243  # type: ignore[arg-type]
+
+
+def test_apply_spans_are_made_only_when_a_processor_takes_them() -> None:
+    provider = TracerProvider()
+    with patch.object(trace, "get_tracer_provider", return_value=provider):
+        assert not _spans_recorded()
+        provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+        assert _spans_recorded()
