@@ -111,20 +111,26 @@ class CancelledTasks:
         self.ids.add(task_id)
 
     async def is_cancelled(self, task_id: str) -> bool:
-        if task_id in self.ids:
-            return True
+        """Whether the task is cancelled: "no" from the set while it is trusted (the
+        common case, no round trip); "yes" is always confirmed by reading the bucket (a
+        re-drive deletes the marker just before queueing the task again, and the watch
+        may not have shown the deletion yet)."""
+        known = task_id in self.ids
         live_at = self._live_at
-        if live_at is not None and live_at == self._reconnects():
+        if not known and live_at is not None and live_at == self._reconnects():
             return False
-        if live_at is not None:
+        if live_at is not None and live_at != self._reconnects():
             self._restart()  # reconnected since the watch was complete
         try:
             entry = await asyncio.wait_for(self._kv.get(task_id), CHECK_TIMEOUT)
         except KeyNotFoundError:
+            self.ids.discard(task_id)
             return False
         except Exception as exc:
             log.warning("could not check cancellation of %s: %s", task_id, exc)
-            return False
+            return known
+        if not entry.value:
+            self.ids.discard(task_id)
         return bool(entry.value)
 
 
