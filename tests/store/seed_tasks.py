@@ -8,7 +8,10 @@
 Every task is a stream of synthetic events (submitted, started, then completed, failed or
 a retry) applied through :meth:`TaskRepository.apply` in large batches, so rows, labels,
 history and indexes are exactly what the store writes for real tasks. The mix: 80 %
-completed, 5 % completed after a retry, 5 % failed, 5 % running, 5 % pending; types
+completed, 5 % completed after a retry, 5 % failed, 10 % failed as lost (5 % never started,
+5 % while running: what the scheduler's reconciler records for tasks a fresh nats-server
+has not queued; a seeded store has no unfinished tasks, which the reconciler would fail
+one a second while a benchmark runs); types
 ``noop`` (6 in 7) and ``text_processing``; labels ``bench_run=seed-NNN`` (10,000 tasks per
 value) and ``bench_scenario=seed``. Tasks are created 10 ms apart, the newest an hour ago,
 so tasks a later bench submits are the newest.
@@ -38,6 +41,7 @@ from sqlalchemy import text, update
 from sqlalchemy.engine import make_url
 
 from conveyor.api.events.v1 import events_pb2
+from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.ids import new_task_id
 from store.db import create_engine, migrate
 from store.models import CURSOR_ID, store_cursor
@@ -64,12 +68,14 @@ def task_events(index: int, created: dt.datetime) -> list[events_pb2.TaskEvent]:
 def _live(
     events: list[events_pb2.TaskEvent], task_id: str, life: int, created: dt.datetime, index: int
 ) -> None:
-    if life == 0:
-        return  # pending
     ms = dt.timedelta(milliseconds=1)
+    if life == 0:
+        events.append(lost(task_id, created + 9 * ms, 1))  # never started
+        return
     events.append(worker_event(task_id, created + 2 * ms, 1, started=events_pb2.Started()))
     if life == 1:
-        return  # running
+        events.append(lost(task_id, created + 9 * ms, 1))  # its worker died
+        return
     if life == 2:
         failed = events_pb2.Failed(error=error(1, "boom", created + 3 * ms))
         events.append(worker_event(task_id, created + 3 * ms, 1, failed=failed))
@@ -83,6 +89,33 @@ def _live(
         attempt = 2
     done = events_pb2.Completed(result=text_result(words=index % 100))
     events.append(worker_event(task_id, created + 6 * ms, attempt, completed=done))
+
+
+def lost(task_id: str, when: dt.datetime, attempt: int) -> events_pb2.TaskEvent:
+    """The failure the scheduler's reconciler records for a task in no stream."""
+    failed = events_pb2.Failed(error=error(attempt, "lost: in no stream", when))
+    failed.error.type = "lost"
+    return worker_event(task_id, when, attempt, worker="scheduler", failed=failed)
+
+
+async def finish_unfinished(repository: TaskRepository, sequence: int) -> int:
+    """Fails every unfinished task as lost (as the reconciler would: a fresh nats-server
+    has none of them queued); returns the last sequence used."""
+    unfinished = [tasks_pb2.TASK_STATE_PENDING, tasks_pb2.TASK_STATE_RUNNING]
+    unfinished += [tasks_pb2.TASK_STATE_SCHEDULED, tasks_pb2.TASK_STATE_RETRYING]
+    while True:
+        page, _ = await repository.list(states=unfinished, page_size=1000)
+        if not page:
+            return sequence
+        events = []
+        for task in page:
+            event = lost(task.id, dt.datetime.now(dt.UTC), max(task.attempt, 1))
+            event.type = task.type
+            events.append(event)
+        numbered = list(enumerate(events, start=sequence + 1))
+        sequence += len(events)
+        await repository.apply(numbered)
+        print(f"failed {len(events)} unfinished tasks as lost", flush=True)
 
 
 def batches(
@@ -117,6 +150,7 @@ async def ensure_postgres_database(url: str, fresh: bool) -> None:
 
 
 async def seed(url: str, tasks: int, per_batch: int, keep_sequence: bool, fresh: bool) -> None:
+    """Seeds the database; with ``tasks`` 0, only fails unfinished tasks (older seeds)."""
     backend = make_url(url).get_backend_name()
     if backend == "postgresql":
         await ensure_postgres_database(url, fresh)
@@ -144,6 +178,7 @@ async def seed(url: str, tasks: int, per_batch: int, keep_sequence: bool, fresh:
                     f"{min(done, tasks) / elapsed:8,.0f} tasks/s",
                     flush=True,
                 )
+        sequence = await finish_unfinished(repository, sequence)
         if not keep_sequence:
             async with engine.begin() as conn:
                 await conn.execute(
