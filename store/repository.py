@@ -233,13 +233,47 @@ _CURSOR_SQL = "SELECT applied_sequence FROM store_cursor WHERE id = ?"
 async def _load(conn: AsyncConnection, ids: set[str]) -> dict[str, Snapshot]:
     ordered = sorted(ids)
     loaded: dict[str, Snapshot] = {}
+    aio = await _aiosqlite_of(conn)
     for start in range(0, len(ordered), _ID_CHUNK):
         chunk = ordered[start : start + _ID_CHUNK]
+        if aio is not None:
+            # One hand-off to aiosqlite's thread instead of four; values come back as
+            # SQLite keeps them and are converted here (see _from_sqlite).
+            sql = f"{_LOAD_SQL}({', '.join('?' * len(chunk))})"
+            for raw in await aio.execute_fetchall(sql, chunk):
+                snapshot = convert.snapshot_from_row(_from_sqlite(raw))
+                loaded[snapshot.id] = snapshot
+            continue
         result = await conn.execute(select(*_SNAPSHOT_COLUMNS).where(tasks.c.id.in_(chunk)))
         for row in result:
             snapshot = convert.snapshot_from_row(row._mapping)
             loaded[snapshot.id] = snapshot
     return loaded
+
+
+_LOAD_NAMES = tuple(c.name for c in _SNAPSHOT_COLUMNS)
+_LOAD_SQL = f"SELECT {', '.join(_LOAD_NAMES)} FROM tasks WHERE id IN "
+_LOAD_TIMES = (
+    "create_time",
+    "update_time",
+    "start_time",
+    "end_time",
+    "run_at",
+    "next_attempt_time",
+)
+
+
+def _from_sqlite(raw: Sequence[Any]) -> dict[str, Any]:
+    """A ``tasks`` row as sqlite3 returns it, with the values SQLAlchemy's column types
+    would give: aware UTC times from the stored text, labels from JSON, booleans."""
+    row = dict(zip(_LOAD_NAMES, raw, strict=True))
+    for name in _LOAD_TIMES:
+        text = row[name]
+        if text is not None:
+            row[name] = dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+    row["labels"] = json.loads(row["labels"]) if row["labels"] else {}
+    row["cancel_requested"] = bool(row["cancel_requested"])
+    return row
 
 
 def _apply_one(batch: _Batch, sequence: int, message: events_pb2.TaskEvent) -> None:

@@ -10,9 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.tasks import timestamp
+from store import convert
 from store.db import migrate
 from store.models import tasks
-from store.repository import TaskRepository
+from store.repository import TaskRepository, _load
 from tests.store.factories import T0, Stream, at, error, submitted, text_result, worker_event
 
 PENDING, RUNNING = tasks_pb2.TASK_STATE_PENDING, tasks_pb2.TASK_STATE_RUNNING
@@ -258,3 +259,20 @@ async def test_written_rows_read_back_as_sqlalchemy_writes_them(
     assert row["start_time"] == whole + dt.timedelta(seconds=1)
     assert row["labels"] == {"team": "x", "n": "1"}
     assert [tuple(r) for r in labels] == [("n", "1"), ("team", "x")]
+
+
+async def test_loaded_snapshots_equal_what_sqlalchemy_reads(
+    repository: TaskRepository, engine: AsyncEngine
+) -> None:
+    """apply loads the batch's tasks straight from the driver on SQLite: the snapshots must
+    be those SQLAlchemy's column types give (aware UTC times, labels, booleans)."""
+    ids = ["01jn0000000000000000000020", "01jn0000000000000000000021"]
+    stream = Stream()
+    await repository.apply(stream.number(*life_of_a_task(ids[0])[:4], submitted(ids[1])))
+    async with engine.begin() as conn:
+        loaded = await _load(conn, set(ids))
+        rows = (await conn.execute(select(tasks).where(tasks.c.id.in_(ids)))).all()
+    expected = {row.id: convert.snapshot_from_row(row._mapping) for row in rows}
+    assert loaded == expected
+    assert loaded[ids[0]].labels == {"team": "search"}
+    assert loaded[ids[0]].next_attempt_time == at(5)
