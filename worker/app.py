@@ -103,7 +103,7 @@ class Worker:
         await self.cancelled.start()  # before any task is fetched
         self.runner = Runner(
             self.registry,
-            CountingPublisher(js, self.settings.worker_id, self.metrics),
+            CountingPublisher(js, self.settings.worker_id, self.metrics, self.nc),
             self.cancelled,
             call,
         )

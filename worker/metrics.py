@@ -15,6 +15,7 @@ import datetime as dt
 import time
 from typing import Any
 
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from conveyor.api.events.v1 import events_pb2
@@ -69,8 +70,14 @@ def _queued_at(job: Job) -> dt.datetime | None:
 class CountingPublisher(EventPublisher):
     """An event publisher counting each event it got acknowledged, by type and kind."""
 
-    def __init__(self, js: JetStreamContext, worker_id: str, metrics: WorkerMetrics) -> None:
-        super().__init__(js, worker_id)
+    def __init__(
+        self,
+        js: JetStreamContext,
+        worker_id: str,
+        metrics: WorkerMetrics,
+        nc: NATS | None = None,
+    ) -> None:
+        super().__init__(js, worker_id, nc)
         self._metrics = metrics
 
     async def publish(
