@@ -23,6 +23,9 @@ from conveyor import subjects
 from conveyor.config import MIB, CommonSettings
 from conveyor.metrics import ServiceMetrics
 
+CANCELLED_TTL = 7 * 24 * 3600.0
+"""How long a cancel marker lives in the conveyor_cancelled bucket."""
+
 log = logging.getLogger(__name__)
 
 EVENTS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
@@ -142,7 +145,7 @@ async def ensure_buckets(js: JetStreamContext, settings: CommonSettings) -> dict
             js, subjects.KV_IDEMPOTENCY, settings, ttl=30 * 24 * 3600.0
         ),
         subjects.KV_CANCELLED: await bucket(
-            js, subjects.KV_CANCELLED, settings, ttl=7 * 24 * 3600.0
+            js, subjects.KV_CANCELLED, settings, ttl=CANCELLED_TTL
         ),
         subjects.KV_QUEUES: await bucket(js, subjects.KV_QUEUES, settings),
         subjects.KV_PERMITS: await bucket(js, subjects.KV_PERMITS, settings),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Container, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,9 +101,9 @@ class TimeLimit(Middleware):
 class Cancellation(Middleware):
     """Stops a running handler when a client cancels its task."""
 
-    def __init__(self, cancelled: set[str] | None = None) -> None:
+    def __init__(self, cancelled: Container[str] | None = None) -> None:
         self._running: dict[str, tuple[asyncio.Task[tasks_pb2.TaskResult], TaskContext]] = {}
-        self.cancelled: set[str] = cancelled if cancelled is not None else set()
+        self.cancelled: Container[str] = cancelled if cancelled is not None else set()
         """Ids of tasks known to be cancelled: such a handler is not started at all (the
         signal may arrive after the check before the start, before it is registered)."""
 

@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.context import TaskContext
 from conveyor.errors import NonRetryable, Retry, TaskCancelled, TaskTimeout
+from conveyor.jetstream import CANCELLED_TTL
 from conveyor.logs import attempt_var, task_id_var, task_type_var
 from conveyor.registry import Registry, RetryPolicy
 from conveyor.tasks import now, seconds, timestamp
@@ -42,6 +44,8 @@ LEASE_BEAT = 1.0
 """How often a slow publish tells JetStream the task is still held: within the shortest
 lease allowed (CONVEYOR_ACK_WAIT_SECONDS >= 1)."""
 CHECK_TIMEOUT = 5.0
+PRUNE_EVERY = 3600.0
+"""How often ids learnt longer ago than the markers live are dropped."""
 
 
 class CancelledTasks:
@@ -58,7 +62,9 @@ class CancelledTasks:
     def __init__(self, kv: KeyValue, reconnects: Callable[[], int]) -> None:
         self._kv = kv
         self._reconnects = reconnects
-        self.ids: set[str] = set()
+        self.ids: dict[str, float] = {}
+        """Cancelled ids, each with the (monotonic) time it was learnt."""
+        self._pruned = time.monotonic()
         self._live_at: int | None = None
         self._loaded = asyncio.Event()
         self._watch: asyncio.Task[None] | None = None
@@ -95,9 +101,9 @@ class CancelledTasks:
                     elif entry.key is None:
                         continue
                     elif entry.operation in ("DEL", "PURGE") or not entry.value:
-                        self.ids.discard(entry.key)
+                        self.ids.pop(entry.key, None)
                     else:
-                        self.ids.add(entry.key)
+                        self.add(entry.key)
                 self._live_at = None
             except asyncio.CancelledError:
                 raise
@@ -107,8 +113,19 @@ class CancelledTasks:
                 await asyncio.sleep(1.0)
 
     def add(self, task_id: str) -> None:
-        """A cancel signal: the task is cancelled whatever the watch says yet."""
-        self.ids.add(task_id)
+        """A cancelled task (a marker seen by the watch, or a cancel signal: the task is
+        cancelled whatever the watch says yet).
+
+        Markers expire from the bucket after CANCELLED_TTL without the watch telling, so
+        ids learnt longer ago than that are forgotten here too: the set stays bounded, and
+        a forgotten id's marker is gone from the bucket as well."""
+        now = time.monotonic()
+        self.ids[task_id] = now
+        if now - self._pruned > PRUNE_EVERY:
+            self._pruned = now
+            expired = [i for i, seen in self.ids.items() if now - seen > CANCELLED_TTL]
+            for expired_id in expired:
+                del self.ids[expired_id]
 
     async def is_cancelled(self, task_id: str) -> bool:
         """Whether the task is cancelled: "no" from the set while it is trusted (the
@@ -124,13 +141,13 @@ class CancelledTasks:
         try:
             entry = await asyncio.wait_for(self._kv.get(task_id), CHECK_TIMEOUT)
         except KeyNotFoundError:
-            self.ids.discard(task_id)
+            self.ids.pop(task_id, None)
             return False
         except Exception as exc:
             log.warning("could not check cancellation of %s: %s", task_id, exc)
             return known
         if not entry.value:
-            self.ids.discard(task_id)
+            self.ids.pop(task_id, None)
         return bool(entry.value)
 
 

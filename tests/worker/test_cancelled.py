@@ -18,7 +18,7 @@ from conveyor.context import TaskContext
 from conveyor.errors import TaskCancelled
 from conveyor.registry import TaskType
 from worker.middleware import Cancellation, Job
-from worker.runner import CancelledTasks
+from worker.runner import PRUNE_EVERY, CancelledTasks
 
 
 class CountingKV:
@@ -101,7 +101,7 @@ async def test_a_known_cancel_is_confirmed_by_the_bucket(bucket: KeyValue) -> No
         async with asyncio.timeout(10):
             while "redriven" in cancelled.ids:
                 await asyncio.sleep(0.01)
-        cancelled.ids.add("redriven")  # as if the watch had not shown the deletion yet
+        cancelled.add("redriven")  # as if the watch had not shown the deletion yet
         assert not await cancelled.is_cancelled("redriven")
         assert "redriven" not in cancelled.ids
         cancelled.add("signalled")  # a cancel signal
@@ -144,3 +144,20 @@ async def test_a_handler_known_cancelled_is_not_started() -> None:
         else:
             await cancellation.around(job, handler)
     assert calls == ["kept"]
+
+
+async def test_ids_learnt_longer_ago_than_markers_live_are_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Markers expire from the bucket without the watch telling: the set must not grow
+    for ever, and it forgets only ids whose markers have expired too."""
+    clock = [1000.0]
+    monkeypatch.setattr("worker.runner.time.monotonic", lambda: clock[0])
+    cancelled = CancelledTasks(None, lambda: 0)  # type: ignore[arg-type]
+    cancelled.add("old")
+    clock[0] += jetstream.CANCELLED_TTL - 10
+    cancelled.add("recent")
+    assert set(cancelled.ids) == {"old", "recent"}  # "old"'s marker may still be there
+    clock[0] += PRUNE_EVERY + 1  # pruned at most this often
+    cancelled.add("new")
+    assert set(cancelled.ids) == {"recent", "new"}
