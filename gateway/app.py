@@ -16,10 +16,11 @@ from conveyor.metrics import GatewayMetrics
 from conveyor.schedules import ScheduleBook
 from conveyor.server import Server, run_service
 from gateway.catalog import TypeCatalog
+from gateway.publish import AckedPublisher
 from gateway.queues import QueueService
 from gateway.schedules import ScheduleService
 from gateway.service import GatewayService
-from gateway.submit import Submitter, task_finder
+from gateway.submit import PUBLISH_TIMEOUT, Submitter, task_finder
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,11 @@ class Gateway:
         store = tasks_pb2_grpc.TaskServiceStub(self.channel)
 
         submitter = Submitter(
-            js, self.catalog, buckets[subjects.KV_IDEMPOTENCY], task_finder(store)
+            js,
+            self.catalog,
+            buckets[subjects.KV_IDEMPOTENCY],
+            task_finder(store),
+            AckedPublisher(self.nc, PUBLISH_TIMEOUT),
         )
         self.server = Server(
             self.settings.listen,

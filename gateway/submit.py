@@ -43,6 +43,7 @@ from conveyor.tasks import (
     timestamp,
 )
 from gateway.catalog import TypeCatalog
+from gateway.publish import AckedPublisher
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,10 @@ class Submitter:
         catalog: TypeCatalog,
         idempotency: KeyValue,
         find_task: Any,
+        publisher: AckedPublisher | None = None,
     ) -> None:
         self._js = js
+        self._publisher = publisher  # lighter publishes on the gateway's connection
         self._catalog = catalog
         self._idempotency = idempotency
         self._find_task = find_task  # async (task_id) -> Task | None, asks the store
@@ -249,13 +252,10 @@ class Submitter:
                 task=item.task, input=item.message.input, retry_policy=item.retry_policy
             ),
         )
-        await _bounded(
-            self._js.publish(
-                subjects.event_subject(item.task.type),
-                event.SerializeToString(),
-                timeout=PUBLISH_TIMEOUT,
-                headers=tracing.inject({subjects.HEADER_MSG_ID: f"{item.task.id}:submitted"}),
-            )
+        await self._send(
+            subjects.event_subject(item.task.type),
+            event.SerializeToString(),
+            tracing.inject({subjects.HEADER_MSG_ID: f"{item.task.id}:submitted"}),
         )
 
     async def _publish_task(self, item: _Prepared) -> None:
@@ -265,8 +265,13 @@ class Submitter:
         if item.task.HasField("run_at"):
             subject = subjects.delayed_subject(item.task.id)
             headers.update(subjects.schedule_headers(item.task.run_at.ToDatetime(dt.UTC), target))
-        await _bounded(
-            self._js.publish(
-                subject, item.message.SerializeToString(), timeout=PUBLISH_TIMEOUT, headers=headers
+        await self._send(subject, item.message.SerializeToString(), headers)
+
+    async def _send(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        """Publishes and waits (bounded) for the stream's acknowledgement."""
+        if self._publisher is not None:
+            await self._publisher.publish(subject, data, headers)
+        else:
+            await _bounded(
+                self._js.publish(subject, data, timeout=PUBLISH_TIMEOUT, headers=headers)
             )
-        )

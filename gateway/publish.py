@@ -1,0 +1,72 @@
+"""JetStream publishes awaiting their acknowledgement, with less work per publish than
+``JetStreamContext.publish``: one reply subscription for all of them, a future and a
+timer each; no request task, no wait_for, no PubAck object built from JSON. (The same
+technique as the worker's event publisher.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.js.errors import APIError
+
+
+class AckedPublisher:
+    """Publishes and waits for the stream's acknowledgement. An error answer, "no
+    responders" (no stream takes the subject) or no answer within ``timeout`` raises
+    (APIError, NoRespondersError, TimeoutError)."""
+
+    def __init__(self, nc: NATS, timeout: float) -> None:
+        self._nc = nc
+        self._timeout = timeout
+        self._prefix = nc.new_inbox()
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._next = 0
+        self._opening: asyncio.Future[None] | None = None
+
+    async def _open(self) -> None:
+        await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        waiting = self._waiting.pop(msg.subject[len(self._prefix) + 1 :], None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(msg)
+
+    async def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        """Publishes ``data`` and returns once the stream acknowledged it."""
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._open())
+        if not self._opening.done():
+            await asyncio.shield(self._opening)
+        loop = asyncio.get_running_loop()
+        self._next += 1
+        token = str(self._next)
+        answer: asyncio.Future[Msg] = loop.create_future()
+        self._waiting[token] = answer
+        timer = loop.call_later(self._timeout, _time_out, answer)
+        try:
+            await self._nc.publish(subject, data, reply=f"{self._prefix}.{token}", headers=headers)
+            reply = await answer
+        finally:
+            timer.cancel()
+            self._waiting.pop(token, None)
+        if not reply.data:  # a status: 503 no responders (no stream takes the subject)
+            status = reply.headers.get("Status") if reply.headers else None
+            if status == "503":
+                raise NoRespondersError
+            raise APIError(description=f"publish answered with status {status}")
+        if b'"error"' in reply.data:
+            error = json.loads(reply.data).get("error") or {}
+            raise APIError(
+                code=error.get("code"),
+                err_code=error.get("err_code"),
+                description=error.get("description"),
+            )
+
+
+def _time_out(answer: asyncio.Future[Msg]) -> None:
+    if not answer.done():
+        answer.set_exception(TimeoutError("JetStream did not acknowledge the publish"))

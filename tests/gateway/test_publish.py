@@ -1,0 +1,60 @@
+"""The gateway's acknowledged publish: stored before publish returns, a repeated message
+id is stored once, an error answer or a subject no stream takes raises, and a publish
+that gets no answer times out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.js import JetStreamContext
+from nats.js.errors import APIError
+
+from conveyor import jetstream, subjects
+from conveyor.config import CommonSettings
+from gateway.publish import AckedPublisher
+
+
+@pytest.fixture
+async def connection(common: CommonSettings) -> AsyncIterator[tuple[NATS, JetStreamContext]]:
+    nc, js = await jetstream.setup(common, "gateway-publish-test")
+    yield nc, js
+    await jetstream.close(nc)
+
+
+async def test_a_publish_is_stored_once_before_it_returns(
+    connection: tuple[NATS, JetStreamContext],
+) -> None:
+    nc, js = connection
+    publisher = AckedPublisher(nc, 5.0)
+    subject = subjects.event_subject("greet")
+    before = (await js.stream_info(subjects.STREAM_EVENTS)).state.messages
+    headers = {subjects.HEADER_MSG_ID: "gateway-publish-test:1"}
+    await publisher.publish(subject, b"first", headers)
+    await publisher.publish(subject, b"again", dict(headers))  # a repeat: deduplicated
+    assert (await js.stream_info(subjects.STREAM_EVENTS)).state.messages == before + 1
+    stored = await js.get_last_msg(subjects.STREAM_EVENTS, subject)
+    assert stored.data == b"first"
+
+
+async def test_refusals_raise(connection: tuple[NATS, JetStreamContext]) -> None:
+    nc, _ = connection
+    publisher = AckedPublisher(nc, 5.0)
+    with pytest.raises(NoRespondersError):
+        await publisher.publish("nowhere.at.all", b"x", {})
+    # The stream refuses a message that expects another stream: an error answer.
+    with pytest.raises(APIError):
+        await publisher.publish(
+            subjects.event_subject("greet"), b"x", {"Nats-Expected-Stream": "NOT_THIS_ONE"}
+        )
+
+
+async def test_no_answer_times_out(connection: tuple[NATS, JetStreamContext]) -> None:
+    nc, _ = connection
+    sub = await nc.subscribe("gateway.publish.test.silent")  # takes it, never answers
+    publisher = AckedPublisher(nc, 0.2)
+    with pytest.raises(TimeoutError):
+        await publisher.publish("gateway.publish.test.silent", b"x", {})
+    await sub.unsubscribe()
