@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -72,9 +73,13 @@ def now() -> dt.datetime:
 
 
 def timestamp(value: dt.datetime | None = None) -> timestamp_pb2.Timestamp:
-    """A Timestamp of value (now when None)."""
+    """A Timestamp of value (now when None; built from integers then, which costs a
+    fraction of converting a datetime: it stamps every event)."""
+    if value is None:
+        ns = time.time_ns()
+        return timestamp_pb2.Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
     ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value or now())
+    ts.FromDatetime(value)
     return ts
 
 

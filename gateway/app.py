@@ -13,10 +13,10 @@ from conveyor.api.schedules.v1 import schedules_pb2, schedules_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import GatewaySettings, load_environ
 from conveyor.metrics import GatewayMetrics
+from conveyor.publish import AckedPublisher
 from conveyor.schedules import ScheduleBook
 from conveyor.server import Server, run_service
 from gateway.catalog import TypeCatalog
-from gateway.publish import AckedPublisher
 from gateway.queues import QueueService
 from gateway.schedules import ScheduleService
 from gateway.service import GatewayService

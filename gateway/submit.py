@@ -33,6 +33,7 @@ from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.errors import FieldViolation, InvalidArgument, Unavailable
 from conveyor.ids import new_task_id
+from conveyor.publish import AckedPublisher
 from conveyor.tasks import (
     CUSTOM_FIELD,
     input_field,
@@ -43,7 +44,6 @@ from conveyor.tasks import (
     timestamp,
 )
 from gateway.catalog import TypeCatalog
-from gateway.publish import AckedPublisher
 
 log = logging.getLogger(__name__)
 

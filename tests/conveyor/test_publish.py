@@ -14,7 +14,7 @@ from nats.js.errors import APIError
 
 from conveyor import jetstream, subjects
 from conveyor.config import CommonSettings
-from gateway.publish import AckedPublisher
+from conveyor.publish import AckedPublisher
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """JetStream publishes awaiting their acknowledgement, with less work per publish than
 ``JetStreamContext.publish``: one reply subscription for all of them, a future and a
-timer each; no request task, no wait_for, no PubAck object built from JSON. (The same
-technique as the worker's event publisher.)"""
+timer each; no request task, no wait_for, no PubAck object built from JSON. Used for
+the hot publishes: the gateway's submits and the worker's events."""
 
 from __future__ import annotations
 
