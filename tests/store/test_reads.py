@@ -98,11 +98,13 @@ async def test_reads_see_each_committed_batch(repository: TaskRepository) -> Non
     assert [t.version for t in await repository.history(task.id)] == [1, 2]
 
 
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 async def test_a_read_survives_the_database_dropping_its_connections(
     repository: TaskRepository, database_url: str
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has no server to drop connections")
+    """PostgreSQL only: SQLite has no server to drop connections."""
     await repository.apply(Stream().number(submitted("01jn00000000000000000000c1")))
     assert await repository.get("01jn00000000000000000000c1") is not None
     # As a database restart does: every session of the test database ends.
