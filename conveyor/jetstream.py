@@ -144,9 +144,7 @@ async def ensure_buckets(js: JetStreamContext, settings: CommonSettings) -> dict
         subjects.KV_IDEMPOTENCY: await bucket(
             js, subjects.KV_IDEMPOTENCY, settings, ttl=30 * 24 * 3600.0
         ),
-        subjects.KV_CANCELLED: await bucket(
-            js, subjects.KV_CANCELLED, settings, ttl=CANCELLED_TTL
-        ),
+        subjects.KV_CANCELLED: await bucket(js, subjects.KV_CANCELLED, settings, ttl=CANCELLED_TTL),
         subjects.KV_QUEUES: await bucket(js, subjects.KV_QUEUES, settings),
         subjects.KV_PERMITS: await bucket(js, subjects.KV_PERMITS, settings),
         subjects.KV_SCHEDULES: await bucket(js, subjects.KV_SCHEDULES, settings),
