@@ -43,9 +43,19 @@ from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from store import convert
 from store.db import SQLITE_BUSY_TIMEOUT_MS, write_transaction
-from store.models import CURSOR_ID, store_cursor, task_history, task_labels, tasks
+from store.models import (
+    CURSOR_ID,
+    UTCDateTime,
+    store_cursor,
+    task_history,
+    task_labels,
+    tasks,
+)
 from store.pagination import Cursor, decode_token, encode_token, page_size_of
 from store.transitions import Kind, Snapshot, transition
+
+_TIME_COLUMNS = tuple(c.name for c in tasks.c if isinstance(c.type, UTCDateTime))
+"""The ``tasks`` columns holding times, which the driver-level reads and writes convert."""
 
 logger = logging.getLogger(__name__)
 
@@ -253,21 +263,13 @@ async def _load(conn: AsyncConnection, ids: set[str]) -> dict[str, Snapshot]:
 
 _LOAD_NAMES = tuple(c.name for c in _SNAPSHOT_COLUMNS)
 _LOAD_SQL = f"SELECT {', '.join(_LOAD_NAMES)} FROM tasks WHERE id IN "
-_LOAD_TIMES = (
-    "create_time",
-    "update_time",
-    "start_time",
-    "end_time",
-    "run_at",
-    "next_attempt_time",
-)
 
 
 def _from_sqlite(raw: Sequence[Any]) -> dict[str, Any]:
     """A ``tasks`` row as sqlite3 returns it, with the values SQLAlchemy's column types
     would give: aware UTC times from the stored text, labels from JSON, booleans."""
     row = dict(zip(_LOAD_NAMES, raw, strict=True))
-    for name in _LOAD_TIMES:
+    for name in _TIME_COLUMNS:
         text = row[name]
         if text is not None:
             row[name] = dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
@@ -319,7 +321,7 @@ async def _write(conn: AsyncConnection, batch: _Batch, applied: int) -> None:
     label_rows: list[tuple[str, str, str]] = []
     for task_id, snapshot in batch.current.items():
         row = convert.snapshot_to_row(snapshot)
-        for name in _WRITE_TIMES:
+        for name in _TIME_COLUMNS:
             row[name] = to_time(row[name])
         if task_id in batch.created:
             row["input"], row["retry_policy"] = batch.created[task_id]
@@ -341,14 +343,6 @@ async def _write(conn: AsyncConnection, batch: _Batch, applied: int) -> None:
     await _executemany(conn, "cursor", [(applied, CURSOR_ID)])
 
 
-_WRITE_TIMES = (
-    "create_time",
-    "update_time",
-    "start_time",
-    "end_time",
-    "run_at",
-    "next_attempt_time",
-)
 _INSERT_KEYS = tuple(c.name for c in tasks.c)
 _UPDATE_KEYS = (*_MUTABLE, "b_id")
 _WRITES: dict[str, tuple[Any, tuple[str, ...]]] = {
@@ -724,13 +718,5 @@ def _task_of(row: Sequence[Any], names: Sequence[str], raw: bool) -> tasks_pb2.T
     return task
 
 
-_TIME_COLUMNS = (
-    "create_time",
-    "update_time",
-    "start_time",
-    "end_time",
-    "run_at",
-    "next_attempt_time",
-)
 _SNAPSHOT_NAMES = [c.name for c in _SNAPSHOT_COLUMNS]
 _LISTED_NAMES = [c.name for c in _LISTED_COLUMNS]
