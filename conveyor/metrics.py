@@ -45,6 +45,7 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 
 from conveyor import subjects
+from conveyor.interceptors import CachingInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -376,41 +377,26 @@ def _http(status: int, content_type: str, body: bytes, method: str) -> bytes:
     return head.encode("latin-1") + (b"" if method == "HEAD" else body)
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class MetricsInterceptor(CachingInterceptor):
     """Counts every gRPC call by method and status code, and times unary calls.
 
     Installed before the ErrorInterceptor, so it sees the status that one chose.
     """
 
     def __init__(self, metrics: ServiceMetrics) -> None:
+        super().__init__()
         self._metrics = metrics
-        # Per full method: the inner handler and its wrapped one, built once (grpc asks
-        # for the handler on every call and gets the same object back each time).
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         self._counters: dict[tuple[str, str], Any] = {}
         self._timers: dict[str, Any] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return None  # unknown method: nothing kept for names clients make up
-        cached = self._wrapped.get(details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = handler
-        method = details.method.lstrip("/")
+    def wrap(self, handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
+        method = full_method.lstrip("/")
         for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
             inner = getattr(handler, kind)
             if inner is not None:
                 timed = kind == "unary_unary"
-                wrapped = handler._replace(**{kind: self._wrap(inner, method, timed)})
-                break
-        self._wrapped[details.method] = (handler, wrapped)
-        return wrapped
+                return handler._replace(**{kind: self._wrap(inner, method, timed)})
+        return handler
 
     def _wrap(self, inner: Any, method: str, timed: bool) -> Any:
         record = self._record

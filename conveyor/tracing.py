@@ -20,6 +20,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from conveyor.interceptors import CachingInterceptor
+
 _configured = False
 
 tracer = trace.get_tracer("conveyor")
@@ -81,7 +83,7 @@ def _finish(span: trace.Span, servicer_context: Any, failed: bool) -> None:
         span.set_status(trace.StatusCode.ERROR)
 
 
-class ServerTracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ServerTracingInterceptor(CachingInterceptor):
     """One SERVER span per call of a Conveyor service, continuing the caller's trace.
 
     What the OpenTelemetry grpc instrumentation's server interceptor records (name = full
@@ -92,22 +94,7 @@ class ServerTracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
     would only add noise.
     """
 
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
-
-    async def intercept_service(self, continuation: Any, details: Any) -> Any:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        cached = self._wrapped.get(details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, details.method)
-        self._wrapped[details.method] = (handler, wrapped)
-        return wrapped
-
-    @staticmethod
-    def _wrap(handler: Any, full_method: str) -> Any:
+    def wrap(self, handler: Any, full_method: str) -> Any:
         service, _, method = full_method.lstrip("/").partition("/")
         if not service.startswith("conveyor."):
             return handler
