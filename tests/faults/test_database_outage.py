@@ -21,31 +21,23 @@ import pytest
 from tests.conftest import NatsServer
 from tests.faults.checks import Load, audit
 from tests.faults.conftest import Cluster
-from tests.store.conftest import POSTGRES_PASSWORD, POSTGRES_USER, postgres_address
+from tests.store.conftest import (
+    POSTGRES_PASSWORD,
+    POSTGRES_USER,
+    postgres_address,
+    postgres_admin,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.timeout(180)]
 
 OUTAGE_SECONDS = 4.0
 
 
-async def admin() -> psycopg.AsyncConnection[tuple[object, ...]]:
-    host, port = postgres_address()
-    return await psycopg.AsyncConnection.connect(
-        host=host,
-        port=port,
-        user=POSTGRES_USER,
-        password=POSTGRES_PASSWORD,
-        dbname="postgres",
-        autocommit=True,
-        connect_timeout=3,
-    )
-
-
 @pytest.fixture
 async def database() -> AsyncIterator[tuple[str, psycopg.AsyncConnection[tuple[object, ...]]]]:
     """A fresh database's name, and an admin connection to open and close it."""
     try:
-        connection = await admin()
+        connection = await postgres_admin()
     except psycopg.Error as exc:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"PostgreSQL unreachable: {exc}")

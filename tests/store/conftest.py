@@ -30,7 +30,8 @@ def postgres_address() -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-async def _admin() -> psycopg.AsyncConnection[tuple[object, ...]]:
+async def postgres_admin() -> psycopg.AsyncConnection[tuple[object, ...]]:
+    """A connection to the test server's maintenance database, in autocommit."""
     host, port = postgres_address()
     return await psycopg.AsyncConnection.connect(
         host=host,
@@ -47,7 +48,7 @@ async def _admin() -> psycopg.AsyncConnection[tuple[object, ...]]:
 async def postgres_url() -> AsyncIterator[str]:
     """The URL of a fresh, empty PostgreSQL database, dropped after the test."""
     try:
-        admin = await _admin()
+        admin = await postgres_admin()
     except psycopg.Error as exc:
         host, port = postgres_address()
         message = f"PostgreSQL unreachable at {host}:{port} as {POSTGRES_USER}: {exc}"

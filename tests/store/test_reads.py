@@ -7,14 +7,13 @@ are applied, so comparing the two checks every field of that shortcut.
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from store.repository import TaskRepository
-from tests.store.conftest import POSTGRES_PASSWORD, POSTGRES_USER, postgres_address
+from tests.store.conftest import postgres_admin
 from tests.store.factories import Stream, at, error, submitted, text_result, worker_event
 
 
@@ -108,16 +107,8 @@ async def test_a_read_survives_the_database_dropping_its_connections(
     await repository.apply(Stream().number(submitted("01jn00000000000000000000c1")))
     assert await repository.get("01jn00000000000000000000c1") is not None
     # As a database restart does: every session of the test database ends.
-    host, port = postgres_address()
     name = make_url(database_url).database
-    async with await psycopg.AsyncConnection.connect(
-        host=host,
-        port=port,
-        user=POSTGRES_USER,
-        password=POSTGRES_PASSWORD,
-        dbname="postgres",
-        autocommit=True,
-    ) as admin:
+    async with await postgres_admin() as admin:
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
         )
