@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
+from conveyor import jetstream
 from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from conveyor.config import (
     CommonSettings,
@@ -100,6 +103,16 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 @pytest.fixture
 def common(nats_server: NatsServer) -> CommonSettings:
     return CommonSettings(nats_url=nats_server.url, log_level="info")
+
+
+@pytest.fixture
+async def nats_connection(
+    common: CommonSettings,
+) -> AsyncIterator[tuple[NATS, JetStreamContext]]:
+    """A client connection to the test's nats-server, with the streams declared."""
+    nc, js = await jetstream.setup(common, "test")
+    yield nc, js
+    await jetstream.close(nc)
 
 
 class System:

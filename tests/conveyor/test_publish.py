@@ -4,30 +4,20 @@ that gets no answer times out."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
-from conveyor import jetstream, subjects
-from conveyor.config import CommonSettings
+from conveyor import subjects
 from conveyor.publish import AckedPublisher
 
 
-@pytest.fixture
-async def connection(common: CommonSettings) -> AsyncIterator[tuple[NATS, JetStreamContext]]:
-    nc, js = await jetstream.setup(common, "gateway-publish-test")
-    yield nc, js
-    await jetstream.close(nc)
-
-
 async def test_a_publish_is_stored_once_before_it_returns(
-    connection: tuple[NATS, JetStreamContext],
+    nats_connection: tuple[NATS, JetStreamContext],
 ) -> None:
-    nc, js = connection
+    nc, js = nats_connection
     publisher = AckedPublisher(nc, 5.0)
     subject = subjects.event_subject("greet")
     before = (await js.stream_info(subjects.STREAM_EVENTS)).state.messages
@@ -39,8 +29,8 @@ async def test_a_publish_is_stored_once_before_it_returns(
     assert stored.data == b"first"
 
 
-async def test_refusals_raise(connection: tuple[NATS, JetStreamContext]) -> None:
-    nc, _ = connection
+async def test_refusals_raise(nats_connection: tuple[NATS, JetStreamContext]) -> None:
+    nc, _ = nats_connection
     publisher = AckedPublisher(nc, 5.0)
     with pytest.raises(NoRespondersError):
         await publisher.publish("nowhere.at.all", b"x", {})
@@ -51,8 +41,8 @@ async def test_refusals_raise(connection: tuple[NATS, JetStreamContext]) -> None
         )
 
 
-async def test_no_answer_times_out(connection: tuple[NATS, JetStreamContext]) -> None:
-    nc, _ = connection
+async def test_no_answer_times_out(nats_connection: tuple[NATS, JetStreamContext]) -> None:
+    nc, _ = nats_connection
     sub = await nc.subscribe("gateway.publish.test.silent")  # takes it, never answers
     publisher = AckedPublisher(nc, 0.2)
     with pytest.raises(TimeoutError):

@@ -3,30 +3,20 @@ returns, and a publish that no stream takes raises (the runner then retries it).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 
-from conveyor import jetstream, subjects
+from conveyor import subjects
 from conveyor.api.events.v1 import events_pb2
-from conveyor.config import CommonSettings
 from worker.events import EventPublisher
 
 
-@pytest.fixture
-async def connection(common: CommonSettings) -> AsyncIterator[tuple[NATS, JetStreamContext]]:
-    nc, js = await jetstream.setup(common, "events-test")
-    yield nc, js
-    await jetstream.close(nc)
-
-
 async def test_an_event_is_stored_once_before_publish_returns(
-    connection: tuple[NATS, JetStreamContext],
+    nats_connection: tuple[NATS, JetStreamContext],
 ) -> None:
-    nc, js = connection
+    nc, js = nats_connection
     publisher = EventPublisher(js, "w1", nc)
     message = events_pb2.TaskMessage(task_id="t1", type="greet")
     before = (await js.stream_info(subjects.STREAM_EVENTS)).state.messages
@@ -41,9 +31,9 @@ async def test_an_event_is_stored_once_before_publish_returns(
 
 
 async def test_a_publish_no_stream_takes_raises(
-    connection: tuple[NATS, JetStreamContext], monkeypatch: pytest.MonkeyPatch
+    nats_connection: tuple[NATS, JetStreamContext], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    nc, js = connection
+    nc, js = nats_connection
     monkeypatch.setattr(subjects, "event_subject", lambda task_type: "nowhere.at.all")
     publisher = EventPublisher(js, "w1", nc)
     message = events_pb2.TaskMessage(task_id="t2", type="greet")
