@@ -41,6 +41,16 @@ def setup_tracing(service: str, env: Mapping[str, str]) -> None:
     trace.set_tracer_provider(provider)
 
 
+def spans_recorded() -> bool:
+    """Whether a span made now goes anywhere: False only for the SDK's tracer provider
+    with no span processor at all (no exporter configured), so callers can skip spans
+    that would only cost time. Reads SDK internals; when they are missing, True."""
+    provider = trace.get_tracer_provider()
+    active = getattr(provider, "_active_span_processor", None)
+    processors = getattr(active, "_span_processors", None)
+    return processors is None or len(processors) > 0
+
+
 def inject(headers: dict[str, str] | None = None) -> dict[str, str]:
     """The headers with the current trace context added (``traceparent``)."""
     carrier = headers if headers is not None else {}

@@ -11,7 +11,6 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from conveyor import subjects, tracing
@@ -45,7 +44,7 @@ def _trace_applied(
 
     Nothing is made when no span processor would receive the spans (no exporter set up):
     these spans hold no logs, and making them cost a fifth of the applier's CPU."""
-    if not _spans_recorded():
+    if not tracing.spans_recorded():
         return
     kinds = {sequence: event.WhichOneof("kind") for sequence, event in batch}
     for msg, sequence in zip(messages, sequences, strict=True):
@@ -61,14 +60,6 @@ def _trace_applied(
             attributes={"conveyor.events_sequence": sequence},
         )
         span.end()
-
-
-def _spans_recorded() -> bool:
-    """False only for the SDK's tracer provider with no span processor at all."""
-    provider = trace.get_tracer_provider()
-    active = getattr(provider, "_active_span_processor", None)
-    processors = getattr(active, "_span_processors", None)
-    return processors is None or len(processors) > 0
 
 
 def _stream_sequence(msg: Msg) -> int:

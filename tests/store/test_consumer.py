@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from conveyor.api.events.v1 import events_pb2
-from store.consumer import EventApplier, _spans_recorded, _stream_sequence
+from conveyor.tracing import spans_recorded
+from store.consumer import EventApplier, _stream_sequence
 from store.watch import WatchHub
 from tests.store.factories import submitted
 
@@ -119,6 +120,6 @@ def test_the_stream_sequence_is_read_from_the_reply_subject() -> None:
 def test_apply_spans_are_made_only_when_a_processor_takes_them() -> None:
     provider = TracerProvider()
     with patch.object(trace, "get_tracer_provider", return_value=provider):
-        assert not _spans_recorded()
+        assert not spans_recorded()
         provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
-        assert _spans_recorded()
+        assert spans_recorded()
