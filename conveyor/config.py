@@ -229,6 +229,7 @@ class WorkerSettings:
     worker_id: str = field(default_factory=default_worker_id)
     ack_wait_seconds: float = 30.0
     shutdown_grace_seconds: float = 30.0
+    start_event_delay_seconds: float = 0.05
     metrics_listen: str = EMBEDDED_METRICS_LISTEN
 
     @staticmethod
@@ -244,6 +245,7 @@ class WorkerSettings:
             worker_id=r.text("WORKER_ID", default_worker_id()),
             ack_wait_seconds=r.number("ACK_WAIT_SECONDS", 30.0, minimum=1.0),
             shutdown_grace_seconds=r.number("SHUTDOWN_GRACE_SECONDS", 30.0),
+            start_event_delay_seconds=r.number("START_EVENT_DELAY_SECONDS", 0.05),
             metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9094"),
         )
         r.done()

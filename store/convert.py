@@ -52,6 +52,33 @@ def event_from_proto(event: events_pb2.TaskEvent) -> Event | None:
     return Event(**base)
 
 
+_OUTCOMES = frozenset({"completed", "retrying", "failed", "cancelled"})
+
+
+def events_from_proto(event: events_pb2.TaskEvent) -> tuple[Event, ...]:
+    """What a stream event records, in order; empty when its kind is not set.
+
+    Usually one event. A worker leaves out the separate ``started`` event of an attempt
+    that ends quickly and stamps its start on the outcome instead (``start_time``): that
+    is read as the STARTED event first, then the outcome, so the start is recorded as its
+    own version exactly as a separate event would have been (and ignored, like a repeated
+    ``started``, when the task is already recorded running that attempt).
+    """
+    outcome = event_from_proto(event)
+    if outcome is None:
+        return ()
+    if not event.HasField("start_time") or event.WhichOneof("kind") not in _OUTCOMES:
+        return (outcome,)
+    start = Event(
+        kind=Kind.STARTED,
+        task_id=event.task_id,
+        time=_time(event.start_time),
+        attempt=event.attempt,
+        worker_id=event.worker_id,
+    )
+    return (start, outcome)
+
+
 def _submitted_snapshot(event: events_pb2.TaskEvent, time: dt.datetime) -> Snapshot:
     task = event.submitted.task
     scheduled = task.state == tasks_pb2.TASK_STATE_SCHEDULED

@@ -52,7 +52,7 @@ from store.models import (
     tasks,
 )
 from store.pagination import Cursor, decode_token, encode_token, page_size_of
-from store.transitions import Kind, Snapshot, transition
+from store.transitions import Event, Kind, Snapshot, transition
 
 _TIME_COLUMNS = tuple(c.name for c in tasks.c if isinstance(c.type, UTCDateTime))
 """The ``tasks`` columns holding times, which the driver-level reads and writes convert."""
@@ -279,10 +279,14 @@ def _from_sqlite(raw: Sequence[Any]) -> dict[str, Any]:
 
 
 def _apply_one(batch: _Batch, sequence: int, message: events_pb2.TaskEvent) -> None:
-    event = convert.event_from_proto(message)
-    if event is None:
+    events = convert.events_from_proto(message)
+    if not events:
         logger.warning("event %d for task %s has no kind; ignored", sequence, message.task_id)
-        return
+    for event in events:
+        _apply_event(batch, sequence, message, event)
+
+
+def _apply_event(batch: _Batch, sequence: int, message: events_pb2.TaskEvent, event: Event) -> None:
     current = batch.current.get(event.task_id) or batch.loaded.get(event.task_id)
     changed = transition(current, event)
     if changed is None:

@@ -106,6 +106,7 @@ class Worker:
             CountingPublisher(js, self.settings.worker_id, self.metrics, self.nc),
             self.cancelled,
             call,
+            self.settings.start_event_delay_seconds,
         )
         self.flow = Flow(
             buckets[subjects.KV_QUEUES],

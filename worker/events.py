@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -24,16 +25,27 @@ class EventPublisher:
         self._acks = AckedPublisher(nc, PUBLISH_TIMEOUT) if nc is not None else None
 
     async def publish(
-        self, message: events_pb2.TaskMessage, attempt: int, dedupe_key: str, **kind: Any
+        self,
+        message: events_pb2.TaskMessage,
+        attempt: int,
+        dedupe_key: str,
+        *,
+        time: Timestamp | None = None,
+        start_time: Timestamp | None = None,
+        **kind: Any,
     ) -> None:
         """Publishes one event of kind ``kind`` (e.g. ``started=Started()``) and waits for
-        the stream's acknowledgement."""
+        the stream's acknowledgement.
+
+        ``time`` is when it happened (default: now); ``start_time``, on an outcome, is the
+        start of an attempt whose ``started`` event was not published."""
         event = events_pb2.TaskEvent(
             task_id=message.task_id,
             type=message.type,
-            time=timestamp(),
+            time=time or timestamp(),
             attempt=attempt,
             worker_id=self.worker_id,
+            start_time=start_time,
             **kind,
         )
         subject = subjects.event_subject(message.type)

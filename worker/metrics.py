@@ -15,6 +15,7 @@ import datetime as dt
 import time
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -81,8 +82,19 @@ class CountingPublisher(EventPublisher):
         self._metrics = metrics
 
     async def publish(
-        self, message: events_pb2.TaskMessage, attempt: int, dedupe_key: str, **kind: Any
+        self,
+        message: events_pb2.TaskMessage,
+        attempt: int,
+        dedupe_key: str,
+        *,
+        time: Timestamp | None = None,
+        start_time: Timestamp | None = None,
+        **kind: Any,
     ) -> None:
-        await super().publish(message, attempt, dedupe_key, **kind)
+        await super().publish(
+            message, attempt, dedupe_key, time=time, start_time=start_time, **kind
+        )
+        if start_time is not None:  # the outcome carries its attempt's start
+            self._metrics.count_event(message.type, "started")
         for name in kind:
             self._metrics.count_event(message.type, name)

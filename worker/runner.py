@@ -12,10 +12,11 @@ import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
@@ -29,7 +30,7 @@ from conveyor.context import TaskContext
 from conveyor.errors import NonRetryable, Retry, TaskCancelled, TaskTimeout
 from conveyor.jetstream import CANCELLED_TTL
 from conveyor.logs import attempt_var, task_id_var, task_type_var
-from conveyor.registry import Registry, RetryPolicy
+from conveyor.registry import Registry, RetryPolicy, TaskType
 from conveyor.tasks import now, seconds, timestamp
 from worker.events import EventPublisher
 from worker.middleware import Call, Job
@@ -167,6 +168,71 @@ def task_error(attempt: int, kind: str, message: str) -> tasks_pb2.TaskError:
     return tasks_pb2.TaskError(attempt=attempt, type=kind, message=message[:4000], time=timestamp())
 
 
+class _AttemptStart:
+    """The ``started`` event of one attempt, published once the attempt has run for
+    ``delay`` seconds (at once when ``delay`` is 0).
+
+    An attempt that ends sooner publishes no ``started`` event: its outcome carries the
+    start time instead, and the store records the start from it as its own version. A
+    short task then costs one event fewer to publish, store and apply, and watchers
+    still see it RUNNING; a long one is shown RUNNING at most ``delay`` late.
+    """
+
+    def __init__(
+        self, publish: Callable[[Timestamp], Coroutine[Any, Any, None]], delay: float
+    ) -> None:
+        self.time = timestamp()
+        self._publish = publish
+        self._delay = delay
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: asyncio.Task[None] | None = None
+
+    async def begin(self) -> None:
+        """Publishes the start now (no delay) or arms the timer that will."""
+        if self._delay <= 0:
+            self._send()
+            await self.now()
+        else:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self._send)
+
+    def _send(self) -> None:
+        self._timer = None
+        self._sending = asyncio.get_running_loop().create_task(self._publish(self.time))
+        # Retrieved here too: a task handed back on shutdown never awaits its outcome.
+        self._sending.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def now(self) -> None:
+        """Makes sure the start is published (before a progress event, which must
+        follow it); raises if publishing it failed."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._send()
+        if self._sending is not None:
+            await asyncio.shield(self._sending)
+
+    async def outcome_start(self) -> Timestamp | None:
+        """The start time the outcome event must carry: None once the ``started`` event
+        is recorded; the time when it was not published (not due yet) or not taken."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            return self.time
+        if self._sending is None:
+            return None
+        try:
+            await asyncio.shield(self._sending)
+        except Exception as exc:
+            log.warning("recording the start failed (%s); the outcome carries it", exc)
+            return self.time
+        return None
+
+    def cancel(self) -> None:
+        """Stops a pending publish of the start (the attempt is over or handed back)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class Runner:
     """Handles deliveries of tasks: one call of ``handle`` per message."""
 
@@ -176,11 +242,13 @@ class Runner:
         publisher: EventPublisher,
         cancelled: CancelledTasks,
         call: Call,
+        start_event_delay: float = 0.0,
     ) -> None:
         self._registry = registry
         self._publisher = publisher
         self._cancelled = cancelled
         self._call = call
+        self._start_event_delay = start_event_delay
         self.shutting_down = False
 
     async def handle(self, msg: Msg) -> None:
@@ -223,13 +291,8 @@ class Runner:
     async def _handle(
         self, msg: Msg, message: events_pb2.TaskMessage, run_attempt: int, attempt: int
     ) -> None:
-        async def publish(
-            message: events_pb2.TaskMessage, attempt: int, key: str, **kind: Any
-        ) -> None:
-            await self._record(msg, message, attempt, key, **kind)
-
         if await self._cancelled.is_cancelled(message.task_id):
-            await publish(message, attempt, "cancelled", cancelled=events_pb2.Cancelled())
+            await self._record(msg, message, attempt, "cancelled", cancelled=events_pb2.Cancelled())
             await msg.ack()
             log.debug("skipped: cancelled before it started")
             return
@@ -246,18 +309,40 @@ class Runner:
                 f"the worker running attempt {attempt - 1} stopped before finishing, "
                 "and no attempts are left",
             )
-            await publish(message, attempt, "failed", failed=events_pb2.Failed(error=error))
+            await self._record(
+                msg, message, attempt, "failed", failed=events_pb2.Failed(error=error)
+            )
             await msg.term()
             log.warning("failed: %s", error.message)
             return
-        await publish(message, attempt, "started", started=events_pb2.Started())
-        log.debug("started")
+        started = _AttemptStart(
+            lambda time: self._record(
+                msg, message, attempt, "started", time=time, started=events_pb2.Started()
+            ),
+            self._start_event_delay,
+        )
+        try:
+            await started.begin()
+            await self._run(msg, message, task_type, started, run_attempt, attempt)
+        finally:
+            started.cancel()
+
+    async def _run(
+        self,
+        msg: Msg,
+        message: events_pb2.TaskMessage,
+        task_type: TaskType,
+        started: _AttemptStart,
+        run_attempt: int,
+        attempt: int,
+    ) -> None:
         progress_count = 0
 
         async def progress(current: int, total: int, text: str) -> None:
             nonlocal progress_count
             progress_count += 1
             report = tasks_pb2.TaskProgress(current=current, total=total, message=text[:500])
+            await started.now()  # a watcher sees the task running before its progress
             await self._publisher.publish(
                 message,
                 attempt,
@@ -265,6 +350,7 @@ class Runner:
                 progressed=events_pb2.Progressed(progress=report),
             )
 
+        max_attempts = message.max_attempts or task_type.max_attempts
         ctx = TaskContext(
             task_id=message.task_id,
             task_type=message.type,
@@ -275,24 +361,45 @@ class Runner:
             _progress=progress,
         )
         job = Job(msg=msg, message=message, task_type=task_type, ctx=ctx)
+        outcome: Exception | None = None
         try:
             result = await self._call(job)
-        except TaskCancelled:
-            await publish(message, attempt, "cancelled", cancelled=events_pb2.Cancelled())
+        except Exception as exc:
+            outcome = exc
+        start_time = await started.outcome_start()
+        if isinstance(outcome, TaskCancelled):
+            await self._record(
+                msg,
+                message,
+                attempt,
+                "cancelled",
+                start_time=start_time,
+                cancelled=events_pb2.Cancelled(),
+            )
             await msg.ack()
             log.debug("cancelled while running")
-        except NonRetryable as exc:
-            await self._fail(job, attempt, type(exc).__name__, str(exc))
-        except Retry as exc:
-            await self._retry_or_fail(job, run_attempt, attempt, "Retry", exc.reason, exc.delay)
-        except TaskTimeout as exc:
-            await self._retry_or_fail(job, run_attempt, attempt, "timeout", str(exc))
-        except Exception as exc:
-            log.warning("attempt failed: %s: %s", type(exc).__name__, exc, exc_info=True)
-            await self._retry_or_fail(job, run_attempt, attempt, type(exc).__name__, str(exc))
+        elif isinstance(outcome, NonRetryable):
+            await self._fail(job, attempt, type(outcome).__name__, str(outcome), start_time)
+        elif isinstance(outcome, Retry):
+            await self._retry_or_fail(
+                job, run_attempt, attempt, "Retry", outcome.reason, start_time, outcome.delay
+            )
+        elif isinstance(outcome, TaskTimeout):
+            await self._retry_or_fail(
+                job, run_attempt, attempt, "timeout", str(outcome), start_time
+            )
+        elif outcome is not None:
+            kind = type(outcome).__name__
+            log.warning("attempt failed: %s: %s", kind, outcome, exc_info=outcome)
+            await self._retry_or_fail(job, run_attempt, attempt, kind, str(outcome), start_time)
         else:
-            await publish(
-                message, attempt, "completed", completed=events_pb2.Completed(result=result)
+            await self._record(
+                msg,
+                message,
+                attempt,
+                "completed",
+                start_time=start_time,
+                completed=events_pb2.Completed(result=result),
             )
             await msg.ack()
             log.debug("completed")
@@ -304,11 +411,12 @@ class Runner:
         attempt: int,
         kind: str,
         text: str,
+        start_time: Timestamp | None,
         delay: float | None = None,
     ) -> None:
         max_attempts = job.message.max_attempts or job.task_type.max_attempts
         if run_attempt >= max_attempts:
-            await self._fail(job, attempt, kind, text)
+            await self._fail(job, attempt, kind, text, start_time)
             return
         if delay is None:
             delay = retry_policy_of(job.message).delay(run_attempt, random.random())
@@ -319,21 +427,37 @@ class Runner:
             job.message,
             attempt,
             "retrying",
+            start_time=start_time,
             retrying=events_pb2.Retrying(error=error, next_attempt_time=when),
         )
         await job.msg.nak(delay=max(delay, 0.001))
         log.debug("retrying in %.2fs after %s: %s", delay, kind, text)
 
-    async def _fail(self, job: Job, attempt: int, kind: str, text: str) -> None:
+    async def _fail(
+        self, job: Job, attempt: int, kind: str, text: str, start_time: Timestamp | None = None
+    ) -> None:
         error = task_error(attempt, kind, text or kind)
         await self._record(
-            job.msg, job.message, attempt, "failed", failed=events_pb2.Failed(error=error)
+            job.msg,
+            job.message,
+            attempt,
+            "failed",
+            start_time=start_time,
+            failed=events_pb2.Failed(error=error),
         )
         await job.msg.term()
         log.warning("failed for good: %s: %s", kind, text)
 
     async def _record(
-        self, msg: Msg, message: events_pb2.TaskMessage, attempt: int, key: str, **kind: Any
+        self,
+        msg: Msg,
+        message: events_pb2.TaskMessage,
+        attempt: int,
+        key: str,
+        *,
+        time: Timestamp | None = None,
+        start_time: Timestamp | None = None,
+        **kind: Any,
     ) -> None:
         """Publishes an event of this delivery, retrying while JetStream does not take it
         and keeping the task's lease meanwhile: without this, every delivery during a
@@ -347,7 +471,9 @@ class Runner:
         while True:
             keeper = _LeaseKeeper(msg, loop)
             try:
-                await self._publisher.publish(message, attempt, key, **kind)
+                await self._publisher.publish(
+                    message, attempt, key, time=time, start_time=start_time, **kind
+                )
                 return
             except Exception as exc:
                 if loop.time() + delay > give_up:

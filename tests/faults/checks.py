@@ -36,7 +36,7 @@ from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from conveyor.tasks import is_terminal
-from store.convert import event_from_proto
+from store.convert import events_from_proto
 from store.transitions import Snapshot, transition
 from tests.faults.nats_client import jetstream
 from tests.faults.requests import text_request
@@ -215,12 +215,10 @@ def replay(
     by_task: dict[str, list[events_pb2.TaskEvent]] = collections.defaultdict(list)
     for message in events:
         by_task[message.task_id].append(message)
-        event = event_from_proto(message)
-        if event is None:
-            continue
-        changed = transition(tasks.get(event.task_id), event)
-        if changed is not None:
-            tasks[changed.id] = changed
+        for event in events_from_proto(message):
+            changed = transition(tasks.get(event.task_id), event)
+            if changed is not None:
+                tasks[changed.id] = changed
     return tasks, by_task
 
 

@@ -10,7 +10,7 @@ from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.tasks import from_timestamp, timestamp
 from store import convert
 from store.transitions import Kind, State
-from tests.store.factories import T0, at, error, submitted
+from tests.store.factories import T0, at, error, submitted, worker_event
 
 
 def test_a_submitted_event_becomes_the_first_snapshot() -> None:
@@ -78,3 +78,21 @@ def test_omit_payloads_clears_only_image_bytes() -> None:
         result=tasks_pb2.TaskResult(text_processing=tasks_pb2.TextProcessingResult(words=4))
     )
     assert convert.omit_payloads(text).result.text_processing.words == 4
+
+
+def test_an_outcome_carrying_its_start_reads_as_the_start_then_the_outcome() -> None:
+    start = timestamp(at(1))
+    outcome = worker_event("t1", at(2), 3, start_time=start, completed=events_pb2.Completed())
+    first, second = convert.events_from_proto(outcome)
+    assert (first.kind, first.time, first.attempt, first.worker_id) == (
+        Kind.STARTED,
+        at(1),
+        3,
+        "worker-1",
+    )
+    assert (second.kind, second.time) == (Kind.COMPLETED, at(2))
+    progress = worker_event("t1", at(2), 3, start_time=start, progressed=events_pb2.Progressed())
+    assert [e.kind for e in convert.events_from_proto(progress)] == [Kind.PROGRESSED]
+    failed = worker_event("t1", at(2), 3, failed=events_pb2.Failed())
+    assert [e.kind for e in convert.events_from_proto(failed)] == [Kind.FAILED]
+    assert convert.events_from_proto(events_pb2.TaskEvent(task_id="t1")) == ()

@@ -107,6 +107,64 @@ async def test_a_redelivered_batch_changes_nothing(repository: TaskRepository) -
     assert await repository.applied_sequence() == 6
 
 
+async def test_an_outcome_carrying_its_start_records_the_start_first(
+    repository: TaskRepository,
+) -> None:
+    quick, slow = "01jn00000000000000000000s1", "01jn00000000000000000000s2"
+    stream = Stream()
+    changes = await repository.apply(
+        stream.number(
+            submitted(quick),
+            submitted(slow),
+            # A short attempt: no `started` event, the outcome carries the start.
+            worker_event(
+                quick,
+                at(2),
+                1,
+                start_time=timestamp(at(1)),
+                completed=events_pb2.Completed(result=text_result(words=3)),
+            ),
+            # A retry of a short attempt, then a long one whose start was published.
+            worker_event(
+                slow,
+                at(2),
+                1,
+                start_time=timestamp(at(1)),
+                retrying=events_pb2.Retrying(
+                    error=error(1, "flaky", at(2)), next_attempt_time=timestamp(at(3))
+                ),
+            ),
+            worker_event(slow, at(3), 2, started=events_pb2.Started()),
+            # A start that was published and also carried (its publish looked failed).
+            worker_event(
+                slow,
+                at(4),
+                2,
+                start_time=timestamp(at(3)),
+                failed=events_pb2.Failed(error=error(2, "broken", at(4))),
+            ),
+        )
+    )
+
+    seen = [(t.id, t.state, t.version, t.attempt) for t in changes]
+    assert seen == [
+        (quick, PENDING, 1, 0), (slow, PENDING, 1, 0),
+        (quick, RUNNING, 2, 1), (quick, COMPLETED, 3, 1),
+        (slow, RUNNING, 2, 1), (slow, RETRYING, 3, 1),
+        (slow, RUNNING, 4, 2), (slow, FAILED, 5, 2),
+    ]  # fmt: skip
+    running = [t for t in await repository.history(quick, 0) if t.state == RUNNING]
+    assert [(t.version, t.update_time, t.worker_id) for t in running] == [
+        (2, timestamp(at(1)), "worker-1")
+    ]
+    task = await repository.get(quick)
+    assert task is not None
+    assert (task.start_time, task.end_time) == (timestamp(at(1)), timestamp(at(2)))
+    assert task.result == text_result(words=3)
+    failed = await repository.get(slow)
+    assert failed is not None and failed.start_time == timestamp(at(3))
+
+
 async def test_events_apply_in_stream_order_across_batches(repository: TaskRepository) -> None:
     stream = Stream()
     task_id = "01jn0000000000000000000003"

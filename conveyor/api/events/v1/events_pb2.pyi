@@ -115,12 +115,13 @@ class Redriven(_message.Message):
     def __init__(self, attempt_offset: _Optional[int] = ..., max_attempts: _Optional[int] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
-    __slots__ = ("task_id", "type", "time", "attempt", "worker_id", "submitted", "started", "progressed", "retrying", "completed", "failed", "cancel_requested", "cancelled", "redriven")
+    __slots__ = ("task_id", "type", "time", "attempt", "worker_id", "start_time", "submitted", "started", "progressed", "retrying", "completed", "failed", "cancel_requested", "cancelled", "redriven")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
     PROGRESSED_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +136,7 @@ class TaskEvent(_message.Message):
     time: _timestamp_pb2.Timestamp
     attempt: int
     worker_id: str
+    start_time: _timestamp_pb2.Timestamp
     submitted: Submitted
     started: Started
     progressed: Progressed
@@ -144,4 +146,4 @@ class TaskEvent(_message.Message):
     cancel_requested: CancelRequested
     cancelled: Cancelled
     redriven: Redriven
-    def __init__(self, task_id: _Optional[str] = ..., type: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., submitted: _Optional[_Union[Submitted, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progressed: _Optional[_Union[Progressed, _Mapping]] = ..., retrying: _Optional[_Union[Retrying, _Mapping]] = ..., completed: _Optional[_Union[Completed, _Mapping]] = ..., failed: _Optional[_Union[Failed, _Mapping]] = ..., cancel_requested: _Optional[_Union[CancelRequested, _Mapping]] = ..., cancelled: _Optional[_Union[Cancelled, _Mapping]] = ..., redriven: _Optional[_Union[Redriven, _Mapping]] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[str] = ..., type: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., submitted: _Optional[_Union[Submitted, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progressed: _Optional[_Union[Progressed, _Mapping]] = ..., retrying: _Optional[_Union[Retrying, _Mapping]] = ..., completed: _Optional[_Union[Completed, _Mapping]] = ..., failed: _Optional[_Union[Failed, _Mapping]] = ..., cancel_requested: _Optional[_Union[CancelRequested, _Mapping]] = ..., cancelled: _Optional[_Union[Cancelled, _Mapping]] = ..., redriven: _Optional[_Union[Redriven, _Mapping]] = ...) -> None: ...
