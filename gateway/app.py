@@ -19,7 +19,7 @@ from conveyor.server import Server, run_service
 from gateway.catalog import TypeCatalog
 from gateway.queues import QueueService
 from gateway.schedules import ScheduleService
-from gateway.service import GatewayService
+from gateway.service import GatewayService, add_task_service
 from gateway.submit import PUBLISH_TIMEOUT, Submitter, task_finder
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,8 @@ class Gateway:
         self.catalog = TypeCatalog(buckets[subjects.KV_TYPES])
         await self.catalog.start()
         max_bytes = self.settings.limits.max_message_bytes
-        # No client interceptors: forwarded calls carry the trace context as metadata
-        # (gateway.service), at a fraction of an intercepted call's cost.
+        # No client interceptors: relayed calls carry the trace context as metadata
+        # (gateway.relay), at a fraction of an intercepted call's cost.
         self.channel = grpc.aio.insecure_channel(
             self.settings.store_addr, options=channel_options(max_bytes)
         )
@@ -84,9 +84,10 @@ class Gateway:
             max_bytes,
             self.metrics,
         )
-        tasks_pb2_grpc.add_TaskServiceServicer_to_server(
-            GatewayService(submitter, store, self.settings.limits, self.metrics),
+        add_task_service(
             self.server.grpc,
+            GatewayService(submitter, self.settings.limits, self.metrics),
+            self.channel,
         )
         schedules_pb2_grpc.add_ScheduleServiceServicer_to_server(
             ScheduleService(

@@ -3,37 +3,33 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
-from conveyor import tracing
-from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.config import Limits
 from conveyor.metrics import GatewayMetrics
+from gateway.relay import relay_handlers
 from gateway.submit import Submitter
 from gateway.validation import validate_submit, validate_submit_many
 
 log = logging.getLogger(__name__)
 
-R = TypeVar("R")
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
-STORE_CALL_TIMEOUT = 10.0
+TASK_SERVICE = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"]
 
 
-class GatewayService(tasks_pb2_grpc.TaskServiceServicer):
-    """Thin servicer: proto in, validated call, proto out."""
+class GatewayService:
+    """Thin servicer of the submits: proto in, validated call, proto out."""
 
     def __init__(
         self,
         submitter: Submitter,
-        store: tasks_pb2_grpc.TaskServiceStub,
         limits: Limits,
         metrics: GatewayMetrics | None = None,
     ) -> None:
         self._submitter = submitter
-        self._store = store
         self._limits = limits
         self._metrics = metrics or GatewayMetrics()
 
@@ -57,67 +53,28 @@ class GatewayService(tasks_pb2_grpc.TaskServiceServicer):
         log.debug("accepted %d tasks in one batch", len(accepted))
         return tasks_pb2.SubmitTasksResponse(tasks=[a.task for a in accepted])
 
-    async def GetTask(
-        self, request: tasks_pb2.GetTaskRequest, context: Context
-    ) -> tasks_pb2.GetTaskResponse:
-        return await _forward(self._store.GetTask, request, context)
 
-    async def ListTasks(
-        self, request: tasks_pb2.ListTasksRequest, context: Context
-    ) -> tasks_pb2.ListTasksResponse:
-        return await _forward(self._store.ListTasks, request, context)
-
-    async def CancelTask(
-        self, request: tasks_pb2.CancelTaskRequest, context: Context
-    ) -> tasks_pb2.CancelTaskResponse:
-        return await _forward(self._store.CancelTask, request, context)
-
-    async def GetTaskStats(
-        self, request: tasks_pb2.GetTaskStatsRequest, context: Context
-    ) -> tasks_pb2.GetTaskStatsResponse:
-        return await _forward(self._store.GetTaskStats, request, context)
-
-    async def RetryTask(
-        self, request: tasks_pb2.RetryTaskRequest, context: Context
-    ) -> tasks_pb2.RetryTaskResponse:
-        return await _forward(self._store.RetryTask, request, context)
-
-    async def WatchTask(
-        self, request: tasks_pb2.WatchTaskRequest, context: Context
-    ) -> AsyncIterator[tasks_pb2.WatchTaskResponse]:
-        call = self._store.WatchTask(request, metadata=_trace_metadata())
-        try:
-            async for response in call:
-                yield response
-        except grpc.aio.AioRpcError as err:
-            await _abort_like(context, err)
-        finally:
-            call.cancel()
-
-
-def _trace_metadata() -> tuple[tuple[str, str], ...]:
-    """The current trace context as call metadata: the store's span joins the caller's
-    trace. Sent by hand, not by client interceptors on the channel: grpc.aio's intercepted
-    calls cost several times a plain call's CPU."""
-    return tuple(tracing.inject().items())
-
-
-async def _forward(call: Callable[..., Awaitable[R]], request: Any, context: Context) -> R:
-    try:
-        return await call(request, timeout=STORE_CALL_TIMEOUT, metadata=_trace_metadata())
-    except grpc.aio.AioRpcError as err:
-        await _abort_like(context, err)
-        raise  # unreachable: abort raises
-
-
-async def _abort_like(context: Context, err: grpc.aio.AioRpcError) -> None:
-    """Ends the call with the store's status, details included, so clients see its reason."""
-    metadata = tuple(
-        (key, value)
-        for key, value in (err.trailing_metadata() or ())
-        if key == "grpc-status-details-bin"
-    )
-    details = err.details() or ""
-    if err.code() == grpc.StatusCode.UNAVAILABLE:
-        details = f"store unavailable: {details}"
-    await context.abort(err.code(), details, metadata)
+def add_task_service(
+    server: grpc.aio.Server, service: GatewayService, store: grpc.aio.Channel
+) -> None:
+    """Serves TaskService on ``server``: the submits by ``service``, every other method
+    relayed to the store behind ``store`` as bytes (gateway.relay). Registered by hand in
+    place of the generated ``add_TaskServiceServicer_to_server``, whose handlers would
+    parse and re-serialize every relayed message."""
+    handlers = {
+        "SubmitTask": grpc.unary_unary_rpc_method_handler(
+            service.SubmitTask,
+            request_deserializer=tasks_pb2.SubmitTaskRequest.FromString,
+            response_serializer=tasks_pb2.SubmitTaskResponse.SerializeToString,
+        ),
+        "SubmitTasks": grpc.unary_unary_rpc_method_handler(
+            service.SubmitTasks,
+            request_deserializer=tasks_pb2.SubmitTasksRequest.FromString,
+            response_serializer=tasks_pb2.SubmitTasksResponse.SerializeToString,
+        ),
+    }
+    relayed = [m for m in TASK_SERVICE.methods if m.name not in handlers]
+    handlers.update(relay_handlers(store, relayed))
+    name = TASK_SERVICE.full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)

@@ -1,0 +1,114 @@
+"""The store's side of TaskService, relayed as serialized messages.
+
+The store answers reads, watches and control itself (docs/architecture.md), so the gateway
+has nothing to do with their responses but pass them on. Relaying the store's bytes
+instead of going through a generated stub saves a parse and a serialization of every
+response (a `ListTasks` page, every `WatchTask` update), which is most of what a relayed
+call costs the gateway's Python. Requests are still parsed, only to refuse an undecodable
+one here as before; the bytes forwarded are the client's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor
+
+from conveyor import tracing
+
+Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
+STORE_CALL_TIMEOUT = 10.0
+"""Longest wait for a unary store call; watches are open-ended."""
+
+
+def relay_handlers(
+    channel: grpc.aio.Channel, methods: Iterable[MethodDescriptor]
+) -> dict[str, grpc.RpcMethodHandler]:
+    """Method handlers, by method name, that pass each call of ``methods`` to the service
+    of the same name behind ``channel`` and its answer back untouched: the responses are
+    never parsed (no response serializer or deserializer on either side), and the
+    store's status, message and details reach the client as the store sent them."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in methods:
+        if method.client_streaming:
+            raise ValueError(f"{method.full_name}: client streaming is not relayed")
+        path = f"/{method.containing_service.full_name}/{method.name}"
+        check = _parses_as(method)
+        if method.server_streaming:
+            stream = channel.unary_stream(path, _registered_method=True)
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                _relay_stream(stream), request_deserializer=check
+            )
+        else:
+            unary = channel.unary_unary(path, _registered_method=True)
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _relay_unary(unary), request_deserializer=check
+            )
+    return handlers
+
+
+def _parses_as(method: MethodDescriptor) -> Callable[[bytes], bytes]:
+    """A request deserializer that checks the bytes are the method's request message and
+    returns them as they came: the server's error interceptor turns a failed parse into
+    INVALID_ARGUMENT, as for any other method, and nothing undecodable goes to the store."""
+    parse = message_factory.GetMessageClass(method.input_type).FromString
+
+    def check(data: bytes) -> bytes:
+        parse(data)
+        return data
+
+    return check
+
+
+def _relay_unary(
+    call: Callable[..., Awaitable[bytes]],
+) -> Callable[[bytes, Context], Awaitable[bytes]]:
+    async def relay(request: bytes, context: Context) -> bytes:
+        try:
+            return await call(request, timeout=STORE_CALL_TIMEOUT, metadata=trace_metadata())
+        except grpc.aio.AioRpcError as err:
+            await abort_like(context, err)
+            raise  # unreachable: abort raises
+
+    return relay
+
+
+def _relay_stream(
+    call: Callable[..., Any],
+) -> Callable[[bytes, Context], AsyncIterator[bytes]]:
+    # An async generator function: the interceptors tell streaming handlers from those
+    # that write with context.write by that.
+    async def relay(request: bytes, context: Context) -> AsyncIterator[bytes]:
+        stream = call(request, metadata=trace_metadata())
+        try:
+            async for response in stream:
+                yield response
+        except grpc.aio.AioRpcError as err:
+            await abort_like(context, err)
+        finally:
+            stream.cancel()
+
+    return relay
+
+
+def trace_metadata() -> tuple[tuple[str, str], ...]:
+    """The current trace context as call metadata: the store's span joins the caller's
+    trace. Sent by hand, not by client interceptors on the channel: grpc.aio's intercepted
+    calls cost several times a plain call's CPU."""
+    return tuple(tracing.inject().items())
+
+
+async def abort_like(context: Context, err: grpc.aio.AioRpcError) -> None:
+    """Ends the call with the store's status, details included, so clients see its reason."""
+    metadata = tuple(
+        (key, value)
+        for key, value in (err.trailing_metadata() or ())
+        if key == "grpc-status-details-bin"
+    )
+    details = err.details() or ""
+    if err.code() == grpc.StatusCode.UNAVAILABLE:
+        details = f"store unavailable: {details}"
+    await context.abort(err.code(), details, metadata)
