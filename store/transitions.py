@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from conveyor.tasks import is_terminal
@@ -137,9 +138,12 @@ def transition(current: Snapshot | None, event: Event) -> Snapshot | None:
     before the last re-drive, and events the current state or attempt makes meaningless.
     """
     if current is None:
-        if event.kind is Kind.SUBMITTED and event.created is not None:
-            return replace(event.created, version=1, update_time=event.time)
-        return None
+        created = event.created
+        if event.kind is not Kind.SUBMITTED or created is None:
+            return None
+        if created.version == 1 and created.update_time is event.time:
+            return created  # already the first version (store.convert builds it so)
+        return replace(created, version=1, update_time=event.time)
     if event.kind is Kind.SUBMITTED:
         return None
     if current.terminal and event.kind is not Kind.REDRIVEN:
@@ -151,8 +155,21 @@ def transition(current: Snapshot | None, event: Event) -> Snapshot | None:
 
 def _change(task: Snapshot, event: Event, **changes: Any) -> Snapshot:
     """The task with ``changes`` recorded as its next version at the event's time."""
-    # One replace() per change: copying a 25-field frozen dataclass is most of the cost.
-    return replace(task, version=task.version + 1, update_time=event.time, **changes)
+    # Copying the 24-field frozen dataclass is most of the cost of a transition: all values
+    # read at once and passed by position take half the time of dataclasses.replace().
+    values = list(_VALUES(task))
+    values[_VERSION] = task.version + 1
+    values[_UPDATE_TIME] = event.time
+    for name, value in changes.items():
+        values[_INDEX[name]] = value
+    return Snapshot(*values)
+
+
+_NAMES = tuple(f.name for f in fields(Snapshot))
+_VALUES = operator.attrgetter(*_NAMES)
+_INDEX = {name: i for i, name in enumerate(_NAMES)}
+_VERSION = _INDEX["version"]
+_UPDATE_TIME = _INDEX["update_time"]
 
 
 def _started(task: Snapshot, event: Event) -> Snapshot | None:
