@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -37,34 +38,53 @@ class AckedPublisher:
 
     async def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
         """Publishes ``data`` and returns once the stream acknowledged it."""
+        await self.publish_all([(subject, data, headers)])
+
+    async def publish_all(self, messages: Sequence[tuple[str, bytes, dict[str, str]]]) -> None:
+        """Publishes every (subject, data, headers) message at once, then returns when the
+        streams acknowledged all of them; raises the first refusal found, in order.
+
+        The messages go out together (one write when nothing else is pending) and their
+        answers are awaited together: one round trip for all, not one each."""
         if self._opening is None:
             self._opening = asyncio.ensure_future(self._open())
         if not self._opening.done():
             await asyncio.shield(self._opening)
         loop = asyncio.get_running_loop()
-        self._next += 1
-        token = str(self._next)
-        answer: asyncio.Future[Msg] = loop.create_future()
-        self._waiting[token] = answer
-        timer = loop.call_later(self._timeout, _time_out, answer)
+        waits: list[tuple[str, asyncio.Future[Msg], asyncio.TimerHandle]] = []
         try:
-            await self._nc.publish(subject, data, reply=f"{self._prefix}.{token}", headers=headers)
-            reply = await answer
+            for subject, data, headers in messages:
+                self._next += 1
+                token = str(self._next)
+                answer: asyncio.Future[Msg] = loop.create_future()
+                self._waiting[token] = answer
+                waits.append((token, answer, loop.call_later(self._timeout, _time_out, answer)))
+                reply_to = f"{self._prefix}.{token}"
+                await self._nc.publish(subject, data, reply=reply_to, headers=headers)
+            for _, answer, _ in waits:
+                _check(await answer)
         finally:
-            timer.cancel()
-            self._waiting.pop(token, None)
-        if not reply.data:  # a status: 503 no responders (no stream takes the subject)
-            status = reply.headers.get("Status") if reply.headers else None
-            if status == "503":
-                raise NoRespondersError
-            raise APIError(description=f"publish answered with status {status}")
-        if b'"error"' in reply.data:
-            error = json.loads(reply.data).get("error") or {}
-            raise APIError(
-                code=error.get("code"),
-                err_code=error.get("err_code"),
-                description=error.get("description"),
-            )
+            for token, answer, timer in waits:
+                timer.cancel()
+                self._waiting.pop(token, None)
+                if answer.done() and not answer.cancelled():
+                    answer.exception()  # retrieved: one raised, the rest are not logged
+
+
+def _check(reply: Msg) -> None:
+    """Raises if the answer to a publish is not an acknowledgement."""
+    if not reply.data:  # a status: 503 no responders (no stream takes the subject)
+        status = reply.headers.get("Status") if reply.headers else None
+        if status == "503":
+            raise NoRespondersError
+        raise APIError(description=f"publish answered with status {status}")
+    if b'"error"' in reply.data:
+        error = json.loads(reply.data).get("error") or {}
+        raise APIError(
+            code=error.get("code"),
+            err_code=error.get("err_code"),
+            description=error.get("description"),
+        )
 
 
 def _time_out(answer: asyncio.Future[Msg]) -> None:

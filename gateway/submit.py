@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT = 5.0
 SCHEDULE_LABEL = "schedule"
-PUBLISH_WINDOW = 256
-"""Publishes in flight at once for a batch: pipelined, but bounded."""
+PUBLISH_WINDOW = 512
+"""Publishes in flight at once for a batch (two per task): pipelined, but bounded."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,35 @@ def _run_at(options: tasks_pb2.TaskOptions) -> dt.datetime | None:
 def idempotency_bucket_key(key: str) -> str:
     """KV keys have a small alphabet, so the client's key is stored by its hash."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+_Message = tuple[str, bytes, dict[str, str]]
+"""A message to publish: subject, data, headers."""
+
+
+def _messages(item: _Prepared) -> list[_Message]:
+    """The two messages of a submit: the ``submitted`` event (the whole task, for the
+    store) and the task itself (for a worker)."""
+    event = events_pb2.TaskEvent(
+        task_id=item.task.id,
+        type=item.task.type,
+        time=item.task.create_time,
+        submitted=events_pb2.Submitted(
+            task=item.task, input=item.message.input, retry_policy=item.retry_policy
+        ),
+    )
+    submitted = (
+        subjects.event_subject(item.task.type),
+        event.SerializeToString(),
+        tracing.inject({subjects.HEADER_MSG_ID: f"{item.task.id}:submitted"}),
+    )
+    target = subjects.task_subject(item.task.type, item.task.priority, item.task.id)
+    headers = tracing.inject({subjects.HEADER_MSG_ID: f"{item.task.id}:run:0"})
+    subject = target
+    if item.task.HasField("run_at"):
+        subject = subjects.delayed_subject(item.task.id)
+        headers.update(subjects.schedule_headers(item.task.run_at.ToDatetime(dt.UTC), target))
+    return [submitted, (subject, item.message.SerializeToString(), headers)]
 
 
 async def _bounded(awaitable: Awaitable[Any]) -> Any:
@@ -225,9 +254,10 @@ class Submitter:
         return None
 
     async def _publish_all(self, items: list[_Prepared]) -> None:
+        messages = [message for item in items for message in _messages(item)]
         try:
-            await self._pipelined([self._publish_submitted(item) for item in items])
-            await self._pipelined([self._publish_task(item) for item in items])
+            for start in range(0, len(messages), PUBLISH_WINDOW):
+                await self._send_all(messages[start : start + PUBLISH_WINDOW])
         except (TimeoutError, OSError) as exc:
             raise Unavailable(f"JetStream did not acknowledge the task: {exc}") from exc
         except Exception as exc:
@@ -235,43 +265,14 @@ class Submitter:
                 raise Unavailable(f"JetStream refused the task: {exc}") from exc
             raise
 
-    @staticmethod
-    async def _pipelined(publishes: list[Awaitable[Any]]) -> None:
-        if len(publishes) == 1:  # a unary submit: no gather, no Task per publish
-            await publishes[0]
-            return
-        for start in range(0, len(publishes), PUBLISH_WINDOW):
-            await asyncio.gather(*publishes[start : start + PUBLISH_WINDOW])
-
-    async def _publish_submitted(self, item: _Prepared) -> None:
-        event = events_pb2.TaskEvent(
-            task_id=item.task.id,
-            type=item.task.type,
-            time=item.task.create_time,
-            submitted=events_pb2.Submitted(
-                task=item.task, input=item.message.input, retry_policy=item.retry_policy
-            ),
-        )
-        await self._send(
-            subjects.event_subject(item.task.type),
-            event.SerializeToString(),
-            tracing.inject({subjects.HEADER_MSG_ID: f"{item.task.id}:submitted"}),
-        )
-
-    async def _publish_task(self, item: _Prepared) -> None:
-        target = subjects.task_subject(item.task.type, item.task.priority, item.task.id)
-        headers = tracing.inject({subjects.HEADER_MSG_ID: f"{item.task.id}:run:0"})
-        subject = target
-        if item.task.HasField("run_at"):
-            subject = subjects.delayed_subject(item.task.id)
-            headers.update(subjects.schedule_headers(item.task.run_at.ToDatetime(dt.UTC), target))
-        await self._send(subject, item.message.SerializeToString(), headers)
-
-    async def _send(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
-        """Publishes and waits (bounded) for the stream's acknowledgement."""
+    async def _send_all(self, messages: list[_Message]) -> None:
+        """Publishes the messages together and waits (bounded) for every acknowledgement."""
         if self._publisher is not None:
-            await self._publisher.publish(subject, data, headers)
-        else:
-            await _bounded(
-                self._js.publish(subject, data, timeout=PUBLISH_TIMEOUT, headers=headers)
+            await self._publisher.publish_all(messages)
+            return
+        await asyncio.gather(
+            *(
+                _bounded(self._js.publish(subject, data, timeout=PUBLISH_TIMEOUT, headers=headers))
+                for subject, data, headers in messages
             )
+        )

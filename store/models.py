@@ -164,6 +164,25 @@ class StoreCursorRow(Base):
     applied_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class ParkedEventRow(Base):
+    """A task's event that arrived before the task's ``submitted`` event, kept until it.
+
+    A submit publishes the ``submitted`` event (EVENTS) and the task (TASKS) at once, and
+    two streams give no order between them: a fast worker's outcome can reach EVENTS
+    first. Such an event is parked here, in the batch that read it, and applied right
+    after its task's ``submitted`` (migration 0003).
+    """
+
+    __tablename__ = "parked_events"
+
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # Text: the id comes from the event, unchecked; a value the database rejected would
+    # fail its whole batch on every redelivery.
+    task_id: Mapped[str] = mapped_column(Text, index=True)
+    event: Mapped[bytes] = mapped_column(LargeBinary)
+    park_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
 CURSOR_ID = 1
 """The id of the only ``store_cursor`` row; the first migration inserts it."""
 
@@ -172,3 +191,4 @@ tasks = cast(Table, TaskRow.__table__)
 task_labels = cast(Table, TaskLabelRow.__table__)
 task_history = cast(Table, TaskHistoryRow.__table__)
 store_cursor = cast(Table, StoreCursorRow.__table__)
+parked_events = cast(Table, ParkedEventRow.__table__)

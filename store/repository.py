@@ -29,6 +29,7 @@ from sqlalchemy import (
     Integer,
     Select,
     bindparam,
+    delete,
     exists,
     insert,
     select,
@@ -41,11 +42,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
-from store import convert
+from store import convert, parking
 from store.db import SQLITE_BUSY_TIMEOUT_MS, write_transaction
 from store.models import (
     CURSOR_ID,
     UTCDateTime,
+    parked_events,
     store_cursor,
     task_history,
     task_labels,
@@ -108,6 +110,12 @@ class _Batch:
     created: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # input, policy
     history: list[tuple[str, int, bytes]] = field(default_factory=list)
     changes: list[tasks_pb2.Task] = field(default_factory=list)
+    waiting: parking.Parked = field(default_factory=dict)
+    """Events parked before this batch for tasks it submits (see store.parking)."""
+    parked: dict[int, tuple[str, bytes]] = field(default_factory=dict)
+    """Events this batch parks, by sequence: (task id, serialized event)."""
+    unparked: list[int] = field(default_factory=list)
+    """Sequences of events parked before this batch that it applied."""
 
 
 class TaskRepository:
@@ -119,6 +127,7 @@ class TaskRepository:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._pruned: dt.datetime | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -148,10 +157,21 @@ class TaskRepository:
                 return []
             loaded = await _load(conn, aio, {event.task_id for _, event in fresh})
             batch = _Batch(loaded, convert.TaskBuilder())
+            submits = parking.submitted_ids(fresh)
+            if submits:
+                batch.waiting = await parking.load(conn, aio, submits)
             for sequence, event in fresh:
                 _apply_one(batch, sequence, event)
             await _write(conn, aio, batch, applied)
+            await self._prune_parked(conn)
         return batch.changes
+
+    async def _prune_parked(self, conn: AsyncConnection) -> None:
+        """Drops parked events whose task never came, every PRUNE_EVERY."""
+        now = dt.datetime.now(dt.UTC)
+        if self._pruned is None or now - self._pruned > parking.PRUNE_EVERY:
+            self._pruned = now
+            await parking.prune(conn, now)
 
     async def applied_sequence(self) -> int:
         """The stream sequence of the last event applied (0 before the first)."""
@@ -291,22 +311,42 @@ def _apply_one(batch: _Batch, sequence: int, message: events_pb2.TaskEvent) -> N
     events = convert.events_from_proto(message)
     if not events:
         logger.warning("event %d for task %s has no kind; ignored", sequence, message.task_id)
+        return
+    first = events[0]
+    task_id = first.created.id if first.created is not None else first.task_id
+    known = task_id in batch.current or task_id in batch.loaded
+    if not known and first.kind is not Kind.SUBMITTED:
+        # Before its task's `submitted` (two streams, no order): kept until it comes.
+        batch.parked[sequence] = (task_id, message.SerializeToString())
+        logger.debug("%s event %d parked until task %s", first.kind.value, sequence, task_id)
+        return
     for event in events:
         _apply_event(batch, sequence, message, event)
+    if not known and task_id in batch.current:  # just created: its parked events follow
+        _apply_parked(batch, task_id)
+
+
+def _apply_parked(batch: _Batch, task_id: str) -> None:
+    """Applies the events parked for a task just created, in stream order: those parked
+    before this batch (deleted with it) and those this batch parked (never written)."""
+    waiting = batch.waiting.pop(task_id, [])
+    batch.unparked.extend(sequence for sequence, _ in waiting)
+    here = [
+        (sequence, events_pb2.TaskEvent.FromString(data))
+        for sequence, (parked_id, data) in batch.parked.items()
+        if parked_id == task_id
+    ]
+    for sequence, _ in here:
+        del batch.parked[sequence]
+    for sequence, message in sorted(waiting + here, key=lambda pair: pair[0]):
+        _apply_one(batch, sequence, message)
 
 
 def _apply_event(batch: _Batch, sequence: int, message: events_pb2.TaskEvent, event: Event) -> None:
     current = batch.current.get(event.task_id) or batch.loaded.get(event.task_id)
     changed = transition(current, event)
     if changed is None:
-        if current is None and event.kind is not Kind.SUBMITTED:
-            logger.warning(
-                "%s event %d for unknown task %s ignored", event.kind.value, sequence, event.task_id
-            )
-        else:
-            logger.debug(
-                "%s event %d for task %s ignored", event.kind.value, sequence, event.task_id
-            )
+        logger.debug("%s event %d for task %s ignored", event.kind.value, sequence, event.task_id)
         return
     if current is None:
         submitted = message.submitted
@@ -350,6 +390,12 @@ async def _write(
         await _executemany(conn, aio, "labels", label_rows)
     if batch.history:
         await _executemany(conn, aio, "history", batch.history)
+    if batch.parked:
+        park_time = to_time(dt.datetime.now(dt.UTC))
+        parked = [(seq, task_id, data, park_time) for seq, (task_id, data) in batch.parked.items()]
+        await _executemany(conn, aio, "park", parked)
+    if batch.unparked:
+        await _executemany(conn, aio, "unpark", [(seq,) for seq in batch.unparked])
     await _executemany(conn, aio, "cursor", [(applied, CURSOR_ID)])
 
 
@@ -437,6 +483,11 @@ _WRITES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "update": (_UPDATE_TASK, _UPDATE_KEYS),
     "labels": (insert(task_labels), ("task_id", "key", "value")),
     "history": (insert(task_history), ("task_id", "version", "snapshot")),
+    "park": (insert(parked_events), ("sequence", "task_id", "event", "park_time")),
+    "unpark": (
+        delete(parked_events).where(parked_events.c.sequence == bindparam("b_sequence")),
+        ("b_sequence",),
+    ),
     "cursor": (
         update(store_cursor)
         .where(store_cursor.c.id == bindparam("b_id"))

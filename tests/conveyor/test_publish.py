@@ -48,3 +48,31 @@ async def test_no_answer_times_out(nats_connection: tuple[NATS, JetStreamContext
     with pytest.raises(TimeoutError):
         await publisher.publish("gateway.publish.test.silent", b"x", {})
     await sub.unsubscribe()
+
+
+async def test_messages_published_together_are_all_stored_before_it_returns(
+    nats_connection: tuple[NATS, JetStreamContext],
+) -> None:
+    nc, js = nats_connection
+    publisher = AckedPublisher(nc, 5.0)
+    event, task = subjects.event_subject("greet"), subjects.task_subject("greet", 2, "t-42")
+    await publisher.publish_all(
+        [
+            (event, b"submitted", {subjects.HEADER_MSG_ID: "publish-all-test:event"}),
+            (task, b"task", {subjects.HEADER_MSG_ID: "publish-all-test:task"}),
+        ]
+    )
+    assert (await js.get_last_msg(subjects.STREAM_EVENTS, event)).data == b"submitted"
+    assert (await js.get_last_msg(subjects.STREAM_TASKS, task)).data == b"task"
+
+
+async def test_one_refused_message_of_several_raises(
+    nats_connection: tuple[NATS, JetStreamContext],
+) -> None:
+    nc, js = nats_connection
+    publisher = AckedPublisher(nc, 5.0)
+    event = subjects.event_subject("greet")
+    with pytest.raises(NoRespondersError):
+        await publisher.publish_all([(event, b"fine", {}), ("nowhere.at.all", b"x", {})])
+    # The other message was still stored: a caller retrying with the same ids is deduplicated.
+    assert (await js.get_last_msg(subjects.STREAM_EVENTS, event)).data == b"fine"

@@ -37,7 +37,7 @@ from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from conveyor.tasks import is_terminal
 from store.convert import events_from_proto
-from store.transitions import Snapshot, transition
+from store.transitions import Kind, Snapshot, transition
 from tests.faults.nats_client import jetstream
 from tests.faults.requests import text_request
 
@@ -213,12 +213,26 @@ def replay(
     """Every task as the state machine makes it from the events, and the events by task."""
     tasks: dict[str, Snapshot] = {}
     by_task: dict[str, list[events_pb2.TaskEvent]] = collections.defaultdict(list)
-    for message in events:
-        by_task[message.task_id].append(message)
+    # A worker's event can precede its task's `submitted` (two streams, no order between
+    # them): it waits for the task, and is applied right after it is created.
+    early: dict[str, list[events_pb2.TaskEvent]] = collections.defaultdict(list)
+
+    def apply(message: events_pb2.TaskEvent) -> None:
         for event in events_from_proto(message):
+            known = event.task_id in tasks
+            if not known and event.kind is not Kind.SUBMITTED:
+                early[event.task_id].append(message)
+                return
             changed = transition(tasks.get(event.task_id), event)
             if changed is not None:
                 tasks[changed.id] = changed
+                if not known:
+                    for waiting in early.pop(changed.id, []):
+                        apply(waiting)
+
+    for message in events:
+        by_task[message.task_id].append(message)
+        apply(message)
     return tasks, by_task
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from store.db import alembic_config, create_engine, migrate
-from store.models import task_labels, tasks
+from store.models import parked_events, task_labels, tasks
 from store.repository import TaskRepository
 from tests.store.factories import Stream, at, submitted
 
@@ -80,7 +80,13 @@ def _upgrade_to(revision: str) -> Callable[[Connection], None]:
 async def test_upgrade_from_0001_keeps_tasks_listable_by_label(engine_0001: AsyncEngine) -> None:
     stream = Stream()
     old = [submitted(created=at(i), labels={"team": "a", "n": str(i)}) for i in range(5)]
+    # Today's writer stands in for a 0001 store's: it writes the same task and label rows,
+    # and only looks for parked events (0003) too, in a table made for it and dropped.
+    async with engine_0001.begin() as conn:
+        await conn.run_sync(parked_events.create)
     await TaskRepository(engine_0001).apply(stream.number(*old))
+    async with engine_0001.begin() as conn:
+        await conn.run_sync(parked_events.drop)
     await migrate(engine_0001)  # 0001 -> head, as a store upgrading in place does
     repository = TaskRepository(engine_0001)
     new = [submitted(created=at(10 + i), labels={"team": "a"}) for i in range(3)]

@@ -1,0 +1,122 @@
+"""Events that reach the store before their task's ``submitted`` event (a submit publishes
+both at once, to two streams that give no order): parked, then applied right after the
+task is created, exactly once; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from conveyor.api.events.v1 import events_pb2
+from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.tasks import timestamp
+from store import parking
+from store.models import parked_events
+from store.repository import TaskRepository
+from tests.store.factories import Stream, at, submitted, text_result, worker_event
+
+PENDING, RUNNING = tasks_pb2.TASK_STATE_PENDING, tasks_pb2.TASK_STATE_RUNNING
+COMPLETED = tasks_pb2.TASK_STATE_COMPLETED
+
+
+def completion(task_id: str) -> events_pb2.TaskEvent:
+    """A short attempt's outcome, carrying its start."""
+    return worker_event(
+        task_id,
+        at(2),
+        1,
+        start_time=timestamp(at(1)),
+        completed=events_pb2.Completed(result=text_result(words=5)),
+    )
+
+
+async def parked_count(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(
+            (await conn.execute(select(func.count()).select_from(parked_events))).scalar_one()
+        )
+
+
+async def test_an_event_before_its_submit_in_one_batch_is_applied_after_it(
+    repository: TaskRepository,
+) -> None:
+    task_id = "01jn00000000000000000000p1"
+    changes = await repository.apply(Stream().number(completion(task_id), submitted(task_id)))
+
+    assert [(t.state, t.version) for t in changes] == [(PENDING, 1), (RUNNING, 2), (COMPLETED, 3)]
+    history = await repository.history(task_id, 0)
+    assert [t.state for t in history] == [PENDING, RUNNING, COMPLETED]
+    task = await repository.get(task_id)
+    assert task is not None and task.result == text_result(words=5)
+    assert await parked_count(repository.engine) == 0
+    assert await repository.applied_sequence() == 2
+
+
+async def test_an_event_parked_in_one_batch_is_applied_with_its_submit_in_a_later_one(
+    repository: TaskRepository,
+) -> None:
+    task_id, other = "01jn00000000000000000000p2", "01jn00000000000000000000p3"
+    stream = Stream()
+    first = stream.number(submitted(other), completion(task_id))
+    assert [t.id for t in await repository.apply(first)] == [other]  # nothing of task_id yet
+    assert await repository.get(task_id) is None
+    assert await parked_count(repository.engine) == 1
+    assert await repository.applied_sequence() == 2
+
+    assert await repository.apply(first) == []  # redelivered: parked once, not twice
+    assert await parked_count(repository.engine) == 1
+
+    second = stream.number(submitted(task_id))
+    changes = await repository.apply(second)
+    assert [(t.id, t.state, t.version) for t in changes] == [
+        (task_id, PENDING, 1),
+        (task_id, RUNNING, 2),
+        (task_id, COMPLETED, 3),
+    ]
+    assert await parked_count(repository.engine) == 0
+    # A repeated submit afterwards (a retried publish past the dedupe window) is ignored.
+    assert await repository.apply(stream.number(submitted(task_id))) == []
+    task = await repository.get(task_id)
+    assert task is not None and (task.state, task.version) == (COMPLETED, 3)
+
+
+async def test_several_parked_events_apply_in_stream_order(repository: TaskRepository) -> None:
+    task_id = "01jn00000000000000000000p4"
+    stream = Stream()
+    early = stream.number(
+        worker_event(task_id, at(1), 1, started=events_pb2.Started()),
+        worker_event(
+            task_id,
+            at(2),
+            1,
+            progressed=events_pb2.Progressed(progress=tasks_pb2.TaskProgress(current=1, total=2)),
+        ),
+    )
+    assert await repository.apply(early) == []
+    changes = await repository.apply(
+        stream.number(
+            submitted(task_id),
+            worker_event(task_id, at(3), 1, completed=events_pb2.Completed()),
+        )
+    )
+    assert [(t.state, t.version, t.progress.current) for t in changes] == [
+        (PENDING, 1, 0),
+        (RUNNING, 2, 0),
+        (RUNNING, 3, 1),
+        (COMPLETED, 4, 1),
+    ]
+
+
+async def test_events_whose_task_never_comes_are_dropped_after_the_ttl(
+    repository: TaskRepository,
+) -> None:
+    await repository.apply(Stream().number(completion("01jn00000000000000000000p5")))
+    assert await parked_count(repository.engine) == 1
+    now = dt.datetime.now(dt.UTC)
+    async with repository.engine.begin() as conn:
+        assert await parking.prune(conn, now) == 0  # still waiting
+    async with repository.engine.begin() as conn:
+        assert await parking.prune(conn, now + parking.PARKED_TTL + dt.timedelta(minutes=1)) == 1
+    assert await parked_count(repository.engine) == 0
