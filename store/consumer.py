@@ -7,15 +7,17 @@ import logging
 import time
 
 from google.protobuf.message import DecodeError
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import SpanKind
 
 from conveyor import subjects, tracing
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
+from store.pull import Puller
 from store.repository import TaskRepository
 from store.watch import WatchHub
 
@@ -95,9 +97,18 @@ class EventApplier:
     """
 
     def __init__(
-        self, js: JetStreamContext, repository: TaskRepository, hub: WatchHub, batch_size: int
+        self,
+        nc: NATS,
+        js: JetStreamContext,
+        repository: TaskRepository,
+        hub: WatchHub,
+        batch_size: int,
     ) -> None:
         self._js = js
+        self._puller = Puller(
+            nc,
+            f"{DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{subjects.STREAM_EVENTS}.{subjects.STORE_CONSUMER}",
+        )
         self._repository = repository
         self._hub = hub
         self._batch_size = batch_size
@@ -110,9 +121,7 @@ class EventApplier:
 
     async def start(self) -> None:
         await self._js.add_consumer(subjects.STREAM_EVENTS, consumer_config())
-        self._sub = await self._js.pull_subscribe_bind(
-            subjects.STORE_CONSUMER, subjects.STREAM_EVENTS
-        )
+        await self._puller.start()
         self._applied = await self._repository.applied_sequence()
         self._hub.applied_sequence = self._applied
 
@@ -121,7 +130,7 @@ class EventApplier:
         backoff = 0.1
         while True:
             try:
-                messages = await self._sub.fetch(self._batch_size, timeout=FETCH_WAIT)
+                messages = await self._puller.fetch(self._batch_size, FETCH_WAIT)
             except TimeoutError:
                 continue
             except asyncio.CancelledError:

@@ -164,10 +164,12 @@ def _fixed_task(s: Snapshot) -> tasks_pb2.Task:
         id=s.id,
         type=s.type,
         priority=s.priority,  # type: ignore[arg-type]
-        labels=s.labels,
         idempotency_key=s.idempotency_key,
         schedule_id=s.schedule_id,
     )
+    labels = task.labels
+    for key, value in s.labels.items():  # 0.4 µs less than Task(labels=...)'s update()
+        labels[key] = value
     if s.timeout_seconds:
         task.timeout.FromNanoseconds(round(s.timeout_seconds * 1e9))
     _set_time(task.create_time, s.create_time)

@@ -37,15 +37,20 @@ class FakeRepository:
         return []
 
 
+class FakeNats:
+    def new_inbox(self) -> str:
+        return "_INBOX.test"
+
+    async def subscribe(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class FakeStream:
     def __init__(self) -> None:
         self.reads: list[int] = []
 
     async def add_consumer(self, *args: Any) -> None:
         pass
-
-    async def pull_subscribe_bind(self, *args: Any) -> None:
-        return None
 
     async def stream_info(self, name: str) -> Any:
         return SimpleNamespace(state=SimpleNamespace(first_seq=1))
@@ -73,7 +78,7 @@ def message(sequence: int) -> Any:
 
 async def test_the_stored_sequence_is_read_only_when_a_batch_does_not_follow() -> None:
     repository, stream = FakeRepository(applied=2), FakeStream()
-    applier = EventApplier(stream, repository, WatchHub(), batch_size=100)  # type: ignore[arg-type]
+    applier = EventApplier(FakeNats(), stream, repository, WatchHub(), 100)  # type: ignore[arg-type]
     await applier.start()
     assert repository.reads == 1
 
@@ -101,7 +106,7 @@ async def test_the_stored_sequence_is_read_only_when_a_batch_does_not_follow() -
 
 async def test_a_redelivered_batch_is_checked_against_the_stored_sequence() -> None:
     repository, stream = FakeRepository(applied=5), FakeStream()
-    applier = EventApplier(stream, repository, WatchHub(), batch_size=100)  # type: ignore[arg-type]
+    applier = EventApplier(FakeNats(), stream, repository, WatchHub(), 100)  # type: ignore[arg-type]
     await applier.start()
     await applier._apply_messages([message(4), message(5)])
     assert repository.reads == 2
