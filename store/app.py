@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 
 from nats.aio.client import Client as NATS
@@ -98,19 +97,6 @@ def _redact(url: str) -> str:
     return url
 
 
-class _StoreProcess(Store):
-    """The store as ``python -m store`` runs it, alone in its process."""
-
-    async def start(self) -> None:
-        await super().start()
-        # What exists now (modules, protobuf descriptors, SQLAlchemy, gRPC, NATS) lives
-        # as long as the process: frozen out of the collector's way, a full collection
-        # under load took ~10 ms instead of ~65 ms (throughput-batch). Not in
-        # Store.start: a test process starts many stores and must collect them.
-        gc.collect()
-        gc.freeze()
-
-
 def main() -> None:
     """``python -m store``: reads settings, sets up logging once and serves."""
-    run_service("store", load_environ(), StoreSettings.from_env, _StoreProcess)
+    run_service("store", load_environ(), StoreSettings.from_env, Store)

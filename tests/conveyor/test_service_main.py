@@ -20,3 +20,16 @@ def test_bad_settings_exit_2_naming_every_bad_variable(service: str) -> None:
     assert "CONVEYOR_LOG_LEVEL='loud'" in done.stderr
     assert "CONVEYOR_STREAM_REPLICAS='seven'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_started_service_freezes_its_start_up_objects_and_collects_less_often() -> None:
+    # In a child process: freezing this test process would keep every later test's garbage.
+    probe = (
+        "import gc\n"
+        "from conveyor.server import GC_YOUNG_THRESHOLD, settle_garbage_collector\n"
+        "settle_garbage_collector()\n"
+        "assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()\n"
+        "assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD > 700\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
