@@ -37,14 +37,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-from sqlalchemy import text, update
+from sqlalchemy import delete, text, update
 from sqlalchemy.engine import make_url
 
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.ids import new_task_id
 from store.db import create_engine, migrate
-from store.models import CURSOR_ID, store_cursor
+from store.models import CURSOR_ID, parked_events, store_cursor
 from store.repository import TaskRepository
 from tests.store.factories import error, submitted, text_result, worker_event
 
@@ -186,6 +186,9 @@ async def seed(url: str, tasks: int, per_batch: int, keep_sequence: bool, fresh:
                     .where(store_cursor.c.id == CURSOR_ID)
                     .values(applied_sequence=0)
                 )
+                # Parked events are keyed by the old stream's sequences, which the new
+                # stream numbers again from 1.
+                await conn.execute(delete(parked_events))
         if backend == "postgresql":
             async with engine.connect() as conn:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
