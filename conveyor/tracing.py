@@ -138,14 +138,33 @@ class ServerTracingInterceptor(CachingInterceptor):
             stream = handler.unary_stream
 
             async def streaming(request: Any, servicer_context: Any) -> Any:
-                with start(servicer_context) as span:
-                    failed = True
-                    try:
-                        async for item in stream(request, servicer_context):
-                            yield item
-                        failed = False
-                    finally:
-                        _finish(span, servicer_context, failed)
+                # The span is current only while the handler makes each item, never
+                # across a yield: a stream the caller cancels is closed by the loop's
+                # generator finalizer, in another context, where leaving a span made
+                # current here fails ("Failed to detach context").
+                span = tracer.start_span(
+                    full_method,
+                    context=_caller_context(servicer_context),
+                    kind=trace.SpanKind.SERVER,
+                    attributes=attributes,
+                )
+                items = stream(request, servicer_context)
+                failed = True
+                try:
+                    while True:
+                        with trace.use_span(
+                            span, record_exception=False, set_status_on_exception=False
+                        ):
+                            try:
+                                item = await anext(items)
+                            except StopAsyncIteration:
+                                break
+                        yield item
+                    failed = False
+                finally:
+                    await items.aclose()
+                    _finish(span, servicer_context, failed)
+                    span.end()
 
             return handler._replace(unary_stream=streaming)
         return handler

@@ -5,6 +5,8 @@ tests/integration/test_tracing.py."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -49,7 +51,12 @@ async def server() -> AsyncIterator[Server]:
         for _ in range(3):
             yield tracing.current_trace_id().encode()
 
+    async def endless(request: bytes, context: Any) -> AsyncIterator[bytes]:
+        while True:  # suspended at its yield, as a relay writing a watch stream is
+            yield tracing.current_trace_id().encode()
+
     handlers = {
+        "Endless": grpc.unary_stream_rpc_method_handler(endless),
         "Fine": grpc.unary_unary_rpc_method_handler(fine),
         "Invalid": grpc.unary_unary_rpc_method_handler(invalid),
         "Many": grpc.unary_stream_rpc_method_handler(many),
@@ -128,3 +135,20 @@ async def test_interceptors_wrap_each_method_once() -> None:
         assert await interceptor.intercept_service(lookup, details) is not first
         found[0] = None  # an unknown method
         assert await interceptor.intercept_service(lookup, details) is None
+
+
+async def test_a_stream_the_caller_cancels_ends_its_span_cleanly(
+    server: Server, spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        call = channel.unary_stream(f"/{SERVICE}/Endless")(b"", timeout=5)
+        received = [await call.read() for _ in range(3)]
+        call.cancel()  # a watcher going away mid-stream
+        async with asyncio.timeout(5):
+            while not spans.get_finished_spans():
+                await asyncio.sleep(0.01)
+    [span] = spans.get_finished_spans()
+    # Every item was made inside the call's span, and leaving it logged nothing.
+    assert received == [format(span.context.trace_id, "032x").encode()] * 3
+    assert [r.getMessage() for r in caplog.records] == []
