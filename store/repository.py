@@ -112,8 +112,8 @@ class _Batch:
     changes: list[tasks_pb2.Task] = field(default_factory=list)
     waiting: parking.Parked = field(default_factory=dict)
     """Events parked before this batch for tasks it submits (see store.parking)."""
-    parked: dict[int, tuple[str, bytes]] = field(default_factory=dict)
-    """Events this batch parks, by sequence: (task id, serialized event)."""
+    parked: parking.Parked = field(default_factory=dict)
+    """Events this batch parks, by task id; written unless the batch also submits it."""
     unparked: list[int] = field(default_factory=list)
     """Sequences of events parked before this batch that it applied."""
 
@@ -317,7 +317,7 @@ def _apply_one(batch: _Batch, sequence: int, message: events_pb2.TaskEvent) -> N
     known = task_id in batch.current or task_id in batch.loaded
     if not known and first.kind is not Kind.SUBMITTED:
         # Before its task's `submitted` (two streams, no order): kept until it comes.
-        batch.parked[sequence] = (task_id, message.SerializeToString())
+        batch.parked.setdefault(task_id, []).append((sequence, message))
         logger.debug("%s event %d parked until task %s", first.kind.value, sequence, task_id)
         return
     for event in events:
@@ -331,14 +331,9 @@ def _apply_parked(batch: _Batch, task_id: str) -> None:
     before this batch (deleted with it) and those this batch parked (never written)."""
     waiting = batch.waiting.pop(task_id, [])
     batch.unparked.extend(sequence for sequence, _ in waiting)
-    here = [
-        (sequence, events_pb2.TaskEvent.FromString(data))
-        for sequence, (parked_id, data) in batch.parked.items()
-        if parked_id == task_id
-    ]
-    for sequence, _ in here:
-        del batch.parked[sequence]
-    for sequence, message in sorted(waiting + here, key=lambda pair: pair[0]):
+    # Both lists are in stream order, and every event parked before this batch precedes
+    # those parked by it.
+    for sequence, message in waiting + batch.parked.pop(task_id, []):
         _apply_one(batch, sequence, message)
 
 
@@ -392,7 +387,11 @@ async def _write(
         await _executemany(conn, aio, "history", batch.history)
     if batch.parked:
         park_time = to_time(dt.datetime.now(dt.UTC))
-        parked = [(seq, task_id, data, park_time) for seq, (task_id, data) in batch.parked.items()]
+        parked = [
+            (sequence, task_id, message.SerializeToString(), park_time)
+            for task_id, messages in batch.parked.items()
+            for sequence, message in messages
+        ]
         await _executemany(conn, aio, "park", parked)
     if batch.unparked:
         await _executemany(conn, aio, "unpark", [(seq,) for seq in batch.unparked])

@@ -214,8 +214,7 @@ class _AttemptStart:
         """The start time the outcome event must carry: None once the ``started`` event
         is recorded; the time when it was not published (not due yet) or not taken."""
         if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+            self.cancel()
             return self.time
         if self._sending is None:
             return None
@@ -242,7 +241,7 @@ class Runner:
         publisher: EventPublisher,
         cancelled: CancelledTasks,
         call: Call,
-        start_event_delay: float = 0.0,
+        start_event_delay: float,
     ) -> None:
         self._registry = registry
         self._publisher = publisher

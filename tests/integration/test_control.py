@@ -11,6 +11,8 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
+from conveyor import subjects
+from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.tasks import duration, from_timestamp
 from tests.conftest import System
@@ -189,3 +191,53 @@ async def test_delayed_task_survives_a_restart_of_every_conveyor_process(system:
     assert started_at >= run_at
     # The target is within a second; allow for a loaded machine, not for a lost schedule.
     assert (started_at - run_at).total_seconds() < 5
+
+
+async def events_of(system: System, task_type: str, task_id: str) -> list[events_pb2.TaskEvent]:
+    """The task's events as the EVENTS stream holds them, in order."""
+    assert system.gateway is not None and system.gateway.nc is not None
+    js = system.gateway.nc.jetstream()
+    sub = await js.pull_subscribe(subjects.event_subject(task_type), stream=subjects.STREAM_EVENTS)
+    found: list[events_pb2.TaskEvent] = []
+    try:
+        while True:
+            try:
+                batch = await sub.fetch(100, timeout=0.5)
+            except TimeoutError:
+                return found
+            for msg in batch:
+                event = events_pb2.TaskEvent.FromString(msg.data)
+                if event.task_id == task_id:
+                    found.append(event)
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_a_short_task_reports_its_start_with_its_end_and_is_still_seen_running(
+    system: System,
+) -> None:
+    await system.start_store()
+    # A delay far longer than the quick task takes, even on a loaded machine.
+    await system.start_worker(custom_handlers.registry(), start_event_delay_seconds=1.0)
+    await system.start_gateway()
+    quick = await system.stub.SubmitTask(custom("greet", name="Ada"))
+    slow = await system.stub.SubmitTask(custom("gauge", seconds=1.5))
+    quick_updates = await watch_all(system.stub, quick.task.id, after_version=1)
+    slow_updates = await watch_all(system.stub, slow.task.id, after_version=1)
+
+    # Both are seen running, then completed, with a start before their end.
+    for updates in (quick_updates, slow_updates):
+        assert [u.state for u in updates] == [S.TASK_STATE_RUNNING, S.TASK_STATE_COMPLETED]
+        final = updates[-1]
+        assert from_timestamp(final.start_time) <= from_timestamp(final.end_time)
+    # The short one cost one event fewer: its completion carries its start.
+    quick_events = await events_of(system, "greet", quick.task.id)
+    assert [e.WhichOneof("kind") for e in quick_events] == ["submitted", "completed"]
+    # (Compared as times: the store keeps microseconds.)
+    carried = from_timestamp(quick_events[1].start_time)
+    assert carried == from_timestamp(quick_updates[-1].start_time)
+    # The long one published its start on its own, stamped when it began.
+    slow_events = await events_of(system, "gauge", slow.task.id)
+    assert [e.WhichOneof("kind") for e in slow_events] == ["submitted", "started", "completed"]
+    assert not slow_events[2].HasField("start_time")
+    assert from_timestamp(slow_events[1].time) == from_timestamp(slow_updates[-1].start_time)
