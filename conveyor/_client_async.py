@@ -30,6 +30,8 @@ from conveyor._client_builders import (
 )
 from conveyor._client_errors import error_from_rpc
 from conveyor._client_schedules import ScheduleQueueMixin, StubFactory
+from conveyor.api.queues.v1 import queues_pb2, queues_pb2_grpc
+from conveyor.api.schedules.v1 import schedules_pb2, schedules_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import MIB, ClientSettings
 from conveyor.errors import DeadlineExceeded, Unavailable
@@ -42,6 +44,18 @@ MAX_MESSAGE_BYTES = 16 * MIB
 # A server going away mid-stream shows as UNAVAILABLE; CANCELLED reaches a client only
 # when the server cancelled (a local cancel raises asyncio.CancelledError instead).
 _RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+
+_SERVICES: dict[StubFactory, str] = {
+    tasks_pb2_grpc.TaskServiceStub: tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+    schedules_pb2_grpc.ScheduleServiceStub: schedules_pb2.DESCRIPTOR.services_by_name[
+        "ScheduleService"
+    ].full_name,
+    queues_pb2_grpc.QueueServiceStub: queues_pb2.DESCRIPTOR.services_by_name[
+        "QueueService"
+    ].full_name,
+}
+"""The full name of each service, by its stub: the names of the calls' spans."""
+_WATCH_TASK = f"/{_SERVICES[tasks_pb2_grpc.TaskServiceStub]}/WatchTask"
 
 
 def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
@@ -104,11 +118,8 @@ class AsyncClient(ScheduleQueueMixin):
     def _stub(self, factory: StubFactory = tasks_pb2_grpc.TaskServiceStub) -> Any:
         """The stub of one service, every service sharing the one channel."""
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(
-                self.target,
-                options=self._channel_args,
-                interceptors=tracing.client_interceptors(),
-            )
+            # No client interceptors: each call makes its span (tracing.client_call).
+            self._channel = grpc.aio.insecure_channel(self.target, options=self._channel_args)
         if factory not in self._stubs:
             self._stubs[factory] = factory(self._channel)
         return self._stubs[factory]
@@ -116,8 +127,10 @@ class AsyncClient(ScheduleQueueMixin):
     async def _unary(
         self, method: str, request: Any, factory: StubFactory = tasks_pb2_grpc.TaskServiceStub
     ) -> Any:
+        stub = self._stub(factory)
         try:
-            return await getattr(self._stub(factory), method)(request, timeout=self.timeout)
+            with tracing.client_call(f"/{_SERVICES[factory]}/{method}") as metadata:
+                return await getattr(stub, method)(request, timeout=self.timeout, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
 
@@ -253,23 +266,25 @@ class AsyncClient(ScheduleQueueMixin):
         failures = 0
         while True:
             request = tasks_pb2.WatchTaskRequest(task_id=task_id, after_version=seen or 0)
-            call = self._stub().WatchTask(request)
             try:
-                async for response in call:
-                    task: tasks_pb2.Task = response.task
-                    if seen is not None and task.version <= seen:
-                        continue  # a server resending what we have must not repeat it
-                    seen, failures = task.version, 0
-                    yield task
-                    if is_terminal(task.state):
-                        return
+                with tracing.client_call(_WATCH_TASK) as metadata:
+                    call = self._stub().WatchTask(request, metadata=metadata)
+                    try:
+                        async for response in call:
+                            task: tasks_pb2.Task = response.task
+                            if seen is not None and task.version <= seen:
+                                continue  # a server resending what we have must not repeat
+                            seen, failures = task.version, 0
+                            yield task
+                            if is_terminal(task.state):
+                                return
+                    finally:
+                        call.cancel()
                 reason = "the stream ended before a terminal state"
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _RESUMABLE:
                     raise error_from_rpc(exc) from exc
                 reason = f"{exc.code().name}: {exc.details()}"
-            finally:
-                call.cancel()
             failures += 1
             if failures > self.watch_policy.max_reconnects:
                 raise Unavailable(f"watch of task {task_id} gave up: {reason}")

@@ -152,3 +152,48 @@ async def test_a_stream_the_caller_cancels_ends_its_span_cleanly(
     # Every item was made inside the call's span, and leaving it logged nothing.
     assert received == [format(span.context.trace_id, "032x").encode()] * 3
     assert [r.getMessage() for r in caplog.records] == []
+
+
+async def test_client_call_makes_a_client_span_the_servers_span_continues(
+    server: Server, spans: InMemorySpanExporter
+) -> None:
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        with tracing.client_call(f"/{SERVICE}/Fine") as metadata:
+            seen = await channel.unary_unary(f"/{SERVICE}/Fine")(b"", metadata=metadata, timeout=5)
+        with (
+            pytest.raises(grpc.aio.AioRpcError),
+            tracing.client_call(f"/{SERVICE}/Invalid") as metadata,
+        ):
+            await channel.unary_unary(f"/{SERVICE}/Invalid")(b"", metadata=metadata, timeout=5)
+        with tracing.client_call(f"/{SERVICE}/Endless") as metadata:
+            call = channel.unary_stream(f"/{SERVICE}/Endless")(b"", metadata=metadata, timeout=5)
+            await call.read()
+            call.cancel()  # a watch the caller stops: no error
+    finished = spans.get_finished_spans()
+    clients = {s.name: s for s in finished if s.kind == trace.SpanKind.CLIENT}
+    servers = {s.name: s for s in finished if s.kind == trace.SpanKind.SERVER}
+    assert set(clients) == {f"/{SERVICE}/Fine", f"/{SERVICE}/Invalid", f"/{SERVICE}/Endless"}
+    fine = clients[f"/{SERVICE}/Fine"]
+    # The server's span is the client span's child, and the handler ran in that trace.
+    parent = servers[f"/{SERVICE}/Fine"].parent
+    assert parent is not None and parent.span_id == fine.context.span_id
+    assert seen == format(fine.context.trace_id, "032x").encode()
+    assert fine.attributes is not None
+    assert (fine.attributes["rpc.service"], fine.attributes["rpc.method"]) == (SERVICE, "Fine")
+    assert fine.attributes["rpc.grpc.status_code"] == 0
+    assert fine.status.status_code != trace.StatusCode.ERROR
+    bad = clients[f"/{SERVICE}/Invalid"]
+    assert bad.attributes is not None
+    assert bad.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert bad.status.status_code == trace.StatusCode.ERROR
+    assert bad.status.description == "INVALID_ARGUMENT: no good"
+    assert clients[f"/{SERVICE}/Endless"].status.status_code != trace.StatusCode.ERROR
+
+
+async def test_client_call_is_not_made_current() -> None:
+    provider = TracerProvider()
+    outer_span = provider.get_tracer("caller").start_as_current_span("outer")
+    with outer_span as outer, tracing.client_call(f"/{SERVICE}/Fine"):
+        # A stream's generator suspended inside the block may be closed from any
+        # context: nothing was attached that would have to be detached there.
+        assert trace.get_current_span() is outer

@@ -49,3 +49,12 @@ async def test_a_task_has_one_trace_from_submit_to_store(
     # Each event the store applied joined the trace (a short attempt's start travels with
     # its completion, so there may be no separate `started` event).
     assert "store apply submitted" in names
+    # The SDK's own CLIENT span sits between the caller's span and the gateway's.
+    submit = "/conveyor.api.tasks.v1.TaskService/SubmitTask"
+    in_trace = [s for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
+    [client_span] = [s for s in in_trace if s.name == submit and s.kind == trace.SpanKind.CLIENT]
+    [gateway_span] = [s for s in in_trace if s.name == submit and s.kind == trace.SpanKind.SERVER]
+    assert client_span.parent is not None
+    assert client_span.parent.span_id == root.get_span_context().span_id
+    assert gateway_span.parent is not None
+    assert gateway_span.parent.span_id == client_span.context.span_id
