@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from conveyor.client import AsyncClient
+from conveyor.client import AsyncClient, Client
 from tests.conftest import System
 
 pytestmark = pytest.mark.integration
@@ -58,3 +58,28 @@ async def test_a_task_has_one_trace_from_submit_to_store(
     assert client_span.parent.span_id == root.get_span_context().span_id
     assert gateway_span.parent is not None
     assert gateway_span.parent.span_id == client_span.context.span_id
+
+
+async def test_the_blocking_client_calls_in_the_callers_trace(
+    system: System, spans: InMemorySpanExporter
+) -> None:
+    await system.start()
+    assert system.gateway is not None
+    address = system.gateway.address
+
+    def script() -> tuple[int, int]:
+        # A plain script's thread: the call runs on the client's own loop thread, in the
+        # context of this one (run_coroutine_threadsafe copies it), so in this trace.
+        tracer = trace.get_tracer("test")
+        with Client(address) as client, tracer.start_as_current_span("script") as root:
+            client.submit_text("Traced from a script.")
+        return root.get_span_context().trace_id, root.get_span_context().span_id
+
+    trace_id, root_span_id = await asyncio.to_thread(script)
+    [client_span] = [
+        s
+        for s in spans.get_finished_spans()
+        if s.context.trace_id == trace_id and s.kind == trace.SpanKind.CLIENT
+    ]
+    assert client_span.name == "/conveyor.api.tasks.v1.TaskService/SubmitTask"
+    assert client_span.parent is not None and client_span.parent.span_id == root_span_id
