@@ -72,7 +72,7 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: Conveyo
     await context.abort_with_status(rpc_status.to_status(status_for(error)))
 
 
-def _internal(context_method: str, exc: BaseException) -> ConveyorError:
+def internal_error(context_method: str, exc: BaseException) -> ConveyorError:
     log.exception("unhandled error in %s", context_method, exc_info=exc)
     error = ConveyorError(f"internal error: {type(exc).__name__}")
     error.code = grpc.StatusCode.INTERNAL
@@ -113,7 +113,7 @@ def _wrap_unary(inner: Any, method: str) -> Any:
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
-            await abort_with(context, _internal(method, exc))
+            await abort_with(context, internal_error(method, exc))
 
     return unary_unary
 
@@ -136,7 +136,7 @@ def _wrap_stream(inner: Any, method: str) -> Any:
         except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
             raise
         except Exception as exc:
-            await abort_with(context, _internal(method, exc))
+            await abort_with(context, internal_error(method, exc))
 
     return unary_stream
 

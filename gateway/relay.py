@@ -1,16 +1,17 @@
 """The store's side of TaskService, relayed as serialized messages.
 
-The store answers reads, watches and control itself (docs/architecture.md), so the gateway
-has nothing to do with their responses but pass them on. Relaying the store's bytes
-instead of going through a generated stub saves a parse and a serialization of every
-response (a `ListTasks` page, every `WatchTask` update), which is most of what a relayed
-call costs the gateway's Python. Requests are still parsed, only to refuse an undecodable
-one here as before; the bytes forwarded are the client's own.
+The store answers reads and control itself (docs/architecture.md), so the gateway has
+nothing to do with their responses but pass them on. Relaying the store's bytes instead
+of going through a generated stub saves a parse and a serialization of every response
+(a `ListTasks` page above all), which is most of what a relayed call costs the gateway's
+Python. Watches are not relayed one by one but share one call (gateway.watch). Requests
+are still parsed, only to refuse an undecodable one here as before; the bytes forwarded
+are the client's own.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -21,7 +22,7 @@ from conveyor import tracing
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 STORE_CALL_TIMEOUT = 10.0
-"""Longest wait for a unary store call; watches are open-ended."""
+"""Longest wait for a relayed store call."""
 
 
 def relay_handlers(
@@ -33,20 +34,13 @@ def relay_handlers(
     store's status, message and details reach the client as the store sent them."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in methods:
-        if method.client_streaming:
-            raise ValueError(f"{method.full_name}: client streaming is not relayed")
+        if method.client_streaming or method.server_streaming:
+            raise ValueError(f"{method.full_name}: only unary methods are relayed")
         path = f"/{method.containing_service.full_name}/{method.name}"
-        check = _parses_as(method)
-        if method.server_streaming:
-            stream = channel.unary_stream(path, _registered_method=True)
-            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _relay_stream(stream), request_deserializer=check
-            )
-        else:
-            unary = channel.unary_unary(path, _registered_method=True)
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _relay_unary(unary), request_deserializer=check
-            )
+        unary = channel.unary_unary(path, _registered_method=True)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _relay_unary(unary), request_deserializer=_parses_as(method)
+        )
     return handlers
 
 
@@ -72,24 +66,6 @@ def _relay_unary(
         except grpc.aio.AioRpcError as err:
             await abort_like(context, err)
             raise  # unreachable: abort raises
-
-    return relay
-
-
-def _relay_stream(
-    call: Callable[..., Any],
-) -> Callable[[bytes, Context], AsyncIterator[bytes]]:
-    # An async generator function: the interceptors tell streaming handlers from those
-    # that write with context.write by that.
-    async def relay(request: bytes, context: Context) -> AsyncIterator[bytes]:
-        stream = call(request, metadata=trace_metadata())
-        try:
-            async for response in stream:
-                yield response
-        except grpc.aio.AioRpcError as err:
-            await abort_like(context, err)
-        finally:
-            stream.cancel()
 
     return relay
 

@@ -13,6 +13,7 @@ from conveyor.metrics import GatewayMetrics
 from gateway.relay import relay_handlers
 from gateway.submit import Submitter
 from gateway.validation import validate_submit, validate_submit_many
+from gateway.watch import StoreWatches
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,11 @@ class GatewayService:
 def add_task_service(
     server: grpc.aio.Server, service: GatewayService, store: grpc.aio.Channel
 ) -> None:
-    """Serves TaskService on ``server``: the submits by ``service``, every other method
-    relayed to the store behind ``store`` as bytes (gateway.relay). Registered by hand in
-    place of the generated ``add_TaskServiceServicer_to_server``, whose handlers would
-    parse and re-serialize every relayed message."""
+    """Serves TaskService on ``server``: the submits by ``service``, the watches over one
+    call to the store behind ``store`` (gateway.watch), every other method relayed to the
+    store as bytes (gateway.relay). Registered by hand in place of the generated
+    ``add_TaskServiceServicer_to_server``, whose handlers would parse and re-serialize
+    every relayed message."""
     handlers = {
         "SubmitTask": grpc.unary_unary_rpc_method_handler(
             service.SubmitTask,
@@ -71,6 +73,10 @@ def add_task_service(
             service.SubmitTasks,
             request_deserializer=tasks_pb2.SubmitTasksRequest.FromString,
             response_serializer=tasks_pb2.SubmitTasksResponse.SerializeToString,
+        ),
+        "WatchTask": grpc.unary_stream_rpc_method_handler(
+            StoreWatches(store).WatchTask,
+            request_deserializer=tasks_pb2.WatchTaskRequest.FromString,
         ),
     }
     relayed = [m for m in TASK_SERVICE.methods if m.name not in handlers]

@@ -10,12 +10,14 @@ from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conveyor import jetstream, subjects
+from conveyor.api.store.v1 import watch_pb2, watch_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import StoreSettings, load_environ
 from conveyor.metrics import EventLagProbe, StoreMetrics
 from conveyor.server import Server, run_service
 from store.consumer import EventApplier
 from store.db import create_engine, migrate
+from store.mux import WatchMux
 from store.repository import TaskRepository
 from store.service import StoreService
 from store.watch import WatchHub
@@ -23,6 +25,7 @@ from store.watch import WatchHub
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
+WATCH_MUX_SERVICE = watch_pb2.DESCRIPTOR.services_by_name["WatchMuxService"].full_name
 
 
 class Store:
@@ -60,12 +63,16 @@ class Store:
         self.lag_probe = EventLagProbe(js, self.hub, self.metrics)
         self._probing = asyncio.create_task(self.lag_probe.run(), name="apply-lag")
         self.server = Server(
-            self.settings.listen, [SERVICE_NAME], self.settings.max_message_bytes, self.metrics
+            self.settings.listen,
+            [SERVICE_NAME, WATCH_MUX_SERVICE],
+            self.settings.max_message_bytes,
+            self.metrics,
         )
         service = StoreService(
             repository, self.applier, self.hub, self.nc, js, buckets[subjects.KV_CANCELLED]
         )
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(service, self.server.grpc)
+        watch_pb2_grpc.add_WatchMuxServiceServicer_to_server(WatchMux(service), self.server.grpc)
         await self.server.start()
         log.info(
             "store listening on %s (database %s)", self.address, _redact(self.settings.database_url)

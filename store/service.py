@@ -106,11 +106,18 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
     async def WatchTask(
         self, request: tasks_pb2.WatchTaskRequest, context: Context
     ) -> AsyncIterator[tasks_pb2.WatchTaskResponse]:
+        async for task in self.updates(request):
+            yield tasks_pb2.WatchTaskResponse(task=task)
+
+    async def updates(self, request: tasks_pb2.WatchTaskRequest) -> AsyncIterator[tasks_pb2.Task]:
+        """What WatchTask streams for ``request``, as tasks: the current state (unless
+        ``after_version`` is given), then every later version, ending after a terminal
+        one. Also what each watch of the gateway's one WatchTasks call runs (store.mux)."""
         validate_task_id(request.task_id)
         subscription = self._hub.subscribe(request.task_id)
         try:
             async for task in self._watch(subscription, request.after_version):
-                yield tasks_pb2.WatchTaskResponse(task=task)
+                yield task
         finally:
             self._hub.unsubscribe(subscription)
 

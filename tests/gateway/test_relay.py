@@ -1,9 +1,9 @@
 """The gateway relays TaskService's reads and control to the store as bytes: real gRPC
-servers on loopback, a scripted store behind a gateway's TaskService, clients in front."""
+servers on loopback, a scripted store behind a gateway's TaskService, clients in front.
+WatchTask is not relayed but multiplexed (tests/gateway/test_watch.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -14,10 +14,10 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from conveyor import tracing
-from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.client import AsyncClient
 from conveyor.config import Limits
-from conveyor.errors import FieldViolation, InvalidArgument, NotFound
+from conveyor.errors import FieldViolation, InvalidArgument
 from conveyor.metrics import GatewayMetrics, ServiceMetrics
 from conveyor.server import Server
 from gateway.relay import STORE_CALL_TIMEOUT
@@ -25,8 +25,8 @@ from gateway.service import TASK_SERVICE, GatewayService, add_task_service
 from gateway.submit import Submitter
 
 MAX_BYTES = 4 * 1024 * 1024
-SUBMITS = {"SubmitTask", "SubmitTasks"}
-RELAYED = [m.name for m in TASK_SERVICE.methods if m.name not in SUBMITS]
+NOT_RELAYED = {"SubmitTask", "SubmitTasks", "WatchTask"}
+RELAYED = [m.name for m in TASK_SERVICE.methods if m.name not in NOT_RELAYED]
 
 # Two serialized messages concatenated: a valid GetTaskResponse (the parser merges them)
 # whose bytes any parse and re-serialization would change.
@@ -36,11 +36,6 @@ GET_BYTES = (
     ).SerializeToString()
     + tasks_pb2.GetTaskResponse(task=tasks_pb2.Task(attempt=2)).SerializeToString()
 )
-WATCH_BYTES = [
-    tasks_pb2.WatchTaskResponse(task=tasks_pb2.Task(id="t1", state=state)).SerializeToString()
-    + tasks_pb2.WatchTaskResponse(task=tasks_pb2.Task(version=version)).SerializeToString()
-    for version, state in enumerate([tasks_pb2.TASK_STATE_PENDING, tasks_pb2.TASK_STATE_RUNNING])
-]
 VIOLATION = FieldViolation("page_token", "not a token of this listing")
 
 
@@ -61,7 +56,6 @@ class FakeStore:
 
     server: Server
     seen: list[Seen] = field(default_factory=list)
-    watch_error: Exception | None = None
 
 
 def _store_handlers(store: FakeStore) -> dict[str, grpc.RpcMethodHandler]:
@@ -79,17 +73,9 @@ def _store_handlers(store: FakeStore) -> dict[str, grpc.RpcMethodHandler]:
     def refuse_list() -> bytes:
         raise InvalidArgument("bad listing", [VIOLATION])
 
-    async def watch(request: bytes, context: Any) -> AsyncIterator[bytes]:
-        record("WatchTask", request, context)
-        for item in WATCH_BYTES:
-            yield item
-        if store.watch_error is not None:
-            raise store.watch_error
-
-    handlers = {name: unary(name, lambda: b"") for name in RELAYED if name != "WatchTask"}
+    handlers = {name: unary(name, lambda: b"") for name in RELAYED}
     handlers["GetTask"] = unary("GetTask", lambda: GET_BYTES)
     handlers["ListTasks"] = unary("ListTasks", refuse_list)
-    handlers["WatchTask"] = grpc.unary_stream_rpc_method_handler(watch)
     return handlers
 
 
@@ -151,9 +137,6 @@ async def test_responses_arrive_as_the_store_serialized_them(
     request = tasks_pb2.GetTaskRequest(task_id="t1").SerializeToString()
     got = await raw.unary_unary(_path("GetTask"))(request, timeout=5)
     assert got == GET_BYTES
-    watch = raw.unary_stream(_path("WatchTask"))
-    streamed = [item async for item in watch(b"", timeout=5)]
-    assert streamed == WATCH_BYTES
     assert store.seen[0].request == request  # the client's request bytes, forwarded
 
 
@@ -166,30 +149,15 @@ async def test_typed_clients_read_the_relayed_messages(
 
 
 async def test_the_stores_status_and_details_reach_the_client(
-    store: FakeStore, gateway: RelayGateway, raw: grpc.aio.Channel
+    store: FakeStore, gateway: RelayGateway
 ) -> None:
-    store.watch_error = NotFound("task t1 was deleted")
     async with AsyncClient(gateway.server.address, timeout=5) as client:
         with pytest.raises(InvalidArgument) as refused:
             await client.list(page_token="nonsense")
-    stub = tasks_pb2_grpc.TaskServiceStub(raw)
-    stream = stub.WatchTask(tasks_pb2.WatchTaskRequest(task_id="t1"), timeout=5)
-    updates = []
-    with pytest.raises(grpc.aio.AioRpcError) as ended:
-        async for update in stream:
-            updates.append(update.task.state)
     assert refused.value.message == "bad listing"
     assert refused.value.violations == [VIOLATION]
-    assert updates == [tasks_pb2.TASK_STATE_PENDING, tasks_pb2.TASK_STATE_RUNNING]
-    assert ended.value.code() == grpc.StatusCode.NOT_FOUND
-    assert ended.value.details() == "task t1 was deleted"
     # Counted by the gateway's metrics interceptor with the status the client saw.
     assert gateway.calls("ListTasks", "INVALID_ARGUMENT") == 1
-    # A stream is counted when the gateway's handler finishes, which can be just after
-    # the client saw its end.
-    async with asyncio.timeout(5):
-        while gateway.calls("WatchTask", "NOT_FOUND") != 1:
-            await asyncio.sleep(0.01)
 
 
 async def test_every_relayed_call_carries_the_trace_and_a_deadline(
@@ -199,28 +167,23 @@ async def test_every_relayed_call_carries_the_trace_and_a_deadline(
     with caller.start_as_current_span("client") as span:
         metadata = tuple(tracing.inject().items())
     for method in RELAYED:
-        if method == "WatchTask":
-            [_ async for _ in raw.unary_stream(_path(method))(b"", metadata=metadata)]
-        else:
-            refused = method == "ListTasks"  # the scripted store refuses every listing
-            with pytest.raises(grpc.aio.AioRpcError) if refused else contextlib.nullcontext():
-                await raw.unary_unary(_path(method))(b"", metadata=metadata, timeout=5)
+        refused = method == "ListTasks"  # the scripted store refuses every listing
+        with pytest.raises(grpc.aio.AioRpcError) if refused else contextlib.nullcontext():
+            await raw.unary_unary(_path(method))(b"", metadata=metadata, timeout=5)
     assert [s.method for s in store.seen] == RELAYED
     trace_id = format(span.get_span_context().trace_id, "032x")
     for seen in store.seen:
         assert seen.metadata["traceparent"].split("-")[1] == trace_id, seen.method
-        if seen.method == "WatchTask":
-            assert seen.time_remaining is None  # a watch lasts as long as its task
-        else:
-            # The gateway's own bound (gRPC rounds a deadline up on the wire).
-            assert seen.time_remaining is not None
-            assert 0 < seen.time_remaining < STORE_CALL_TIMEOUT + 1
+        # The gateway's own bound (gRPC rounds a deadline up on the wire).
+        assert seen.time_remaining is not None
+        assert 0 < seen.time_remaining < STORE_CALL_TIMEOUT + 1
 
 
 async def test_an_undecodable_request_is_refused_before_the_store(
     store: FakeStore, raw: grpc.aio.Channel
 ) -> None:
     for call in (raw.unary_unary(_path("GetTask")), raw.unary_stream(_path("WatchTask"))):
+        # WatchTask's handler is gateway.watch's, refusing the same way.
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await _finish(call(b"\xff\xff\xff", timeout=5))
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -1,0 +1,185 @@
+"""WatchTask on the gateway: all of its clients' watches over one call to the store.
+
+The store's WatchMuxService (store/mux.py) runs each watch exactly as WatchTask would and
+batches the updates of all of them into few messages; here they are sorted out to the
+client streams. A client that reads slower than its task changes has its updates held up
+to ``WATCH_QUEUE_SIZE``; past that, its watch is stopped at the store and, once the client
+has taken what was held, started again after the last version it got (the store fills the
+rest from the history), so a slow client costs memory for a bounded number of updates
+and loses none. When the call to the store breaks, every watch on it ends UNAVAILABLE, as
+a relayed WatchTask did: clients resume after the last version they saw (the SDK does so
+itself), on a new call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.rpc import status_pb2
+from grpc_status import rpc_status
+
+from conveyor.api.store.v1 import watch_pb2
+from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.tasks import is_terminal
+from gateway.relay import abort_like
+
+log = logging.getLogger(__name__)
+
+Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
+WATCH_QUEUE_SIZE = 256
+"""Updates held for one client before its watch is restarted behind it."""
+_WATCH_TASKS = "/conveyor.api.store.v1.WatchMuxService/WatchTasks"
+
+
+class _Watch:
+    """One client's watch on a call: the updates for it not yet sent to the client."""
+
+    def __init__(self, watch_id: int) -> None:
+        self.watch_id = watch_id
+        self.held: collections.deque[watch_pb2.WatchUpdate] = collections.deque()
+        self.ready = asyncio.Event()
+        self.overflowed = False
+        self.broken: BaseException | None = None
+
+    def offer(self, update: watch_pb2.WatchUpdate) -> bool:
+        """Holds the update; False (and nothing held) once the client is too far behind."""
+        if len(self.held) >= WATCH_QUEUE_SIZE:
+            self.overflowed = True
+            self.ready.set()
+            return False
+        self.held.append(update)
+        self.ready.set()
+        return True
+
+    def break_off(self, error: BaseException) -> None:
+        self.broken = error
+        self.ready.set()
+
+    async def next(self) -> watch_pb2.WatchUpdate | None:
+        """The next update; None once it overflowed and all it held is taken; raises what
+        broke the call once all it held is taken."""
+        while not self.held:
+            if self.overflowed:
+                return None
+            if self.broken is not None:
+                raise self.broken
+            self.ready.clear()
+            await self.ready.wait()
+        return self.held.popleft()
+
+
+class _Call:
+    """One WatchTasks call to the store and the watches running on it."""
+
+    def __init__(self, method: Any) -> None:
+        self._requests: asyncio.Queue[watch_pb2.WatchTasksRequest] = asyncio.Queue()
+        self._watches: dict[int, _Watch] = {}
+        self._next_id = 0
+        self.closed = False
+        self._call = method(self._request_stream())
+        self._reader = asyncio.create_task(self._read(), name="store-watches")
+
+    async def _request_stream(self) -> AsyncIterator[watch_pb2.WatchTasksRequest]:
+        while True:
+            yield await self._requests.get()
+
+    def start(self, request: tasks_pb2.WatchTaskRequest) -> _Watch:
+        self._next_id += 1
+        watch = self._watches[self._next_id] = _Watch(self._next_id)
+        self._requests.put_nowait(
+            watch_pb2.WatchTasksRequest(watch_id=watch.watch_id, start=request)
+        )
+        return watch
+
+    def stop(self, watch: _Watch) -> None:
+        if self._watches.pop(watch.watch_id, None) is not None and not self.closed:
+            self._requests.put_nowait(
+                watch_pb2.WatchTasksRequest(watch_id=watch.watch_id, stop=True)
+            )
+
+    async def _read(self) -> None:
+        error: BaseException = grpc.aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            details="the store ended the watch stream",
+        )
+        try:
+            async for response in self._call:
+                for update in response.updates:
+                    watch = self._watches.get(update.watch_id)
+                    if watch is None:
+                        continue  # stopped: what was on its way is dropped
+                    if update.WhichOneof("item") == "end":
+                        del self._watches[update.watch_id]  # over at the store: no stop
+                        watch.held.append(update)  # always held: it is the last
+                        watch.ready.set()
+                    elif not watch.offer(update):
+                        self.stop(watch)  # restarted behind once its client catches up
+        except grpc.aio.AioRpcError as exc:
+            error = exc
+        except Exception:  # a message that does not parse, say: the call is of no more use
+            log.exception("reading the store's watch stream failed")
+            self._call.cancel()
+        finally:
+            self.closed = True
+            for watch in self._watches.values():
+                watch.break_off(error)
+            self._watches.clear()
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+class StoreWatches:
+    """Serves WatchTask: each client's watch runs on the gateway's one call to the store
+    (opened on the first watch, opened again after it breaks)."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._method = channel.stream_stream(
+            _WATCH_TASKS,
+            request_serializer=watch_pb2.WatchTasksRequest.SerializeToString,
+            response_deserializer=watch_pb2.WatchTasksResponse.FromString,
+            _registered_method=True,
+        )
+        self._call: _Call | None = None
+
+    def _current(self) -> _Call:
+        if self._call is None or self._call.closed:
+            self._call = _Call(self._method)
+        return self._call
+
+    async def WatchTask(
+        self, request: tasks_pb2.WatchTaskRequest, context: Context
+    ) -> AsyncIterator[bytes]:
+        """The updates WatchTask streams, serialized (the handler has no serializer)."""
+        after = request.after_version
+        while True:
+            call = self._current()
+            watch = call.start(
+                tasks_pb2.WatchTaskRequest(task_id=request.task_id, after_version=after)
+            )
+            try:
+                while (update := await watch.next()) is not None:
+                    if update.WhichOneof("item") == "end":
+                        status = status_pb2.Status.FromString(update.end)
+                        if status.code != 0:
+                            await context.abort_with_status(rpc_status.to_status(status))
+                        return
+                    yield tasks_pb2.WatchTaskResponse(task=update.task).SerializeToString()
+                    after = update.task.version
+                    if is_terminal(update.task.state):
+                        return
+            except grpc.aio.AioRpcError as err:
+                await abort_like(context, err)
+            finally:
+                call.stop(watch)
+
+    def close(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
