@@ -132,9 +132,6 @@ class _Call:
                 watch.break_off(error)
             self._watches.clear()
 
-    def cancel(self) -> None:
-        self._call.cancel()
-
 
 class StoreWatches:
     """Serves WatchTask: each client's watch runs on the gateway's one call to the store
@@ -179,7 +176,3 @@ class StoreWatches:
                 await abort_like(context, err)
             finally:
                 call.stop(watch)
-
-    def close(self) -> None:
-        if self._call is not None:
-            self._call.cancel()
