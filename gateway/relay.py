@@ -22,7 +22,8 @@ from conveyor import tracing
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 STORE_CALL_TIMEOUT = 10.0
-"""Longest wait for a relayed store call."""
+"""How long a relayed store call may take when its caller set no deadline; a caller's
+deadline is passed on as it is (GetTaskStats over a large window can take longer)."""
 
 
 def relay_handlers(
@@ -62,7 +63,9 @@ def _relay_unary(
 ) -> Callable[[bytes, Context], Awaitable[bytes]]:
     async def relay(request: bytes, context: Context) -> bytes:
         try:
-            return await call(request, timeout=STORE_CALL_TIMEOUT, metadata=trace_metadata())
+            remaining = context.time_remaining()
+            timeout = STORE_CALL_TIMEOUT if remaining is None else max(remaining, 0.0)
+            return await call(request, timeout=timeout, metadata=trace_metadata())
         except grpc.aio.AioRpcError as err:
             await abort_like(context, err)
             raise  # unreachable: abort raises

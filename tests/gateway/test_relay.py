@@ -174,9 +174,20 @@ async def test_every_relayed_call_carries_the_trace_and_a_deadline(
     trace_id = format(span.get_span_context().trace_id, "032x")
     for seen in store.seen:
         assert seen.metadata["traceparent"].split("-")[1] == trace_id, seen.method
-        # The gateway's own bound (gRPC rounds a deadline up on the wire).
+        # The caller's deadline, passed on (gRPC rounds a deadline up on the wire).
         assert seen.time_remaining is not None
-        assert 0 < seen.time_remaining < STORE_CALL_TIMEOUT + 1
+        assert 0 < seen.time_remaining < 5 + 1
+
+
+async def test_the_callers_deadline_reaches_the_store_else_the_gateways_bound(
+    store: FakeStore, raw: grpc.aio.Channel
+) -> None:
+    get = raw.unary_unary(_path("GetTask"))
+    await get(b"", timeout=60)  # longer than the gateway's own bound: the caller decides
+    await get(b"")  # no deadline: the gateway's bound
+    long, unbounded = (seen.time_remaining for seen in store.seen)
+    assert long is not None and STORE_CALL_TIMEOUT + 1 < long <= 60 + 1
+    assert unbounded is not None and 0 < unbounded <= STORE_CALL_TIMEOUT + 1
 
 
 async def test_an_undecodable_request_is_refused_before_the_store(
