@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
     KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
 from conveyor import subjects
 from conveyor.config import MIB, CommonSettings
-from conveyor.metrics import ServiceMetrics
+
+if TYPE_CHECKING:  # conveyor.metrics uses this module
+    from conveyor.metrics import ServiceMetrics
 
 CANCELLED_TTL = 7 * 24 * 3600.0
 """How long a cancel marker lives in the conveyor_cancelled bucket."""
@@ -171,6 +177,58 @@ async def close(nc: NATS) -> None:
     except Exception as exc:
         log.warning("nats flush on close failed: %s", exc)
     await nc.close()
+
+
+KEYS_BATCH = 256
+KEYS_FETCH_TIMEOUT = 5.0
+_REMOVED = frozenset({"DEL", "PURGE"})
+_REMOVED_MARKERS = frozenset({"MaxAge", "Purge", "Remove"})
+
+
+async def keys(kv: KeyValue) -> list[str]:
+    """The keys of a bucket that hold a value now (deleted, purged and expired ones left
+    out), in no particular order.
+
+    Not ``KeyValue.keys()``: its watcher can signal the end before entries already on
+    their way have arrived, and return too few keys or none (nats-py issue #842; seen here
+    as a queue probe that found no types). Here a consumer made for the call, which sends
+    nothing until asked, says when it is created how many entries there are, and exactly
+    that many are fetched."""
+    js: JetStreamContext = kv._js  # nats-py keeps the bucket's context, stream and prefix
+    stream: str = kv._stream
+    prefix: str = kv._pre
+    consumer = await js.add_consumer(
+        stream,
+        ConsumerConfig(
+            filter_subject=f"{prefix}>",
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=AckPolicy.NONE,
+            headers_only=True,
+            inactive_threshold=30.0,
+        ),
+    )
+    assert consumer.name is not None
+    remaining = consumer.num_pending or 0
+    found: list[str] = []
+    try:
+        if remaining:
+            sub = await js.pull_subscribe_bind(consumer.name, stream=stream)
+            try:
+                while remaining > 0:
+                    for msg in await sub.fetch(min(remaining, KEYS_BATCH), KEYS_FETCH_TIMEOUT):
+                        remaining -= 1
+                        headers = msg.headers or {}
+                        if headers.get("KV-Operation") in _REMOVED:
+                            continue
+                        if headers.get("Nats-Marker-Reason") in _REMOVED_MARKERS:
+                            continue
+                        found.append(msg.subject[len(prefix) :])
+            finally:
+                await sub.unsubscribe()
+    finally:
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(stream, consumer.name)
+    return found
 
 
 async def follow(

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import grpc
 from nats.js import JetStreamContext
-from nats.js.errors import NoKeysError, NotFoundError
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from prometheus_client import (
     CollectorRegistry,
@@ -44,7 +44,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from conveyor import subjects
+from conveyor import jetstream, subjects
 from conveyor.interceptors import CachingInterceptor
 
 log = logging.getLogger(__name__)
@@ -503,10 +503,7 @@ class QueueProbe:
 
     async def poll(self) -> None:
         """One reading of every type's consumers."""
-        try:
-            names = await self._types.keys()
-        except NoKeysError:
-            names = []
+        names = await jetstream.keys(self._types)
         m = self._metrics
         shown: set[tuple[str, str]] = set()
         for task_type in sorted(names):

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from conveyor import jetstream
@@ -84,10 +84,7 @@ class ScheduleBook:
 
     async def all(self) -> list[schedules_pb2.Schedule]:
         """Every schedule, by id."""
-        try:
-            keys = await self._kv.keys()
-        except NoKeysError:
-            return []
+        keys = await jetstream.keys(self._kv)
         schedules = []
         for key in sorted(keys):
             try:
