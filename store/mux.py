@@ -72,18 +72,21 @@ class WatchMux(watch_pb2_grpc.WatchMuxServiceServicer):
         with contextlib.suppress(asyncio.CancelledError):
             async for request in requests:
                 watch_id = request.watch_id
-                if request.WhichOneof("action") == "start":
-                    if watch_id in watches:
-                        error = InvalidArgument(f"watch {watch_id} is already running")
-                        await outbox.put(_ended(watch_id, status_for(error)))
-                        continue
-                    watches[watch_id] = asyncio.create_task(
-                        self._run(watch_id, request.start, outbox, watches)
-                    )
-                elif request.WhichOneof("action") == "stop":
+                action = request.WhichOneof("action")
+                if action == "stop":
                     watch = watches.pop(watch_id, None)
                     if watch is not None:
                         watch.cancel()
+                elif action != "start":
+                    error = InvalidArgument(f"request for watch {watch_id} starts or stops nothing")
+                    await outbox.put(_ended(watch_id, status_for(error)))
+                elif watch_id in watches:
+                    error = InvalidArgument(f"watch {watch_id} is already running")
+                    await outbox.put(_ended(watch_id, status_for(error)))
+                else:
+                    watches[watch_id] = asyncio.create_task(
+                        self._run(watch_id, request.start, outbox, watches)
+                    )
 
     async def _run(
         self,

@@ -100,6 +100,10 @@ async def test_a_stopped_watch_gets_nothing_more_and_an_id_in_use_is_refused(
     sleeper = (await system.stub.SubmitTask(custom("sleeper", seconds=60))).task.id
     async with grpc.aio.insecure_channel(system.store.address) as channel:
         mux = MuxCall(channel)
+        mux.requests.put_nowait(watch_pb2.WatchTasksRequest(watch_id=7))  # no action
+        vague = await mux.ended(7)
+        assert vague.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert "starts or stops nothing" in vague.message
         mux.start(1, sleeper)
         mux.start(1, sleeper)  # a caller's mistake: refused, the first one goes on
         async with asyncio.timeout(20):
