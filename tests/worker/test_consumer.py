@@ -4,6 +4,7 @@ ones, and the worker never holds more messages than it has slots for."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -125,3 +126,48 @@ async def test_never_more_messages_than_free_slots(
     assert harness.most_in_flight <= 4
     assert harness.started[:4] == ["high"] * 4  # high first
     assert sorted(harness.started) == sorted(["high"] * 5 + ["normal"] * 20)
+
+
+async def test_a_round_that_empties_the_queue_waits_before_the_next_one(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tasks that come one at a time are fetched together after the pause, not one pull
+    # request each. The pause is made long so that the test sees it on any machine.
+    monkeypatch.setattr(consumer, "REFILL_PAUSE", 2.0)
+    monkeypatch.setattr(random, "random", lambda: 0.99)  # rounds start with high
+    requests: list[bytes] = []
+
+    async def spy(msg: Msg) -> None:
+        if msg.subject.endswith(subjects.worker_consumer(TYPE, "normal")):
+            requests.append(msg.data)
+
+    await harness.nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{subjects.STREAM_TASKS}.>", cb=spy)
+    harness.release.set()
+    task = asyncio.create_task(consume(harness, until=4))
+    async with asyncio.timeout(30):
+        while not requests:  # idle: the loop long-polls
+            await asyncio.sleep(0.01)
+    await harness.queue("normal", 1)
+    async with asyncio.timeout(30):
+        while len(harness.started) < 1:
+            await asyncio.sleep(0.01)
+    sent = len(requests)
+    await harness.queue("normal", 3)
+    await asyncio.sleep(0.5)
+    assert len(harness.started) == 1, "fetched during the pause"
+    assert len(requests) == sent, "asked during the pause"
+    await task
+    assert len(requests) == sent + 1
+    assert json.loads(requests[-1]) == {"batch": 4, "no_wait": True}  # all three in one
+
+
+async def test_a_backlog_fills_every_free_slot_without_pausing(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pause would hold the loop past the test's one-minute limit.
+    monkeypatch.setattr(consumer, "REFILL_PAUSE", 600.0)
+    monkeypatch.setattr(random, "random", lambda: 0.99)
+    await harness.queue("normal", 30)
+    harness.release.set()
+    await consume(harness, until=30)
+    assert harness.started == ["normal"] * 30
