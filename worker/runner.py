@@ -23,7 +23,7 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from conveyor import tracing
+from conveyor import jetstream, tracing
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.context import TaskContext
@@ -54,8 +54,8 @@ class CancelledTasks:
     bucket (and by cancel signals), so checking a task before it starts costs no round
     trip.
 
-    The set is trusted only while the watch is live: from the moment it has delivered
-    every marker present when it (re)started, and for as long as the connection has not
+    The set is trusted only while the watch is live: from the moment it holds every
+    marker present when the watch (re)started, and for as long as the connection has not
     reconnected since (a marker put while the connection was away may not have reached
     the watch yet). Otherwise a check reads the bucket, as every check used to, and a
     reconnect restarts the watch."""
@@ -95,16 +95,24 @@ class CancelledTasks:
             try:
                 reconnects = self._reconnects()
                 watcher = await self._kv.watchall()
-                async for entry in watcher:
-                    if entry is None:  # every marker present at the start is in
-                        self._live_at = reconnects
-                        self._loaded.set()
-                    elif entry.key is None:
-                        continue
-                    elif entry.operation in ("DEL", "PURGE") or not entry.value:
-                        self.ids.pop(entry.key, None)
-                    else:
-                        self.add(entry.key)
+                # The watch's own "caught up" marker can come before the markers already
+                # on their way (nats-py issue #842): the markers present now are read
+                # exactly instead, after the watch started, so none falls between them.
+                try:
+                    for task_id in await jetstream.keys(self._kv):
+                        self.add(task_id)
+                    self._live_at = reconnects
+                    self._loaded.set()
+                    async for entry in watcher:
+                        if entry is None or entry.key is None:
+                            continue
+                        elif entry.operation in ("DEL", "PURGE") or not entry.value:
+                            self.ids.pop(entry.key, None)
+                        else:
+                            self.add(entry.key)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()
                 self._live_at = None
             except asyncio.CancelledError:
                 raise
