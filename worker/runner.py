@@ -112,7 +112,7 @@ class CancelledTasks:
                             self.add(entry.key)
                 finally:
                     with contextlib.suppress(Exception):
-                        await watcher.stop()
+                        await watcher.stop()  # type: ignore[no-untyped-call]
                 self._live_at = None
             except asyncio.CancelledError:
                 raise
