@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind
 from conveyor import subjects, tracing
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
-from store.pull import Puller
+from store.pull import Puller, PullError
 from store.repository import TaskRepository
 from store.watch import WatchHub
 
@@ -139,6 +139,8 @@ class EventApplier:
                 log.warning("fetching events failed: %s", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+                if isinstance(exc, PullError):
+                    await self._declare_consumer()
                 continue
             backoff = 0.1
             if not messages:
@@ -146,6 +148,15 @@ class EventApplier:
             await self._apply_messages(messages)
             if len(messages) < COALESCE_BELOW:
                 await asyncio.sleep(COALESCE_WAIT)
+
+    async def _declare_consumer(self) -> None:
+        """Declares the consumer again after a pull request failed: one deleted (by an
+        operator, or with the stream) is made anew. It delivers the stream from its start,
+        and what was applied already is skipped by the applied sequence."""
+        try:
+            await self._js.add_consumer(subjects.STREAM_EVENTS, consumer_config())
+        except Exception as exc:  # NATS away, the stream gone: the next fetch fails too
+            log.warning("declaring the store's consumer again failed: %s", exc)
 
     async def _apply_messages(self, messages: list[Msg]) -> None:
         fetched_ns = time.time_ns()

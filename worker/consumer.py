@@ -139,6 +139,13 @@ class Pull:
         self.closed.set()
         self.inbox = ""
         self.sub: Subscription | None = None
+        self.failure = ""
+        """How the last request failed (an error status), "" while none did."""
+
+
+class PullFailed(Exception):
+    """JetStream ended a pull request with an error status: the consumer was deleted (409),
+    no longer exists (503: nothing answers its subject), too many requests wait (409) ..."""
 
 
 class TypeConsumer:
@@ -185,6 +192,16 @@ class TypeConsumer:
             await self._open(self._probes[priority])
             await self._open(self._polls[priority])
 
+    async def _declare_consumers(self) -> None:
+        """Declares the consumers again after a pull request failed: one deleted (by an
+        operator, or with the stream) is made anew, and its tasks are fetched again."""
+        for priority in PRIORITIES:
+            config = consumer_config(self.task_type, priority, self._ack_wait)
+            try:
+                await self._js.add_consumer(subjects.STREAM_TASKS, config)
+            except Exception as exc:  # NATS away, the stream gone: the next round fails too
+                log.warning("declaring %s again failed: %s", config.durable_name, exc)
+
     async def _open(self, pull: Pull) -> None:
         async def on_message(msg: Msg) -> None:
             await self._on_message(pull, msg)
@@ -222,6 +239,8 @@ class TypeConsumer:
                 log.warning("fetch of %s failed: %s", self.task_type, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+                if isinstance(exc, PullFailed):
+                    await self._declare_consumers()
                 continue
             backoff = 0.1
             self.last_poll = time.monotonic()
@@ -251,6 +270,7 @@ class TypeConsumer:
             except TimeoutError:
                 await self._lost(pull)
                 raise
+            _raise_failure(pull)
             if pull.delivered:
                 got += pull.delivered
                 self._last_found = priority
@@ -263,6 +283,8 @@ class TypeConsumer:
             return got
         self._skip = dict.fromkeys(PRIORITIES, 0)  # idle: probe everything next round
         await self._long_poll(admission)
+        for poll in self._polls.values():
+            _raise_failure(poll)
         return self._delivered - delivered
 
     async def _long_poll(self, admission: Admission) -> None:
@@ -315,6 +337,7 @@ class TypeConsumer:
             body["expires"] = int(expires * 1e9)
         pull.wanted = batch
         pull.delivered = 0
+        pull.failure = ""
         pull.admission = admission
         pull.deadline = time.monotonic() + (expires or 0.0) + REQUEST_PATIENCE
         pull.closed.clear()
@@ -337,7 +360,8 @@ class TypeConsumer:
             if status == "100":
                 return  # a heartbeat
             if status not in ("404", "408"):
-                log.debug("pull of %s %s: %s", self.task_type, pull.priority, msg.headers)
+                description = msg.headers.get("Description", "") if msg.headers else ""
+                pull.failure = f"{pull.priority} pull request ended: {status} {description}"
             self._close(pull)
             return
         if pull.wanted <= 0 or not pull.reserved:
@@ -427,3 +451,10 @@ class TypeConsumer:
 
     def _release(self, lease: Lease) -> None:
         asyncio.create_task(self._flow.semaphore.release(lease))  # noqa: RUF006
+
+
+def _raise_failure(pull: Pull) -> None:
+    """Raises PullFailed (once) if the pull's last request ended with an error status."""
+    if pull.failure:
+        failure, pull.failure = pull.failure, ""
+        raise PullFailed(failure)
