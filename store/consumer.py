@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind
 from conveyor import subjects, tracing
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
+from store import history
 from store.pull import Puller, PullError
 from store.repository import TaskRepository
 from store.watch import WatchHub
@@ -74,6 +75,13 @@ def _stream_sequence(msg: Msg) -> int:
     return msg.metadata.sequence.stream  # other forms (domain, account hash)
 
 
+def _stream_time_us(msg: Msg) -> int:
+    """The stream's time of the message in microseconds, from its reply subject's
+    nanoseconds (nats-py's ``metadata`` goes through a float, which can round)."""
+    tokens = (msg.reply or "").split(".")
+    return int(tokens[7] if len(tokens) == 9 else tokens[Msg.Ack.Timestamp]) // 1000
+
+
 def consumer_config(ack_wait: float = 30.0) -> ConsumerConfig:
     """The store's durable consumer: every event, in order, acked cumulatively."""
     return ConsumerConfig(
@@ -120,10 +128,22 @@ class EventApplier:
         self._applied = 0
 
     async def start(self) -> None:
+        await self._follow_history()
         await self._js.add_consumer(subjects.STREAM_EVENTS, consumer_config())
         await self._puller.start()
         self._applied = await self._repository.applied_sequence()
         self._hub.applied_sequence = self._applied
+
+    async def _follow_history(self) -> bool:
+        """Moves the cursor if the stream was made again or restored (store.history);
+        whether it moved (here or by another replica)."""
+        moved = await history.follow(self._js, self._repository)
+        if moved is None:
+            return False
+        log.warning("%s", moved)
+        self._applied = await self._repository.applied_sequence()  # it went back
+        self._hub.applied_sequence = self._applied
+        return True
 
     async def run(self) -> None:
         """Applies events until cancelled."""
@@ -154,6 +174,7 @@ class EventApplier:
         operator, or with the stream) is made anew. It delivers the stream from its start,
         and what was applied already is skipped by the applied sequence."""
         try:
+            await self._follow_history()
             await self._js.add_consumer(subjects.STREAM_EVENTS, consumer_config())
         except Exception as exc:  # NATS away, the stream gone: the next fetch fails too
             log.warning("declaring the store's consumer again failed: %s", exc)
@@ -171,7 +192,10 @@ class EventApplier:
         last_sequence = max(delivered)
         if not self._follows_applied(delivered):
             batch += await self._skipped_until_done(set(delivered))
-        changes = await self._apply_until_done(batch)
+        # The cursor's time is that of its event, the highest sequence (redelivered events
+        # may come after later ones).
+        last = messages[delivered.index(last_sequence)]
+        changes = await self._apply_until_done(batch, _stream_time_us(last))
         # What the commit stored is at least this (more if another replica got further).
         self._applied = max(self._applied, last_sequence)
         await messages[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch
@@ -213,8 +237,15 @@ class EventApplier:
         hands the next store later events. Acking those (AckPolicy.ALL) would acknowledge
         the earlier ones unapplied, and the applied sequence would pass them for good; so a
         gap is filled first and the events are applied in order, exactly once.
+
+        A batch at or below the applied sequence is checked against the stream's history
+        first: it may be a new history's events (store.history).
         """
         applied = await self._repository.applied_sequence()
+        if min(delivered) <= applied and await self._follow_history():
+            # Events at or below the cursor: a redelivery, or a stream made again or
+            # restored from an older backup with its consumer (store.history).
+            applied = self._applied
         self._applied = max(self._applied, applied)
         missing = [s for s in range(applied + 1, max(delivered)) if s not in delivered]
         if not missing:
@@ -239,12 +270,12 @@ class EventApplier:
         return None if event is None else (sequence, event)
 
     async def _apply_until_done(
-        self, batch: list[tuple[int, events_pb2.TaskEvent]]
+        self, batch: list[tuple[int, events_pb2.TaskEvent]], last_time_us: int
     ) -> list[tasks_pb2.Task]:
         delay = 0.2
         while True:
             try:
-                changes = await self._repository.apply(batch)
+                changes = await self._repository.apply(batch, last_time_us)
                 self.healthy = True
                 return changes
             except asyncio.CancelledError:

@@ -156,12 +156,15 @@ class TaskHistoryRow(Base):
 
 
 class StoreCursorRow(Base):
-    """The single row recording the last EVENTS stream sequence applied."""
+    """The single row recording the last EVENTS stream sequence applied, and the stream's
+    time of that event, which tells whether the stream is still the one it was applied
+    from (store.history, migration 0004)."""
 
     __tablename__ = "store_cursor"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     applied_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
+    applied_time_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class ParkedEventRow(Base):

@@ -135,13 +135,17 @@ class TaskRepository:
         return self._engine
 
     async def apply(
-        self, events: Sequence[tuple[int, events_pb2.TaskEvent]]
+        self,
+        events: Sequence[tuple[int, events_pb2.TaskEvent]],
+        last_time_us: int | None = None,
     ) -> builtins.list[tasks_pb2.Task]:
         """Applies stream events in one transaction and returns every recorded change in order.
 
-        ``events`` are (stream sequence, event) pairs. Sequences at or below the stored
-        applied sequence were applied already and are skipped, so redelivering a batch
-        changes nothing: the task state is exactly-once although delivery is not.
+        ``events`` are (stream sequence, event) pairs; ``last_time_us`` is the stream's time
+        of the one with the highest sequence, kept with the applied sequence (see
+        store.history). Sequences at or below the stored applied sequence were applied
+        already and are skipped, so redelivering a batch changes nothing: the task state is
+        exactly-once although delivery is not.
         """
         if not events:
             return []
@@ -162,7 +166,7 @@ class TaskRepository:
                 batch.waiting = await parking.load(conn, aio, submits)
             for sequence, event in fresh:
                 _apply_one(batch, sequence, event)
-            await _write(conn, aio, batch, applied)
+            await _write(conn, aio, batch, applied, last_time_us)
             await self._prune_parked(conn)
         return batch.changes
 
@@ -177,6 +181,38 @@ class TaskRepository:
         """The stream sequence of the last event applied (0 before the first)."""
         async with self._engine.connect() as conn:
             return await _applied_sequence(conn, lock=False)
+
+    async def cursor(self) -> tuple[int, int | None]:
+        """The last event applied: its stream sequence (0 before the first) and the
+        stream's time of it in microseconds (None when not known)."""
+        query = select(store_cursor.c.applied_sequence, store_cursor.c.applied_time_us)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query.where(store_cursor.c.id == CURSOR_ID))).first()
+        if row is None:
+            return 0, None
+        return int(row[0] or 0), None if row[1] is None else int(row[1])
+
+    async def rebase(self, seen: tuple[int, int | None], sequence: int) -> int | None:
+        """Moves the cursor to ``sequence`` of a new stream history, if it is still at
+        ``seen`` (else another replica moved it or applied more: None). Events parked for
+        tasks of the old history are dropped (their keys are its sequences); returns how
+        many."""
+        async with write_transaction(self._engine) as conn:
+            query = select(store_cursor.c.applied_sequence, store_cursor.c.applied_time_us)
+            query = query.where(store_cursor.c.id == CURSOR_ID)
+            if conn.dialect.name != "sqlite":
+                query = query.with_for_update()
+            row = (await conn.execute(query)).first()
+            current = (0, None) if row is None else (int(row[0] or 0), row[1])
+            if current != seen:
+                return None
+            await conn.execute(
+                update(store_cursor)
+                .where(store_cursor.c.id == CURSOR_ID)
+                .values(applied_sequence=sequence, applied_time_us=None)
+            )
+            dropped = await conn.execute(delete(parked_events))
+        return int(dropped.rowcount or 0)
 
     async def get(self, task_id: str, omit_payloads: bool = False) -> tasks_pb2.Task | None:
         """The task, or None if unknown; ``omit_payloads`` leaves out result image bytes."""
@@ -356,7 +392,11 @@ def _apply_event(batch: _Batch, sequence: int, message: events_pb2.TaskEvent, ev
 
 
 async def _write(
-    conn: AsyncConnection, aio: aiosqlite.Connection | None, batch: _Batch, applied: int
+    conn: AsyncConnection,
+    aio: aiosqlite.Connection | None,
+    batch: _Batch,
+    applied: int,
+    applied_time_us: int | None,
 ) -> None:
     """Writes the batch with one driver-level ``executemany`` per statement.
 
@@ -395,7 +435,7 @@ async def _write(
         await _executemany(conn, aio, "park", parked)
     if batch.unparked:
         await _executemany(conn, aio, "unpark", [(seq,) for seq in batch.unparked])
-    await _executemany(conn, aio, "cursor", [(applied, CURSOR_ID)])
+    await _executemany(conn, aio, "cursor", [(applied, applied_time_us, CURSOR_ID)])
 
 
 _ToTime = Callable[[dt.datetime | None], Any]
@@ -490,8 +530,8 @@ _WRITES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "cursor": (
         update(store_cursor)
         .where(store_cursor.c.id == bindparam("b_id"))
-        .values(applied_sequence=bindparam("b_applied")),
-        ("b_applied", "b_id"),
+        .values(applied_sequence=bindparam("b_applied"), applied_time_us=bindparam("b_time")),
+        ("b_applied", "b_time", "b_id"),
     ),
 }
 _WRITE_SQL: weakref.WeakKeyDictionary[Dialect, dict[str, str]] = weakref.WeakKeyDictionary()

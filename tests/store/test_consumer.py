@@ -30,7 +30,12 @@ class FakeRepository:
         self.reads += 1
         return self.applied
 
-    async def apply(self, events: list[tuple[int, events_pb2.TaskEvent]]) -> list[Any]:
+    async def cursor(self) -> tuple[int, int | None]:
+        return self.applied, None
+
+    async def apply(
+        self, events: list[tuple[int, events_pb2.TaskEvent]], last_time_us: int | None = None
+    ) -> list[Any]:
         fresh = sorted(s for s, _ in events if s > self.applied)
         self.batches.append(fresh)
         self.applied = max([self.applied, *fresh])
@@ -53,7 +58,7 @@ class FakeStream:
         pass
 
     async def stream_info(self, name: str) -> Any:
-        return SimpleNamespace(state=SimpleNamespace(first_seq=1))
+        return SimpleNamespace(state=SimpleNamespace(first_seq=1, last_seq=1000))
 
     async def get_msg(self, name: str, sequence: int) -> Any:
         self.reads.append(sequence)
