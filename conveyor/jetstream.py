@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -38,10 +39,45 @@ EVENTS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 DUPLICATE_WINDOW_SECONDS = 120.0
 
 
+AfterReconnect = Callable[[JetStreamContext], Awaitable[None]]
+_after_reconnect: weakref.WeakKeyDictionary[NATS, list[AfterReconnect]] = (
+    weakref.WeakKeyDictionary()
+)
+_redeclaring: set[asyncio.Task[None]] = set()
+REDECLARE_ATTEMPTS = 8
+"""Tries (backing off from 0.5 s) to declare again after a reconnect; a server that has
+just started may take a few seconds to answer JetStream requests."""
+
+
+def after_reconnect(nc: NATS, hook: AfterReconnect) -> None:
+    """Runs ``hook`` after every reconnect of ``nc``, once the streams and buckets are
+    declared again (a server that came back without its JetStream state has none)."""
+    _after_reconnect.setdefault(nc, []).append(hook)
+
+
+async def _declare_again(nc: NATS, settings: CommonSettings) -> None:
+    js = nc.jetstream(timeout=10)
+    delay = 0.5
+    for attempt in range(1, REDECLARE_ATTEMPTS + 1):
+        try:
+            await ensure_streams(js, settings)
+            await ensure_buckets(js, settings)
+            for hook in _after_reconnect.get(nc, []):
+                await hook(js)
+            return
+        except Exception as exc:
+            if attempt == REDECLARE_ATTEMPTS or not nc.is_connected:
+                log.warning("declaring streams and buckets after a reconnect failed: %s", exc)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 async def connect(
     settings: CommonSettings, name: str, metrics: ServiceMetrics | None = None
 ) -> NATS:
-    """A NATS connection that keeps reconnecting for as long as the process lives."""
+    """A NATS connection that keeps reconnecting for as long as the process lives, and
+    declares the streams and buckets again after each reconnect (``after_reconnect``)."""
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
@@ -55,6 +91,9 @@ async def connect(
         log.info("nats reconnected")
         if metrics is not None:
             metrics.nats_changed(connected=True)
+        task = asyncio.create_task(_declare_again(nc, settings), name="declare-again")
+        _redeclaring.add(task)
+        task.add_done_callback(_redeclaring.discard)
 
     nc: NATS = await nats.connect(
         # A cluster is given as a comma-separated list of URLs.

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from conveyor import jetstream, subjects
 from conveyor.api.events.v1 import events_pb2
@@ -117,8 +118,6 @@ class Worker:
         await self.flow.start()
         consumers = []
         for name in self.types:
-            task_type = self.registry.get(name)
-            assert task_type is not None
             consumer = TypeConsumer(
                 self.nc,
                 js,
@@ -129,9 +128,20 @@ class Worker:
                 self.flow,
             )
             await consumer.declare()
-            await buckets[subjects.KV_TYPES].put(name, type_spec(task_type).SerializeToString())
             consumers.append(consumer)
         self.consumers = consumers
+        types_bucket = buckets[subjects.KV_TYPES]
+
+        async def register(_: JetStreamContext | None = None) -> None:
+            """Registers the served types (again after a reconnect: a server that came
+            back without its JetStream state has an empty bucket)."""
+            for name in self.types:
+                task_type = self.registry.get(name)
+                assert task_type is not None
+                await types_bucket.put(name, type_spec(task_type).SerializeToString())
+
+        await register()
+        jetstream.after_reconnect(self.nc, register)
         self._loops = [
             asyncio.create_task(c.run(self._stopping), name=f"consume-{c.task_type}")
             for c in consumers

@@ -137,3 +137,28 @@ async def test_a_stream_restored_from_an_older_backup_is_followed(
     for task_id in (first, lost):  # the database kept both
         got = await system.stub.GetTask(S.GetTaskRequest(task_id=task_id))
         assert got.task.state == S.TASK_STATE_COMPLETED
+
+
+async def test_a_nats_server_back_without_its_state_is_declared_again(
+    system: System, nats_server: NatsServer
+) -> None:
+    await system.start()
+    first = await submit_text(system, "before the state was lost")
+    await completed(system, first)
+
+    nats_server.stop()
+    shutil.rmtree(nats_server.data_dir / "js")  # streams, consumers and buckets gone
+    nats_server.start()
+    # The services reconnect and declare the streams and buckets again; the worker
+    # registers its types again, and the store follows the new EVENTS stream.
+    after = await submit_until_accepted(system, "after the state was lost")
+    task = await completed(system, after)
+    assert task.result.text_processing.words == 5
+    nc, js = await jetstream.setup(system.common, "operator")
+    try:
+        types = await js.key_value(subjects.KV_TYPES)
+        assert (await types.get("text_processing")).value
+    finally:
+        await jetstream.close(nc)
+    got = await system.stub.GetTask(S.GetTaskRequest(task_id=first))
+    assert got.task.state == S.TASK_STATE_COMPLETED  # the database kept it
