@@ -361,6 +361,7 @@ class TypeConsumer:
                 return  # a heartbeat
             if status not in ("404", "408"):
                 description = msg.headers.get("Description", "") if msg.headers else ""
+                description = description.split("\n", 1)[0].strip()  # a 503 has none
                 pull.failure = f"{pull.priority} pull request ended: {status} {description}"
             self._close(pull)
             return
