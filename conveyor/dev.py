@@ -168,7 +168,11 @@ def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], di
 
 
 def start(child: Child) -> None:
-    child.process = subprocess.Popen(child.argv, env=child.env, preexec_fn=_die_with_parent)
+    """Starts a child in a process group of its own: Ctrl-C in a terminal reaches only
+    ``conveyor dev``, which then stops the services before nats-server (``stop_all``)."""
+    child.process = subprocess.Popen(
+        child.argv, env=child.env, preexec_fn=_die_with_parent, process_group=0
+    )
 
 
 def stop_all(children: Sequence[Child], grace: float = 15.0) -> None:

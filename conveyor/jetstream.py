@@ -83,7 +83,10 @@ async def connect(
         log.warning("nats error: %s", exc)
 
     async def on_disconnect() -> None:
-        log.warning("nats disconnected")
+        if nc.is_closed:  # closed by this process (it is stopping), not lost
+            log.info("nats connection closed")
+        else:
+            log.warning("nats disconnected")
         if metrics is not None:
             metrics.nats_changed(connected=False)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import signal
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from typing import Any
 
@@ -38,7 +39,9 @@ class ProcessSlots:
         self._context = multiprocessing.get_context("spawn")  # fork is unsafe with gRPC
 
     def _new(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=1, mp_context=self._context)
+        return ProcessPoolExecutor(
+            max_workers=1, mp_context=self._context, initializer=ignore_interrupts
+        )
 
     def _queue(self) -> asyncio.Queue[ProcessPoolExecutor]:
         if self._free is None:
@@ -73,6 +76,13 @@ class ProcessSlots:
             return
         while not self._free.empty():
             _kill(self._free.get_nowait())
+
+
+def ignore_interrupts() -> None:
+    """Run in each child process first: Ctrl-C in a terminal interrupts the whole process
+    group, and a child it reached printed a KeyboardInterrupt traceback while the worker
+    shut down (the worker stops its children itself)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _kill(executor: ProcessPoolExecutor) -> None:
