@@ -79,18 +79,21 @@ async def follow(js: JetStreamContext, repository: TaskRepository) -> str | None
 
 
 async def _time_from(js: JetStreamContext, sequence: int) -> int | None:
-    try:
-        msg = await js.get_msg(
-            subjects.STREAM_EVENTS, sequence, subject=f"{subjects.EVENTS_PREFIX}.>", next=True
-        )
-    except NotFoundError:
-        return None
-    return _us(msg.time) if msg.time else None
+    return await _time(js, sequence, at_or_after=True)
 
 
 async def _time_at(js: JetStreamContext, sequence: int) -> int | None:
+    return await _time(js, sequence, at_or_after=False)
+
+
+async def _time(js: JetStreamContext, sequence: int, *, at_or_after: bool) -> int | None:
+    """The time of the message at ``sequence`` (or the first after it); None if none."""
     try:
-        msg = await js.get_msg(subjects.STREAM_EVENTS, sequence)
+        if at_or_after:
+            subject = f"{subjects.EVENTS_PREFIX}.>"
+            msg = await js.get_msg(subjects.STREAM_EVENTS, sequence, subject=subject, next=True)
+        else:
+            msg = await js.get_msg(subjects.STREAM_EVENTS, sequence)
     except NotFoundError:
         return None
     return _us(msg.time) if msg.time else None

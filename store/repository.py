@@ -185,12 +185,8 @@ class TaskRepository:
     async def cursor(self) -> tuple[int, int | None]:
         """The last event applied: its stream sequence (0 before the first) and the
         stream's time of it in microseconds (None when not known)."""
-        query = select(store_cursor.c.applied_sequence, store_cursor.c.applied_time_us)
         async with self._engine.connect() as conn:
-            row = (await conn.execute(query.where(store_cursor.c.id == CURSOR_ID))).first()
-        if row is None:
-            return 0, None
-        return int(row[0] or 0), None if row[1] is None else int(row[1])
+            return _cursor_of((await conn.execute(_CURSOR_ROW)).first())
 
     async def rebase(self, seen: tuple[int, int | None], sequence: int) -> int | None:
         """Moves the cursor to ``sequence`` of a new stream history, if it is still at
@@ -198,13 +194,9 @@ class TaskRepository:
         tasks of the old history are dropped (their keys are its sequences); returns how
         many."""
         async with write_transaction(self._engine) as conn:
-            query = select(store_cursor.c.applied_sequence, store_cursor.c.applied_time_us)
-            query = query.where(store_cursor.c.id == CURSOR_ID)
-            if conn.dialect.name != "sqlite":
-                query = query.with_for_update()
-            row = (await conn.execute(query)).first()
-            current = (0, None) if row is None else (int(row[0] or 0), row[1])
-            if current != seen:
+            # SQLite's write transaction already holds the lock; PostgreSQL locks the row.
+            locked = _CURSOR_ROW if conn.dialect.name == "sqlite" else _CURSOR_ROW.with_for_update()
+            if _cursor_of((await conn.execute(locked)).first()) != seen:
                 return None
             await conn.execute(
                 update(store_cursor)
@@ -300,6 +292,16 @@ async def _applied_sequence(
 
 
 _CURSOR_SQL = "SELECT applied_sequence FROM store_cursor WHERE id = ?"
+_CURSOR_ROW = select(store_cursor.c.applied_sequence, store_cursor.c.applied_time_us).where(
+    store_cursor.c.id == CURSOR_ID
+)
+
+
+def _cursor_of(row: Any) -> tuple[int, int | None]:
+    """(applied sequence, its stream time in µs or None) of a ``_CURSOR_ROW`` row."""
+    if row is None:
+        return 0, None
+    return int(row[0] or 0), None if row[1] is None else int(row[1])
 
 
 async def _load(
