@@ -55,22 +55,44 @@ def after_reconnect(nc: NATS, hook: AfterReconnect) -> None:
     _after_reconnect.setdefault(nc, []).append(hook)
 
 
+_backing_off: weakref.WeakKeyDictionary[NATS, set[asyncio.Event]] = weakref.WeakKeyDictionary()
+
+
+async def backoff(nc: NATS, delay: float) -> None:
+    """Waits ``delay`` seconds after a failure, or less: until ``nc`` has reconnected and
+    declared the streams again, so that a loop backing off through an outage resumes as
+    soon as NATS is back rather than up to its longest delay later."""
+    woken = asyncio.Event()
+    waiting = _backing_off.setdefault(nc, set())
+    waiting.add(woken)
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await woken.wait()
+    finally:
+        waiting.discard(woken)
+
+
 async def _declare_again(nc: NATS, settings: CommonSettings) -> None:
     js = nc.jetstream(timeout=10)
     delay = 0.5
-    for attempt in range(1, REDECLARE_ATTEMPTS + 1):
-        try:
-            await ensure_streams(js, settings)
-            await ensure_buckets(js, settings)
-            for hook in _after_reconnect.get(nc, []):
-                await hook(js)
-            return
-        except Exception as exc:
-            if attempt == REDECLARE_ATTEMPTS or not nc.is_connected:
-                log.warning("declaring streams and buckets after a reconnect failed: %s", exc)
+    try:
+        for attempt in range(1, REDECLARE_ATTEMPTS + 1):
+            try:
+                await ensure_streams(js, settings)
+                await ensure_buckets(js, settings)
+                for hook in _after_reconnect.get(nc, []):
+                    await hook(js)
                 return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            except Exception as exc:
+                if attempt == REDECLARE_ATTEMPTS or not nc.is_connected:
+                    log.warning("declaring streams and buckets after a reconnect failed: %s", exc)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+    finally:
+        for woken in _backing_off.get(nc, set()):
+            woken.set()
 
 
 async def connect(

@@ -14,7 +14,7 @@ from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import SpanKind
 
-from conveyor import subjects, tracing
+from conveyor import jetstream, subjects, tracing
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from store import history
@@ -25,6 +25,9 @@ from store.watch import WatchHub
 log = logging.getLogger(__name__)
 
 FETCH_WAIT = 1.0
+DECLARE_TIMEOUT = 5.0
+"""How long checking the stream and declaring the consumer again may hold the applier
+(NATS may be going away; a rebase reads the stream a few dozen times)."""
 GAP_READ_WINDOW = 128
 """Direct reads in flight at once while filling a gap in the delivered events."""
 COALESCE_BELOW = 100
@@ -112,6 +115,7 @@ class EventApplier:
         hub: WatchHub,
         batch_size: int,
     ) -> None:
+        self._nc = nc
         self._js = js
         self._puller = Puller(
             nc,
@@ -123,8 +127,9 @@ class EventApplier:
         self.healthy = True
         # The highest sequence this applier knows to be applied: read at start, then
         # raised by every commit. The applier is the only writer, so in the usual case it
-        # equals the stored value; it is only ever lower (another replica applied more),
-        # which makes the gap check read the stored value instead of trusting it.
+        # equals the stored value; when it does not (another replica applied more, the
+        # cursor moved to a new history), the next batch does not follow it, and the gap
+        # check reads the stored value instead of trusting it.
         self._applied = 0
 
     async def start(self) -> None:
@@ -133,6 +138,10 @@ class EventApplier:
         await self._puller.start()
         self._applied = await self._repository.applied_sequence()
         self._hub.applied_sequence = self._applied
+        jetstream.after_reconnect(self._nc, self._reconnected)
+
+    async def _reconnected(self, _: JetStreamContext) -> None:
+        self._puller.reconnected()
 
     async def _follow_history(self) -> bool:
         """Moves the cursor if the stream was made again or restored (store.history);
@@ -157,7 +166,7 @@ class EventApplier:
                 raise
             except Exception as exc:
                 log.warning("fetching events failed: %s", exc)
-                await asyncio.sleep(backoff)
+                await jetstream.backoff(self._nc, backoff)
                 backoff = min(backoff * 2, 5.0)
                 if isinstance(exc, PullError):
                     await self._declare_consumer()
@@ -173,11 +182,14 @@ class EventApplier:
         """Declares the consumer again after a pull request failed: one deleted (by an
         operator, or with the stream) is made anew. It delivers the stream from its start,
         and what was applied already is skipped by the applied sequence."""
+        if not self._nc.is_connected:
+            return  # NATS is away (its shutdown ended the request): not a lost consumer
         try:
-            await self._follow_history()
-            await self._js.add_consumer(subjects.STREAM_EVENTS, consumer_config())
+            async with asyncio.timeout(DECLARE_TIMEOUT):
+                await self._follow_history()
+                await self._js.add_consumer(subjects.STREAM_EVENTS, consumer_config())
         except Exception as exc:  # NATS away, the stream gone: the next fetch fails too
-            log.warning("declaring the store's consumer again failed: %s", exc)
+            log.warning("declaring the store's consumer again failed: %r", exc)
 
     async def _apply_messages(self, messages: list[Msg]) -> None:
         fetched_ns = time.time_ns()
@@ -246,7 +258,10 @@ class EventApplier:
             # Events at or below the cursor: a redelivery, or a stream made again or
             # restored from an older backup with its consumer (store.history).
             applied = self._applied
-        self._applied = max(self._applied, applied)
+        # The stored value is the truth: higher when another replica applied more, lower
+        # after the cursor moved to a new history (or a database rolled back its last
+        # commits).
+        self._applied = applied
         missing = [s for s in range(applied + 1, max(delivered)) if s not in delivered]
         if not missing:
             return []

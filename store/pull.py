@@ -69,6 +69,13 @@ class Puller:
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
 
+    def reconnected(self) -> None:
+        """The connection came back: a request open before it went was sent to a server
+        that may be gone, so it is taken as lost now rather than after its patience."""
+        if self._open is not None:
+            self._end(self._open, None)
+            self._wake.set()
+
     async def fetch(self, batch: int, timeout: float) -> list[Msg]:
         """Up to ``batch`` messages, in delivery order; waits up to ``timeout`` for the
         first. Raises TimeoutError when none came, PullError on an error status."""

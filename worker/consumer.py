@@ -38,7 +38,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy
 
-from conveyor import subjects
+from conveyor import jetstream, subjects
 from worker.flow import Flow, Lease
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ the worker has fewer free slots than priorities."""
 REQUEST_PATIENCE = 5.0
 """How long an unanswered pull request is waited for (beyond its own expiry) before it is
 taken as lost (NATS away) and its slots freed."""
+DECLARE_TIMEOUT = 2.0
+"""How long declaring a consumer again may hold the fetch loop (NATS may be going away)."""
 SKIP_AFTER_EMPTY = 8
 """After a priority was found empty, the next this-many tasks are fetched without probing
 it again: a probe is a round trip, and a newly queued task of that priority still starts
@@ -191,16 +193,27 @@ class TypeConsumer:
             await self._js.add_consumer(subjects.STREAM_TASKS, config)
             await self._open(self._probes[priority])
             await self._open(self._polls[priority])
+        jetstream.after_reconnect(self._nc, self.reconnected)
+
+    async def reconnected(self, _: JetStreamContext) -> None:
+        """The connection came back: requests still open were sent to a server that may
+        be gone, so they are taken as lost now rather than after their patience."""
+        for pull in (*self._probes.values(), *self._polls.values()):
+            if pull.wanted:
+                await self._lost(pull)
 
     async def _declare_consumers(self) -> None:
         """Declares the consumers again after a pull request failed: one deleted (by an
         operator, or with the stream) is made anew, and its tasks are fetched again."""
+        if not self._nc.is_connected:
+            return  # NATS is away (its shutdown ended the requests): not a lost consumer
         for priority in PRIORITIES:
             config = consumer_config(self.task_type, priority, self._ack_wait)
             try:
-                await self._js.add_consumer(subjects.STREAM_TASKS, config)
+                async with asyncio.timeout(DECLARE_TIMEOUT):
+                    await self._js.add_consumer(subjects.STREAM_TASKS, config)
             except Exception as exc:  # NATS away, the stream gone: the next round fails too
-                log.warning("declaring %s again failed: %s", config.durable_name, exc)
+                log.warning("declaring %s again failed: %r", config.durable_name, exc)
 
     async def _open(self, pull: Pull) -> None:
         async def on_message(msg: Msg) -> None:
@@ -237,7 +250,7 @@ class TypeConsumer:
             except Exception as exc:
                 # During a leader election requests fail at once: back off, don't spin.
                 log.warning("fetch of %s failed: %s", self.task_type, exc)
-                await asyncio.sleep(backoff)
+                await jetstream.backoff(self._nc, backoff)
                 backoff = min(backoff * 2, 5.0)
                 if isinstance(exc, PullFailed):
                     await self._declare_consumers()
@@ -410,8 +423,8 @@ class TypeConsumer:
         """No answer came (NATS away): frees the request's slots and moves to a new inbox,
         so a late answer cannot be taken for the answer to a later request."""
         old = pull.sub
+        await self._open(pull)  # first: a round woken by the close asks on the new inbox
         self._close(pull)
-        await self._open(pull)
         if old is not None:
             with contextlib.suppress(Exception):
                 await old.unsubscribe()

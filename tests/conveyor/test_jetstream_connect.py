@@ -38,3 +38,21 @@ async def test_a_lost_server_is_a_warning(
     finally:
         nats_server.start()
         await jetstream.close(nc)
+
+
+async def test_a_backoff_ends_when_nats_is_back(
+    common: CommonSettings, nats_server: NatsServer
+) -> None:
+    nc = await jetstream.connect(common, "backing-off")
+    try:
+        nats_server.kill()
+        waiting = asyncio.create_task(jetstream.backoff(nc, 600.0))
+        await asyncio.sleep(1.0)
+        assert not waiting.done()  # NATS is away: the failure's delay holds
+        nats_server.start()
+        async with asyncio.timeout(30):  # back: the wait ends long before its 600 s
+            await waiting
+    finally:
+        if nats_server.process is None or nats_server.process.poll() is not None:
+            nats_server.start()
+        await jetstream.close(nc)

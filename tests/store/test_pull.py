@@ -67,3 +67,20 @@ async def test_an_event_after_a_quiet_spell_arrives_at_once(
     while len(got) < 6:
         got += await pull.fetch(100, timeout=2.0)
     assert [m.data for m in got] == [str(i).encode() for i in range(6)]
+
+
+async def test_a_reconnect_ends_the_open_request_at_once(
+    nats_connection: tuple[NATS, JetStreamContext],
+) -> None:
+    """A request open when the connection went was sent to a server that may be gone: it
+    is not waited out (here 60 s plus patience), and the next fetch asks anew."""
+    nc, js = nats_connection
+    pull = await puller(nc, js)
+    fetch = asyncio.create_task(pull.fetch(100, timeout=60.0))
+    await asyncio.sleep(0.2)  # long-polling now
+    pull.reconnected()
+    async with asyncio.timeout(10):
+        with pytest.raises(TimeoutError):
+            await fetch  # ended, with nothing: the caller fetches again
+    await publish(js, 1)
+    assert [m.data for m in await pull.fetch(100, timeout=5.0)] == [b"0"]
