@@ -258,6 +258,12 @@ async def keys(kv: KeyValue) -> list[str]:
     as a queue probe that found no types). Here a consumer made for the call, which sends
     nothing until asked, says when it is created how many entries there are, and exactly
     that many are fetched."""
+    return list(await entries(kv, values=False))
+
+
+async def entries(kv: KeyValue, values: bool = True) -> dict[str, bytes]:
+    """The entries of a bucket that hold a value now, read exactly as :func:`keys` reads
+    the keys (the values are b"" when ``values`` is False)."""
     js: JetStreamContext = kv._js  # nats-py keeps the bucket's context, stream and prefix
     stream: str = kv._stream
     prefix: str = kv._pre
@@ -267,13 +273,13 @@ async def keys(kv: KeyValue) -> list[str]:
             filter_subject=f"{prefix}>",
             deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
             ack_policy=AckPolicy.NONE,
-            headers_only=True,
+            headers_only=not values,
             inactive_threshold=30.0,
         ),
     )
     assert consumer.name is not None
     remaining = consumer.num_pending or 0
-    found: list[str] = []
+    found: dict[str, bytes] = {}
     try:
         if remaining:
             sub = await js.pull_subscribe_bind(consumer.name, stream=stream)
@@ -286,7 +292,7 @@ async def keys(kv: KeyValue) -> list[str]:
                             continue
                         if headers.get("Nats-Marker-Reason") in _REMOVED_MARKERS:
                             continue
-                        found.append(msg.subject[len(prefix) :])
+                        found[msg.subject[len(prefix) :]] = msg.data if values else b""
             finally:
                 await sub.unsubscribe()
     finally:
@@ -302,23 +308,32 @@ async def follow(
 ) -> None:
     """Calls ``on_change(key, value)`` for every entry of a bucket and then every change
     (value None: deleted), for as long as it runs; ``on_loaded`` once the entries present
-    at the start are delivered. The watch is started again whenever it ends (NATS away)."""
+    at the start are delivered. The watch is started again whenever it ends (NATS away).
+
+    With ``on_loaded``, the entries present are read exactly (:func:`entries`) once the
+    watch has started, and ``on_loaded`` follows them: the watch's own "caught up" marker
+    can come before entries on their way (nats-py issue #842). The watch then delivers
+    those entries again, and every change after them."""
     while True:
         try:
             watcher = await kv.watchall()
-            async for entry in watcher:
-                if entry is None:
-                    if on_loaded is not None:
-                        on_loaded()
-                    continue
-                if entry.key is None:
-                    continue
-                deleted = entry.operation in ("DEL", "PURGE") or not entry.value
-                await on_change(entry.key, None if deleted else entry.value)
+            try:
+                if on_loaded is not None:
+                    for key, value in (await entries(kv)).items():
+                        await on_change(key, value)
+                    on_loaded()
+                async for entry in watcher:
+                    if entry is None or entry.key is None:
+                        continue
+                    deleted = entry.operation in ("DEL", "PURGE") or not entry.value
+                    await on_change(entry.key, None if deleted else entry.value)
+            finally:
+                with contextlib.suppress(Exception):
+                    await watcher.stop()  # type: ignore[no-untyped-call]
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning(
                 "watch of bucket %s stopped (%s); restarting", getattr(kv, "_name", "?"), exc
             )
-            await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)

@@ -17,6 +17,7 @@ from conveyor.config import CommonSettings
 from conveyor.context import TaskContext
 from conveyor.errors import TaskCancelled
 from conveyor.registry import TaskType
+from tests.early_watch import EarlyCaughtUp
 from worker.middleware import Cancellation, Job
 from worker.runner import PRUNE_EVERY, CancelledTasks
 
@@ -37,26 +38,6 @@ class CountingKV:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.kv, name)  # the stream and subjects, for an exact key read
-
-
-class EarlyCaughtUp:
-    """A watch that says it has caught up before the markers present at its start have
-    arrived, as nats-py's can (issue #842); they come half a second later."""
-
-    def __init__(self, watcher: Any) -> None:
-        self.watcher = watcher
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._entries()
-
-    async def _entries(self) -> AsyncIterator[Any]:
-        yield None
-        await asyncio.sleep(0.5)
-        async for entry in self.watcher:
-            yield entry
-
-    async def stop(self) -> None:
-        await self.watcher.stop()
 
 
 class EarlyCaughtUpKV(CountingKV):
