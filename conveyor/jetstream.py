@@ -308,28 +308,11 @@ async def follow(
 ) -> None:
     """Calls ``on_change(key, value)`` for every entry of a bucket and then every change
     (value None: deleted), for as long as it runs; ``on_loaded`` once the entries present
-    at the start are delivered. The watch is started again whenever it ends (NATS away).
-
-    With ``on_loaded``, the entries present are read exactly (:func:`entries`) once the
-    watch has started, and ``on_loaded`` follows them: the watch's own "caught up" marker
-    can come before entries on their way (nats-py issue #842). The watch then delivers
-    those entries again, and every change after them."""
+    at the start are delivered (:func:`follow_once`). The watch is started again, a second
+    after it ends or fails (NATS away)."""
     while True:
         try:
-            watcher = await kv.watchall()
-            try:
-                if on_loaded is not None:
-                    for key, value in (await entries(kv)).items():
-                        await on_change(key, value)
-                    on_loaded()
-                async for entry in watcher:
-                    if entry is None or entry.key is None:
-                        continue
-                    deleted = entry.operation in ("DEL", "PURGE") or not entry.value
-                    await on_change(entry.key, None if deleted else entry.value)
-            finally:
-                with contextlib.suppress(Exception):
-                    await watcher.stop()  # type: ignore[no-untyped-call]
+            await follow_once(kv, on_change, on_loaded)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -337,3 +320,31 @@ async def follow(
                 "watch of bucket %s stopped (%s); restarting", getattr(kv, "_name", "?"), exc
             )
         await asyncio.sleep(1.0)
+
+
+async def follow_once(
+    kv: KeyValue,
+    on_change: Callable[[str, bytes | None], Awaitable[None]],
+    on_loaded: Callable[[], None] | None = None,
+) -> None:
+    """One watch of a bucket, until it ends or fails: ``on_change(key, value)`` for every
+    entry and then every change (value None: deleted).
+
+    With ``on_loaded``, the entries present are read exactly (:func:`entries`) once the
+    watch has started, and ``on_loaded`` follows them: the watch's own "caught up" marker
+    can come before entries on their way (nats-py issue #842). The watch then delivers
+    those entries again, and every change after them."""
+    watcher = await kv.watchall()
+    try:
+        if on_loaded is not None:
+            for key, value in (await entries(kv)).items():
+                await on_change(key, value)
+            on_loaded()
+        async for entry in watcher:
+            if entry is None or entry.key is None:
+                continue
+            deleted = entry.operation in ("DEL", "PURGE") or not entry.value
+            await on_change(entry.key, None if deleted else entry.value)
+    finally:
+        with contextlib.suppress(Exception):
+            await watcher.stop()  # type: ignore[no-untyped-call]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import random
 import time
@@ -92,34 +93,26 @@ class CancelledTasks:
 
     async def _follow(self) -> None:
         while True:
+            live = functools.partial(self._went_live, self._reconnects())
             try:
-                reconnects = self._reconnects()
-                watcher = await self._kv.watchall()
-                # The watch's own "caught up" marker can come before the markers already
-                # on their way (nats-py issue #842): the markers present now are read
-                # exactly instead, after the watch started, so none falls between them.
-                try:
-                    for task_id in await jetstream.keys(self._kv):
-                        self.add(task_id)
-                    self._live_at = reconnects
-                    self._loaded.set()
-                    async for entry in watcher:
-                        if entry is None or entry.key is None:
-                            continue
-                        elif entry.operation in ("DEL", "PURGE") or not entry.value:
-                            self.ids.pop(entry.key, None)
-                        else:
-                            self.add(entry.key)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await watcher.stop()  # type: ignore[no-untyped-call]
-                self._live_at = None
+                await jetstream.follow_once(self._kv, self._changed, live)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._live_at = None
                 log.warning("watch of cancelled tasks stopped (%s); restarting", exc)
-                await asyncio.sleep(1.0)
+            self._live_at = None
+            await asyncio.sleep(1.0)
+
+    def _went_live(self, reconnects: int) -> None:
+        """Every marker present when the watch started is in (``reconnects`` then)."""
+        self._live_at = reconnects
+        self._loaded.set()
+
+    async def _changed(self, task_id: str, marker: bytes | None) -> None:
+        if marker is None:
+            self.ids.pop(task_id, None)
+        else:
+            self.add(task_id)
 
     def add(self, task_id: str) -> None:
         """A cancelled task (a marker seen by the watch, or a cancel signal: the task is
