@@ -7,6 +7,13 @@ SDK, the grpc instrumentation's client interceptors on the scheduler's channel,
 Conveyor publishes. Spans are always created, so logs carry trace ids; they are exported
 only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is
 set.
+
+Sampling is decided where a trace starts, as OpenTelemetry's parent-based samplers do. A
+service that exports samples the traces it starts (unless ``OTEL_TRACES_SAMPLER`` says
+otherwise); one that does not export starts its traces unsampled: their spans are
+non-recording (ids only, for logs and propagation), which costs a third of a recorded
+span. A caller's sampled trace is recorded and passed on as sampled either way, so a
+service further along that exports still records its part.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler
 
 from conveyor.interceptors import CachingInterceptor
 
@@ -35,12 +43,28 @@ def setup_tracing(service: str, env: Mapping[str, str]) -> None:
     if _configured:
         return
     _configured = True
-    provider = TracerProvider(resource=Resource.create({"service.name": f"conveyor-{service}"}))
-    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    exporting = bool(
+        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": f"conveyor-{service}"}),
+        sampler=sampler_for(env, exporting),
+    )
+    if exporting:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+
+
+def sampler_for(env: Mapping[str, str], exporting: bool) -> Sampler | None:
+    """The sampler of a service's tracer provider. None leaves it to the SDK (the
+    ``OTEL_TRACES_SAMPLER`` variable, else parent-based always-on): for a service that
+    exports, or when the variable is set. A service that exports nothing records only
+    the traces its callers sampled, and starts its own unsampled."""
+    if exporting or env.get("OTEL_TRACES_SAMPLER"):
+        return None
+    return ParentBased(root=ALWAYS_OFF)
 
 
 def spans_recorded() -> bool:

@@ -117,6 +117,62 @@ async def test_a_call_without_a_trace_starts_one(
     assert seen == format(span.context.trace_id, "032x").encode()
 
 
+@pytest.fixture
+def unexported(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
+    """The tracer of a service that exports nothing (its sampler), with a processor added
+    here only to see which spans it records."""
+    sampler = tracing.sampler_for({}, exporting=False)
+    assert sampler is not None
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "tracer", provider.get_tracer("test"))
+    return exporter
+
+
+async def test_a_service_that_exports_nothing_starts_traces_unsampled(
+    server: Server, unexported: InMemorySpanExporter
+) -> None:
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        first = await channel.unary_unary(f"/{SERVICE}/Fine")(b"", timeout=5)
+        second = await channel.unary_unary(f"/{SERVICE}/Fine")(b"", timeout=5)
+    # Each call still has a trace id of its own (for its logs and messages)...
+    assert len(first) == 32 and int(first, 16) != 0
+    assert first != second
+    # ...and records nothing.
+    assert unexported.get_finished_spans() == ()
+
+
+def test_an_unsampled_trace_is_passed_on_unsampled() -> None:
+    sampler = tracing.sampler_for({}, exporting=False)
+    tracer = TracerProvider(sampler=sampler).get_tracer("test")
+    with tracer.start_as_current_span("gateway call") as span:
+        headers = tracing.inject({})
+        assert not span.is_recording()
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    assert headers["traceparent"].split("-")[1] == trace_id
+    flags = int(headers["traceparent"].split("-")[3], 16)
+    assert flags & 0x01 == 0  # not sampled: a worker that exports records none of it
+
+
+async def test_a_service_that_exports_nothing_records_a_sampled_callers_trace(
+    server: Server, unexported: InMemorySpanExporter
+) -> None:
+    caller = TracerProvider().get_tracer("caller")  # samples everything
+    with caller.start_as_current_span("client") as root:
+        metadata = tuple(tracing.inject().items())
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        await channel.unary_unary(f"/{SERVICE}/Fine")(b"", metadata=metadata, timeout=5)
+    [span] = unexported.get_finished_spans()
+    assert span.context.trace_id == root.get_span_context().trace_id
+    assert span.context.trace_flags.sampled  # what it passes on: sampled
+
+
+def test_the_sdk_chooses_the_sampler_when_exporting_or_told() -> None:
+    assert tracing.sampler_for({}, exporting=True) is None
+    assert tracing.sampler_for({"OTEL_TRACES_SAMPLER": "always_on"}, exporting=False) is None
+
+
 async def test_interceptors_wrap_each_method_once() -> None:
     handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
     other = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
