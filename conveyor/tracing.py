@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -43,6 +44,11 @@ def setup_tracing(service: str, env: Mapping[str, str]) -> None:
     if _configured:
         return
     _configured = True
+    # The SDK reads its own variables (endpoint, headers, sampler) from the process
+    # environment: the .env file's are put there, as the environment wins over it.
+    for name, value in env.items():
+        if name.startswith("OTEL_"):
+            os.environ.setdefault(name, value)
     exporting = bool(
         env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     )

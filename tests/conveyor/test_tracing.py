@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -253,3 +254,36 @@ async def test_client_call_is_not_made_current() -> None:
         # A stream's generator suspended inside the block may be closed from any
         # context: nothing was attached that would have to be detached there.
         assert trace.get_current_span() is outer
+
+
+def _provider_of(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> TracerProvider:
+    """The tracer provider setup_tracing installs for ``env`` (the global one left alone)."""
+    installed: list[TracerProvider] = []
+    monkeypatch.setattr(tracing, "_configured", False)
+    monkeypatch.setattr(trace, "set_tracer_provider", installed.append)
+    # Every variable setup_tracing may set is recorded by monkeypatch (which records
+    # nothing when deleting an absent one) and removed, so the test's end restores the
+    # environment as it was, without what setup_tracing put there.
+    for name in {*env, *(n for n in os.environ if n.startswith("OTEL_"))}:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    tracing.setup_tracing("test", env)
+    [provider] = installed
+    return provider
+
+
+def test_a_service_without_an_exporter_starts_traces_unsampled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sampler = _provider_of({}, monkeypatch).sampler
+    assert "ParentBased" in sampler.get_description()
+    assert "AlwaysOffSampler" in sampler.get_description()
+
+
+def test_the_sampler_variable_counts_from_the_env_file_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The merged settings (a .env file's values among them) reach the SDK, which reads
+    # only the process environment.
+    sampler = _provider_of({"OTEL_TRACES_SAMPLER": "always_on"}, monkeypatch).sampler
+    assert sampler.get_description() == "AlwaysOnSampler"
