@@ -44,6 +44,7 @@ _after_reconnect: weakref.WeakKeyDictionary[NATS, list[AfterReconnect]] = (
     weakref.WeakKeyDictionary()
 )
 _redeclaring: set[asyncio.Task[None]] = set()
+_backing_off: weakref.WeakKeyDictionary[NATS, set[asyncio.Event]] = weakref.WeakKeyDictionary()
 REDECLARE_ATTEMPTS = 8
 """Tries (backing off from 0.5 s) to declare again after a reconnect; a server that has
 just started may take a few seconds to answer JetStream requests."""
@@ -53,9 +54,6 @@ def after_reconnect(nc: NATS, hook: AfterReconnect) -> None:
     """Runs ``hook`` after every reconnect of ``nc``, once the streams and buckets are
     declared again (a server that came back without its JetStream state has none)."""
     _after_reconnect.setdefault(nc, []).append(hook)
-
-
-_backing_off: weakref.WeakKeyDictionary[NATS, set[asyncio.Event]] = weakref.WeakKeyDictionary()
 
 
 async def backoff(nc: NATS, delay: float) -> None:

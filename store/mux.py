@@ -57,7 +57,6 @@ class WatchMux(watch_pb2_grpc.WatchMuxServiceServicer):
                     size += update.ByteSize()
                 yield watch_pb2.WatchTasksResponse(updates=updates)
         finally:
-            reader.cancel()
             for watch in [reader, *watches.values()]:
                 watch.cancel()
             await asyncio.gather(reader, *watches.values(), return_exceptions=True)
