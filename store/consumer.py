@@ -156,6 +156,7 @@ class EventApplier:
 
     async def run(self) -> None:
         """Applies events until cancelled."""
+        await self._catch_up_with_consumer()
         backoff = 0.1
         while True:
             try:
@@ -194,31 +195,34 @@ class EventApplier:
     async def _apply_messages(self, messages: list[Msg]) -> None:
         fetched_ns = time.time_ns()
         batch: list[tuple[int, events_pb2.TaskEvent]] = []
-        delivered: list[int] = []
+        delivered: dict[int, Msg] = {}
         for msg in messages:
             sequence = _stream_sequence(msg)
-            delivered.append(sequence)
+            delivered[sequence] = msg
             event = _decode(sequence, msg.data)
             if event is not None:
                 batch.append((sequence, event))
-        last_sequence = max(delivered)
-        if not self._follows_applied(delivered):
-            batch += await self._skipped_until_done(set(delivered))
-        # The cursor's time is that of its event, the highest sequence (redelivered events
-        # may come after later ones).
-        last = messages[delivered.index(last_sequence)]
-        changes = await self._apply_until_done(batch, _stream_time_us(last))
+        sequences = list(delivered)
+        last_sequence = max(sequences)
+        if self._follows_applied(sequences):
+            # The cursor's time is that of its event, the highest sequence (redelivered
+            # events may come after later ones).
+            last_time = _stream_time_us(delivered[last_sequence])
+            changes = await self._apply_until_done(batch, last_time)
+        else:
+            times = {sequence: _stream_time_us(msg) for sequence, msg in delivered.items()}
+            changes = await self._fill_gap_until_done(batch, times, last_sequence)
         # What the commit stored is at least this (more if another replica got further).
         self._applied = max(self._applied, last_sequence)
         await messages[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch
-        _trace_applied(messages, delivered, batch, fetched_ns)
+        _trace_applied(messages, sequences, batch, fetched_ns)
         await self._hub.publish(changes, last_sequence)
 
     def _follows_applied(self, delivered: list[int]) -> bool:
         """Whether the batch is exactly the events after the last one this applier
         committed, with none missing: then there is no gap to fill and no need to read
         the stored applied sequence. Anything else (a gap, a batch at or below it after a
-        redelivery, events another replica applied) goes through :meth:`_skipped`."""
+        redelivery, events another replica applied) goes through :meth:`_fill_gap`."""
         expected = self._applied + 1
         for sequence in delivered:
             if sequence != expected:
@@ -226,13 +230,40 @@ class EventApplier:
             expected += 1
         return True
 
-    async def _skipped_until_done(
-        self, delivered: set[int]
-    ) -> list[tuple[int, events_pb2.TaskEvent]]:
+    async def _catch_up_with_consumer(self) -> None:
+        """Applies, from the stream, the events the consumer has acknowledged but the
+        database does not hold: a new, wiped or restored database behind a kept stream.
+        The consumer would never deliver them again, and without this the store would
+        stay without those tasks until the next event showed the gap."""
+        try:
+            info = await self._js.consumer_info(subjects.STREAM_EVENTS, subjects.STORE_CONSUMER)
+        except Exception as exc:  # NATS away: the first batch then shows the gap
+            log.warning("reading the store consumer's position failed: %r", exc)
+            return
+        acknowledged = info.ack_floor.stream_seq if info.ack_floor else 0
+        if acknowledged <= self._applied:
+            return
+        log.warning(
+            "the database holds events up to sequence %d of %s, but the store's consumer "
+            "acknowledged up to %d (a new or restored database): applying the rest from "
+            "the stream",
+            self._applied,
+            subjects.STREAM_EVENTS,
+            acknowledged,
+        )
+        changes = await self._fill_gap_until_done([], {}, acknowledged)
+        await self._hub.publish(changes, self._applied)
+
+    async def _fill_gap_until_done(
+        self,
+        batch: list[tuple[int, events_pb2.TaskEvent]],
+        delivered: dict[int, int],
+        last: int,
+    ) -> list[tasks_pb2.Task]:
         delay = 0.2
         while True:
             try:
-                return await self._skipped(delivered)
+                return await self._fill_gap(batch, delivered, last)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -240,21 +271,31 @@ class EventApplier:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _skipped(self, delivered: set[int]) -> list[tuple[int, events_pb2.TaskEvent]]:
-        """Events between the last applied one and this batch that the consumer has not
-        delivered, read from the stream directly.
+    async def _fill_gap(
+        self,
+        batch: list[tuple[int, events_pb2.TaskEvent]],
+        delivered: dict[int, int],
+        last: int,
+    ) -> list[tasks_pb2.Task]:
+        """Applies ``batch`` (the delivered events; ``delivered``: their sequences and
+        stream times) together with the events up to sequence ``last`` and after the last
+        one applied that were not delivered, read from the stream directly, in order;
+        returns the changes of the last transaction, not yet published to watchers.
 
         A store that dies between fetching a batch and committing it leaves that batch
         pending on the consumer until its ack wait runs out, and the consumer meanwhile
         hands the next store later events. Acking those (AckPolicy.ALL) would acknowledge
         the earlier ones unapplied, and the applied sequence would pass them for good; so a
-        gap is filled first and the events are applied in order, exactly once.
+        gap is filled first and the events are applied in order, exactly once. A gap can
+        be the whole stream (a new database), so it is never held whole: it is read and
+        applied ``batch_size`` sequences per transaction, and the watchers get each
+        transaction's changes as it commits.
 
         A batch at or below the applied sequence is checked against the stream's history
         first: it may be a new history's events (store.history).
         """
         applied = await self._repository.applied_sequence()
-        if min(delivered) <= applied and await self._follow_history():
+        if delivered and min(delivered) <= applied and await self._follow_history():
             # Events at or below the cursor: a redelivery, or a stream made again or
             # restored from an older backup with its consumer (store.history).
             applied = self._applied
@@ -262,30 +303,60 @@ class EventApplier:
         # after the cursor moved to a new history (or a database rolled back its last
         # commits).
         self._applied = applied
-        missing = [s for s in range(applied + 1, max(delivered)) if s not in delivered]
-        if not missing:
-            return []
-        info = await self._js.stream_info(subjects.STREAM_EVENTS)
-        missing = [s for s in missing if s >= info.state.first_seq]  # older ones aged out
-        log.warning("reading %d events after %d the consumer skipped", len(missing), applied)
-        found: list[tuple[int, events_pb2.TaskEvent]] = []
-        for start in range(0, len(missing), GAP_READ_WINDOW):
-            window = missing[start : start + GAP_READ_WINDOW]
+        start = applied + 1
+        if not all(s in delivered for s in range(start, last + 1)):
+            info = await self._js.stream_info(subjects.STREAM_EVENTS)
+            start = max(start, info.state.first_seq)  # older ones aged out
+            skipped = last + 1 - start - sum(1 for s in delivered if start <= s <= last)
+            log.warning("reading %d events after %d the consumer skipped", skipped, applied)
+        changes: list[tasks_pb2.Task] = []
+        for window_start in range(start, last + 1, self._batch_size):
+            if changes:
+                await self._hub.publish(changes, self._applied)
+            window_end = min(window_start + self._batch_size, last + 1)
+            ready = [pair for pair in batch if pair[0] < window_end or window_end > last]
+            batch = [pair for pair in batch if pair[0] >= window_end and window_end <= last]
+            times: dict[int, int | None] = dict(delivered)
+            for sequence, event, time_us in await self._read_all(
+                [s for s in range(window_start, window_end) if s not in delivered]
+            ):
+                ready.append((sequence, event))
+                times[sequence] = time_us
+            highest = max((sequence for sequence, _ in ready), default=None)
+            if highest is None:
+                changes = []
+                continue
+            changes = await self._apply_until_done(ready, times.get(highest))
+            self._applied = max(self._applied, highest)
+        if batch:  # at or below the applied sequence (a redelivery): nothing to apply
+            changes = await self._apply_until_done(batch, delivered.get(last))
+        return changes
+
+    async def _read_all(
+        self, sequences: list[int]
+    ) -> list[tuple[int, events_pb2.TaskEvent, int | None]]:
+        """The events at ``sequences`` that the stream holds, ``GAP_READ_WINDOW`` reads in
+        flight at once: (sequence, event, stream time in µs)."""
+        found: list[tuple[int, events_pb2.TaskEvent, int | None]] = []
+        for start in range(0, len(sequences), GAP_READ_WINDOW):
+            window = sequences[start : start + GAP_READ_WINDOW]
             for read in await asyncio.gather(*(self._read(s) for s in window)):
                 if read is not None:
                     found.append(read)
         return found
 
-    async def _read(self, sequence: int) -> tuple[int, events_pb2.TaskEvent] | None:
+    async def _read(self, sequence: int) -> tuple[int, events_pb2.TaskEvent, int | None] | None:
         try:
             raw = await self._js.get_msg(subjects.STREAM_EVENTS, sequence)
         except NotFoundError:
             return None  # deleted from the stream: there is nothing to apply
         event = _decode(sequence, raw.data or b"")
-        return None if event is None else (sequence, event)
+        if event is None:
+            return None
+        return sequence, event, history.time_us(raw.time) if raw.time else None
 
     async def _apply_until_done(
-        self, batch: list[tuple[int, events_pb2.TaskEvent]], last_time_us: int
+        self, batch: list[tuple[int, events_pb2.TaskEvent]], last_time_us: int | None
     ) -> list[tasks_pb2.Task]:
         delay = 0.2
         while True:

@@ -30,7 +30,7 @@ TimeFrom = Callable[[int], Awaitable[int | None]]
 """The time (µs) of the first message at or after a sequence; None when there is none."""
 
 
-def _us(moment: dt.datetime) -> int:
+def time_us(moment: dt.datetime) -> int:
     """Microseconds since the epoch of a stream message's time (nats-py keeps six of the
     nine digits JetStream gives, as ``ns // 1000`` of a reply subject's time does)."""
     return (moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
@@ -96,4 +96,4 @@ async def _time(js: JetStreamContext, sequence: int, *, at_or_after: bool) -> in
             msg = await js.get_msg(subjects.STREAM_EVENTS, sequence)
     except NotFoundError:
         return None
-    return _us(msg.time) if msg.time else None
+    return time_us(msg.time) if msg.time else None

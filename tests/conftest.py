@@ -127,13 +127,12 @@ class System:
         self.scheduler: Scheduler | None = None
         self.channel: grpc.aio.Channel | None = None
 
-    async def start_store(self, database_url: str | None = None) -> None:
+    async def start_store(self, database_url: str | None = None, **options: object) -> None:
         from store.app import Store
 
         url = database_url or f"sqlite+aiosqlite:///{self.tmp_path / 'conveyor.db'}"
-        self.store = Store(
-            StoreSettings(common=self.common, listen="127.0.0.1:0", database_url=url)
-        )
+        settings = StoreSettings(common=self.common, listen="127.0.0.1:0", database_url=url)
+        self.store = Store(replace(settings, **options))  # type: ignore[arg-type]
         await self.store.start()
 
     async def start_worker(self, registry: Registry | None = None, **options: object) -> Worker:

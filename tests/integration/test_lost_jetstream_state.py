@@ -1,6 +1,7 @@
 """JetStream state lost under running services: consumers deleted (by an operator, or with
 their stream) are declared again, and the store follows an EVENTS stream made again or
-restored from an older backup under its kept database (store.history)."""
+restored from an older backup under its kept database (store.history). The other way
+round, a store whose database is new under a kept stream rebuilds it from the stream."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 from nats.js import JetStreamContext
 
 from conveyor import jetstream, subjects
-from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.api.events.v1 import events_pb2
+from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from store.repository import TaskRepository
 from tests.conftest import NatsServer, System
 from tests.integration.helpers import wait_terminal
 
@@ -162,3 +165,57 @@ async def test_a_nats_server_back_without_its_state_is_declared_again(
         await jetstream.close(nc)
     got = await system.stub.GetTask(S.GetTaskRequest(task_id=first))
     assert got.task.state == S.TASK_STATE_COMPLETED  # the database kept it
+
+
+async def test_a_store_with_a_new_database_rebuilds_it_from_the_stream(
+    system: System, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await system.start()
+    ids = list(await asyncio.gather(*(submit_text(system, "word " * (i + 1)) for i in range(40))))
+    before = {task_id: await completed(system, task_id) for task_id in ids}
+    assert system.store is not None
+    await system.store.stop(0.5)  # its database is lost with it
+
+    transactions: list[int] = []
+    apply = TaskRepository.apply
+
+    async def counted(
+        self: TaskRepository, events: list[tuple[int, events_pb2.TaskEvent]], *args: object
+    ) -> list[tasks_pb2.Task]:
+        transactions.append(len(events))
+        return await apply(self, events, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TaskRepository, "apply", counted)
+    nc, js = await jetstream.setup(system.common, "operator")
+    try:
+        events = (await js.stream_info(subjects.STREAM_EVENTS)).state.last_seq
+        await system.start_store(f"sqlite+aiosqlite:///{tmp_path / 'new.db'}", event_batch_size=16)
+        assert system.store is not None
+        async with grpc.aio.insecure_channel(system.store.address) as channel:
+            store = tasks_pb2_grpc.TaskServiceStub(channel)
+            # No new event comes: the store sees by itself that its consumer acknowledged
+            # events its database does not hold.
+            after = {task_id: await until_version(store, before[task_id]) for task_id in ids}
+        assert (await js.stream_info(subjects.STREAM_EVENTS)).state.last_seq == events
+    finally:
+        await jetstream.close(nc)
+    assert after == before
+    # A batch of events per transaction, never the whole stream at once.
+    assert sum(transactions) == events
+    assert max(transactions) <= 16
+
+
+async def until_version(
+    store: tasks_pb2_grpc.TaskServiceStub, task: tasks_pb2.Task
+) -> tasks_pb2.Task:
+    """The store's task once it has the version given (it is rebuilding meanwhile)."""
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                got: tasks_pb2.Task = (await store.GetTask(S.GetTaskRequest(task_id=task.id))).task
+                if got.version >= task.version:
+                    return got
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+            await asyncio.sleep(0.1)

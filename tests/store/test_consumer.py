@@ -63,7 +63,8 @@ class FakeStream:
     async def get_msg(self, name: str, sequence: int) -> Any:
         self.reads.append(sequence)
         return SimpleNamespace(
-            data=submitted(f"01jn0000000000000000000{sequence:03d}").SerializeToString()
+            data=submitted(f"01jn0000000000000000000{sequence:03d}").SerializeToString(),
+            time=None,
         )
 
 
@@ -107,6 +108,17 @@ async def test_the_stored_sequence_is_read_only_when_a_batch_does_not_follow() -
     assert repository.batches[-1] == [13]
     await applier._apply_messages([message(14)])
     assert repository.reads == 3
+
+
+async def test_a_long_gap_is_applied_a_batch_size_at_a_time_in_order() -> None:
+    repository, stream, hub = FakeRepository(applied=0), FakeStream(), WatchHub()
+    applier = EventApplier(FakeNats(), stream, repository, hub, 4)  # type: ignore[arg-type]
+    await applier.start()
+    # A new database: the consumer delivers 3 again (left pending) and then 10 and 11.
+    await applier._apply_messages([message(3), message(10), message(11)])
+    assert stream.reads == [1, 2, 4, 5, 6, 7, 8, 9]
+    assert repository.batches == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11]]
+    assert hub.applied_sequence == 11
 
 
 async def test_a_redelivered_batch_is_checked_against_the_stored_sequence() -> None:
