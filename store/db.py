@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,11 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
     # itself (write_transaction commits or rolls back, a plain connection rolls back on
     # close), so the pool's own rollback was one more hand-off to aiosqlite's thread per
     # batch, a tenth of those of a small batch.
-    engine = create_async_engine(url, pool_reset_on_return=None)
+    # check_same_thread=False: the applier's statements run on the sqlite3 connection from
+    # the event loop's thread, not only from aiosqlite's (InlineSqlite).
+    engine = create_async_engine(
+        url, pool_reset_on_return=None, connect_args={"check_same_thread": False}
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -149,3 +153,32 @@ def _upgrade(connection: Connection) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+
+
+class InlineSqlite:
+    """Statements run at once on the event loop's thread, on the sqlite3 connection
+    under it, inside a write transaction that already holds the database's write lock
+    (``BEGIN IMMEDIATE``), so no statement waits for a lock. Each call through aiosqlite is
+    a hand-off to its thread and back (~40 µs of CPU and ~50 µs of wall time here, against
+    a few µs for the statement): for a batch of one event that was most of its cost. The
+    commit still goes through aiosqlite's thread."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def fetchall(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        return self._connection.execute(sql, parameters).fetchall()
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._connection.executemany(sql, rows)
+
+
+async def inline_sqlite(conn: AsyncConnection) -> InlineSqlite | None:
+    """The statements of ``conn``'s write transaction run inline on SQLite; None on other
+    drivers."""
+    if conn.dialect.name != "sqlite":
+        return None
+    driver = (await conn.get_raw_connection()).driver_connection
+    if not isinstance(driver, aiosqlite.Connection):
+        return None
+    return InlineSqlite(driver._conn)  # the sqlite3 connection (check_same_thread=False)

@@ -18,11 +18,11 @@ import logging
 from collections.abc import Collection
 from typing import Any
 
-import aiosqlite
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.api.events.v1 import events_pb2
+from store.db import InlineSqlite
 from store.models import parked_events
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def submitted_ids(events: Collection[tuple[int, events_pb2.TaskEvent]]) -> set[s
 
 
 async def load(
-    conn: AsyncConnection, aio: aiosqlite.Connection | None, task_ids: Collection[str]
+    conn: AsyncConnection, sqlite: InlineSqlite | None, task_ids: Collection[str]
 ) -> Parked:
     """The events parked for these tasks, oldest first (nothing to read for none)."""
     parked: Parked = {}
@@ -57,9 +57,9 @@ async def load(
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start : start + _CHUNK]
         rows: list[tuple[Any, ...]]
-        if aio is not None:
+        if sqlite is not None:
             sql = f"{_SQLITE_SELECT}({', '.join('?' * len(chunk))})"
-            rows = [tuple(row) for row in await aio.execute_fetchall(sql, chunk)]
+            rows = [tuple(row) for row in sqlite.fetchall(sql, chunk)]
         else:
             query = select(
                 parked_events.c.sequence, parked_events.c.task_id, parked_events.c.event

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 from sqlalchemy import (
     ColumnElement,
     Dialect,
@@ -43,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from store import convert, parking
-from store.db import SQLITE_BUSY_TIMEOUT_MS, write_transaction
+from store.db import SQLITE_BUSY_TIMEOUT_MS, InlineSqlite, inline_sqlite, write_transaction
 from store.models import (
     CURSOR_ID,
     UTCDateTime,
@@ -150,8 +149,8 @@ class TaskRepository:
         if not events:
             return []
         async with write_transaction(self._engine) as conn:
-            aio = await _aiosqlite_of(conn)  # once per batch: each look-up is a greenlet switch
-            applied = await _applied_sequence(conn, lock=True, aio=aio)
+            sqlite = await inline_sqlite(conn)  # once per batch: each look-up is a greenlet switch
+            applied = await _applied_sequence(conn, lock=True, sqlite=sqlite)
             fresh: builtins.list[tuple[int, events_pb2.TaskEvent]] = []
             for sequence, event in sorted(events, key=lambda pair: pair[0]):
                 if sequence > applied:
@@ -159,14 +158,14 @@ class TaskRepository:
                     applied = sequence
             if not fresh:
                 return []
-            loaded = await _load(conn, aio, {event.task_id for _, event in fresh})
+            loaded = await _load(conn, sqlite, {event.task_id for _, event in fresh})
             batch = _Batch(loaded, convert.TaskBuilder())
             submits = parking.submitted_ids(fresh)
             if submits:
-                batch.waiting = await parking.load(conn, aio, submits)
+                batch.waiting = await parking.load(conn, sqlite, submits)
             for sequence, event in fresh:
                 _apply_one(batch, sequence, event)
-            await _write(conn, aio, batch, applied, last_time_us)
+            await _write(conn, sqlite, batch, applied, last_time_us)
             await self._prune_parked(conn)
         return batch.changes
 
@@ -274,17 +273,16 @@ class TaskRepository:
 
 
 async def _applied_sequence(
-    conn: AsyncConnection, *, lock: bool, aio: aiosqlite.Connection | None = None
+    conn: AsyncConnection, *, lock: bool, sqlite: InlineSqlite | None = None
 ) -> int:
-    """The stored applied sequence; ``lock`` (with ``aio``, the aiosqlite connection under
-    ``conn`` on SQLite) in a write transaction that goes on to apply a batch."""
+    """The stored applied sequence; ``lock`` (with ``sqlite``, ``conn``'s
+    sqlite3 connection on SQLite) in a write transaction that goes on to apply a batch."""
+    if lock and sqlite is not None:
+        # SQLite has no FOR UPDATE; BEGIN IMMEDIATE already serialises writers.
+        rows = sqlite.fetchall(_CURSOR_SQL, (CURSOR_ID,))
+        return int(next(iter(rows))[0] or 0) if rows else 0
     query = select(store_cursor.c.applied_sequence).where(store_cursor.c.id == CURSOR_ID)
     if lock:
-        if aio is not None:
-            # SQLite has no FOR UPDATE; BEGIN IMMEDIATE already serialises writers. One
-            # hand-off to aiosqlite's thread instead of four through SQLAlchemy.
-            rows = await aio.execute_fetchall(_CURSOR_SQL, (CURSOR_ID,))
-            return int(next(iter(rows))[0] or 0) if rows else 0
         # PostgreSQL: a second store replica waits here instead of applying the batch too.
         query = query.with_for_update()
     value = (await conn.execute(query)).scalar_one_or_none()
@@ -305,17 +303,17 @@ def _cursor_of(row: Any) -> tuple[int, int | None]:
 
 
 async def _load(
-    conn: AsyncConnection, aio: aiosqlite.Connection | None, ids: set[str]
+    conn: AsyncConnection, sqlite: InlineSqlite | None, ids: set[str]
 ) -> dict[str, Snapshot]:
     ordered = sorted(ids)
     loaded: dict[str, Snapshot] = {}
     for start in range(0, len(ordered), _ID_CHUNK):
         chunk = ordered[start : start + _ID_CHUNK]
-        if aio is not None:
-            # One hand-off to aiosqlite's thread instead of four; values come back as
-            # SQLite keeps them and are converted here (see _from_sqlite).
+        if sqlite is not None:
+            # Straight to sqlite3 (store.db.InlineSqlite); values come back as SQLite
+            # keeps them and are converted here (see _from_sqlite).
             sql = f"{_LOAD_SQL}({', '.join('?' * len(chunk))})"
-            for raw in await aio.execute_fetchall(sql, chunk):
+            for raw in sqlite.fetchall(sql, chunk):
                 snapshot = convert.snapshot_from_row(_from_sqlite(raw))
                 loaded[snapshot.id] = snapshot
             continue
@@ -395,7 +393,7 @@ def _apply_event(batch: _Batch, sequence: int, message: events_pb2.TaskEvent, ev
 
 async def _write(
     conn: AsyncConnection,
-    aio: aiosqlite.Connection | None,
+    sqlite: InlineSqlite | None,
     batch: _Batch,
     applied: int,
     applied_time_us: int | None,
@@ -420,13 +418,13 @@ async def _write(
             updates.append(_update_row(snapshot, to_time))
     # Rows first: labels and history refer to them by foreign key.
     if inserts:
-        await _executemany(conn, aio, "insert", inserts)
+        await _executemany(conn, sqlite, "insert", inserts)
     if updates:
-        await _executemany(conn, aio, "update", updates)
+        await _executemany(conn, sqlite, "update", updates)
     if label_rows:
-        await _executemany(conn, aio, "labels", label_rows)
+        await _executemany(conn, sqlite, "labels", label_rows)
     if batch.history:
-        await _executemany(conn, aio, "history", batch.history)
+        await _executemany(conn, sqlite, "history", batch.history)
     if batch.parked:
         park_time = to_time(dt.datetime.now(dt.UTC))
         parked = [
@@ -434,10 +432,10 @@ async def _write(
             for task_id, messages in batch.parked.items()
             for sequence, message in messages
         ]
-        await _executemany(conn, aio, "park", parked)
+        await _executemany(conn, sqlite, "park", parked)
     if batch.unparked:
-        await _executemany(conn, aio, "unpark", [(seq,) for seq in batch.unparked])
-    await _executemany(conn, aio, "cursor", [(applied, applied_time_us, CURSOR_ID)])
+        await _executemany(conn, sqlite, "unpark", [(seq,) for seq in batch.unparked])
+    await _executemany(conn, sqlite, "cursor", [(applied, applied_time_us, CURSOR_ID)])
 
 
 _ToTime = Callable[[dt.datetime | None], Any]
@@ -541,20 +539,20 @@ _WRITE_SQL: weakref.WeakKeyDictionary[Dialect, dict[str, str]] = weakref.WeakKey
 
 async def _executemany(
     conn: AsyncConnection,
-    aio: aiosqlite.Connection | None,
+    sqlite: InlineSqlite | None,
     name: str,
     rows: Sequence[tuple[Any, ...]],
 ) -> None:
     """Runs one of the ``_WRITES`` statements for positional rows in the key order given
     there, through the driver's ``executemany`` (no per-row SQLAlchemy processing).
 
-    On SQLite it goes straight to aiosqlite, inside the transaction SQLAlchemy began on the
-    same connection: one hand-off to its thread per statement instead of three (cursor,
-    execute, close) through SQLAlchemy's adapter.
+    On SQLite it goes straight to the sqlite3 connection (store.db.InlineSqlite), inside
+    the transaction SQLAlchemy began on it: no hand-off to aiosqlite's thread at all, where
+    SQLAlchemy's adapter made three (cursor, execute, close).
     """
     sql = _write_sql(conn.dialect, name)
-    if aio is not None:
-        await aio.executemany(sql, rows)
+    if sqlite is not None:
+        sqlite.executemany(sql, rows)
     else:
         await conn.exec_driver_sql(sql, list(rows) if len(rows) > 1 else rows[0])
 
@@ -569,14 +567,6 @@ def _write_sql(dialect: Dialect, name: str) -> str:
             raise RuntimeError(f"{name}: parameters {done.positiontup} are not {keys}")
         sql = compiled[name] = done.string
     return sql
-
-
-async def _aiosqlite_of(conn: AsyncConnection) -> aiosqlite.Connection | None:
-    """The aiosqlite connection under ``conn``, or None on other drivers."""
-    if conn.dialect.name != "sqlite":
-        return None
-    driver = (await conn.get_raw_connection()).driver_connection
-    return driver if isinstance(driver, aiosqlite.Connection) else None
 
 
 def _sqlite_text(value: dt.datetime | None) -> str | None:

@@ -11,9 +11,9 @@ from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.tasks import timestamp
 from store import convert
-from store.db import migrate
+from store.db import inline_sqlite, migrate
 from store.models import tasks
-from store.repository import TaskRepository, _aiosqlite_of, _load
+from store.repository import TaskRepository, _load
 from tests.store.factories import T0, Stream, at, error, submitted, text_result, worker_event
 
 PENDING, RUNNING = tasks_pb2.TASK_STATE_PENDING, tasks_pb2.TASK_STATE_RUNNING
@@ -328,7 +328,7 @@ async def test_loaded_snapshots_equal_what_sqlalchemy_reads(
     stream = Stream()
     await repository.apply(stream.number(*life_of_a_task(ids[0])[:4], submitted(ids[1])))
     async with engine.begin() as conn:
-        loaded = await _load(conn, await _aiosqlite_of(conn), set(ids))
+        loaded = await _load(conn, await inline_sqlite(conn), set(ids))
         rows = (await conn.execute(select(tasks).where(tasks.c.id.in_(ids)))).all()
     expected = {row.id: convert.snapshot_from_row(row._mapping) for row in rows}
     assert loaded == expected
