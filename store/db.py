@@ -181,4 +181,5 @@ async def inline_sqlite(conn: AsyncConnection) -> InlineSqlite | None:
     driver = (await conn.get_raw_connection()).driver_connection
     if not isinstance(driver, aiosqlite.Connection):
         return None
-    return InlineSqlite(driver._conn)  # the sqlite3 connection (check_same_thread=False)
+    # aiosqlite (pinned) has no public handle on its sqlite3 connection; `_conn` is its own.
+    return InlineSqlite(driver._conn)

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.context import TaskContext
 from conveyor.registry import Registry
-from tests.conftest import System
+from tests.conftest import NatsServer, System
 from tests.integration.helpers import wait_terminal
 from worker.app import Worker
 
@@ -74,6 +74,23 @@ async def test_a_worker_whose_consume_loop_died_is_not_serving_until_it_fetches(
     worker._loops[0] = asyncio.create_task(worker.consumers[0].run(worker._stopping))
     await health.becomes(SERVING)
     assert stalled_loops(worker) == 0
+
+
+async def test_a_worker_waiting_out_a_nats_outage_stays_serving(
+    nats_server: NatsServer, checked: tuple[Worker, Health]
+) -> None:
+    # Its loops keep ending their rounds (nats-py holds the pull requests until it is
+    # connected again, and they expire), so it does not look stuck: a liveness probe on
+    # the same status would otherwise restart every worker of a cluster whose NATS is away.
+    _, health = checked
+    nats_server.stop()
+    try:
+        for _ in range(30):  # 3 s, three times stall_after
+            assert await health.status() == SERVING
+            await asyncio.sleep(0.1)
+    finally:
+        nats_server.start()
+    assert await health.status() == SERVING
 
 
 async def test_a_worker_busy_with_long_tasks_stays_serving(
