@@ -314,21 +314,25 @@ class EventApplier:
             if changes:
                 await self._hub.publish(changes, self._applied)
             window_end = min(window_start + self._batch_size, last + 1)
-            ready = [pair for pair in batch if pair[0] < window_end or window_end > last]
-            batch = [pair for pair in batch if pair[0] >= window_end and window_end <= last]
-            times: dict[int, int | None] = dict(delivered)
-            for sequence, event, time_us in await self._read_all(
+            # The last window takes the rest of the batch (redelivered events below the
+            # first window too: the repository skips what is applied already).
+            final = window_end > last
+            ready = list(batch) if final else [p for p in batch if p[0] < window_end]
+            batch = [] if final else [p for p in batch if p[0] >= window_end]
+            read_times: dict[int, int | None] = {}
+            for sequence, event, stream_time in await self._read_all(
                 [s for s in range(window_start, window_end) if s not in delivered]
             ):
                 ready.append((sequence, event))
-                times[sequence] = time_us
+                read_times[sequence] = stream_time
             highest = max((sequence for sequence, _ in ready), default=None)
             if highest is None:
                 changes = []
                 continue
-            changes = await self._apply_until_done(ready, times.get(highest))
+            time_us = delivered[highest] if highest in delivered else read_times[highest]
+            changes = await self._apply_until_done(ready, time_us)
             self._applied = max(self._applied, highest)
-        if batch:  # at or below the applied sequence (a redelivery): nothing to apply
+        if batch:  # no window ran: all at or below the applied sequence (a redelivery)
             changes = await self._apply_until_done(batch, delivered.get(last))
         return changes
 
