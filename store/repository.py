@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -16,7 +17,7 @@ import logging
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from store import convert, parking
-from store.db import SQLITE_BUSY_TIMEOUT_MS, InlineSqlite, inline_sqlite, write_transaction
+from store.db import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    InlineSqlite,
+    inline_writes,
+    write_transaction,
+)
 from store.models import (
     CURSOR_ID,
     UTCDateTime,
@@ -127,6 +133,7 @@ class TaskRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._pruned: dt.datetime | None = None
+        self._inline = inline_writes(engine)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -148,8 +155,7 @@ class TaskRepository:
         """
         if not events:
             return []
-        async with write_transaction(self._engine) as conn:
-            sqlite = await inline_sqlite(conn)  # once per batch: each look-up is a greenlet switch
+        async with self._write_transaction() as (conn, sqlite):
             applied = await _applied_sequence(conn, lock=True, sqlite=sqlite)
             fresh: builtins.list[tuple[int, events_pb2.TaskEvent]] = []
             for sequence, event in sorted(events, key=lambda pair: pair[0]):
@@ -166,15 +172,30 @@ class TaskRepository:
             for sequence, event in fresh:
                 _apply_one(batch, sequence, event)
             await _write(conn, sqlite, batch, applied, last_time_us)
-            await self._prune_parked(conn)
+        await self._prune_parked()
         return batch.changes
 
-    async def _prune_parked(self, conn: AsyncConnection) -> None:
-        """Drops parked events whose task never came, every PRUNE_EVERY."""
+    @contextlib.asynccontextmanager
+    async def _write_transaction(
+        self,
+    ) -> AsyncIterator[tuple[AsyncConnection, InlineSqlite | None]]:
+        """The batch's transaction: on SQLite its statements run inline and ``conn`` runs
+        none (store.db.InlineWrites); elsewhere they go through ``conn``."""
+        if self._inline is not None:
+            async with self._inline.transaction(self._engine) as (conn, sqlite):
+                yield conn, sqlite
+        else:
+            async with write_transaction(self._engine) as conn:
+                yield conn, None
+
+    async def _prune_parked(self) -> None:
+        """Drops parked events whose task never came, every PRUNE_EVERY, after a batch (in
+        a transaction of its own: they are a week old, no batch applies them)."""
         now = dt.datetime.now(dt.UTC)
         if self._pruned is None or now - self._pruned > parking.PRUNE_EVERY:
             self._pruned = now
-            await parking.prune(conn, now)
+            async with write_transaction(self._engine) as conn:
+                await parking.prune(conn, now)
 
     async def applied_sequence(self) -> int:
         """The stream sequence of the last event applied (0 before the first)."""
