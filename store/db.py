@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -16,6 +17,8 @@ from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -241,9 +244,18 @@ class InlineWrites:
         else:
             connection.commit()
         if time.monotonic() - self._checkpointed >= CHECKPOINT_EVERY:
-            await driver.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")  # ends the statement
+            # The batch is committed: a failed checkpoint must not make it look failed (a
+            # retry would find it applied and its changes would never reach watchers).
+            try:
+                await _checkpoint(driver)
+            except sqlite3.Error as exc:
+                log.warning("checkpointing the SQLite WAL failed: %s", exc)
             self._checkpointed = time.monotonic()
             self._commit_in_thread = True
+
+
+async def _checkpoint(driver: aiosqlite.Connection) -> None:
+    await driver.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")  # fetched: the statement ends
 
 
 async def _begin_immediate(driver: aiosqlite.Connection, connection: sqlite3.Connection) -> None:

@@ -162,3 +162,28 @@ async def test_the_store_checkpoints_its_wal_on_its_own_schedule(
         assert counted == 1500
     finally:
         await engine.dispose()
+
+
+async def test_a_failed_checkpoint_does_not_fail_the_committed_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint runs after the commit: were its failure the batch's, the retry would
+    find the batch applied and its changes would never reach the task's watchers."""
+    monkeypatch.setattr(db, "CHECKPOINT_EVERY", 0.0)
+
+    async def failing(_driver: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(db, "_checkpoint", failing)
+    path = tmp_path / "conveyor.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        await migrate(engine)
+        repository = TaskRepository(engine)
+        stream = Stream()
+        for task_id in ("01jn1", "01jn2"):
+            changes = await repository.apply(stream.number(submitted(task_id)))
+            assert [task.id for task in changes] == [task_id]
+        assert await repository.applied_sequence() == 2
+    finally:
+        await engine.dispose()
