@@ -230,6 +230,9 @@ class WorkerSettings:
     ack_wait_seconds: float = 30.0
     shutdown_grace_seconds: float = 30.0
     start_event_delay_seconds: float = 0.05
+    nice: int = 0
+    """CPU priority (Unix niceness) the worker runs at, at least: above 0, the services
+    that answer clients win the CPU over handlers on a shared machine."""
     metrics_listen: str = EMBEDDED_METRICS_LISTEN
 
     @staticmethod
@@ -246,6 +249,7 @@ class WorkerSettings:
             ack_wait_seconds=r.number("ACK_WAIT_SECONDS", 30.0, minimum=1.0),
             shutdown_grace_seconds=r.number("SHUTDOWN_GRACE_SECONDS", 30.0),
             start_event_delay_seconds=r.number("START_EVENT_DELAY_SECONDS", 0.05),
+            nice=r.integer("WORKER_NICE", 0, minimum=0, maximum=19),
             metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9094"),
         )
         r.done()

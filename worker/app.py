@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -53,6 +54,8 @@ class Worker:
 
     def __init__(self, settings: WorkerSettings, registry: Registry | None = None) -> None:
         self.settings = settings
+        if settings.nice:
+            lower_priority(settings.nice)  # before the worker starts threads and processes
         self.registry = registry or default_registry
         register_builtins(self.registry)
         for module in settings.imports:
@@ -226,6 +229,13 @@ class Worker:
             await jetstream.close(self.nc)
         await self.metrics.close()
         log.info("worker stopped")
+
+
+def lower_priority(nice: int) -> None:
+    """Runs the calling thread, and the threads and processes it starts from then on, at
+    niceness ``nice`` at least (Linux keeps it per thread). Never raises the priority."""
+    if nice > os.getpriority(os.PRIO_PROCESS, 0):
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -56,6 +56,15 @@ def wait_serving(address: str, timeout: float) -> None:
     raise TimeoutError(f"{address} did not become healthy")
 
 
+def stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command: [1] is the parent, [16] the nice value."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def command_line(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
@@ -85,6 +94,12 @@ async def test_four_types_complete_and_dev_stops_cleanly(
     address, process = dev
     children = children_of(process.pid)
     assert len(children) >= 6, "nats-server, store, 2 workers, scheduler and gateway"
+    # Handlers yield the CPU to the services that answer clients (conveyor.dev).
+    services = [pid for pid in children if stat_fields(pid)[1] == str(process.pid)]
+    nice = {(pid, command_line(pid)): int(stat_fields(pid)[16]) for pid in services}
+    workers = [value for (_, line), value in nice.items() if " -m worker" in line]
+    others = [value for (_, line), value in nice.items() if " -m worker" not in line]
+    assert workers == [10, 10] and others == [0, 0, 0, 0], nice
     requests = [
         S.SubmitTaskRequest(
             text_processing=S.TextProcessingInput(
