@@ -99,7 +99,8 @@ async def test_four_types_complete_and_dev_stops_cleanly(
     nice = {(pid, command_line(pid)): int(stat_fields(pid)[16]) for pid in services}
     workers = [value for (_, line), value in nice.items() if " -m worker" in line]
     others = [value for (_, line), value in nice.items() if " -m worker" not in line]
-    assert workers == [10, 10] and others == [0, 0, 0, 0], nice
+    base = os.getpriority(os.PRIO_PROCESS, 0)  # the services inherit the test's own
+    assert workers == [max(base, 5)] * 2 and others == [base] * 4, nice
     requests = [
         S.SubmitTaskRequest(
             text_processing=S.TextProcessingInput(
