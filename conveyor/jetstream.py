@@ -238,7 +238,12 @@ async def close(nc: NATS) -> None:
         await nc.flush(timeout=2)
     except Exception as exc:
         log.warning("nats flush on close failed: %s", exc)
-    await nc.close()
+    try:
+        await nc.close()
+    except ConnectionError as exc:
+        # The connection was lost while closing (a service stopped as NATS restarted):
+        # there is nothing left to flush, and stopping must not fail for it.
+        log.warning("nats connection lost while closing: %s", exc)
 
 
 KEYS_BATCH = 256

@@ -248,7 +248,7 @@ class InlineWrites:
             # retry would find it applied and its changes would never reach watchers).
             try:
                 await _checkpoint(driver)
-            except sqlite3.Error as exc:
+            except Exception as exc:
                 log.warning("checkpointing the SQLite WAL failed: %s", exc)
             self._checkpointed = time.monotonic()
             self._commit_in_thread = True

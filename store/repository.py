@@ -61,6 +61,8 @@ from store.models import (
 from store.pagination import Cursor, decode_token, encode_token, page_size_of
 from store.transitions import Event, Kind, Snapshot, transition
 
+log = logging.getLogger(__name__)
+
 _TIME_COLUMNS = tuple(c.name for c in tasks.c if isinstance(c.type, UTCDateTime))
 """The ``tasks`` columns holding times, which the driver-level reads and writes convert."""
 
@@ -194,8 +196,17 @@ class TaskRepository:
         now = dt.datetime.now(dt.UTC)
         if self._pruned is None or now - self._pruned > parking.PRUNE_EVERY:
             self._pruned = now
-            async with write_transaction(self._engine) as conn:
-                await parking.prune(conn, now)
+            # The batch is committed: a failure here must not make it look failed (a retry
+            # would find it applied, and its changes would never reach watchers).
+            try:
+                async with write_transaction(self._engine) as conn:
+                    await parking.prune(conn, now)
+            except Exception as exc:
+                log.warning(
+                    "dropping week-old parked events failed (next try in %s): %s",
+                    parking.PRUNE_EVERY,
+                    exc,
+                )
 
     async def applied_sequence(self) -> int:
         """The stream sequence of the last event applied (0 before the first)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -120,3 +121,18 @@ async def test_events_whose_task_never_comes_are_dropped_after_the_ttl(
     async with repository.engine.begin() as conn:
         assert await parking.prune(conn, now + parking.PARKED_TTL + dt.timedelta(minutes=1)) == 1
     assert await parked_count(repository.engine) == 0
+
+
+async def test_a_failed_prune_does_not_fail_the_batch_before_it(
+    repository: TaskRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pruning runs after the batch's commit: were its failure the batch's, the retry would
+    find the batch applied and its changes would never reach the task's watchers."""
+
+    async def failing(_conn: object, _now: dt.datetime) -> int:
+        raise OSError("database went away")
+
+    monkeypatch.setattr(parking, "prune", failing)
+    changes = await repository.apply(Stream().number(submitted("01jn00000000000000000000p6")))
+    assert [task.id for task in changes] == ["01jn00000000000000000000p6"]
+    assert await repository.applied_sequence() == 1
