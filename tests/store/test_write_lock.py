@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -69,103 +71,97 @@ async def test_connections_go_back_to_the_pool_outside_any_transaction(tmp_path:
         await engine.dispose()
 
 
+@pytest.fixture
+async def on_file(tmp_path: Path) -> AsyncIterator[tuple[Path, TaskRepository]]:
+    """A migrated SQLite file and a repository on it."""
+    path = tmp_path / "conveyor.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        await migrate(engine)
+        yield path, TaskRepository(engine)
+    finally:
+        await engine.dispose()
+
+
 def _task_ids(count: int) -> list[str]:
     return [f"01jn{n:022d}" for n in range(count)]
 
 
 async def test_a_batch_waits_for_another_writers_lock_without_blocking_the_loop(
-    tmp_path: Path,
+    on_file: tuple[Path, TaskRepository],
 ) -> None:
     """The store's batches begin on the event loop's thread without waiting; when another
     connection holds the write lock the batch waits for it in aiosqlite's thread, and
     everything else on the loop (reads, watch fan-out) goes on meanwhile."""
-    path = tmp_path / "conveyor.db"
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
-    try:
-        await migrate(engine)
-        repository = TaskRepository(engine)
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
-        applying = asyncio.create_task(repository.apply(Stream().number(submitted("01jn1"))))
-        # A batch waiting on the loop's thread would hold the loop until the busy timeout
-        # (30 s), then fail: the sleep would end late, with the batch done.
-        await asyncio.sleep(0.2)
-        assert not applying.done()
-        other.execute("ROLLBACK")
-        other.close()
-        changes = await asyncio.wait_for(applying, timeout=10)
-        assert [task.id for task in changes] == ["01jn1"]
-        assert await repository.applied_sequence() == 1
-    finally:
-        await engine.dispose()
+    path, repository = on_file
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    applying = asyncio.create_task(repository.apply(Stream().number(submitted("01jn1"))))
+    # A batch waiting on the loop's thread would hold the loop until the busy timeout
+    # (30 s), then fail: the sleep would end late, with the batch done.
+    await asyncio.sleep(0.2)
+    assert not applying.done()
+    other.execute("ROLLBACK")
+    other.close()
+    changes = await asyncio.wait_for(applying, timeout=10)
+    assert [task.id for task in changes] == ["01jn1"]
+    assert await repository.applied_sequence() == 1
 
 
 async def test_a_failed_batch_is_rolled_back_and_releases_the_write_lock(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    on_file: tuple[Path, TaskRepository], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "conveyor.db"
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    path, repository = on_file
+    stream = Stream()
+    await repository.apply(stream.number(submitted("01jn1")))
+    written = repository_module._write
+
+    async def write_then_fail(*args: Any) -> None:
+        await written(*args)  # the rows are in the transaction when it fails
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(repository_module, "_write", write_then_fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        await repository.apply(stream.number(submitted("01jn2")))
+    monkeypatch.undo()
+    assert await repository.applied_sequence() == 1
+    assert await repository.get("01jn2") is None
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
     try:
-        await migrate(engine)
-        repository = TaskRepository(engine)
-        stream = Stream()
-        await repository.apply(stream.number(submitted("01jn1")))
-        written = repository_module._write
-
-        async def write_then_fail(*args: Any) -> None:
-            await written(*args)  # the rows are in the transaction when it fails
-            raise RuntimeError("disk full")
-
-        monkeypatch.setattr(repository_module, "_write", write_then_fail)
-        with pytest.raises(RuntimeError, match="disk full"):
-            await repository.apply(stream.number(submitted("01jn2")))
-        monkeypatch.undo()
-        assert await repository.applied_sequence() == 1
-        assert await repository.get("01jn2") is None
-        other = sqlite3.connect(path, timeout=0, isolation_level=None)
-        try:
-            other.execute("BEGIN IMMEDIATE")  # nothing left holding the write lock
-            other.execute("ROLLBACK")
-        finally:
-            other.close()
-        changes = await repository.apply(stream.number(submitted("01jn3")))
-        assert [task.id for task in changes] == ["01jn3"]
+        other.execute("BEGIN IMMEDIATE")  # nothing left holding the write lock
+        other.execute("ROLLBACK")
     finally:
-        await engine.dispose()
+        other.close()
+    changes = await repository.apply(stream.number(submitted("01jn3")))
+    assert [task.id for task in changes] == ["01jn3"]
 
 
 @pytest.mark.parametrize("every", [0.0, 3600.0])
 async def test_the_store_checkpoints_its_wal_on_its_own_schedule(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every: float
+    on_file: tuple[Path, TaskRepository], monkeypatch: pytest.MonkeyPatch, every: float
 ) -> None:
     """SQLite's automatic checkpoint (inside a commit, with syncs) is off on the store's
     connections; the store runs one after a commit every CHECKPOINT_EVERY. With a
     checkpoint after every commit the WAL stays a few pages long; with none it grows."""
     monkeypatch.setattr(db, "CHECKPOINT_EVERY", every)
-    path = tmp_path / "conveyor.db"
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
-    try:
-        await migrate(engine)
-        repository = TaskRepository(engine)
-        stream = Stream()
-        for batch in range(300):
-            ids = _task_ids(batch * 5 + 5)[-5:]
-            await repository.apply(stream.number(*(submitted(task_id) for task_id in ids)))
-        wal = Path(f"{path}-wal").stat().st_size
-        pages = wal // 4096
-        if every == 0.0:
-            assert pages < 100, f"WAL of {pages} pages with a checkpoint after each batch"
-        else:
-            # SQLite's own checkpoint would have restarted it at 1,000 pages (its default)
-            assert pages > 2000, f"WAL of only {pages} pages: something checkpointed it"
-        counted = sqlite3.connect(path).execute("SELECT count(*) FROM tasks").fetchone()[0]
-        assert counted == 1500
-    finally:
-        await engine.dispose()
+    path, repository = on_file
+    stream = Stream()
+    for batch in range(300):
+        ids = _task_ids(batch * 5 + 5)[-5:]
+        await repository.apply(stream.number(*(submitted(task_id) for task_id in ids)))
+    wal = Path(f"{path}-wal").stat().st_size
+    pages = wal // 4096
+    if every == 0.0:
+        assert pages < 100, f"WAL of {pages} pages with a checkpoint after each batch"
+    else:
+        # SQLite's own checkpoint would have restarted it at 1,000 pages (its default)
+        assert pages > 2000, f"WAL of only {pages} pages: something checkpointed it"
+    with contextlib.closing(sqlite3.connect(path)) as reader:
+        assert reader.execute("SELECT count(*) FROM tasks").fetchone()[0] == 1500
 
 
 async def test_a_failed_checkpoint_does_not_fail_the_committed_batch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    on_file: tuple[Path, TaskRepository], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The checkpoint runs after the commit: were its failure the batch's, the retry would
     find the batch applied and its changes would never reach the task's watchers."""
@@ -175,15 +171,9 @@ async def test_a_failed_checkpoint_does_not_fail_the_committed_batch(
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(db, "_checkpoint", failing)
-    path = tmp_path / "conveyor.db"
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
-    try:
-        await migrate(engine)
-        repository = TaskRepository(engine)
-        stream = Stream()
-        for task_id in ("01jn1", "01jn2"):
-            changes = await repository.apply(stream.number(submitted(task_id)))
-            assert [task.id for task in changes] == [task_id]
-        assert await repository.applied_sequence() == 2
-    finally:
-        await engine.dispose()
+    _, repository = on_file
+    stream = Stream()
+    for task_id in ("01jn1", "01jn2"):
+        changes = await repository.apply(stream.number(submitted(task_id)))
+        assert [task.id for task in changes] == [task_id]
+    assert await repository.applied_sequence() == 2
