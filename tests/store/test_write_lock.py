@@ -18,6 +18,16 @@ from store.repository import TaskRepository
 from tests.store.factories import Stream, submitted
 
 
+def assert_write_lock_free(path: Path) -> None:
+    """Another connection takes the write lock at once: nothing is left holding it."""
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
 async def test_a_write_transaction_holds_the_sqlite_write_lock_from_its_start(
     tmp_path: Path,
 ) -> None:
@@ -34,12 +44,7 @@ async def test_a_write_transaction_holds_the_sqlite_write_lock_from_its_start(
                 other.close()
         async with engine.connect() as conn:  # a plain transaction takes no write lock
             await conn.exec_driver_sql("SELECT 1")
-            other = sqlite3.connect(path, timeout=0, isolation_level=None)
-            try:
-                other.execute("BEGIN IMMEDIATE")
-                other.execute("ROLLBACK")
-            finally:
-                other.close()
+            assert_write_lock_free(path)
     finally:
         await engine.dispose()
 
@@ -61,12 +66,7 @@ async def test_connections_go_back_to_the_pool_outside_any_transaction(tmp_path:
         async with write_transaction(engine) as conn:
             stored = await conn.exec_driver_sql("SELECT applied_sequence FROM store_cursor")
             assert stored.scalar_one() == 0  # the failed write was rolled back
-        other = sqlite3.connect(path, timeout=0, isolation_level=None)
-        try:
-            other.execute("BEGIN IMMEDIATE")  # nothing left holding the write lock
-            other.execute("ROLLBACK")
-        finally:
-            other.close()
+        assert_write_lock_free(path)
     finally:
         await engine.dispose()
 
@@ -126,12 +126,7 @@ async def test_a_failed_batch_is_rolled_back_and_releases_the_write_lock(
     monkeypatch.undo()
     assert await repository.applied_sequence() == 1
     assert await repository.get("01jn2") is None
-    other = sqlite3.connect(path, timeout=0, isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")  # nothing left holding the write lock
-        other.execute("ROLLBACK")
-    finally:
-        other.close()
+    assert_write_lock_free(path)
     changes = await repository.apply(stream.number(submitted("01jn3")))
     assert [task.id for task in changes] == ["01jn3"]
 
