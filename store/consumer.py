@@ -268,7 +268,7 @@ class EventApplier:
                 raise
             except Exception as exc:
                 log.warning("reading skipped events failed: %s; retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+                await jetstream.backoff(self._nc, delay)  # or sooner, once NATS is back
                 delay = min(delay * 2, 10.0)
 
     async def _fill_gap(

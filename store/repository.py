@@ -579,8 +579,8 @@ async def _executemany(
     there, through the driver's ``executemany`` (no per-row SQLAlchemy processing).
 
     On SQLite it goes straight to the sqlite3 connection (store.db.InlineSqlite), inside
-    the transaction SQLAlchemy began on it: no hand-off to aiosqlite's thread at all, where
-    SQLAlchemy's adapter made three (cursor, execute, close).
+    the transaction store.db.InlineWrites began on it: no hand-off to aiosqlite's thread
+    at all, where SQLAlchemy's adapter made three (cursor, execute, close).
     """
     sql = _write_sql(conn.dialect, name)
     if sqlite is not None:
