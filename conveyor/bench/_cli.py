@@ -43,6 +43,7 @@ scenarios (default: all but memory, which runs too when --pid is given):
 examples:
   conveyor bench --baseline --nats-url nats://127.0.0.1:4222
   conveyor bench --scenario throughput-batch --tasks 100000
+  conveyor bench --scenario submit-latency --submit-pause 10
   conveyor bench --scenario memory --pid $(pgrep -f 'python -m worker') --tasks 100000
   conveyor --json bench > results.json
 """
@@ -85,6 +86,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seed", type=int, default=0, metavar="N", help="read-latency: submit N tasks first"
+    )
+    parser.add_argument(
+        "--submit-pause",
+        dest="submit_pause_ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="submit-latency: wait MS milliseconds after each call (default 0: back to back)",
     )
     parser.add_argument(
         "--pid",
@@ -130,6 +139,7 @@ def options_from_args(args: argparse.Namespace, addr: str) -> BenchOptions:
         watchers=args.watchers,
         reads=args.reads,
         seed=args.seed,
+        submit_pause_ms=args.submit_pause_ms,
         pids=pids,
         baseline=args.baseline,
         nats_url=nats_url,

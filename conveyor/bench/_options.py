@@ -38,6 +38,9 @@ DEFAULT_TASKS = {
 }
 """Tasks (messages, for the baseline) per scenario unless ``--tasks`` says otherwise."""
 
+MAX_SUBMIT_PAUSE_MS = 10_000
+"""The longest ``--submit-pause``: 2,000 calls 10 s apart already take five and a half hours."""
+
 # The goals of issue 5, shown next to each measured figure.
 TARGET_SUBMIT_P50 = Target("<=", 1.0)
 TARGET_SUBMIT_P99 = Target("<=", 3.0)
@@ -72,6 +75,8 @@ class BenchOptions:
     """GetTask calls of read-latency; each ListTasks query gets a fifth as many."""
     seed: int = 0
     """Tasks read-latency submits (and waits for) before reading."""
+    submit_pause_ms: float = 0.0
+    """submit-latency: idle time after each call before the next (0: back to back)."""
     pids: tuple[int, ...] = ()
     baseline: bool = False
     nats_url: str = DEFAULT_NATS_URL
@@ -102,6 +107,8 @@ class BenchOptions:
             found.append("--batch-size must be at most 1000 (the gateway's default limit)")
         if self.seed < 0 or self.warmup < 0:
             found.append("--seed and --warmup must not be negative")
+        if not 0 <= self.submit_pause_ms <= MAX_SUBMIT_PAUSE_MS:
+            found.append(f"--submit-pause must be from 0 to {MAX_SUBMIT_PAUSE_MS:,} ms")
         if not self.scenarios and not self.baseline:
             found.append("nothing to run")
         return found

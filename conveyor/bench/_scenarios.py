@@ -53,11 +53,14 @@ async def _finish(ctx: RunContext, result: ScenarioResult, submission: Submissio
 
 
 async def submit_latency(ctx: RunContext) -> ScenarioResult:
-    """Unary SubmitTask, one call at a time, on an otherwise idle system."""
+    """Unary SubmitTask, one call at a time, on an otherwise idle system; with
+    ``--submit-pause``, the system idles that long after each call."""
     result = ScenarioResult(SUBMIT_LATENCY)
     count = ctx.options.task_count(SUBMIT_LATENCY)
     request = ctx.request(SUBMIT_LATENCY)
-    phase = ctx.display.phase(f"{SUBMIT_LATENCY}: submitting one at a time", total=count)
+    pause_ms = ctx.options.submit_pause_ms
+    spacing = f", {pause_ms:g} ms apart" if pause_ms else ""
+    phase = ctx.display.phase(f"{SUBMIT_LATENCY}: submitting one at a time{spacing}", total=count)
     ids: list[str] = []
     seconds: list[float] = []
     started = time.time()
@@ -67,6 +70,8 @@ async def submit_latency(ctx: RunContext) -> ScenarioResult:
         seconds.append(time.perf_counter() - begin)
         ids.append(task.id)
         phase.advance()
+        if pause_ms:
+            await asyncio.sleep(pause_ms / 1000)
     phase.done()
     submission = Submission(ids, started, time.time(), seconds)
     await _finish(ctx, result, submission)
@@ -76,6 +81,9 @@ async def submit_latency(ctx: RunContext) -> ScenarioResult:
         "submit", latency, p50=TARGET_SUBMIT_P50, p99=TARGET_SUBMIT_P99, with_p90=True
     )
     result.metrics.append(Metric("submit rate", submission.rate, "tasks/s"))
+    result.details["pause_ms"] = pause_ms
+    if pause_ms:
+        result.notes.append(f"each call followed by {pause_ms:g} ms of idle time")
     return result
 
 

@@ -152,13 +152,21 @@ async def test_cli_prints_one_json_document(
 
     addr = await start(system)
     argv = ["--json", "bench", "--addr", addr, "--scenario", "throughput-batch"]
+    argv += ["--scenario", "submit-latency", "--submit-pause", "20"]
     argv += ["--tasks", str(TASKS), "--batch-size", "5", "--warmup", "2"]
     assert await asyncio.to_thread(main, argv) == 0
     document = json.loads(capsys.readouterr().out)
-    [scenario] = document["scenarios"]
-    assert scenario["name"] == "throughput-batch"
-    assert (scenario["submitted"], scenario["completed"]) == (TASKS, TASKS)
+    latency, batch = document["scenarios"]
+    assert batch["name"] == "throughput-batch"
+    assert (batch["submitted"], batch["completed"]) == (TASKS, TASKS)
     assert document["options"]["batch_size"] == 5
+    assert latency["name"] == "submit-latency"
+    assert (latency["submitted"], latency["completed"]) == (TASKS, TASKS)
+    assert document["options"]["submit_pause_ms"] == 20
+    assert latency["details"]["pause_ms"] == 20
+    # Each call was followed by 20 ms of idle time: at most 50 submits a second.
+    rate = {m["name"]: m["value"] for m in latency["metrics"]}["submit rate"]
+    assert rate <= 1000 / 20
 
 
 @pytest.mark.integration
@@ -177,3 +185,23 @@ def test_memory_without_pids_is_a_usage_error(capsys: pytest.CaptureFixture[str]
 
     assert main(["bench", "--addr", "127.0.0.1:1", "--scenario", "memory"]) == 2
     assert "--pid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pause", ["-1", "10001", "nan", "inf"])
+def test_a_submit_pause_out_of_range_is_a_usage_error(
+    pause: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conveyor.cli import main
+
+    argv = ["bench", "--addr", "127.0.0.1:1", "--scenario", "submit-latency"]
+    assert main([*argv, "--submit-pause", pause]) == 2
+    assert "--submit-pause must be from 0 to 10,000 ms" in capsys.readouterr().err
+
+
+def test_a_submit_pause_that_is_not_a_number_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from conveyor.cli import main
+
+    assert main(["bench", "--addr", "127.0.0.1:1", "--submit-pause", "ten"]) == 2
+    assert "argument --submit-pause: invalid float value: 'ten'" in capsys.readouterr().err
