@@ -59,7 +59,7 @@ async def submit_latency(ctx: RunContext) -> ScenarioResult:
     count = ctx.options.task_count(SUBMIT_LATENCY)
     request = ctx.request(SUBMIT_LATENCY)
     pause_ms = ctx.options.submit_pause_ms
-    spacing = f", {pause_ms:g} ms apart" if pause_ms else ""
+    spacing = f", {pause_ms:g} ms idle after each" if pause_ms else ""
     phase = ctx.display.phase(f"{SUBMIT_LATENCY}: submitting one at a time{spacing}", total=count)
     ids: list[str] = []
     seconds: list[float] = []
