@@ -98,8 +98,10 @@ def _micros(dialect: str, later: Any, earlier: Any) -> Any:
     if dialect == "sqlite":
         # SQLAlchemy stores naive UTC text 'YYYY-MM-DD HH:MM:SS.ffffff' (microseconds
         # always written): whole seconds from strftime, microseconds from the text.
+        # strftime gets the text without its fraction: it goes through a julian day
+        # rounded to the millisecond, so '…:33.999600' would give second 34.
         def seconds(value: Any) -> Any:
-            return cast(func.strftime("%s", value), Integer)
+            return cast(func.strftime("%s", func.substr(value, 1, 19)), Integer)
 
         def micros(value: Any) -> Any:
             return cast(func.substr(value, 21, 6), Integer)

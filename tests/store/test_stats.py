@@ -89,3 +89,34 @@ async def test_stats_of_an_empty_window(repository: TaskRepository) -> None:
     await repository.apply(Stream().number(*_events()))
     stats = await task_stats(repository.engine, T0 + dt.timedelta(hours=1))
     assert list(stats.types) == []
+
+
+async def test_stats_time_runs_that_start_or_end_in_the_last_half_millisecond_of_a_second(
+    repository: TaskRepository,
+) -> None:
+    # SQLite's strftime rounds to the millisecond: '...:00.999600' would read as second 1
+    # unless the whole seconds are taken from the text without its fraction.
+    done = events_pb2.Completed(result=text_result(words=1))
+    late = 0.876144  # T0 is at .123456 of its second, so T0 + late is at .999600
+    await repository.apply(
+        Stream().number(
+            # A starts at .999600 and ends 500 µs later, in the next second.
+            submitted(A),
+            worker_event(A, at(late), 1, started=events_pb2.Started()),
+            worker_event(A, at(late + 0.0005), 1, completed=done),
+            # B starts 300 µs into the next second and ends at .999999 of it.
+            submitted(B),
+            worker_event(B, at(late + 0.0007), 1, started=events_pb2.Started()),
+            worker_event(B, at(late + 1.000399), 1, completed=done),
+        )
+    )
+    stats = await task_stats(repository.engine, T0 - dt.timedelta(hours=1))
+    [typed] = stats.types
+    run_time, queue_wait = typed.run_time, typed.queue_wait
+    assert run_time.count == 2
+    assert (run_time.p50.ToMicroseconds(), run_time.max.ToMicroseconds()) == (500, 999_699)
+    assert queue_wait.count == 2
+    assert (queue_wait.p50.ToMicroseconds(), queue_wait.max.ToMicroseconds()) == (
+        876_144,
+        876_844,
+    )
