@@ -40,6 +40,8 @@ from conveyor.tasks import is_terminal
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * MIB
+PURGE_TIMEOUT = 600.0
+"""Seconds a purge may take: it deletes in small batches, so a large one is slow."""
 
 # A server going away mid-stream shows as UNAVAILABLE; CANCELLED reaches a client only
 # when the server cancelled (a local cancel raises asyncio.CancelledError instead).
@@ -125,12 +127,17 @@ class AsyncClient(ScheduleQueueMixin):
         return self._stubs[factory]
 
     async def _unary(
-        self, method: str, request: Any, factory: StubFactory = tasks_pb2_grpc.TaskServiceStub
+        self,
+        method: str,
+        request: Any,
+        factory: StubFactory = tasks_pb2_grpc.TaskServiceStub,
+        timeout: float | None = None,
     ) -> Any:
         stub = self._stub(factory)
+        timeout = timeout or self.timeout
         try:
             with tracing.client_call(f"/{_SERVICES[factory]}/{method}") as metadata:
-                return await getattr(stub, method)(request, timeout=self.timeout, metadata=metadata)
+                return await getattr(stub, method)(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
 
@@ -320,6 +327,31 @@ class AsyncClient(ScheduleQueueMixin):
         request = tasks_pb2.RetryTaskRequest(task_id=task_id)
         response: tasks_pb2.RetryTaskResponse = await self._unary("RetryTask", request)
         return response.task
+
+    async def delete(self, task_id: str) -> None:
+        """Deletes a finished task and its history; FailedPrecondition while it runs."""
+        await self._unary("DeleteTask", tasks_pb2.DeleteTaskRequest(task_id=task_id))
+
+    async def purge(
+        self,
+        *,
+        states: Iterable[EnumArg] = (),
+        type: str = "",
+        older_than: float = 0.0,
+        timeout: float = PURGE_TIMEOUT,
+    ) -> int:
+        """Deletes the finished tasks in ``states`` (default: every finished state), of
+        ``type`` if given, that finished at least ``older_than`` seconds ago; how many."""
+        request = tasks_pb2.PurgeTasksRequest(
+            states=[enum_value(STATES, s, "state") for s in states],  # type: ignore[misc]
+            type=type,
+        )
+        if older_than:
+            request.older_than.FromNanoseconds(round(older_than * 1e9))
+        response: tasks_pb2.PurgeTasksResponse = await self._unary(
+            "PurgeTasks", request, timeout=timeout
+        )
+        return response.purged_count
 
     async def stats(
         self, *, window: float = 3600.0, type: str = "", top_errors: int = 5

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Mappi
 from types import TracebackType
 from typing import Any, TypeVar, Unpack, cast
 
-from conveyor._client_async import AsyncClient, WatchPolicy
+from conveyor._client_async import PURGE_TIMEOUT, AsyncClient, WatchPolicy
 from conveyor._client_builders import EnumArg, OptionArgs
 from conveyor._client_schedules import SyncScheduleQueueMixin
 from conveyor.api.tasks.v1 import tasks_pb2
@@ -240,6 +240,23 @@ class Client(SyncScheduleQueueMixin):
     def retry(self, task_id: str) -> tasks_pb2.Task:
         """Runs a FAILED or CANCELLED task again."""
         return self._loop.run(self._async.retry(task_id))
+
+    def delete(self, task_id: str) -> None:
+        """Deletes a finished task and its history."""
+        self._loop.run(self._async.delete(task_id))
+
+    def purge(
+        self,
+        *,
+        states: Iterable[EnumArg] = (),
+        type: str = "",
+        older_than: float = 0.0,
+        timeout: float = PURGE_TIMEOUT,
+    ) -> int:
+        """Deletes the finished tasks that match; how many."""
+        return self._loop.run(
+            self._async.purge(states=states, type=type, older_than=older_than, timeout=timeout)
+        )
 
     def stats(
         self, *, window: float = 3600.0, type: str = "", top_errors: int = 5

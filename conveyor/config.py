@@ -47,6 +47,22 @@ def load_environ(env_file: str | Path = ".env") -> dict[str, str]:
     return merged
 
 
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def age_seconds(text: str) -> float:
+    """Seconds of an age such as 90s, 15m, 12h or 30d; a plain number is days."""
+    number = text.strip().lower()
+    unit = number[-1:] if number[-1:] in _AGE_UNITS else "d"
+    try:
+        value = float(number[:-1] if unit == number[-1:] else number)
+    except ValueError:
+        raise ValueError(f"expected an age such as 12h or 30d, got {text!r}") from None
+    if not value >= 0:
+        raise ValueError(f"an age must not be negative, got {text!r}")
+    return value * _AGE_UNITS[unit]
+
+
 class _Reader:
     """Reads typed values from a mapping, collecting every problem instead of stopping."""
 
@@ -107,6 +123,21 @@ class _Reader:
         if self.env.get(PREFIX + name, "").strip().lower() == "off":
             return ""
         return self.address(name, default)
+
+    def ages(self, name: str) -> dict[str, float]:
+        """``key=age,...`` as seconds by key; an age is a number of days or has a unit
+        (s, m, h, d), and 0 means forever."""
+
+        def parse(raw: str) -> dict[str, float]:
+            ages: dict[str, float] = {}
+            for item in raw.replace(",", " ").split():
+                key, sep, value = item.partition("=")
+                if not sep or not key:
+                    raise ValueError(f"expected type=age, got {item!r}")
+                ages[key] = age_seconds(value)
+            return ages
+
+        return self._get(name, {}, parse)
 
     def words(self, name: str) -> tuple[str, ...]:
         raw = self.env.get(PREFIX + name, "")
@@ -193,6 +224,10 @@ class StoreSettings:
     event_batch_size: int = 500
     max_message_bytes: int = 16 * MIB
     metrics_listen: str = EMBEDDED_METRICS_LISTEN
+    retention_seconds: float = 7 * 86400.0
+    """How long finished tasks are kept; 0 keeps them forever."""
+    retention_by_type: dict[str, float] = field(default_factory=dict)
+    """Seconds to keep finished tasks of a type, over ``retention_seconds``."""
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> StoreSettings:
@@ -206,6 +241,8 @@ class StoreSettings:
                 "MAX_MESSAGE_BYTES", 16 * MIB, minimum=MIB, maximum=64 * MIB
             ),
             metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9092"),
+            retention_seconds=r.number("RETENTION_DAYS", 7.0) * 86400,
+            retention_by_type=r.ages("RETENTION_BY_TYPE"),
         )
         r.done()
         return settings
@@ -230,6 +267,8 @@ class WorkerSettings:
     ack_wait_seconds: float = 30.0
     shutdown_grace_seconds: float = 30.0
     start_event_delay_seconds: float = 0.05
+    progress_interval_seconds: float = 0.25
+    """The least time between two progress events of a task; the latest value waits."""
     nice: int = 0
     """CPU priority (Unix niceness) the worker runs at, at least: above 0, the services
     that answer clients win the CPU over handlers on a shared machine."""
@@ -249,6 +288,7 @@ class WorkerSettings:
             ack_wait_seconds=r.number("ACK_WAIT_SECONDS", 30.0, minimum=1.0),
             shutdown_grace_seconds=r.number("SHUTDOWN_GRACE_SECONDS", 30.0),
             start_event_delay_seconds=r.number("START_EVENT_DELAY_SECONDS", 0.05),
+            progress_interval_seconds=r.number("PROGRESS_INTERVAL_SECONDS", 0.25),
             nice=r.integer("WORKER_NICE", 0, minimum=0, maximum=19),
             metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9094"),
         )

@@ -267,6 +267,18 @@ class StoreMetrics(ServiceMetrics):
         self.watchers = Gauge(
             "conveyor_store_watchers", "WatchTask streams open on this store", registry=r
         )
+        self.purged_tasks = Counter(
+            "conveyor_store_purged_tasks_total",
+            "Finished tasks deleted from the database, by reason (retention, delete, purge)",
+            ["reason"],
+            registry=r,
+        )
+        self.purged_rows = Counter(
+            "conveyor_store_purged_rows_total",
+            "Rows deleted from the database with purged tasks, by table",
+            ["table"],
+            registry=r,
+        )
 
     def track(self, state: AppliedState) -> None:
         """Reads the applied sequence and open watches from ``state`` at every scrape."""

@@ -35,7 +35,7 @@ from conveyor.config import Limits
 from conveyor.errors import FieldViolation, InvalidArgument
 from conveyor.ids import is_task_id
 from conveyor.subjects import TASK_TYPE_PATTERN
-from conveyor.tasks import BUILTIN_TYPES
+from conveyor.tasks import BUILTIN_TYPES, TERMINAL_STATES
 
 MAX_VIOLATIONS = 100
 """Violations reported per call; past this a request is hostile or badly broken."""
@@ -419,3 +419,26 @@ def validate_list(request: tasks_pb2.ListTasksRequest) -> int:
 def page_size_of(request: tasks_pb2.ListTasksRequest) -> int:
     """The page size a list request gets: 0 means the default, and large sizes are clamped."""
     return min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+PURGE_MAX_AGE = dt.timedelta(days=36_500)
+
+
+def validate_purge(request: tasks_pb2.PurgeTasksRequest) -> tuple[list[int], dt.timedelta]:
+    """Checks a purge request; returns its states (every terminal one when none is
+    given) and how long ago the tasks must have finished (0: any time)."""
+    c = _Collector()
+    for i, state in enumerate(request.states):
+        if state not in TERMINAL_STATES:
+            c.add(f"states[{i}]", "must be COMPLETED, FAILED or CANCELLED: only finished tasks")
+    if request.type and not TASK_TYPE_PATTERN.match(request.type):
+        c.add("type", "must match [a-z][a-z0-9_]{0,63}")
+    older_than = dt.timedelta(0)
+    if request.HasField("older_than"):
+        problem = _duration_error(request.older_than, PURGE_MAX_AGE)
+        if problem:
+            c.add("older_than", problem)
+        else:
+            older_than = request.older_than.ToTimedelta()
+    c.raise_if_any()
+    return sorted(set(request.states) or TERMINAL_STATES), older_than

@@ -19,6 +19,7 @@ from store.consumer import EventApplier
 from store.db import create_engine, migrate
 from store.mux import WatchMux
 from store.repository import TaskRepository
+from store.retention import Purger, RetentionPolicy
 from store.service import StoreService
 from store.watch import WatchHub
 
@@ -38,6 +39,7 @@ class Store:
         self.server: Server | None = None
         self._applying: asyncio.Task[None] | None = None
         self._probing: asyncio.Task[None] | None = None
+        self._retaining: asyncio.Task[None] | None = None
         self.metrics = StoreMetrics()
 
     @property
@@ -68,8 +70,17 @@ class Store:
             self.settings.max_message_bytes,
             self.metrics,
         )
+        self.purger = Purger(self.engine, self.hub, buckets[subjects.KV_IDEMPOTENCY], self.metrics)
+        policy = RetentionPolicy(self.settings.retention_seconds, self.settings.retention_by_type)
+        self._retaining = asyncio.create_task(self.purger.run_retention(policy), name="retention")
         service = StoreService(
-            repository, self.applier, self.hub, self.nc, js, buckets[subjects.KV_CANCELLED]
+            repository,
+            self.applier,
+            self.hub,
+            self.nc,
+            js,
+            buckets[subjects.KV_CANCELLED],
+            self.purger,
         )
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(service, self.server.grpc)
         watch_pb2_grpc.add_WatchMuxServiceServicer_to_server(WatchMux(service), self.server.grpc)
@@ -81,7 +92,7 @@ class Store:
     async def stop(self, grace: float = 5.0) -> None:
         if self.server:
             await self.server.stop(grace)
-        for job in (self._applying, self._probing):
+        for job in (self._applying, self._probing, self._retaining):
             if job:
                 job.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -20,9 +20,10 @@ from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.errors import FailedPrecondition, NotFound, Unavailable
 from conveyor.tasks import STATE_NAMES, is_terminal, now, timestamp
-from gateway.validation import validate_list, validate_stats, validate_task_id
+from gateway.validation import validate_list, validate_purge, validate_stats, validate_task_id
 from store.consumer import EventApplier
 from store.repository import TaskRepository
+from store.retention import Candidate, Purger
 from store.stats import task_stats
 from store.watch import Subscription, WatchHub
 
@@ -46,7 +47,9 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         nc: NATS,
         js: JetStreamContext,
         cancelled: KeyValue,
+        purger: Purger,
     ) -> None:
+        self._purger = purger
         self._repository = repository
         self._applier = applier
         self._hub = hub
@@ -140,6 +143,8 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
                 last = task.version
                 if is_terminal(task.state):
                     return
+            if subscription.deleted:
+                raise NotFound(f"task {task_id} was deleted")
             subscription.lagged.clear()
             while not subscription.lagged.is_set():
                 try:
@@ -239,6 +244,40 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         window, top_errors = validate_stats(request)
         await self._catch_up()
         return await task_stats(self._repository.engine, now() - window, request.type, top_errors)
+
+    async def DeleteTask(
+        self, request: tasks_pb2.DeleteTaskRequest, context: Context
+    ) -> tasks_pb2.DeleteTaskResponse:
+        validate_task_id(request.task_id)
+        task = await self._find(request.task_id, omit_payloads=True)
+        candidate = Candidate(task.id, task.idempotency_key)
+        if not is_terminal(task.state) or not await self._delete(candidate):
+            task = await self._find(request.task_id, omit_payloads=True)  # re-driven meanwhile
+            raise FailedPrecondition(
+                f"task {task.id} is {STATE_NAMES[task.state]}; only finished tasks can be "
+                "deleted (cancel it first)"
+            )
+        log.info("task %s deleted", task.id)
+        return tasks_pb2.DeleteTaskResponse()
+
+    async def _delete(self, candidate: Candidate) -> bool:
+        try:
+            return bool(await self._purger.remove([candidate], "delete"))
+        except (TimeoutError, OSError) as exc:
+            raise Unavailable(f"could not release the idempotency key: {exc}") from exc
+
+    async def PurgeTasks(
+        self, request: tasks_pb2.PurgeTasksRequest, context: Context
+    ) -> tasks_pb2.PurgeTasksResponse:
+        states, older_than = validate_purge(request)
+        await self._catch_up()
+        before = now() - older_than if older_than else None
+        try:
+            count = await self._purger.purge("purge", before, states, request.type)
+        except (TimeoutError, OSError) as exc:
+            raise Unavailable(f"could not release idempotency keys: {exc}") from exc
+        log.info("purged %d finished tasks", count)
+        return tasks_pb2.PurgeTasksResponse(purged_count=count)
 
     async def _purge_queued(self, task: tasks_pb2.Task) -> None:
         """Removes the task's queued or delayed message, if any (its id is in the subject)."""

@@ -20,6 +20,7 @@ class Subscription:
         self.queue: asyncio.Queue[tasks_pb2.Task] = asyncio.Queue(WATCH_QUEUE_SIZE)
         self.lagged = asyncio.Event()
         self.wakeup = asyncio.Event()
+        self.deleted = False
 
     def offer(self, task: tasks_pb2.Task) -> None:
         try:
@@ -61,6 +62,14 @@ class WatchHub:
         async with self._applied:
             self.applied_sequence = max(self.applied_sequence, applied_sequence)
             self._applied.notify_all()
+
+    def deleted(self, task_ids: list[str]) -> None:
+        """Tells the watchers of deleted tasks, which end instead of waiting for a change."""
+        for task_id in task_ids:
+            for subscription in self._subscriptions.get(task_id, ()):
+                subscription.deleted = True
+                subscription.lagged.set()
+                subscription.wakeup.set()
 
     async def wait_applied(self, sequence: int, timeout: float) -> bool:
         """Waits until every event up to ``sequence`` is applied; False on timeout."""

@@ -111,6 +111,7 @@ class Worker:
             self.cancelled,
             call,
             self.settings.start_event_delay_seconds,
+            self.settings.progress_interval_seconds,
         )
         self.flow = Flow(
             buckets[subjects.KV_QUEUES],

@@ -35,6 +35,7 @@ from conveyor.registry import Registry, RetryPolicy, TaskType
 from conveyor.tasks import now, seconds, timestamp
 from worker.events import EventPublisher
 from worker.middleware import Call, Job
+from worker.progress import ProgressThrottle
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,9 @@ class Runner:
         cancelled: CancelledTasks,
         call: Call,
         start_event_delay: float,
+        progress_interval: float = 0.0,
     ) -> None:
+        self._progress_interval = progress_interval
         self._registry = registry
         self._publisher = publisher
         self._cancelled = cancelled
@@ -338,7 +341,7 @@ class Runner:
     ) -> None:
         progress_count = 0
 
-        async def progress(current: int, total: int, text: str) -> None:
+        async def send_progress(current: int, total: int, text: str) -> None:
             nonlocal progress_count
             progress_count += 1
             report = tasks_pb2.TaskProgress(current=current, total=total, message=text[:500])
@@ -350,6 +353,23 @@ class Runner:
                 progressed=events_pb2.Progressed(progress=report),
             )
 
+        throttle = ProgressThrottle(send_progress, self._progress_interval)
+        try:
+            await self._run_with(msg, message, task_type, started, run_attempt, attempt, throttle)
+        finally:
+            throttle.close()
+
+    async def _run_with(
+        self,
+        msg: Msg,
+        message: events_pb2.TaskMessage,
+        task_type: TaskType,
+        started: _AttemptStart,
+        run_attempt: int,
+        attempt: int,
+        throttle: ProgressThrottle,
+    ) -> None:
+
         max_attempts = message.max_attempts or task_type.max_attempts
         ctx = TaskContext(
             task_id=message.task_id,
@@ -358,7 +378,7 @@ class Runner:
             max_attempts=message.attempt_offset + max_attempts,
             timeout=seconds(message.timeout) or task_type.timeout or DEFAULT_TIMEOUT,
             worker_id=self._publisher.worker_id,
-            _progress=progress,
+            _progress=throttle.report,
         )
         job = Job(msg=msg, message=message, task_type=task_type, ctx=ctx)
         outcome: Exception | None = None
@@ -366,6 +386,7 @@ class Runner:
             result = await self._call(job)
         except Exception as exc:
             outcome = exc
+        await throttle.flush()  # the final progress is recorded before the outcome
         start_time = await started.outcome_start()
         if isinstance(outcome, TaskCancelled):
             await self._record(

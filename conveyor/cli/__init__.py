@@ -1,6 +1,6 @@
-"""The ``conveyor`` command: submit, get, list, watch, cancel and retry tasks, and ``dev``;
-periodic schedules (``schedule ...``) and each type's queue (``pause``, ``resume``,
-``queues``, ``limit``).
+"""The ``conveyor`` command: submit, get, list, watch, cancel, retry and delete tasks, and
+``dev``; finished tasks in bulk (``purge``); periodic schedules (``schedule ...``) and each
+type's queue (``pause``, ``resume``, ``queues``, ``limit``).
 
 Every call goes through the SDK (:mod:`conveyor.client`). Failures print one line to
 stderr and exit 2 for a bad request (or command line), 1 for anything else; a task

@@ -219,6 +219,26 @@ async def retry(client: AsyncClient, out: Output, args: argparse.Namespace) -> i
     return 0
 
 
+async def delete(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:
+    """``conveyor delete ID``: a finished task and its history."""
+    await client.delete(args.id)
+    if out.as_json:
+        out.json({"deleted": args.id})
+    else:
+        out.note(f"deleted task {args.id}")
+    return 0
+
+
+async def purge(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:
+    """``conveyor purge --older-than AGE [--state S] [--type T]``: finished tasks."""
+    count = await client.purge(states=args.states or (), type=args.type, older_than=args.older_than)
+    if out.as_json:
+        out.json({"purged": count})
+    else:
+        out.note(f"deleted {count} finished tasks")
+    return 0
+
+
 async def bench(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:
     """``conveyor bench``: in :mod:`conveyor.bench`, imported only when asked for."""
     from conveyor.bench._cli import run_command
@@ -247,6 +267,8 @@ COMMANDS = {
     "watch": watch,
     "cancel": cancel,
     "retry": retry,
+    "delete": delete,
+    "purge": purge,
     "bench": bench,
     "schedule": schedules_and_queues,
     "pause": schedules_and_queues,

@@ -14,6 +14,7 @@ from typing import Any
 from conveyor.bench._cli import add_arguments as add_bench_arguments
 from conveyor.cli.schedules import add_arguments as add_schedule_arguments
 from conveyor.cli.stats import add_arguments as add_stats_arguments
+from conveyor.cli.stats import window_seconds
 from conveyor.client import (
     BATCH_OPERATIONS,
     IMAGE_FORMATS,
@@ -25,7 +26,7 @@ from conveyor.client import (
     rotate,
     thumbnail,
 )
-from conveyor.tasks import BUILTIN_TYPES
+from conveyor.tasks import BUILTIN_TYPES, TERMINAL_STATES
 
 EPILOG = """\
 examples:
@@ -38,6 +39,7 @@ examples:
   conveyor schedule create nightly --cron "0 3 * * *" --tz Europe/Paris send_report
   conveyor pause image_processing
   conveyor limit image_processing --max-concurrency 3 --max-per-second 10
+  conveyor purge --state failed --older-than 30d
 """
 
 
@@ -158,6 +160,31 @@ def add_task_arguments(p: argparse.ArgumentParser) -> None:
     when.add_argument("--run-at", type=_datetime, metavar="TIME", help="ISO 8601 start time")
 
 
+def _add_delete_and_purge(sub: Any, common: argparse.ArgumentParser) -> None:
+    sub.add_parser(
+        "delete", parents=[common], help="delete a finished task and its history"
+    ).add_argument("id")
+    finished = [name for name in STATES if STATES[name] in TERMINAL_STATES]
+    purge = sub.add_parser(
+        "purge", parents=[common], help="delete finished tasks older than an age (operators)"
+    )
+    purge.add_argument(
+        "--older-than",
+        type=window_seconds,
+        required=True,
+        metavar="AGE",
+        help="finished at least this long ago, e.g. 12h, 30d (0 for any age)",
+    )
+    purge.add_argument(
+        "--state",
+        dest="states",
+        action="append",
+        choices=finished,
+        help="only tasks in this state (default: every finished state)",
+    )
+    purge.add_argument("--type", default="", help="only tasks of this type")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``conveyor`` argument parser."""
     common = _common()
@@ -202,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K=V",
         help="with --failed: only tasks with this label",
     )
+    _add_delete_and_purge(sub, common)
     sub.add_parser("dev", help="run the whole system locally (see conveyor dev --help)")
     add_bench_arguments(
         sub.add_parser("bench", parents=[common], help="measure a running system (noop tasks)")

@@ -174,7 +174,9 @@ async def test_watch_is_complete_ordered_and_resumable(system: System) -> None:
     progress = [
         u.progress.current for u in updates if u.state == S.TASK_STATE_RUNNING and u.progress.total
     ]
-    assert progress == [10, 20, 30, 40, 50]
+    # Reports closer together than the worker's progress interval are coalesced; the
+    # latest always comes through.
+    assert progress and progress == sorted(set(progress)) and progress[-1] == 50
     # A watcher that reconnects after version 3 gets exactly the rest.
     resumed = await watch_all(system.stub, submitted.task.id, after_version=3)
     assert [u.version for u in resumed] == [v for v in versions if v > 3]

@@ -76,6 +76,16 @@ class TaskServiceStub:
                 request_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskStatsRequest.SerializeToString,
                 response_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskStatsResponse.FromString,
                 _registered_method=True)
+        self.DeleteTask = channel.unary_unary(
+                '/conveyor.api.tasks.v1.TaskService/DeleteTask',
+                request_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.DeleteTaskRequest.SerializeToString,
+                response_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.DeleteTaskResponse.FromString,
+                _registered_method=True)
+        self.PurgeTasks = channel.unary_unary(
+                '/conveyor.api.tasks.v1.TaskService/PurgeTasks',
+                request_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.PurgeTasksRequest.SerializeToString,
+                response_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.PurgeTasksResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -140,6 +150,21 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteTask(self, request, context):
+        """DeleteTask deletes a finished task with its history; an unfinished task is refused
+        with FAILED_PRECONDITION (cancel it first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeTasks(self, request, context):
+        """PurgeTasks deletes the finished tasks that match, for operators; returns how many.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -182,6 +207,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.GetTaskStats,
                     request_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskStatsRequest.FromString,
                     response_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskStatsResponse.SerializeToString,
+            ),
+            'DeleteTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTask,
+                    request_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.DeleteTaskRequest.FromString,
+                    response_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.DeleteTaskResponse.SerializeToString,
+            ),
+            'PurgeTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeTasks,
+                    request_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.PurgeTasksRequest.FromString,
+                    response_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.PurgeTasksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -402,6 +437,60 @@ class TaskService:
             '/conveyor.api.tasks.v1.TaskService/GetTaskStats',
             conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskStatsRequest.SerializeToString,
             conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.api.tasks.v1.TaskService/DeleteTask',
+            conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.DeleteTaskRequest.SerializeToString,
+            conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.DeleteTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.api.tasks.v1.TaskService/PurgeTasks',
+            conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.PurgeTasksRequest.SerializeToString,
+            conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.PurgeTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

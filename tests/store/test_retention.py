@@ -1,0 +1,157 @@
+"""Deleting finished tasks, on SQLite and on PostgreSQL: by age per type, in batches, by
+request; what refers to a deleted task goes with it, and its watchers are told."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from conveyor.api.events.v1 import events_pb2
+from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.errors import NotFound
+from conveyor.metrics import StoreMetrics
+from store.models import task_history, task_labels
+from store.repository import TaskRepository
+from store.retention import Candidate, Purger, RetentionPolicy
+from store.service import StoreService
+from store.watch import WatchHub
+from tests.store.factories import T0, Stream, at, error, submitted, text_result, worker_event
+
+DAY = 86400.0
+
+
+def finished(
+    task_type: str, created: dt.datetime, failed: bool = False
+) -> list[events_pb2.TaskEvent]:
+    """A task that ran once, a minute after it was created, and ended."""
+    submit = submitted(task_type=task_type, created=created, labels={"team": "search"})
+    task_id = submit.task_id
+    ran = created + dt.timedelta(minutes=1)
+    outcome = (
+        worker_event(task_id, ran, 1, failed=events_pb2.Failed(error=error(1, "bad", ran)))
+        if failed
+        else worker_event(task_id, ran, 1, completed=events_pb2.Completed(result=text_result(3)))
+    )
+    return [submit, worker_event(task_id, ran, 1, started=events_pb2.Started()), outcome]
+
+
+def running(task_type: str, created: dt.datetime) -> list[events_pb2.TaskEvent]:
+    submit = submitted(task_type=task_type, created=created)
+    return [submit, worker_event(submit.task_id, created, 1, started=events_pb2.Started())]
+
+
+async def count(engine: AsyncEngine, table: object, task_id: str) -> int:
+    column = table.c.task_id  # type: ignore[attr-defined]
+    async with engine.connect() as conn:
+        query = select(func.count()).select_from(table).where(column == task_id)  # type: ignore[arg-type]
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def test_retention_deletes_tasks_finished_longer_ago_than_their_type_keeps(
+    repository: TaskRepository, engine: AsyncEngine
+) -> None:
+    stream = Stream()
+    old_text = finished("text_processing", T0)
+    recent_text = finished("text_processing", at(6 * DAY))
+    unfinished = running("text_processing", T0)
+    old_image = finished("image_processing", at(5 * DAY), failed=True)
+    kept_batch = finished("batch_processing", T0)
+    for events in (old_text, recent_text, unfinished, old_image, kept_batch):
+        await repository.apply(stream.number(*events))
+    metrics = StoreMetrics()
+    purger = Purger(engine, WatchHub(), None, metrics)
+    policy = RetentionPolicy(7 * DAY, {"image_processing": 1 * DAY, "batch_processing": 0})
+
+    deleted = await purger.purge_expired(policy, at(7 * DAY + 3600))
+
+    assert deleted == 2
+    for gone in (old_text, old_image):
+        task_id = gone[0].task_id
+        assert await repository.get(task_id) is None
+        assert await repository.history(task_id) == []
+        assert await count(engine, task_labels, task_id) == 0
+    for kept in (recent_text, unfinished, kept_batch):
+        assert await repository.get(kept[0].task_id) is not None
+    listed, _ = await repository.list()
+    assert len(listed) == 3
+    assert (
+        metrics.registry.get_sample_value(
+            "conveyor_store_purged_tasks_total", {"reason": "retention"}
+        )
+        == 2
+    )
+    rows = "conveyor_store_purged_rows_total"
+    assert metrics.registry.get_sample_value(rows, {"table": "task_history"}) == 6
+    assert metrics.registry.get_sample_value(rows, {"table": "task_labels"}) == 2
+
+
+async def test_a_purge_takes_only_the_states_asked_a_batch_at_a_time(
+    repository: TaskRepository, engine: AsyncEngine
+) -> None:
+    stream = Stream()
+    failed = [finished("text_processing", at(i), failed=True) for i in range(5)]
+    completed = [finished("text_processing", at(10 + i)) for i in range(2)]
+    for events in failed + completed:
+        await repository.apply(stream.number(*events))
+    purger = Purger(engine, WatchHub(), None, batch_size=2, pause=0)
+
+    purged = await purger.purge("purge", None, states=[tasks_pb2.TASK_STATE_FAILED])
+
+    assert purged == 5
+    listed, _ = await repository.list()
+    assert {t.id for t in listed} == {events[0].task_id for events in completed}
+
+
+async def test_an_unfinished_task_is_not_deleted(
+    repository: TaskRepository, engine: AsyncEngine
+) -> None:
+    events = running("text_processing", T0)
+    await repository.apply(Stream().number(*events))
+    purger = Purger(engine, WatchHub(), None)
+
+    assert await purger.remove([Candidate(events[0].task_id)], "delete") == []
+    assert await repository.get(events[0].task_id) is not None
+    assert await count(engine, task_history, events[0].task_id) == 2
+
+
+async def test_a_late_event_of_a_deleted_task_is_kept_aside_not_applied(
+    repository: TaskRepository, engine: AsyncEngine
+) -> None:
+    stream = Stream()
+    events = finished("text_processing", T0)
+    task_id = events[0].task_id
+    await repository.apply(stream.number(*events))
+    await Purger(engine, WatchHub(), None).remove([Candidate(task_id)], "delete")
+
+    # A handler that ran twice (at-least-once) reports its outcome again.
+    late = worker_event(task_id, at(90), 2, completed=events_pb2.Completed(result=text_result(1)))
+    assert await repository.apply(stream.number(late)) == []
+    assert await repository.get(task_id) is None
+
+
+async def test_a_watcher_behind_a_task_deleted_under_it_ends_with_not_found(
+    repository: TaskRepository, engine: AsyncEngine
+) -> None:
+    stream = Stream()
+    events = running("text_processing", T0)
+    task_id = events[0].task_id
+    await repository.apply(stream.number(*events))
+    hub = WatchHub()
+    purger = Purger(engine, hub, None)
+    service = StoreService(repository, None, hub, None, None, None, purger)  # type: ignore[arg-type]
+    watch = service.updates(tasks_pb2.WatchTaskRequest(task_id=task_id, after_version=2))
+    waiting = asyncio.ensure_future(anext(watch))
+    await asyncio.sleep(0.1)  # the watcher is caught up and waits for a change
+    assert not waiting.done()
+    # The task ends and is deleted before the watcher hears of its end (it lagged).
+    done = worker_event(task_id, at(60), 1, completed=events_pb2.Completed(result=text_result(2)))
+    await repository.apply(stream.number(done))
+    await purger.remove([Candidate(task_id)], "delete")
+
+    with pytest.raises(NotFound, match="deleted"):
+        async with asyncio.timeout(10):
+            await waiting
