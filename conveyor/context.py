@@ -32,7 +32,8 @@ class TaskContext:
     _progress: ProgressSink = _discard_progress
 
     async def progress(self, current: int, total: int = 0, message: str = "") -> None:
-        """Reports progress; watchers see it at once."""
+        """Reports progress; watchers see the latest report within the worker's progress
+        interval (CONVEYOR_PROGRESS_INTERVAL_SECONDS), and the last one before the outcome."""
         await self._progress(current, total, message)
 
     @property

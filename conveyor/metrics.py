@@ -279,6 +279,10 @@ class StoreMetrics(ServiceMetrics):
             ["table"],
             registry=r,
         )
+        for reason in ("retention", "delete", "purge"):
+            self.purged_tasks.labels(reason)  # a series from the start, at 0
+        for table in ("tasks", "task_history", "task_labels"):
+            self.purged_rows.labels(table)
 
     def track(self, state: AppliedState) -> None:
         """Reads the applied sequence and open watches from ``state`` at every scrape."""
