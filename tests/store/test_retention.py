@@ -155,3 +155,32 @@ async def test_a_watcher_behind_a_task_deleted_under_it_ends_with_not_found(
     with pytest.raises(NotFound, match="deleted"):
         async with asyncio.timeout(10):
             await waiting
+
+
+async def test_events_are_applied_between_the_batches_of_a_purge(
+    repository: TaskRepository, engine: AsyncEngine
+) -> None:
+    stream = Stream()
+    for i in range(3):
+        await repository.apply(stream.number(*finished("text_processing", at(i))))
+    between = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def hold_after_a_batch(task_ids: object) -> None:
+        between.set()
+        await go_on.wait()
+
+    purger = Purger(
+        engine, WatchHub(), None, batch_size=1, pause=0, delete_payloads=hold_after_a_batch
+    )
+    purging = asyncio.create_task(purger.purge("purge", None))
+    await asyncio.wait_for(between.wait(), 10)
+
+    # Nothing of the purge holds a lock between its batches: a batch of events applies.
+    submit = submitted(created=at(100))
+    async with asyncio.timeout(10):
+        changes = await repository.apply(stream.number(submit))
+    assert [t.id for t in changes] == [submit.task_id]
+    go_on.set()
+    assert await asyncio.wait_for(purging, 10) == 3
+    assert await repository.get(submit.task_id) is not None
