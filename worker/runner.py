@@ -369,7 +369,6 @@ class Runner:
         attempt: int,
         throttle: ProgressThrottle,
     ) -> None:
-
         max_attempts = message.max_attempts or task_type.max_attempts
         ctx = TaskContext(
             task_id=message.task_id,
