@@ -125,6 +125,10 @@ class CommonSettings:
     log_level: str = "info"
     log_format: str = "text"
     stream_replicas: int = 1
+    nats_ping_interval_seconds: float = 15.0
+    """How often the NATS connection is pinged; three unanswered pings mark it dead."""
+    grpc_keepalive_seconds: float = 30.0
+    """How often gRPC servers and channels ping an idle connection (conveyor.keepalive)."""
 
     @staticmethod
     def read(r: _Reader) -> CommonSettings:
@@ -133,6 +137,8 @@ class CommonSettings:
             log_level=r.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=r.choice("LOG_FORMAT", "text", ("text", "json")),
             stream_replicas=r.integer("STREAM_REPLICAS", 1, minimum=1, maximum=5),
+            nats_ping_interval_seconds=r.number("NATS_PING_INTERVAL_SECONDS", 15.0, minimum=0.1),
+            grpc_keepalive_seconds=r.number("GRPC_KEEPALIVE_SECONDS", 30.0, minimum=0.1),
         )
 
 

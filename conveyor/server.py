@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from conveyor import tracing
+from conveyor import keepalive, tracing
 from conveyor.config import CommonSettings, ConfigError
 from conveyor.errors import ConveyorError, InvalidArgument
 from conveyor.interceptors import CachingInterceptor
@@ -158,15 +158,39 @@ class ErrorInterceptor(CachingInterceptor):
         return handler
 
 
-def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+PENDING_CALLS = 10_000
+"""Calls a server holds while its event loop has not taken them yet. gRPC's own default
+(1,000, then dropping at random up to 3,000) cancelled, with no reason given, ~600 of
+3,000 watches opened at once; past this limit gRPC still cancels them."""
+
+
+def server_options(
+    max_message_bytes: int,
+    keepalive_seconds: float = keepalive.DEFAULT_INTERVAL_SECONDS,
+    pending_calls: int = PENDING_CALLS,
+) -> list[tuple[str, Any]]:
     """Channel options of every Conveyor server."""
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.so_reuseport", 0),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.keepalive_permit_without_calls", 1),
+        # The same soft and hard limit: no call is dropped before the backlog is full.
+        ("grpc.server.max_pending_requests", pending_calls),
+        ("grpc.server.max_pending_requests_hard_limit", pending_calls),
+        *keepalive.server_options(keepalive_seconds),
+    ]
+
+
+def channel_options(
+    max_message_bytes: int, keepalive_seconds: float = keepalive.DEFAULT_INTERVAL_SECONDS
+) -> list[tuple[str, Any]]:
+    """Options of the channels between services (gateway and scheduler to the store)."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+        *keepalive.channel_options(keepalive_seconds),
     ]
 
 
@@ -179,6 +203,8 @@ class Server:
         service_names: Iterable[str],
         max_message_bytes: int,
         metrics: ServiceMetrics | None = None,
+        keepalive_seconds: float = keepalive.DEFAULT_INTERVAL_SECONDS,
+        pending_calls: int = PENDING_CALLS,
     ) -> None:
         # The metrics interceptor goes first (outermost), so it sees the status that the
         # error interceptor chose.
@@ -189,7 +215,8 @@ class Server:
         # trace context is current inside the handlers.
         interceptors[:0] = tracing.server_interceptors()
         self.grpc = grpc.aio.server(
-            interceptors=interceptors, options=server_options(max_message_bytes)
+            interceptors=interceptors,
+            options=server_options(max_message_bytes, keepalive_seconds, pending_calls),
         )
         self.metrics = metrics
         self.health = health.aio.HealthServicer()

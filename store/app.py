@@ -67,6 +67,7 @@ class Store:
             [SERVICE_NAME, WATCH_MUX_SERVICE],
             self.settings.max_message_bytes,
             self.metrics,
+            keepalive_seconds=common.grpc_keepalive_seconds,
         )
         service = StoreService(
             repository, self.applier, self.hub, self.nc, js, buckets[subjects.KV_CANCELLED]

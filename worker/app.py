@@ -149,7 +149,13 @@ class Worker:
             asyncio.create_task(c.run(self._stopping), name=f"consume-{c.task_type}")
             for c in consumers
         ]
-        self.server = Server(self.settings.listen, [], 4 * 1024 * 1024, self.metrics)
+        self.server = Server(
+            self.settings.listen,
+            [],
+            4 * 1024 * 1024,
+            self.metrics,
+            keepalive_seconds=self.settings.common.grpc_keepalive_seconds,
+        )
         await self.server.start()
         self.metrics.serve_types(self.types)
         self.watchdog = ConsumeWatchdog(
