@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import inspect
 import logging
@@ -18,8 +19,9 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+from nats.aio.client import Client as NATS
 
-from conveyor import keepalive, tracing
+from conveyor import jetstream, keepalive, tracing
 from conveyor.config import CommonSettings, ConfigError
 from conveyor.errors import ConveyorError, InvalidArgument
 from conveyor.interceptors import CachingInterceptor
@@ -194,6 +196,18 @@ def channel_options(
     ]
 
 
+LIVENESS_SERVICE = "liveness"
+"""The health service name for liveness probes: NOT_SERVING only when the service is
+stopping or stuck, not while NATS is away (restarting every service would not bring it
+back); "" and the service names are NOT_SERVING then too, for readiness probes."""
+
+
+def _status(serving: bool) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
+    if serving:
+        return health_pb2.HealthCheckResponse.SERVING
+    return health_pb2.HealthCheckResponse.NOT_SERVING
+
+
 class Server:
     """A grpc.aio server with health and reflection, bound to ``listen`` (port 0 picks one)."""
 
@@ -220,6 +234,8 @@ class Server:
         )
         self.metrics = metrics
         self.health = health.aio.HealthServicer()
+        self._working: bool | None = None  # None until started
+        self._away: set[str] = set()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         self.service_names = list(service_names)
         reflection.enable_server_reflection(
@@ -237,13 +253,30 @@ class Server:
         await self.set_serving(True)
 
     async def set_serving(self, serving: bool) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+        """SERVING (while no dependency is away) or NOT_SERVING, on every name, liveness
+        included: the service itself is working, or stopping or stuck."""
+        self._working = serving
+        await self._report()
+
+    async def set_dependency(self, name: str, available: bool) -> None:
+        """Records whether a dependency (NATS) is reachable: while one is not, the service
+        is NOT_SERVING but alive (LIVENESS_SERVICE stays SERVING)."""
+        if available:
+            self._away.discard(name)
+        else:
+            self._away.add(name)
+        if self._working is not None:
+            await self._report()
+
+    async def follow_nats(self, nc: NATS) -> None:
+        """Reports the service NOT_SERVING while ``nc`` has lost its connection."""
+        await jetstream.on_connection_change(nc, functools.partial(self.set_dependency, "nats"))
+
+    async def _report(self) -> None:
+        ready = bool(self._working) and not self._away
         for name in ["", *self.service_names]:
-            await self.health.set(name, status)
+            await self.health.set(name, _status(ready))
+        await self.health.set(LIVENESS_SERVICE, _status(bool(self._working)))
 
     async def stop(self, grace: float) -> None:
         await self.set_serving(False)

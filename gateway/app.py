@@ -92,6 +92,7 @@ class Gateway:
         queues_pb2_grpc.add_QueueServiceServicer_to_server(
             QueueService(js, buckets[subjects.KV_QUEUES], self.catalog), self.server.grpc
         )
+        await self.server.follow_nats(self.nc)
         await self.server.start()
         log.info("gateway listening on %s (store %s)", self.address, self.settings.store_addr)
 

@@ -77,6 +77,7 @@ class Scheduler:
         self.server = Server(
             self.settings.listen, [], 4 * 1024 * 1024, self.metrics, keepalive_seconds=keepalive
         )
+        await self.server.follow_nats(self.nc)
         await self.server.start()
         log.info("scheduler running, health on %s", self.address)
 

@@ -74,6 +74,7 @@ class Store:
         )
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(service, self.server.grpc)
         watch_pb2_grpc.add_WatchMuxServiceServicer_to_server(WatchMux(service), self.server.grpc)
+        await self.server.follow_nats(self.nc)
         await self.server.start()
         log.info(
             "store listening on %s (database %s)", self.address, _redact(self.settings.database_url)

@@ -156,6 +156,7 @@ class Worker:
             self.metrics,
             keepalive_seconds=self.settings.common.grpc_keepalive_seconds,
         )
+        await self.server.follow_nats(self.nc)
         await self.server.start()
         self.metrics.serve_types(self.types)
         self.watchdog = ConsumeWatchdog(
