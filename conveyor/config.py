@@ -151,6 +151,7 @@ class Limits:
     max_batch_items: int = 100_000
     max_tasks_per_call: int = 1000
     max_message_bytes: int = 16 * MIB
+    max_watches: int = 10_000
 
     @staticmethod
     def read(r: _Reader) -> Limits:
@@ -162,6 +163,7 @@ class Limits:
             max_message_bytes=r.integer(
                 "MAX_MESSAGE_BYTES", 16 * MIB, minimum=MIB, maximum=64 * MIB
             ),
+            max_watches=r.integer("MAX_WATCHES", 10_000, minimum=1),
         )
 
 

@@ -15,7 +15,7 @@ from conveyor.config import GatewaySettings, load_environ
 from conveyor.metrics import GatewayMetrics
 from conveyor.publish import AckedPublisher
 from conveyor.schedules import ScheduleBook
-from conveyor.server import Server, channel_options, run_service
+from conveyor.server import PENDING_CALLS, Server, channel_options, run_service
 from gateway.catalog import TypeCatalog
 from gateway.queues import QueueService
 from gateway.schedules import ScheduleService
@@ -74,6 +74,8 @@ class Gateway:
             max_bytes,
             self.metrics,
             keepalive_seconds=common.grpc_keepalive_seconds,
+            # Room for every watch allowed arriving at once, besides the usual backlog.
+            pending_calls=PENDING_CALLS + self.settings.limits.max_watches,
         )
         add_task_service(
             self.server.grpc,

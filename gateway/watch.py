@@ -25,6 +25,8 @@ from grpc_status import rpc_status
 
 from conveyor.api.store.v1 import watch_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.config import Limits
+from conveyor.errors import ResourceExhausted
 from conveyor.tasks import is_terminal
 from gateway.relay import abort_like
 
@@ -135,9 +137,12 @@ class _Call:
 
 class StoreWatches:
     """Serves WatchTask: each client's watch runs on the gateway's one call to the store
-    (opened on the first watch, opened again after it breaks)."""
+    (opened on the first watch, opened again after it breaks); past ``max_watches`` at
+    once, a new watch is refused with RESOURCE_EXHAUSTED."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, max_watches: int = Limits.max_watches) -> None:
+        self.max_watches = max_watches
+        self.open = 0
         self._method = channel.stream_stream(
             _WATCH_TASKS,
             request_serializer=watch_pb2.WatchTasksRequest.SerializeToString,
@@ -155,6 +160,21 @@ class StoreWatches:
         self, request: tasks_pb2.WatchTaskRequest, context: Context
     ) -> AsyncIterator[bytes]:
         """The updates WatchTask streams, serialized (the handler has no serializer)."""
+        if self.open >= self.max_watches:
+            raise ResourceExhausted(
+                f"this gateway has {self.max_watches} watches open, its limit "
+                "(CONVEYOR_MAX_WATCHES): retry later, or through another gateway"
+            )
+        self.open += 1
+        try:
+            async for update in self._updates(request, context):
+                yield update
+        finally:
+            self.open -= 1
+
+    async def _updates(
+        self, request: tasks_pb2.WatchTaskRequest, context: Context
+    ) -> AsyncIterator[bytes]:
         after = request.after_version
         while True:
             call = self._current()
