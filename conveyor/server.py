@@ -161,9 +161,10 @@ class ErrorInterceptor(CachingInterceptor):
 
 
 PENDING_CALLS = 10_000
-"""Calls a server holds while its event loop has not taken them yet. gRPC's own default
-(1,000, then dropping at random up to 3,000) cancelled, with no reason given, ~600 of
-3,000 watches opened at once; past this limit gRPC still cancels them."""
+"""Calls a server holds while its event loop has not taken them yet: a burst of calls (a
+few thousand watches opened at once) waits instead of being cancelled with no reason
+given, as gRPC's default (1,000, then dropping at random up to 3,000) does; past this
+limit gRPC still cancels them."""
 
 
 def server_options(

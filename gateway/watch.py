@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import grpc
@@ -167,14 +168,16 @@ class StoreWatches:
             )
         self.open += 1
         try:
-            async for update in self._updates(request, context):
-                yield update
+            # Closed here, not when collected: its end stops the watch at the store.
+            async with contextlib.aclosing(self._updates(request, context)) as updates:
+                async for update in updates:
+                    yield update
         finally:
             self.open -= 1
 
     async def _updates(
         self, request: tasks_pb2.WatchTaskRequest, context: Context
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         after = request.after_version
         while True:
             call = self._current()
