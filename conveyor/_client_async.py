@@ -16,7 +16,7 @@ from typing import Any, Unpack
 import grpc
 from google.protobuf import duration_pb2
 
-from conveyor import tracing
+from conveyor import keepalive, tracing
 from conveyor._client_builders import (
     STATES,
     EnumArg,
@@ -60,11 +60,16 @@ _SERVICES: dict[StubFactory, str] = {
 _WATCH_TASK = f"/{_SERVICES[tasks_pb2_grpc.TaskServiceStub]}/WatchTask"
 
 
-def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
-    """Channel options of the SDK: 16 MiB messages both ways, so a 10 MiB image fits."""
+def channel_options(
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+    keepalive_seconds: float = keepalive.DEFAULT_INTERVAL_SECONDS,
+) -> list[tuple[str, Any]]:
+    """Channel options of the SDK: 16 MiB messages both ways, so a 10 MiB image fits, and
+    a ping every ``keepalive_seconds`` on an idle connection, which the gateway permits."""
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
+        *keepalive.channel_options(keepalive_seconds),
     ]
 
 

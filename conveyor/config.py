@@ -156,6 +156,10 @@ class CommonSettings:
     log_level: str = "info"
     log_format: str = "text"
     stream_replicas: int = 1
+    nats_ping_interval_seconds: float = 15.0
+    """How often the NATS connection is pinged; three unanswered pings mark it dead."""
+    grpc_keepalive_seconds: float = 30.0
+    """How often gRPC servers and channels ping an idle connection (conveyor.keepalive)."""
 
     @staticmethod
     def read(r: _Reader) -> CommonSettings:
@@ -164,6 +168,8 @@ class CommonSettings:
             log_level=r.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=r.choice("LOG_FORMAT", "text", ("text", "json")),
             stream_replicas=r.integer("STREAM_REPLICAS", 1, minimum=1, maximum=5),
+            nats_ping_interval_seconds=r.number("NATS_PING_INTERVAL_SECONDS", 15.0, minimum=0.1),
+            grpc_keepalive_seconds=r.number("GRPC_KEEPALIVE_SECONDS", 30.0, minimum=0.1),
         )
 
 
@@ -176,6 +182,7 @@ class Limits:
     max_batch_items: int = 100_000
     max_tasks_per_call: int = 1000
     max_message_bytes: int = 16 * MIB
+    max_watches: int = 10_000
 
     @staticmethod
     def read(r: _Reader) -> Limits:
@@ -187,6 +194,7 @@ class Limits:
             max_message_bytes=r.integer(
                 "MAX_MESSAGE_BYTES", 16 * MIB, minimum=MIB, maximum=64 * MIB
             ),
+            max_watches=r.integer("MAX_WATCHES", 10_000, minimum=1),
         )
 
 

@@ -39,7 +39,13 @@ EVENTS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 DUPLICATE_WINDOW_SECONDS = 120.0
 
 
+PING_MAX_OUTSTANDING = 2
+"""Pings left unanswered before the connection counts as dead: a server that stopped
+answering (frozen, or behind a dropped network path) is noticed within three intervals."""
+
 AfterReconnect = Callable[[JetStreamContext], Awaitable[None]]
+ConnectionHook = Callable[[bool], Awaitable[None]]
+_on_connection: weakref.WeakKeyDictionary[NATS, list[ConnectionHook]] = weakref.WeakKeyDictionary()
 _after_reconnect: weakref.WeakKeyDictionary[NATS, list[AfterReconnect]] = (
     weakref.WeakKeyDictionary()
 )
@@ -54,6 +60,21 @@ def after_reconnect(nc: NATS, hook: AfterReconnect) -> None:
     """Runs ``hook`` after every reconnect of ``nc``, once the streams and buckets are
     declared again (a server that came back without its JetStream state has none)."""
     _after_reconnect.setdefault(nc, []).append(hook)
+
+
+async def on_connection_change(nc: NATS, hook: ConnectionHook) -> None:
+    """Calls ``hook(False)`` whenever ``nc`` loses its connection (not when this process
+    closes it) and ``hook(True)`` when it has reconnected; once now, with its state."""
+    _on_connection.setdefault(nc, []).append(hook)
+    await hook(nc.is_connected)
+
+
+async def _connection_changed(nc: NATS, connected: bool) -> None:
+    for hook in _on_connection.get(nc, []):
+        try:
+            await hook(connected)
+        except Exception:
+            log.exception("reporting the nats connection's state failed")
 
 
 async def backoff(nc: NATS, delay: float) -> None:
@@ -107,6 +128,7 @@ async def connect(
             log.info("nats connection closed")
         else:
             log.warning("nats disconnected")
+            await _connection_changed(nc, False)
         if metrics is not None:
             metrics.nats_changed(connected=False)
 
@@ -114,6 +136,7 @@ async def connect(
         log.info("nats reconnected")
         if metrics is not None:
             metrics.nats_changed(connected=True)
+        await _connection_changed(nc, True)
         task = asyncio.create_task(_declare_again(nc, settings), name="declare-again")
         _redeclaring.add(task)
         task.add_done_callback(_redeclaring.discard)
@@ -125,6 +148,8 @@ async def connect(
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=5,
+        ping_interval=settings.nats_ping_interval_seconds,
+        max_outstanding_pings=PING_MAX_OUTSTANDING,
         allow_reconnect=True,
         error_cb=on_error,
         disconnected_cb=on_disconnect,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import inspect
 import logging
@@ -18,8 +19,9 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+from nats.aio.client import Client as NATS
 
-from conveyor import tracing
+from conveyor import jetstream, keepalive, tracing
 from conveyor.config import CommonSettings, ConfigError
 from conveyor.errors import ConveyorError, InvalidArgument
 from conveyor.interceptors import CachingInterceptor
@@ -158,16 +160,53 @@ class ErrorInterceptor(CachingInterceptor):
         return handler
 
 
-def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+PENDING_CALLS = 10_000
+"""Calls a server holds while its event loop has not taken them yet: a burst of calls (a
+few thousand watches opened at once) waits instead of being cancelled with no reason
+given, as gRPC's default (1,000, then dropping at random up to 3,000) does; past this
+limit gRPC still cancels them."""
+
+
+def server_options(
+    max_message_bytes: int,
+    keepalive_seconds: float = keepalive.DEFAULT_INTERVAL_SECONDS,
+    pending_calls: int = PENDING_CALLS,
+) -> list[tuple[str, Any]]:
     """Channel options of every Conveyor server."""
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.so_reuseport", 0),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.keepalive_permit_without_calls", 1),
+        # The same soft and hard limit: no call is dropped before the backlog is full.
+        ("grpc.server.max_pending_requests", pending_calls),
+        ("grpc.server.max_pending_requests_hard_limit", pending_calls),
+        *keepalive.server_options(keepalive_seconds),
     ]
+
+
+def channel_options(
+    max_message_bytes: int, keepalive_seconds: float = keepalive.DEFAULT_INTERVAL_SECONDS
+) -> list[tuple[str, Any]]:
+    """Options of the channels between services (gateway and scheduler to the store)."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+        *keepalive.channel_options(keepalive_seconds),
+    ]
+
+
+LIVENESS_SERVICE = "liveness"
+"""The health service name for liveness probes: NOT_SERVING only when the service is
+stopping or stuck, not while NATS is away (restarting every service would not bring it
+back); "" and the service names are NOT_SERVING then too, for readiness probes."""
+
+
+def _status(serving: bool) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
+    if serving:
+        return health_pb2.HealthCheckResponse.SERVING
+    return health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class Server:
@@ -179,6 +218,8 @@ class Server:
         service_names: Iterable[str],
         max_message_bytes: int,
         metrics: ServiceMetrics | None = None,
+        keepalive_seconds: float = keepalive.DEFAULT_INTERVAL_SECONDS,
+        pending_calls: int = PENDING_CALLS,
     ) -> None:
         # The metrics interceptor goes first (outermost), so it sees the status that the
         # error interceptor chose.
@@ -189,10 +230,13 @@ class Server:
         # trace context is current inside the handlers.
         interceptors[:0] = tracing.server_interceptors()
         self.grpc = grpc.aio.server(
-            interceptors=interceptors, options=server_options(max_message_bytes)
+            interceptors=interceptors,
+            options=server_options(max_message_bytes, keepalive_seconds, pending_calls),
         )
         self.metrics = metrics
         self.health = health.aio.HealthServicer()
+        self._working: bool | None = None  # None until started
+        self._away: set[str] = set()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         self.service_names = list(service_names)
         reflection.enable_server_reflection(
@@ -210,13 +254,30 @@ class Server:
         await self.set_serving(True)
 
     async def set_serving(self, serving: bool) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+        """SERVING (while no dependency is away) or NOT_SERVING, on every name, liveness
+        included: the service itself is working, or stopping or stuck."""
+        self._working = serving
+        await self._report()
+
+    async def set_dependency(self, name: str, available: bool) -> None:
+        """Records whether a dependency (NATS) is reachable: while one is not, the service
+        is NOT_SERVING but alive (LIVENESS_SERVICE stays SERVING)."""
+        if available:
+            self._away.discard(name)
+        else:
+            self._away.add(name)
+        if self._working is not None:
+            await self._report()
+
+    async def follow_nats(self, nc: NATS) -> None:
+        """Reports the service NOT_SERVING while ``nc`` has lost its connection."""
+        await jetstream.on_connection_change(nc, functools.partial(self.set_dependency, "nats"))
+
+    async def _report(self) -> None:
+        ready = bool(self._working) and not self._away
         for name in ["", *self.service_names]:
-            await self.health.set(name, status)
+            await self.health.set(name, _status(ready))
+        await self.health.set(LIVENESS_SERVICE, _status(bool(self._working)))
 
     async def stop(self, grace: float) -> None:
         await self.set_serving(False)

@@ -15,7 +15,7 @@ from conveyor.config import GatewaySettings, load_environ
 from conveyor.metrics import GatewayMetrics
 from conveyor.publish import AckedPublisher
 from conveyor.schedules import ScheduleBook
-from conveyor.server import Server, run_service
+from conveyor.server import PENDING_CALLS, Server, channel_options, run_service
 from gateway.catalog import TypeCatalog
 from gateway.queues import QueueService
 from gateway.schedules import ScheduleService
@@ -27,17 +27,6 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
 SCHEDULE_SERVICE = schedules_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name
 QUEUE_SERVICE = queues_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name
-
-
-def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """Options of internal channels between services."""
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.initial_reconnect_backoff_ms", 200),
-        ("grpc.max_reconnect_backoff_ms", 2_000),
-    ]
 
 
 class Gateway:
@@ -67,7 +56,8 @@ class Gateway:
         # No client interceptors: relayed calls carry the trace context as metadata
         # (gateway.relay), at a fraction of an intercepted call's cost.
         self.channel = grpc.aio.insecure_channel(
-            self.settings.store_addr, options=channel_options(max_bytes)
+            self.settings.store_addr,
+            options=channel_options(max_bytes, common.grpc_keepalive_seconds),
         )
         store = tasks_pb2_grpc.TaskServiceStub(self.channel)
 
@@ -83,6 +73,9 @@ class Gateway:
             [SERVICE_NAME, SCHEDULE_SERVICE, QUEUE_SERVICE],
             max_bytes,
             self.metrics,
+            keepalive_seconds=common.grpc_keepalive_seconds,
+            # Room for every watch allowed arriving at once, besides the usual backlog.
+            pending_calls=PENDING_CALLS + self.settings.limits.max_watches,
         )
         add_task_service(
             self.server.grpc,
@@ -101,6 +94,7 @@ class Gateway:
         queues_pb2_grpc.add_QueueServiceServicer_to_server(
             QueueService(js, buckets[subjects.KV_QUEUES], self.catalog), self.server.grpc
         )
+        await self.server.follow_nats(self.nc)
         await self.server.start()
         log.info("gateway listening on %s (store %s)", self.address, self.settings.store_addr)
 

@@ -31,13 +31,13 @@ class GatewayService:
         metrics: GatewayMetrics | None = None,
     ) -> None:
         self._submitter = submitter
-        self._limits = limits
+        self.limits = limits
         self._metrics = metrics or GatewayMetrics()
 
     async def SubmitTask(
         self, request: tasks_pb2.SubmitTaskRequest, context: Context
     ) -> tasks_pb2.SubmitTaskResponse:
-        validate_submit(request, self._limits)
+        validate_submit(request, self.limits)
         [accepted] = await self._submitter.submit([("", request)])
         self._metrics.count_submitted([(accepted.task.type, accepted.deduplicated)])
         log.debug("accepted task %s of type %s", accepted.task.id, accepted.task.type)
@@ -46,7 +46,7 @@ class GatewayService:
     async def SubmitTasks(
         self, request: tasks_pb2.SubmitTasksRequest, context: Context
     ) -> tasks_pb2.SubmitTasksResponse:
-        validate_submit_many(request, self._limits)
+        validate_submit_many(request, self.limits)
         accepted = await self._submitter.submit(
             [(f"requests[{i}].", r) for i, r in enumerate(request.requests)]
         )
@@ -75,7 +75,7 @@ def add_task_service(
             response_serializer=tasks_pb2.SubmitTasksResponse.SerializeToString,
         ),
         "WatchTask": grpc.unary_stream_rpc_method_handler(
-            StoreWatches(store).WatchTask,
+            StoreWatches(store, service.limits.max_watches).WatchTask,
             request_deserializer=tasks_pb2.WatchTaskRequest.FromString,
         ),
     }

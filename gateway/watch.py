@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import grpc
@@ -25,6 +26,8 @@ from grpc_status import rpc_status
 
 from conveyor.api.store.v1 import watch_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.config import Limits
+from conveyor.errors import ResourceExhausted
 from conveyor.tasks import is_terminal
 from gateway.relay import abort_like
 
@@ -135,9 +138,12 @@ class _Call:
 
 class StoreWatches:
     """Serves WatchTask: each client's watch runs on the gateway's one call to the store
-    (opened on the first watch, opened again after it breaks)."""
+    (opened on the first watch, opened again after it breaks); past ``max_watches`` at
+    once, a new watch is refused with RESOURCE_EXHAUSTED."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, max_watches: int = Limits.max_watches) -> None:
+        self.max_watches = max_watches
+        self.open = 0
         self._method = channel.stream_stream(
             _WATCH_TASKS,
             request_serializer=watch_pb2.WatchTasksRequest.SerializeToString,
@@ -155,6 +161,23 @@ class StoreWatches:
         self, request: tasks_pb2.WatchTaskRequest, context: Context
     ) -> AsyncIterator[bytes]:
         """The updates WatchTask streams, serialized (the handler has no serializer)."""
+        if self.open >= self.max_watches:
+            raise ResourceExhausted(
+                f"this gateway has {self.max_watches} watches open, its limit "
+                "(CONVEYOR_MAX_WATCHES): retry later, or through another gateway"
+            )
+        self.open += 1
+        try:
+            # Closed here, not when collected: its end stops the watch at the store.
+            async with contextlib.aclosing(self._updates(request, context)) as updates:
+                async for update in updates:
+                    yield update
+        finally:
+            self.open -= 1
+
+    async def _updates(
+        self, request: tasks_pb2.WatchTaskRequest, context: Context
+    ) -> AsyncGenerator[bytes, None]:
         after = request.after_version
         while True:
             call = self._current()

@@ -19,7 +19,7 @@ from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from conveyor.config import SchedulerSettings, load_environ
 from conveyor.metrics import QueueProbe, SchedulerMetrics
 from conveyor.schedules import ScheduleBook, ScheduleWatch
-from conveyor.server import Server, run_service
+from conveyor.server import Server, channel_options, run_service
 from gateway.catalog import TypeCatalog
 from gateway.submit import Submitter, task_finder
 from scheduler.periodic import PeriodicRunner
@@ -51,8 +51,11 @@ class Scheduler:
             self.settings.common, "conveyor-scheduler", self.metrics
         )
         buckets = await jetstream.ensure_buckets(js, self.settings.common)
+        keepalive = self.settings.common.grpc_keepalive_seconds
         self.channel = grpc.aio.insecure_channel(
-            self.settings.store_addr, interceptors=tracing.client_interceptors()
+            self.settings.store_addr,
+            options=channel_options(4 * 1024 * 1024, keepalive),
+            interceptors=tracing.client_interceptors(),
         )
         store = tasks_pb2_grpc.TaskServiceStub(self.channel)
         self.catalog = TypeCatalog(buckets[subjects.KV_TYPES])
@@ -71,7 +74,10 @@ class Scheduler:
         types = await jetstream.bucket(js, subjects.KV_TYPES, self.settings.common)
         self.queue_probe = QueueProbe(js, types, self.metrics)
         self._jobs.append(asyncio.create_task(self.queue_probe.run(), name="queue-metrics"))
-        self.server = Server(self.settings.listen, [], 4 * 1024 * 1024, self.metrics)
+        self.server = Server(
+            self.settings.listen, [], 4 * 1024 * 1024, self.metrics, keepalive_seconds=keepalive
+        )
+        await self.server.follow_nats(self.nc)
         await self.server.start()
         log.info("scheduler running, health on %s", self.address)
 

@@ -69,6 +69,7 @@ class Store:
             [SERVICE_NAME, WATCH_MUX_SERVICE],
             self.settings.max_message_bytes,
             self.metrics,
+            keepalive_seconds=common.grpc_keepalive_seconds,
         )
         self.purger = Purger(self.engine, self.hub, buckets[subjects.KV_IDEMPOTENCY], self.metrics)
         policy = RetentionPolicy(self.settings.retention_seconds, self.settings.retention_by_type)
@@ -84,6 +85,7 @@ class Store:
         )
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(service, self.server.grpc)
         watch_pb2_grpc.add_WatchMuxServiceServicer_to_server(WatchMux(service), self.server.grpc)
+        await self.server.follow_nats(self.nc)
         await self.server.start()
         log.info(
             "store listening on %s (database %s)", self.address, _redact(self.settings.database_url)

@@ -145,13 +145,14 @@ class System:
         self.workers.append(worker)
         return worker
 
-    async def start_gateway(self) -> None:
+    async def start_gateway(self, **options: object) -> None:
         from gateway.app import Gateway
 
         assert self.store is not None
-        self.gateway = Gateway(
-            GatewaySettings(common=self.common, listen="127.0.0.1:0", store_addr=self.store.address)
+        settings = GatewaySettings(
+            common=self.common, listen="127.0.0.1:0", store_addr=self.store.address
         )
+        self.gateway = Gateway(replace(settings, **options))  # type: ignore[arg-type]
         await self.gateway.start()
         self.channel = grpc.aio.insecure_channel(
             self.gateway.address,

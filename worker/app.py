@@ -150,7 +150,14 @@ class Worker:
             asyncio.create_task(c.run(self._stopping), name=f"consume-{c.task_type}")
             for c in consumers
         ]
-        self.server = Server(self.settings.listen, [], 4 * 1024 * 1024, self.metrics)
+        self.server = Server(
+            self.settings.listen,
+            [],
+            4 * 1024 * 1024,
+            self.metrics,
+            keepalive_seconds=self.settings.common.grpc_keepalive_seconds,
+        )
+        await self.server.follow_nats(self.nc)
         await self.server.start()
         self.metrics.serve_types(self.types)
         self.watchdog = ConsumeWatchdog(

@@ -25,6 +25,7 @@ from dotenv import dotenv_values
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from conveyor import config
+from conveyor.server import LIVENESS_SERVICE
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,6 +193,10 @@ def test_grpc_probes_use_the_port_the_service_listens_on(
     assert port in declared
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == port, f"{service} {probe}"
+    # Liveness asks for the name that stays SERVING while NATS is away; the others for
+    # the whole server, which does not.
+    assert container["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
+    assert "service" not in container["readinessProbe"]["grpc"]
     metrics = getattr(settings, "metrics_listen", "")
     annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
     if metrics:

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.context import TaskContext
 from conveyor.registry import Registry
+from conveyor.server import LIVENESS_SERVICE
 from tests.conftest import NatsServer, System
 from tests.integration.helpers import wait_terminal
 from worker.app import Worker
@@ -35,8 +36,9 @@ class Health:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = health_pb2_grpc.HealthStub(channel)
 
-    async def status(self) -> int:
-        response = await self._stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+    async def status(self, service: str = "") -> int:
+        request = health_pb2.HealthCheckRequest(service=service)
+        response = await self._stub.Check(request, timeout=5)
         status: int = response.status
         return status
 
@@ -76,21 +78,24 @@ async def test_a_worker_whose_consume_loop_died_is_not_serving_until_it_fetches(
     assert stalled_loops(worker) == 0
 
 
-async def test_a_worker_waiting_out_a_nats_outage_stays_serving(
+async def test_a_worker_waiting_out_a_nats_outage_stays_alive(
     nats_server: NatsServer, checked: tuple[Worker, Health]
 ) -> None:
     # Its loops keep ending their rounds (nats-py holds the pull requests until it is
-    # connected again, and they expire), so it does not look stuck: a liveness probe on
-    # the same status would otherwise restart every worker of a cluster whose NATS is away.
+    # connected again, and they expire), so it does not look stuck: a liveness probe
+    # would otherwise restart every worker of a cluster whose NATS is away. It is not
+    # ready meanwhile: it cannot take tasks.
     _, health = checked
     nats_server.stop()
     try:
+        await health.becomes(NOT_SERVING)
         for _ in range(30):  # 3 s, three times stall_after
-            assert await health.status() == SERVING
+            assert await health.status(LIVENESS_SERVICE) == SERVING
             await asyncio.sleep(0.1)
     finally:
         nats_server.start()
-    assert await health.status() == SERVING
+    await health.becomes(SERVING)
+    assert await health.status(LIVENESS_SERVICE) == SERVING
 
 
 async def test_a_worker_busy_with_long_tasks_stays_serving(
