@@ -37,6 +37,8 @@ KV_PERMITS = "conveyor_permits"
 (rate.<type>)."""
 KV_SCHEDULES = "conveyor_schedules"
 """Periodic schedules: key = schedule id, value = Schedule."""
+OBJECT_PAYLOADS = "conveyor_payloads"
+"""Object store of large results (the claim check): name = ``<task id>/result/<attempt>``."""
 
 HEADER_MSG_ID = "Nats-Msg-Id"
 

@@ -14,6 +14,7 @@ from conveyor.api.store.v1 import watch_pb2, watch_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import StoreSettings, load_environ
 from conveyor.metrics import EventLagProbe, StoreMetrics
+from conveyor.payloads import PayloadStore
 from conveyor.server import Server, run_service
 from store.consumer import EventApplier
 from store.db import create_engine, migrate
@@ -69,7 +70,14 @@ class Store:
             self.metrics,
         )
         service = StoreService(
-            repository, self.applier, self.hub, self.nc, js, buckets[subjects.KV_CANCELLED]
+            repository,
+            self.applier,
+            self.hub,
+            self.nc,
+            js,
+            buckets[subjects.KV_CANCELLED],
+            PayloadStore(await jetstream.object_store(js, common)),
+            self.settings.max_response_bytes,
         )
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(service, self.server.grpc)
         watch_pb2_grpc.add_WatchMuxServiceServicer_to_server(WatchMux(service), self.server.grpc)

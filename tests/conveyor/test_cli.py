@@ -13,6 +13,7 @@ import grpc
 import pytest
 from grpc_status import rpc_status
 
+from conveyor import payloads
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.cli import main
 from conveyor.errors import FieldViolation, InvalidArgument, NotFound
@@ -80,6 +81,13 @@ class FakeGateway(tasks_pb2_grpc.TaskServiceServicer):
         if request.task_id != TASK_ID:
             context.abort_with_status(rpc_status.to_status(status_for(NotFound("no such task"))))
         return tasks_pb2.GetTaskResponse(task=self.task)
+
+    def GetTaskPayload(
+        self, request: tasks_pb2.GetTaskPayloadRequest, context: Context
+    ) -> Iterator[tasks_pb2.GetTaskPayloadResponse]:
+        data = self.task.result.SerializeToString()
+        yield tasks_pb2.GetTaskPayloadResponse(payload=payloads.describe(data), data=data[:100])
+        yield tasks_pb2.GetTaskPayloadResponse(data=data[100:])
 
     def ListTasks(
         self, request: tasks_pb2.ListTasksRequest, context: Context
