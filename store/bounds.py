@@ -12,6 +12,7 @@ import datetime as dt
 
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.payloads import abridge, describe
+from store.convert import omit_payloads
 from store.pagination import Cursor, encode_token
 
 PAGE_OVERHEAD = 512
@@ -23,15 +24,11 @@ TASK_FRAMING = 8
 def omitted(task: tasks_pb2.Task) -> tasks_pb2.Task:
     """The task without its result's image bytes (a copy when there were any), marked
     with a reference to the complete result."""
-    result = task.result
-    if not (task.HasField("result") and result.image_processing.image):
+    if not (task.HasField("result") and task.result.image_processing.image):
         return task
     slim = tasks_pb2.Task()
     slim.CopyFrom(task)
-    if not result.HasField("payload"):
-        slim.result.payload.CopyFrom(describe(result.SerializeToString()))
-    slim.result.image_processing.ClearField("image")
-    return slim
+    return omit_payloads(slim)
 
 
 def bounded(task: tasks_pb2.Task, limit: int) -> tasks_pb2.Task:

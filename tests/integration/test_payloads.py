@@ -19,6 +19,7 @@ from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.cli import main
 from conveyor.client import AsyncClient
 from conveyor.context import TaskContext
+from conveyor.errors import FailedPrecondition, NotFound
 from conveyor.registry import Registry
 from tests.conftest import System
 from tests.integration.helpers import png, wait_terminal
@@ -261,3 +262,44 @@ async def test_an_image_result_over_the_threshold_round_trips_through_get_output
     assert len(written) == image.size_bytes
     assert bmp_of(written).size == (600, 600)
     assert bmp_of(written).getpixel((300, 300)) == (200, 30, 30)
+
+
+async def test_watch_omit_payloads_leaves_out_image_bytes(system: System) -> None:
+    await system.start()
+    gray = tasks_pb2.ImageOperation(grayscale=tasks_pb2.ImageGrayscale())
+    task_id = await submit(
+        system.stub,
+        tasks_pb2.SubmitTaskRequest(
+            image_processing=tasks_pb2.ImageProcessingInput(image=png(), operations=[gray])
+        ),
+    )
+    await wait_terminal(system.stub, task_id)
+
+    async def last(omit: bool) -> tasks_pb2.Task:
+        request = tasks_pb2.WatchTaskRequest(task_id=task_id, after_version=1, omit_payloads=omit)
+        updates: list[tasks_pb2.Task] = [r.task async for r in system.stub.WatchTask(request)]
+        return updates[-1]
+
+    full, slim = await last(omit=False), await last(omit=True)
+    assert full.result.image_processing.image.startswith(b"\x89PNG")
+    assert slim.result.image_processing.image == b""
+    assert slim.result.image_processing.width == full.result.image_processing.width
+    assert slim.result.payload.size_bytes == full.result.ByteSize()
+
+
+async def test_get_task_payload_of_an_unknown_or_unfinished_task_says_why(
+    system: System,
+) -> None:
+    await system.start()
+    async with AsyncClient(system.gateway.address) as client:  # type: ignore[union-attr]
+        with pytest.raises(NotFound):
+            await client.result("01jb0000000000000000000000")
+        later = tasks_pb2.TaskOptions(delay={"seconds": 3600})
+        task_id = await submit(
+            system.stub,
+            tasks_pb2.SubmitTaskRequest(
+                text_processing=tasks_pb2.TextProcessingInput(text="soon"), options=later
+            ),
+        )
+        with pytest.raises(FailedPrecondition, match="no result; it is scheduled"):
+            await client.result(task_id)
