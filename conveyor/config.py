@@ -159,6 +159,10 @@ class Limits:
         )
 
 
+def _payload_inline_bytes(r: _Reader) -> int:
+    return r.integer("PAYLOAD_INLINE_BYTES", 256 * 1024, minimum=1024, maximum=MIB)
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
     """Settings of the gateway."""
@@ -167,6 +171,8 @@ class GatewaySettings:
     listen: str = "0.0.0.0:50051"
     store_addr: str = DEFAULT_STORE_ADDR
     limits: Limits = field(default_factory=Limits)
+    payload_inline_bytes: int = 256 * 1024
+    """Inputs serialized to more bytes go to the payload object store (a claim check)."""
     metrics_listen: str = EMBEDDED_METRICS_LISTEN
 
     @staticmethod
@@ -177,6 +183,7 @@ class GatewaySettings:
             listen=r.address("GATEWAY_LISTEN", "0.0.0.0:50051"),
             store_addr=r.address("STORE_ADDR", DEFAULT_STORE_ADDR),
             limits=Limits.read(r),
+            payload_inline_bytes=_payload_inline_bytes(r),
             metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9091"),
         )
         r.done()
@@ -260,9 +267,7 @@ class WorkerSettings:
             shutdown_grace_seconds=r.number("SHUTDOWN_GRACE_SECONDS", 30.0),
             start_event_delay_seconds=r.number("START_EVENT_DELAY_SECONDS", 0.05),
             nice=r.integer("WORKER_NICE", 0, minimum=0, maximum=19),
-            payload_inline_bytes=r.integer(
-                "PAYLOAD_INLINE_BYTES", 256 * 1024, minimum=1024, maximum=MIB
-            ),
+            payload_inline_bytes=_payload_inline_bytes(r),
             max_result_bytes=r.integer("MAX_RESULT_BYTES", 64 * MIB, minimum=1024),
             metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9094"),
         )

@@ -1,10 +1,11 @@
-"""Large results kept out of messages: a claim check in JetStream's Object Store.
+"""Large results and inputs kept out of messages: a claim check in JetStream's Object Store.
 
 A worker whose result serializes to more than ``CONVEYOR_PAYLOAD_INLINE_BYTES`` puts the
 whole serialized ``TaskResult`` in the ``conveyor_payloads`` object store and publishes an
 abridged result carrying a :class:`Payload` reference instead (name, size, SHA-256). The
 store streams the complete result to clients in chunks (``GetTaskPayload``), from the
-object store or, for a result it keeps inline, from its own copy.
+object store or, for a result it keeps inline, from its own copy. The gateway does the
+same with a large input, which the worker reads back before it runs the handler.
 
 >>> store = PayloadStore(await jetstream.object_store(js, settings))  # doctest: +SKIP
 >>> ref = await store.put(result_name(task_id, 1), result.SerializeToString())  # doctest: +SKIP
@@ -28,6 +29,7 @@ CHUNK_BYTES = 128 * 1024
 CHUNK_TIMEOUT = 10.0
 """How long reading one chunk from the object store may take before the read fails."""
 CONTENT_TYPE = "application/x-protobuf; messageType=conveyor.api.tasks.v1.TaskResult"
+INPUT_CONTENT_TYPE = "application/x-protobuf; messageType=conveyor.api.tasks.v1.TaskInput"
 
 
 def result_name(task_id: str, attempt: int) -> str:
@@ -36,19 +38,48 @@ def result_name(task_id: str, attempt: int) -> str:
     return f"{task_id}/result/{attempt}"
 
 
+def input_name(task_id: str) -> str:
+    """The object name of a task's input."""
+    return f"{task_id}/input"
+
+
 def task_object_names(task_id: str, attempts: int) -> list[str]:
     """Every name the task's payloads can have after ``attempts`` attempts."""
-    return [result_name(task_id, attempt) for attempt in range(1, attempts + 1)]
+    results = [result_name(task_id, attempt) for attempt in range(1, attempts + 1)]
+    return [input_name(task_id), *results]
 
 
-def describe(data: bytes, name: str = "") -> tasks_pb2.Payload:
-    """The reference to ``data``, a serialized TaskResult, stored as ``name``."""
+def describe(data: bytes, name: str = "", content_type: str = CONTENT_TYPE) -> tasks_pb2.Payload:
+    """The reference to ``data``, a serialized TaskResult (or TaskInput), stored as ``name``."""
     return tasks_pb2.Payload(
         name=name,
         size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
-        content_type=CONTENT_TYPE,
+        content_type=content_type,
     )
+
+
+_INPUT_BULK = {
+    "text_processing": "text",
+    "ai_summarization": "text",
+    "batch_processing": "items",
+    "image_processing": "image",
+    "custom": "payload",
+}
+"""The field of each input that can be large."""
+
+
+def abridge_input(
+    task_input: tasks_pb2.TaskInput, payload: tasks_pb2.Payload
+) -> tasks_pb2.TaskInput:
+    """A copy of ``task_input`` without its large field, carrying ``payload``."""
+    slim = tasks_pb2.TaskInput()
+    slim.CopyFrom(task_input)
+    kind = slim.WhichOneof("input")
+    if kind is not None:
+        getattr(slim, kind).ClearField(_INPUT_BULK[kind])
+    slim.payload.CopyFrom(payload)
+    return slim
 
 
 def abridge(
@@ -83,11 +114,13 @@ class PayloadStore:
     def __init__(self, objects: ObjectStore) -> None:
         self._objects = objects
 
-    async def put(self, name: str, data: bytes) -> tasks_pb2.Payload:
+    async def put(
+        self, name: str, data: bytes, content_type: str = CONTENT_TYPE
+    ) -> tasks_pb2.Payload:
         """Stores ``data`` (a serialized TaskResult) as ``name`` and returns its reference."""
         options = ObjectMetaOptions(max_chunk_size=CHUNK_BYTES)
         await self._objects.put(name, data, meta=ObjectMeta(name=name, options=options))
-        return describe(data, name)
+        return describe(data, name, content_type)
 
     async def chunks(self, payload: tasks_pb2.Payload) -> AsyncIterator[bytes]:
         """The stored bytes of ``payload``, chunk by chunk, checked against its size and
@@ -119,6 +152,13 @@ class PayloadStore:
                 f"payload {payload.name} is {received} bytes that do not match its reference "
                 f"({payload.size_bytes} bytes, sha256 {payload.sha256})"
             )
+
+    async def read(self, payload: tasks_pb2.Payload) -> bytes:
+        """All the stored bytes of ``payload``, checked as :meth:`chunks` checks them."""
+        data = bytearray()
+        async for chunk in self.chunks(payload):
+            data += chunk
+        return bytes(data)
 
     async def delete(self, name: str) -> bool:
         """Deletes the object ``name``; False when there was none."""

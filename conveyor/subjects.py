@@ -38,7 +38,8 @@ KV_PERMITS = "conveyor_permits"
 KV_SCHEDULES = "conveyor_schedules"
 """Periodic schedules: key = schedule id, value = Schedule."""
 OBJECT_PAYLOADS = "conveyor_payloads"
-"""Object store of large results (the claim check): name = ``<task id>/result/<attempt>``."""
+"""Object store of large results and inputs (the claim check): names
+``<task id>/result/<attempt>`` and ``<task id>/input``."""
 
 HEADER_MSG_ID = "Nats-Msg-Id"
 

@@ -29,7 +29,7 @@ from worker.health import ConsumeWatchdog
 from worker.invoke import Invoker, ProcessSlots
 from worker.metrics import CountingPublisher, Metrics
 from worker.middleware import Cancellation, Heartbeat, Job, TimeLimit, chain
-from worker.results import ResultCheck
+from worker.payloads import ResultCheck, restore_input
 from worker.runner import CancelledTasks, Runner
 
 log = logging.getLogger(__name__)
@@ -87,13 +87,13 @@ class Worker:
         )
         buckets = await jetstream.ensure_buckets(js, common)
         invoker = Invoker(self.processes)
+        payloads = PayloadStore(await jetstream.object_store(js, common))
         check = ResultCheck(
-            PayloadStore(await jetstream.object_store(js, common)),
-            self.settings.payload_inline_bytes,
-            self.settings.max_result_bytes,
+            payloads, self.settings.payload_inline_bytes, self.settings.max_result_bytes
         )
 
         async def invoke(job: Job) -> object:
+            await restore_input(payloads, job.message)
             result = await invoker(job.task_type, job.message, job.ctx)
             return await check(job.ctx.task_id, job.ctx.attempt, result)
 

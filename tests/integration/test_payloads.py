@@ -14,12 +14,13 @@ import pytest
 from google.protobuf import struct_pb2
 from PIL import Image
 
-from conveyor import payloads
+from conveyor import payloads, subjects
+from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.cli import main
 from conveyor.client import AsyncClient
 from conveyor.context import TaskContext
-from conveyor.errors import FailedPrecondition, NotFound
+from conveyor.errors import FailedPrecondition, NonRetryable, NotFound
 from conveyor.registry import Registry
 from tests.conftest import System
 from tests.integration.helpers import png, wait_terminal
@@ -35,9 +36,16 @@ async def blob(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     return {"blob": "x" * int(payload["size"])}
 
 
+async def measure(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    if ctx.attempt == 1:
+        raise NonRetryable("the first run fails")
+    return {"length": len(payload["text"])}
+
+
 def blob_registry() -> Registry:
     registry = Registry()
     registry.task("blob", max_attempts=3)(blob)
+    registry.task("measure", max_attempts=1)(measure)
     return registry
 
 
@@ -303,3 +311,41 @@ async def test_get_task_payload_of_an_unknown_or_unfinished_task_says_why(
         )
         with pytest.raises(FailedPrecondition, match="no result; it is scheduled"):
             await client.result(task_id)
+
+
+async def test_a_large_input_is_queued_by_reference_and_runs_whole(system: System) -> None:
+    await system.start()
+    text = ("Lorem ipsum dolor sit amet. " * 40_000)[:MIB]
+    task_id = await submit(
+        system.stub,
+        tasks_pb2.SubmitTaskRequest(text_processing=tasks_pb2.TextProcessingInput(text=text)),
+    )
+    task = await wait_terminal(system.stub, task_id)
+    assert task.state == tasks_pb2.TASK_STATE_COMPLETED, task.error
+    assert task.result.text_processing.characters == MIB
+    assert system.gateway is not None and system.gateway.nc is not None
+    js = system.gateway.nc.jetstream()
+    first = await js.get_msg(subjects.STREAM_EVENTS, 1)
+    event = events_pb2.TaskEvent.FromString(first.data or b"")
+    assert event.submitted.task.id == task_id
+    assert len(first.data or b"") < 64 * 1024  # the text is not in the event
+    assert event.submitted.input.payload.name == payloads.input_name(task_id)
+
+
+async def test_a_task_with_a_large_input_runs_again_from_the_stored_input(
+    system: System,
+) -> None:
+    await system.start_store()
+    await system.start_worker(blob_registry())
+    await system.start_gateway()
+    task_id = await submit(
+        system.stub,
+        tasks_pb2.SubmitTaskRequest(
+            custom=tasks_pb2.CustomTaskInput(type="measure", payload={"text": "y" * 400_000})
+        ),
+    )
+    assert (await wait_terminal(system.stub, task_id)).state == tasks_pb2.TASK_STATE_FAILED
+    await system.stub.RetryTask(tasks_pb2.RetryTaskRequest(task_id=task_id))
+    task = await wait_terminal(system.stub, task_id)
+    assert task.state == tasks_pb2.TASK_STATE_COMPLETED, task.error
+    assert task.result.custom["length"] == 400_000

@@ -201,18 +201,20 @@ class TaskOptions(_message.Message):
     def __init__(self, max_attempts: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., priority: _Optional[_Union[TaskPriority, str]] = ..., idempotency_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class TaskInput(_message.Message):
-    __slots__ = ("text_processing", "ai_summarization", "batch_processing", "image_processing", "custom")
+    __slots__ = ("text_processing", "ai_summarization", "batch_processing", "image_processing", "custom", "payload")
     TEXT_PROCESSING_FIELD_NUMBER: _ClassVar[int]
     AI_SUMMARIZATION_FIELD_NUMBER: _ClassVar[int]
     BATCH_PROCESSING_FIELD_NUMBER: _ClassVar[int]
     IMAGE_PROCESSING_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     text_processing: TextProcessingInput
     ai_summarization: AiSummarizationInput
     batch_processing: BatchProcessingInput
     image_processing: ImageProcessingInput
     custom: CustomTaskInput
-    def __init__(self, text_processing: _Optional[_Union[TextProcessingInput, _Mapping]] = ..., ai_summarization: _Optional[_Union[AiSummarizationInput, _Mapping]] = ..., batch_processing: _Optional[_Union[BatchProcessingInput, _Mapping]] = ..., image_processing: _Optional[_Union[ImageProcessingInput, _Mapping]] = ..., custom: _Optional[_Union[CustomTaskInput, _Mapping]] = ...) -> None: ...
+    payload: Payload
+    def __init__(self, text_processing: _Optional[_Union[TextProcessingInput, _Mapping]] = ..., ai_summarization: _Optional[_Union[AiSummarizationInput, _Mapping]] = ..., batch_processing: _Optional[_Union[BatchProcessingInput, _Mapping]] = ..., image_processing: _Optional[_Union[ImageProcessingInput, _Mapping]] = ..., custom: _Optional[_Union[CustomTaskInput, _Mapping]] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
 
 class WordCount(_message.Message):
     __slots__ = ("word", "count")

@@ -1,10 +1,24 @@
-"""Results too large for a message: kept in the object store, or refused past a hard limit."""
+"""Payloads too large for a message: inputs read back from the object store, results put
+there (or refused past a hard limit)."""
 
 from __future__ import annotations
 
+from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
-from conveyor.errors import NonRetryable
+from conveyor.errors import NonRetryable, NotFound
 from conveyor.payloads import PayloadStore, abridge, result_name
+
+
+async def restore_input(store: PayloadStore, message: events_pb2.TaskMessage) -> None:
+    """Replaces an abridged input of ``message`` by the complete one, in place."""
+    if not message.input.HasField("payload"):
+        return
+    try:
+        data = await store.read(message.input.payload)
+    except NotFound as exc:
+        # Running it again cannot bring the input back.
+        raise NonRetryable(f"the task's input is no longer stored: {exc}") from exc
+    message.input.ParseFromString(data)
 
 
 class ResultTooLarge(NonRetryable):
