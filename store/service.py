@@ -216,7 +216,8 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
             raise Unavailable(f"could not record the cancel: {exc}") from exc
         await self._hub.wait_applied(ack, CATCH_UP_TIMEOUT)
         log.info("cancel requested for task %s", task.id)
-        return tasks_pb2.CancelTaskResponse(task=await self._find(task.id, omit_payloads=True))
+        task = await self._find(task.id, omit_payloads=True)
+        return tasks_pb2.CancelTaskResponse(task=bounded(task, self._max_response_bytes))
 
     async def RetryTask(
         self, request: tasks_pb2.RetryTaskRequest, context: Context
@@ -267,7 +268,8 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
             raise Unavailable(f"could not queue the task again: {exc}") from exc
         await self._hub.wait_applied(ack, CATCH_UP_TIMEOUT)
         log.info("task %s queued again after %d attempts", task.id, offset)
-        return tasks_pb2.RetryTaskResponse(task=await self._find(task.id, omit_payloads=True))
+        task = await self._find(task.id, omit_payloads=True)
+        return tasks_pb2.RetryTaskResponse(task=bounded(task, self._max_response_bytes))
 
     async def GetTaskStats(
         self, request: tasks_pb2.GetTaskStatsRequest, context: Context
