@@ -244,6 +244,21 @@ def test_get_output_writes_the_image(
     assert "wrote 10,248 bytes" in capsys.readouterr().err
 
 
+def test_get_output_writes_any_other_result_as_json(
+    gateway: tuple[FakeGateway, str], tmp_path: Path
+) -> None:
+    fake, addr = gateway
+    fake.task = tasks_pb2.Task(
+        id=TASK_ID,
+        type="text_processing",
+        state=tasks_pb2.TASK_STATE_COMPLETED,
+        result=tasks_pb2.TaskResult(text_processing=tasks_pb2.TextProcessingResult(words=4)),
+    )
+    target = tmp_path / "out.json"
+    assert run(addr, "get", TASK_ID, "--output", str(target)) == 0
+    assert json.loads(target.read_text()) == {"textProcessing": {"words": 4}}
+
+
 def test_image_operations_keep_command_line_order(
     gateway: tuple[FakeGateway, str], tmp_path: Path
 ) -> None:

@@ -18,7 +18,7 @@ from conveyor import payloads, subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.cli import main
-from conveyor.client import AsyncClient
+from conveyor.client import AsyncClient, Client
 from conveyor.context import TaskContext
 from conveyor.errors import FailedPrecondition, NonRetryable, NotFound
 from conveyor.registry import Registry
@@ -155,6 +155,12 @@ async def test_a_20_mb_custom_result_completes_and_streams_back_identical(
 
         listed = (await stub.ListTasks(tasks_pb2.ListTasksRequest())).tasks
         assert [t.id for t in listed] == [task_id]
+
+    def read_synchronously() -> bytes:
+        with Client(system.gateway.address) as sync:  # type: ignore[union-attr]
+            return sync.result(task_id).SerializeToString()
+
+    assert await asyncio.to_thread(read_synchronously) == expected
 
 
 async def test_a_result_over_the_hard_limit_fails_at_once_naming_its_size(
