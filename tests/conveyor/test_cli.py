@@ -244,6 +244,15 @@ def test_get_output_writes_the_image(
     assert "wrote 10,248 bytes" in capsys.readouterr().err
 
 
+def test_get_of_an_abridged_result_says_where_the_rest_is(
+    gateway: tuple[FakeGateway, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, addr = gateway
+    fake.task.result.payload.CopyFrom(payloads.describe(b"x" * 300_000, "t/result/1"))
+    assert run(addr, "get", TASK_ID) == 0
+    assert "300,000 bytes, not all shown: get --output FILE" in capsys.readouterr().out
+
+
 def test_get_output_writes_any_other_result_as_json(
     gateway: tuple[FakeGateway, str], tmp_path: Path
 ) -> None:
