@@ -224,10 +224,20 @@ class Client(SyncScheduleQueueMixin):
         return self._loop.iterate(updates)
 
     def watch(
-        self, task_id: str, *, after_version: int = 0
+        self, task_id: str, *, after_version: int = 0, omit_payloads: bool = False
     ) -> Generator[tasks_pb2.Task, None, None]:
         """The task's state, then every change until a terminal state, resuming on breaks."""
-        return self._loop.iterate(self._async.watch(task_id, after_version=after_version))
+        return self._loop.iterate(
+            self._async.watch(task_id, after_version=after_version, omit_payloads=omit_payloads)
+        )
+
+    def payload(self, task_id: str) -> Generator[bytes, None, None]:
+        """The task's complete serialized result in chunks (see AsyncClient.payload)."""
+        return self._loop.iterate(self._async.payload(task_id))
+
+    def result(self, task_id: str) -> tasks_pb2.TaskResult:
+        """The task's complete result, however large (see AsyncClient.result)."""
+        return self._loop.run(self._async.result(task_id))
 
     def wait(self, task_id: str, *, timeout: float | None = None) -> tasks_pb2.Task:
         """The task once it reaches a terminal state."""

@@ -198,6 +198,10 @@ class Limits:
         )
 
 
+def _payload_inline_bytes(r: _Reader) -> int:
+    return r.integer("PAYLOAD_INLINE_BYTES", 256 * 1024, minimum=1024, maximum=MIB)
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
     """Settings of the gateway."""
@@ -206,6 +210,8 @@ class GatewaySettings:
     listen: str = "0.0.0.0:50051"
     store_addr: str = DEFAULT_STORE_ADDR
     limits: Limits = field(default_factory=Limits)
+    payload_inline_bytes: int = 256 * 1024
+    """Inputs serialized to more bytes go to the payload object store (a claim check)."""
     metrics_listen: str = EMBEDDED_METRICS_LISTEN
 
     @staticmethod
@@ -216,6 +222,7 @@ class GatewaySettings:
             listen=r.address("GATEWAY_LISTEN", "0.0.0.0:50051"),
             store_addr=r.address("STORE_ADDR", DEFAULT_STORE_ADDR),
             limits=Limits.read(r),
+            payload_inline_bytes=_payload_inline_bytes(r),
             metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9091"),
         )
         r.done()
@@ -231,6 +238,9 @@ class StoreSettings:
     database_url: str = DEFAULT_DATABASE_URL
     event_batch_size: int = 500
     max_message_bytes: int = 16 * MIB
+    max_response_bytes: int = 2 * MIB
+    """The largest task, watch update or ListTasks page sent to a client: results that do
+    not fit are abridged, with a reference to GetTaskPayload."""
     metrics_listen: str = EMBEDDED_METRICS_LISTEN
     retention_seconds: float = 7 * 86400.0
     """How long finished tasks are kept; 0 keeps them forever."""
@@ -247,6 +257,9 @@ class StoreSettings:
             event_batch_size=r.integer("STORE_EVENT_BATCH", 500, minimum=1, maximum=10_000),
             max_message_bytes=r.integer(
                 "MAX_MESSAGE_BYTES", 16 * MIB, minimum=MIB, maximum=64 * MIB
+            ),
+            max_response_bytes=r.integer(
+                "MAX_RESPONSE_BYTES", 2 * MIB, minimum=64 * 1024, maximum=64 * MIB
             ),
             metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9092"),
             retention_seconds=r.number("RETENTION_DAYS", 7.0) * 86400,
@@ -280,6 +293,10 @@ class WorkerSettings:
     nice: int = 0
     """CPU priority (Unix niceness) the worker runs at, at least: above 0, the services
     that answer clients win the CPU over handlers on a shared machine."""
+    payload_inline_bytes: int = 256 * 1024
+    """Results serialized to more bytes go to the payload object store (a claim check)."""
+    max_result_bytes: int = 64 * MIB
+    """Results serialized to more bytes fail their task, without further attempts."""
     metrics_listen: str = EMBEDDED_METRICS_LISTEN
 
     @staticmethod
@@ -298,6 +315,8 @@ class WorkerSettings:
             start_event_delay_seconds=r.number("START_EVENT_DELAY_SECONDS", 0.05),
             progress_interval_seconds=r.number("PROGRESS_INTERVAL_SECONDS", 0.25),
             nice=r.integer("WORKER_NICE", 0, minimum=0, maximum=19),
+            payload_inline_bytes=_payload_inline_bytes(r),
+            max_result_bytes=r.integer("MAX_RESULT_BYTES", 64 * MIB, minimum=1024),
             metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9094"),
         )
         r.done()

@@ -17,12 +17,14 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
 from conveyor import subjects
 from conveyor.config import MIB, CommonSettings
@@ -100,6 +102,7 @@ async def _declare_again(nc: NATS, settings: CommonSettings) -> None:
             try:
                 await ensure_streams(js, settings)
                 await ensure_buckets(js, settings)
+                await object_store(js, settings)
                 for hook in _after_reconnect.get(nc, []):
                     await hook(js)
                 return
@@ -242,6 +245,19 @@ async def ensure_buckets(js: JetStreamContext, settings: CommonSettings) -> dict
         subjects.KV_PERMITS: await bucket(js, subjects.KV_PERMITS, settings),
         subjects.KV_SCHEDULES: await bucket(js, subjects.KV_SCHEDULES, settings),
     }
+
+
+async def object_store(js: JetStreamContext, settings: CommonSettings) -> ObjectStore:
+    """The object store of large payloads, created if missing."""
+    try:
+        return await js.object_store(subjects.OBJECT_PAYLOADS)
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    config = ObjectStoreConfig(storage=StorageType.FILE, replicas=settings.stream_replicas)
+    try:
+        return await js.create_object_store(subjects.OBJECT_PAYLOADS, config)
+    except BadRequestError:
+        return await js.object_store(subjects.OBJECT_PAYLOADS)  # another process was first
 
 
 async def setup(

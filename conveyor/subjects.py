@@ -37,6 +37,9 @@ KV_PERMITS = "conveyor_permits"
 (rate.<type>)."""
 KV_SCHEDULES = "conveyor_schedules"
 """Periodic schedules: key = schedule id, value = Schedule."""
+OBJECT_PAYLOADS = "conveyor_payloads"
+"""Object store of large results and inputs (the claim check): names
+``<task id>/result/<attempt>`` and ``<task id>/input``."""
 
 HEADER_MSG_ID = "Nats-Msg-Id"
 

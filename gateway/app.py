@@ -13,6 +13,7 @@ from conveyor.api.schedules.v1 import schedules_pb2, schedules_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import GatewaySettings, load_environ
 from conveyor.metrics import GatewayMetrics
+from conveyor.payloads import PayloadStore
 from conveyor.publish import AckedPublisher
 from conveyor.schedules import ScheduleBook
 from conveyor.server import PENDING_CALLS, Server, channel_options, run_service
@@ -67,6 +68,8 @@ class Gateway:
             buckets[subjects.KV_IDEMPOTENCY],
             task_finder(store),
             AckedPublisher(self.nc, PUBLISH_TIMEOUT),
+            PayloadStore(await jetstream.object_store(js, common)),
+            self.settings.payload_inline_bytes,
         )
         self.server = Server(
             self.settings.listen,

@@ -11,7 +11,7 @@ are the client's own.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -35,9 +35,15 @@ def relay_handlers(
     store's status, message and details reach the client as the store sent them."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in methods:
-        if method.client_streaming or method.server_streaming:
-            raise ValueError(f"{method.full_name}: only unary methods are relayed")
+        if method.client_streaming:
+            raise ValueError(f"{method.full_name}: client streams are not relayed")
         path = f"/{method.containing_service.full_name}/{method.name}"
+        if method.server_streaming:
+            stream = channel.unary_stream(path, _registered_method=True)
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                _relay_stream(stream), request_deserializer=_parses_as(method)
+            )
+            continue
         unary = channel.unary_unary(path, _registered_method=True)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             _relay_unary(unary), request_deserializer=_parses_as(method)
@@ -69,6 +75,23 @@ def _relay_unary(
         except grpc.aio.AioRpcError as err:
             await abort_like(context, err)
             raise  # unreachable: abort raises
+
+    return relay
+
+
+def _relay_stream(
+    call: grpc.aio.UnaryStreamMultiCallable,
+) -> Callable[[bytes, Context], AsyncIterator[bytes]]:
+    async def relay(request: bytes, context: Context) -> AsyncIterator[bytes]:
+        # No default deadline: a stream (a large download) lasts as long as its reader needs.
+        relayed = call(request, timeout=context.time_remaining(), metadata=trace_metadata())
+        try:
+            async for response in relayed:
+                yield response
+        except grpc.aio.AioRpcError as err:
+            await abort_like(context, err)
+        finally:
+            relayed.cancel()  # the client went away: so does the store's side
 
     return relay
 

@@ -33,6 +33,7 @@ from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.errors import FieldViolation, InvalidArgument, Unavailable
 from conveyor.ids import new_task_id
+from conveyor.payloads import INPUT_CONTENT_TYPE, PayloadStore, abridge_input, input_name
 from conveyor.publish import AckedPublisher
 from conveyor.tasks import (
     CUSTOM_FIELD,
@@ -152,8 +153,12 @@ class Submitter:
         idempotency: KeyValue,
         find_task: Any,
         publisher: AckedPublisher | None = None,
+        inputs: PayloadStore | None = None,
+        inline_bytes: int = 0,
     ) -> None:
         self._js = js
+        self._inputs = inputs  # large inputs go there when set (the claim check)
+        self._inline_bytes = inline_bytes
         self._publisher = publisher  # lighter publishes on the gateway's connection
         self._catalog = catalog
         self._idempotency = idempotency
@@ -177,6 +182,8 @@ class Submitter:
                 results[index] = existing
             else:
                 fresh.append((index, item))
+        for _, item in fresh:
+            await self._check_in_input(item)
         await self._publish_all([item for _, item in fresh])
         for index, item in fresh:
             results[index] = Accepted(item.task)
@@ -228,6 +235,22 @@ class Submitter:
             create_time=task.create_time,
         )
         return _Prepared(task, message, spec.retry_policy)
+
+    async def _check_in_input(self, item: _Prepared) -> None:
+        """Puts an input larger than the inline limit in the object store and sends an
+        abridged one referring to it, so queued tasks and events stay small."""
+        task_input = item.message.input
+        if self._inputs is None or task_input.ByteSize() <= self._inline_bytes:
+            return
+        name = input_name(item.task.id)
+        try:
+            payload = await asyncio.wait_for(
+                self._inputs.put(name, task_input.SerializeToString(), INPUT_CONTENT_TYPE),
+                PUBLISH_TIMEOUT * 4,
+            )
+        except Exception as exc:
+            raise Unavailable(f"JetStream did not store the task's input: {exc}") from exc
+        item.message.input.CopyFrom(abridge_input(task_input, payload))
 
     async def _claim_idempotency_key(self, item: _Prepared) -> Accepted | None:
         key = item.task.idempotency_key

@@ -182,7 +182,11 @@ class StoreWatches:
         while True:
             call = self._current()
             watch = call.start(
-                tasks_pb2.WatchTaskRequest(task_id=request.task_id, after_version=after)
+                tasks_pb2.WatchTaskRequest(
+                    task_id=request.task_id,
+                    after_version=after,
+                    omit_payloads=request.omit_payloads,
+                )
             )
             try:
                 while (update := await watch.next()) is not None:

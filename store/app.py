@@ -14,12 +14,13 @@ from conveyor.api.store.v1 import watch_pb2, watch_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import StoreSettings, load_environ
 from conveyor.metrics import EventLagProbe, StoreMetrics
+from conveyor.payloads import PayloadStore
 from conveyor.server import Server, run_service
 from store.consumer import EventApplier
 from store.db import create_engine, migrate
 from store.mux import WatchMux
 from store.repository import TaskRepository
-from store.retention import Purger, RetentionPolicy
+from store.retention import Purger, RetentionPolicy, payload_deleter
 from store.service import StoreService
 from store.watch import WatchHub
 
@@ -71,7 +72,14 @@ class Store:
             self.metrics,
             keepalive_seconds=common.grpc_keepalive_seconds,
         )
-        self.purger = Purger(self.engine, self.hub, buckets[subjects.KV_IDEMPOTENCY], self.metrics)
+        payloads = PayloadStore(await jetstream.object_store(js, common))
+        self.purger = Purger(
+            self.engine,
+            self.hub,
+            buckets[subjects.KV_IDEMPOTENCY],
+            self.metrics,
+            delete_payloads=payload_deleter(payloads),
+        )
         policy = RetentionPolicy(self.settings.retention_seconds, self.settings.retention_by_type)
         self._retaining = asyncio.create_task(self.purger.run_retention(policy), name="retention")
         service = StoreService(
@@ -82,6 +90,8 @@ class Store:
             js,
             buckets[subjects.KV_CANCELLED],
             self.purger,
+            payloads,
+            self.settings.max_response_bytes,
         )
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(service, self.server.grpc)
         watch_pb2_grpc.add_WatchMuxServiceServicer_to_server(WatchMux(service), self.server.grpc)

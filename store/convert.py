@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.payloads import describe
 from conveyor.tasks import now
 from store.transitions import Event, Kind, Progress, Snapshot, State
 
@@ -299,9 +300,13 @@ def decode_errors(blob: bytes | None) -> tuple[bytes, ...]:
 
 
 def omit_payloads(task: tasks_pb2.Task) -> tasks_pb2.Task:
-    """Clears large payloads (image bytes) of the task's result in place and returns it."""
-    if task.HasField("result") and task.result.HasField("image_processing"):
-        task.result.image_processing.ClearField("image")
+    """Clears large payloads (image bytes) of the task's result in place, marking the
+    result abridged (``result.payload``: GetTaskPayload has it all), and returns it."""
+    result = task.result
+    if task.HasField("result") and result.image_processing.image:
+        if not result.HasField("payload"):
+            result.payload.CopyFrom(describe(result.SerializeToString()))
+        result.image_processing.ClearField("image")
     return task
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conveyor.metrics import StoreMetrics
+from conveyor.payloads import PayloadStore
 from conveyor.tasks import TERMINAL_STATES
 from gateway.submit import idempotency_bucket_key
 from store.db import write_transaction
@@ -37,15 +38,27 @@ RETENTION_EVERY = 60.0
 """Seconds between two retention rounds."""
 KV_TIMEOUT = 5.0
 
-PayloadDeleter = Callable[[Sequence[str]], Awaitable[None]]
+PayloadDeleter = Callable[[Mapping[str, int]], Awaitable[None]]
+"""Deletes the stored payloads of deleted tasks, given each task's id and attempts."""
 
 
-async def delete_stored_payloads(task_ids: Sequence[str]) -> None:
-    """Deletes the payload objects stored apart from the rows of these deleted tasks.
-
-    The one place purges reach stored payloads; nothing is stored apart from the rows
-    yet (large payloads are moving to a JetStream Object Store)."""
+async def keep_stored_payloads(attempts: Mapping[str, int]) -> None:
+    """A :data:`PayloadDeleter` for a store without an object store (unit tests)."""
     return None
+
+
+def payload_deleter(payloads: PayloadStore) -> PayloadDeleter:
+    """Deletes from ``payloads`` the input and every attempt's result of deleted tasks; a
+    failure is logged, since the rows are gone already and an orphan object harms nobody."""
+
+    async def delete_payloads(attempts: Mapping[str, int]) -> None:
+        for task_id, attempt in attempts.items():
+            try:
+                await payloads.delete_task(task_id, attempt)
+            except Exception:
+                log.warning("could not delete the stored payloads of task %s", task_id)
+
+    return delete_payloads
 
 
 @dataclass(frozen=True)
@@ -76,7 +89,7 @@ class Purger:
         *,
         batch_size: int = PURGE_BATCH,
         pause: float = PURGE_PAUSE,
-        delete_payloads: PayloadDeleter = delete_stored_payloads,
+        delete_payloads: PayloadDeleter = keep_stored_payloads,
     ) -> None:
         self._engine = engine
         self._hub = hub
@@ -103,7 +116,7 @@ class Purger:
             self._metrics.purged_rows.labels("tasks").inc(len(removed.task_ids))
             self._metrics.purged_rows.labels("task_history").inc(removed.history)
             self._metrics.purged_rows.labels("task_labels").inc(removed.labels)
-        await self._delete_payloads(removed.task_ids)
+        await self._delete_payloads(removed.attempts)
         return removed.task_ids
 
     async def purge(
@@ -181,6 +194,7 @@ class _Removed:
     task_ids: list[str]
     history: int
     labels: int
+    attempts: dict[str, int]
 
 
 async def _delete_rows(engine: AsyncEngine, ids: Sequence[str]) -> _Removed:
@@ -191,15 +205,18 @@ async def _delete_rows(engine: AsyncEngine, ids: Sequence[str]) -> _Removed:
             # a task deleted under it (SQLite's write lock does the same there).
             cursor = select(store_cursor.c.id).where(store_cursor.c.id == CURSOR_ID)
             await conn.execute(cursor.with_for_update())
-        finished = select(tasks.c.id).where(tasks.c.id.in_(ids), tasks.c.state.in_(FINISHED))
-        found = list((await conn.execute(finished)).scalars())
+        finished = select(tasks.c.id, tasks.c.attempt).where(
+            tasks.c.id.in_(ids), tasks.c.state.in_(FINISHED)
+        )
+        attempts = {row[0]: row[1] for row in await conn.execute(finished)}
+        found = list(attempts)
         if not found:
-            return _Removed([], 0, 0)
+            return _Removed([], 0, 0, {})
         history = await conn.execute(delete(task_history).where(task_history.c.task_id.in_(found)))
         labels = await conn.execute(delete(task_labels).where(task_labels.c.task_id.in_(found)))
         await conn.execute(delete(parked_events).where(parked_events.c.task_id.in_(found)))
         await conn.execute(delete(tasks).where(tasks.c.id.in_(found)))
-    return _Removed(found, int(history.rowcount or 0), int(labels.rowcount or 0))
+    return _Removed(found, int(history.rowcount or 0), int(labels.rowcount or 0), attempts)
 
 
 async def _candidates(

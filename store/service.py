@@ -19,8 +19,10 @@ from conveyor import subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.errors import FailedPrecondition, NotFound, Unavailable
+from conveyor.payloads import PayloadStore, chunked, describe
 from conveyor.tasks import STATE_NAMES, is_terminal, now, timestamp
 from gateway.validation import validate_list, validate_purge, validate_stats, validate_task_id
+from store.bounds import PAGE_OVERHEAD, bounded, fit_page, omitted
 from store.consumer import EventApplier
 from store.repository import TaskRepository
 from store.retention import Candidate, Purger
@@ -48,9 +50,13 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         js: JetStreamContext,
         cancelled: KeyValue,
         purger: Purger,
+        payloads: PayloadStore,
+        max_response_bytes: int,
     ) -> None:
         self._purger = purger
         self._repository = repository
+        self._payloads = payloads
+        self._max_response_bytes = max_response_bytes
         self._applier = applier
         self._hub = hub
         self._nc = nc
@@ -88,9 +94,8 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         self, request: tasks_pb2.GetTaskRequest, context: Context
     ) -> tasks_pb2.GetTaskResponse:
         validate_task_id(request.task_id)
-        return tasks_pb2.GetTaskResponse(
-            task=await self._find(request.task_id, request.omit_payloads)
-        )
+        task = await self._find(request.task_id, request.omit_payloads)
+        return tasks_pb2.GetTaskResponse(task=bounded(task, self._max_response_bytes))
 
     async def ListTasks(
         self, request: tasks_pb2.ListTasksRequest, context: Context
@@ -104,6 +109,9 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
             page_size=page_size,
             page_token=request.page_token,
         )
+        limit = self._max_response_bytes
+        tasks = [bounded(task, limit - PAGE_OVERHEAD) for task in tasks]
+        tasks, token = fit_page(tasks, token, limit)
         return tasks_pb2.ListTasksResponse(tasks=tasks, next_page_token=token)
 
     async def WatchTask(
@@ -118,9 +126,11 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         one. Also what each watch of the gateway's one WatchTasks call runs (store.mux)."""
         validate_task_id(request.task_id)
         subscription = self._hub.subscribe(request.task_id)
+        limit = self._max_response_bytes
         try:
+            # The hub hands the same Task to every watcher of it: neither call changes it.
             async for task in self._watch(subscription, request.after_version):
-                yield task
+                yield bounded(omitted(task) if request.omit_payloads else task, limit)
         finally:
             self._hub.unsubscribe(subscription)
 
@@ -162,6 +172,32 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
                 if is_terminal(task.state):
                     return
 
+    async def GetTaskPayload(
+        self, request: tasks_pb2.GetTaskPayloadRequest, context: Context
+    ) -> AsyncIterator[tasks_pb2.GetTaskPayloadResponse]:
+        validate_task_id(request.task_id)
+        task = await self._find(request.task_id)
+        if not task.HasField("result"):
+            raise FailedPrecondition(
+                f"task {task.id} has no result; it is {STATE_NAMES[task.state]}"
+            )
+        payload = task.result.payload
+        if task.result.HasField("payload") and payload.name:
+            chunks = self._payloads.chunks(payload)
+        else:
+            data = task.result.SerializeToString()
+            payload = describe(data)
+            chunks = _chunks_of(data)
+        first = True
+        async for chunk in chunks:
+            if first:
+                yield tasks_pb2.GetTaskPayloadResponse(payload=payload, data=chunk)
+                first = False
+            else:
+                yield tasks_pb2.GetTaskPayloadResponse(data=chunk)
+        if first:  # an empty result: the reference still says so
+            yield tasks_pb2.GetTaskPayloadResponse(payload=payload)
+
     async def CancelTask(
         self, request: tasks_pb2.CancelTaskRequest, context: Context
     ) -> tasks_pb2.CancelTaskResponse:
@@ -185,7 +221,8 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
             raise Unavailable(f"could not record the cancel: {exc}") from exc
         await self._hub.wait_applied(ack, CATCH_UP_TIMEOUT)
         log.info("cancel requested for task %s", task.id)
-        return tasks_pb2.CancelTaskResponse(task=await self._find(task.id, omit_payloads=True))
+        task = await self._find(task.id, omit_payloads=True)
+        return tasks_pb2.CancelTaskResponse(task=bounded(task, self._max_response_bytes))
 
     async def RetryTask(
         self, request: tasks_pb2.RetryTaskRequest, context: Context
@@ -236,7 +273,8 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
             raise Unavailable(f"could not queue the task again: {exc}") from exc
         await self._hub.wait_applied(ack, CATCH_UP_TIMEOUT)
         log.info("task %s queued again after %d attempts", task.id, offset)
-        return tasks_pb2.RetryTaskResponse(task=await self._find(task.id, omit_payloads=True))
+        task = await self._find(task.id, omit_payloads=True)
+        return tasks_pb2.RetryTaskResponse(task=bounded(task, self._max_response_bytes))
 
     async def GetTaskStats(
         self, request: tasks_pb2.GetTaskStatsRequest, context: Context
@@ -301,3 +339,8 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         )
         sequence: int = ack.seq
         return sequence
+
+
+async def _chunks_of(data: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunked(data):
+        yield chunk

@@ -18,6 +18,7 @@ from conveyor import jetstream, subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.config import ConfigError, WorkerSettings, load_environ
 from conveyor.metrics import WorkerMetrics
+from conveyor.payloads import PayloadStore
 from conveyor.registry import Registry, TaskType, default_registry
 from conveyor.server import Server, run_service
 from conveyor.tasks import duration, timestamp
@@ -28,6 +29,7 @@ from worker.health import ConsumeWatchdog
 from worker.invoke import Invoker, ProcessSlots
 from worker.metrics import CountingPublisher, Metrics
 from worker.middleware import Cancellation, Heartbeat, Job, TimeLimit, chain
+from worker.payloads import ResultCheck, restore_input
 from worker.runner import CancelledTasks, Runner
 
 log = logging.getLogger(__name__)
@@ -85,9 +87,15 @@ class Worker:
         )
         buckets = await jetstream.ensure_buckets(js, common)
         invoker = Invoker(self.processes)
+        payloads = PayloadStore(await jetstream.object_store(js, common))
+        check = ResultCheck(
+            payloads, self.settings.payload_inline_bytes, self.settings.max_result_bytes
+        )
 
         async def invoke(job: Job) -> object:
-            return await invoker(job.task_type, job.message, job.ctx)
+            await restore_input(payloads, job.message)
+            result = await invoker(job.task_type, job.message, job.ctx)
+            return await check(job.ctx.task_id, job.ctx.attempt, result)
 
         call = chain(
             [

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import json_format
+
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.cli.render import Output, follow
 from conveyor.client import (
@@ -121,11 +123,18 @@ def submit_request(args: argparse.Namespace) -> tasks_pb2.SubmitTaskRequest:
     return custom(args.type, _payload(args), **opts)
 
 
-async def _write_image(client: AsyncClient, out: Output, task_id: str, path: str) -> int:
-    task = await client.get(task_id)
-    if task.result.WhichOneof("result") != "image_processing":
+async def _write_result(
+    client: AsyncClient, out: Output, task_id: str, path: str, images_only: bool = True
+) -> int:
+    """Writes the complete result, streamed however large: an image as its bytes, any
+    other result as JSON (unless ``images_only``)."""
+    result = await client.result(task_id)
+    if result.WhichOneof("result") == "image_processing":
+        data = result.image_processing.image
+    elif images_only:
         raise UsageError(f"task {task_id} has no image result to write")
-    data = task.result.image_processing.image
+    else:
+        data = json_format.MessageToJson(result, indent=2).encode() + b"\n"
     try:
         Path(path).write_bytes(data)
     except OSError as exc:
@@ -143,16 +152,16 @@ async def submit(client: AsyncClient, out: Output, args: argparse.Namespace) -> 
     out.submitted(response, quiet_json=True)
     code = await follow(client, out, response.task.id)
     if code == 0 and args.output:
-        return await _write_image(client, out, response.task.id, args.output)
+        return await _write_result(client, out, response.task.id, args.output)
     return code
 
 
 async def get(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:
-    """``conveyor get``: one task, with payloads only when writing the image out."""
-    task = await client.get(args.id, omit_payloads=not args.output)
+    """``conveyor get``: one task without its payloads; --output writes the result."""
+    task = await client.get(args.id, omit_payloads=True)
     out.task(task)
     if args.output:
-        return await _write_image(client, out, args.id, args.output)
+        return await _write_result(client, out, args.id, args.output, images_only=False)
     return 0
 
 

@@ -199,7 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_submit(sub, common)
     get = sub.add_parser("get", parents=[common], help="show a task")
     get.add_argument("id")
-    get.add_argument("--output", metavar="FILE", help="write an image result to FILE")
+    get.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the complete result to FILE: an image as its bytes, anything else as JSON",
+    )
     ls = sub.add_parser("list", parents=[common], help="list tasks, newest first")
     ls.add_argument("--state", dest="states", action="append", choices=list(STATES))
     ls.add_argument("--type", default="")

@@ -72,7 +72,15 @@ def to_dict(message: Message) -> dict[str, Any]:
 
 
 def result_rows(result: tasks_pb2.TaskResult) -> list[tuple[str, str]]:
-    """(label, value) rows summarising a typed result."""
+    """(label, value) rows summarising a typed result, and where an abridged one is whole."""
+    rows = _typed_rows(result)
+    if result.HasField("payload"):
+        size = result.payload.size_bytes
+        rows.append(("full result", f"{size:,} bytes, not all shown: get --output FILE"))
+    return rows
+
+
+def _typed_rows(result: tasks_pb2.TaskResult) -> list[tuple[str, str]]:
     which = result.WhichOneof("result")
     if which == "text_processing":
         r = result.text_processing

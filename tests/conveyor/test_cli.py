@@ -13,6 +13,7 @@ import grpc
 import pytest
 from grpc_status import rpc_status
 
+from conveyor import payloads
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.cli import main
 from conveyor.errors import FieldViolation, InvalidArgument, NotFound
@@ -80,6 +81,13 @@ class FakeGateway(tasks_pb2_grpc.TaskServiceServicer):
         if request.task_id != TASK_ID:
             context.abort_with_status(rpc_status.to_status(status_for(NotFound("no such task"))))
         return tasks_pb2.GetTaskResponse(task=self.task)
+
+    def GetTaskPayload(
+        self, request: tasks_pb2.GetTaskPayloadRequest, context: Context
+    ) -> Iterator[tasks_pb2.GetTaskPayloadResponse]:
+        data = self.task.result.SerializeToString()
+        yield tasks_pb2.GetTaskPayloadResponse(payload=payloads.describe(data), data=data[:100])
+        yield tasks_pb2.GetTaskPayloadResponse(data=data[100:])
 
     def ListTasks(
         self, request: tasks_pb2.ListTasksRequest, context: Context
@@ -234,6 +242,30 @@ def test_get_output_writes_the_image(
     assert run(addr, "get", TASK_ID, "--output", str(target)) == 0
     assert target.read_bytes() == IMAGE_BYTES
     assert "wrote 10,248 bytes" in capsys.readouterr().err
+
+
+def test_get_of_an_abridged_result_says_where_the_rest_is(
+    gateway: tuple[FakeGateway, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, addr = gateway
+    fake.task.result.payload.CopyFrom(payloads.describe(b"x" * 300_000, "t/result/1"))
+    assert run(addr, "get", TASK_ID) == 0
+    assert "300,000 bytes, not all shown: get --output FILE" in capsys.readouterr().out
+
+
+def test_get_output_writes_any_other_result_as_json(
+    gateway: tuple[FakeGateway, str], tmp_path: Path
+) -> None:
+    fake, addr = gateway
+    fake.task = tasks_pb2.Task(
+        id=TASK_ID,
+        type="text_processing",
+        state=tasks_pb2.TASK_STATE_COMPLETED,
+        result=tasks_pb2.TaskResult(text_processing=tasks_pb2.TextProcessingResult(words=4)),
+    )
+    target = tmp_path / "out.json"
+    assert run(addr, "get", TASK_ID, "--output", str(target)) == 0
+    assert json.loads(target.read_text()) == {"textProcessing": {"words": 4}}
 
 
 def test_image_operations_keep_command_line_order(

@@ -161,6 +161,7 @@ async def test_a_nats_server_back_without_its_state_is_declared_again(
     try:
         types = await js.key_value(subjects.KV_TYPES)
         assert (await types.get("text_processing")).value
+        await js.object_store(subjects.OBJECT_PAYLOADS)  # large payloads have a home again
     finally:
         await jetstream.close(nc)
     got = await system.stub.GetTask(S.GetTaskRequest(task_id=first))

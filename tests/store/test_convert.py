@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import replace
 
+from conveyor import payloads
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.tasks import from_timestamp, timestamp
@@ -72,8 +73,10 @@ def test_omit_payloads_clears_only_image_bytes() -> None:
             image_processing=tasks_pb2.ImageProcessingResult(image=b"png", width=3)
         )
     )
+    whole = task.result.SerializeToString()
     convert.omit_payloads(task)
     assert (task.result.image_processing.image, task.result.image_processing.width) == (b"", 3)
+    assert task.result.payload == payloads.describe(whole)  # where to read it all
     text = tasks_pb2.Task(
         result=tasks_pb2.TaskResult(text_processing=tasks_pb2.TextProcessingResult(words=4))
     )

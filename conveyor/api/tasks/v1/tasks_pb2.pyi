@@ -201,18 +201,20 @@ class TaskOptions(_message.Message):
     def __init__(self, max_attempts: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., priority: _Optional[_Union[TaskPriority, str]] = ..., idempotency_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class TaskInput(_message.Message):
-    __slots__ = ("text_processing", "ai_summarization", "batch_processing", "image_processing", "custom")
+    __slots__ = ("text_processing", "ai_summarization", "batch_processing", "image_processing", "custom", "payload")
     TEXT_PROCESSING_FIELD_NUMBER: _ClassVar[int]
     AI_SUMMARIZATION_FIELD_NUMBER: _ClassVar[int]
     BATCH_PROCESSING_FIELD_NUMBER: _ClassVar[int]
     IMAGE_PROCESSING_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     text_processing: TextProcessingInput
     ai_summarization: AiSummarizationInput
     batch_processing: BatchProcessingInput
     image_processing: ImageProcessingInput
     custom: CustomTaskInput
-    def __init__(self, text_processing: _Optional[_Union[TextProcessingInput, _Mapping]] = ..., ai_summarization: _Optional[_Union[AiSummarizationInput, _Mapping]] = ..., batch_processing: _Optional[_Union[BatchProcessingInput, _Mapping]] = ..., image_processing: _Optional[_Union[ImageProcessingInput, _Mapping]] = ..., custom: _Optional[_Union[CustomTaskInput, _Mapping]] = ...) -> None: ...
+    payload: Payload
+    def __init__(self, text_processing: _Optional[_Union[TextProcessingInput, _Mapping]] = ..., ai_summarization: _Optional[_Union[AiSummarizationInput, _Mapping]] = ..., batch_processing: _Optional[_Union[BatchProcessingInput, _Mapping]] = ..., image_processing: _Optional[_Union[ImageProcessingInput, _Mapping]] = ..., custom: _Optional[_Union[CustomTaskInput, _Mapping]] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
 
 class WordCount(_message.Message):
     __slots__ = ("word", "count")
@@ -324,19 +326,33 @@ class ImageProcessingResult(_message.Message):
     size_bytes: int
     def __init__(self, image: _Optional[bytes] = ..., format: _Optional[_Union[ImageFormat, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., mode: _Optional[str] = ..., original_width: _Optional[int] = ..., original_height: _Optional[int] = ..., original_format: _Optional[_Union[ImageFormat, str]] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
+class Payload(_message.Message):
+    __slots__ = ("name", "size_bytes", "sha256", "content_type")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size_bytes: int
+    sha256: str
+    content_type: str
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ...) -> None: ...
+
 class TaskResult(_message.Message):
-    __slots__ = ("text_processing", "ai_summarization", "batch_processing", "image_processing", "custom")
+    __slots__ = ("text_processing", "ai_summarization", "batch_processing", "image_processing", "custom", "payload")
     TEXT_PROCESSING_FIELD_NUMBER: _ClassVar[int]
     AI_SUMMARIZATION_FIELD_NUMBER: _ClassVar[int]
     BATCH_PROCESSING_FIELD_NUMBER: _ClassVar[int]
     IMAGE_PROCESSING_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     text_processing: TextProcessingResult
     ai_summarization: AiSummarizationResult
     batch_processing: BatchProcessingResult
     image_processing: ImageProcessingResult
     custom: _struct_pb2.Struct
-    def __init__(self, text_processing: _Optional[_Union[TextProcessingResult, _Mapping]] = ..., ai_summarization: _Optional[_Union[AiSummarizationResult, _Mapping]] = ..., batch_processing: _Optional[_Union[BatchProcessingResult, _Mapping]] = ..., image_processing: _Optional[_Union[ImageProcessingResult, _Mapping]] = ..., custom: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    payload: Payload
+    def __init__(self, text_processing: _Optional[_Union[TextProcessingResult, _Mapping]] = ..., ai_summarization: _Optional[_Union[AiSummarizationResult, _Mapping]] = ..., batch_processing: _Optional[_Union[BatchProcessingResult, _Mapping]] = ..., image_processing: _Optional[_Union[ImageProcessingResult, _Mapping]] = ..., custom: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
 
 class TaskError(_message.Message):
     __slots__ = ("attempt", "type", "message", "time")
@@ -497,12 +513,14 @@ class ListTasksResponse(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchTaskRequest(_message.Message):
-    __slots__ = ("task_id", "after_version")
+    __slots__ = ("task_id", "after_version", "omit_payloads")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OMIT_PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     after_version: int
-    def __init__(self, task_id: _Optional[str] = ..., after_version: _Optional[int] = ...) -> None: ...
+    omit_payloads: bool
+    def __init__(self, task_id: _Optional[str] = ..., after_version: _Optional[int] = ..., omit_payloads: _Optional[bool] = ...) -> None: ...
 
 class WatchTaskResponse(_message.Message):
     __slots__ = ("task",)
@@ -533,6 +551,20 @@ class RetryTaskResponse(_message.Message):
     TASK_FIELD_NUMBER: _ClassVar[int]
     task: Task
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
+
+class GetTaskPayloadRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class GetTaskPayloadResponse(_message.Message):
+    __slots__ = ("payload", "data")
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    payload: Payload
+    data: bytes
+    def __init__(self, payload: _Optional[_Union[Payload, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class GetTaskStatsRequest(_message.Message):
     __slots__ = ("window", "type", "top_errors")

@@ -86,6 +86,11 @@ class TaskServiceStub:
                 request_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.PurgeTasksRequest.SerializeToString,
                 response_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.PurgeTasksResponse.FromString,
                 _registered_method=True)
+        self.GetTaskPayload = channel.unary_stream(
+                '/conveyor.api.tasks.v1.TaskService/GetTaskPayload',
+                request_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskPayloadRequest.SerializeToString,
+                response_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskPayloadResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -165,6 +170,14 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTaskPayload(self, request, context):
+        """GetTaskPayload streams a task's complete result in chunks: the whole serialized
+        TaskResult, however large, including what GetTask, ListTasks and WatchTask leave out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +230,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.PurgeTasks,
                     request_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.PurgeTasksRequest.FromString,
                     response_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.PurgeTasksResponse.SerializeToString,
+            ),
+            'GetTaskPayload': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetTaskPayload,
+                    request_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskPayloadRequest.FromString,
+                    response_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskPayloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -491,6 +509,33 @@ class TaskService:
             '/conveyor.api.tasks.v1.TaskService/PurgeTasks',
             conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.PurgeTasksRequest.SerializeToString,
             conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.PurgeTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaskPayload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/conveyor.api.tasks.v1.TaskService/GetTaskPayload',
+            conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskPayloadRequest.SerializeToString,
+            conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.GetTaskPayloadResponse.FromString,
             options,
             channel_credentials,
             insecure,
