@@ -39,6 +39,8 @@ KV_SCHEDULES = "conveyor_schedules"
 """Periodic schedules: key = schedule id, value = Schedule."""
 
 HEADER_MSG_ID = "Nats-Msg-Id"
+MAX_MESSAGE_METADATA = "conveyor-max-message-bytes"
+"""gRPC metadata of the gateway's watch call to the store: the largest message it takes."""
 
 TASK_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 """A task type is also a subject token, so it is kept to this alphabet."""

@@ -32,6 +32,7 @@ class GatewayService:
     ) -> None:
         self._submitter = submitter
         self._limits = limits
+        self.max_message_bytes = limits.max_message_bytes
         self._metrics = metrics or GatewayMetrics()
 
     async def SubmitTask(
@@ -75,7 +76,7 @@ def add_task_service(
             response_serializer=tasks_pb2.SubmitTasksResponse.SerializeToString,
         ),
         "WatchTask": grpc.unary_stream_rpc_method_handler(
-            StoreWatches(store).WatchTask,
+            StoreWatches(store, service.max_message_bytes).WatchTask,
             request_deserializer=tasks_pb2.WatchTaskRequest.FromString,
         ),
     }

@@ -72,7 +72,9 @@ class Store:
             repository, self.applier, self.hub, self.nc, js, buckets[subjects.KV_CANCELLED]
         )
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(service, self.server.grpc)
-        watch_pb2_grpc.add_WatchMuxServiceServicer_to_server(WatchMux(service), self.server.grpc)
+        watch_pb2_grpc.add_WatchMuxServiceServicer_to_server(
+            WatchMux(service, self.settings.max_message_bytes), self.server.grpc
+        )
         await self.server.start()
         log.info(
             "store listening on %s (database %s)", self.address, _redact(self.settings.database_url)

@@ -57,6 +57,10 @@ async def greet(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     return {"greeting": f"hello {payload['name']}", "attempt": ctx.attempt}
 
 
+async def echo(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    return payload
+
+
 async def flaky(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     Calls.flaky += 1
     if ctx.attempt < 3:
@@ -104,6 +108,7 @@ def registry() -> Registry:
     """A registry with the test types (the worker adds the built-ins)."""
     r = Registry()
     r.task("greet")(greet)
+    r.task("echo")(echo)
     r.task("flaky", max_attempts=3, retry=FAST_RETRY)(flaky)
     r.task("fail_once", max_attempts=3, retry=FAST_RETRY)(fail_once)
     r.task("sleeper", timeout=120)(sleeper)
