@@ -30,6 +30,7 @@ from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.context import TaskContext
 from conveyor.errors import NonRetryable, Retry, TaskCancelled, TaskTimeout
 from conveyor.jetstream import CANCELLED_TTL
+from conveyor.jsonlike import valid_text
 from conveyor.logs import attempt_var, task_id_var, task_type_var
 from conveyor.registry import Registry, RetryPolicy, TaskType
 from conveyor.tasks import now, seconds, timestamp
@@ -164,9 +165,22 @@ def retry_policy_of(message: events_pb2.TaskMessage) -> RetryPolicy:
     )
 
 
+def progress_report(current: int, total: int, text: str) -> tasks_pb2.TaskProgress:
+    """What a handler reported, checked here so its mistake is a clear error at its call
+    (a message protobuf refuses would otherwise fail deep in the publish)."""
+    for name, value in (("current", current), ("total", total)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
+            raise ValueError(f"progress {name} must be an int from 0 to 2**64-1 (got {value!r})")
+    if not isinstance(text, str):
+        raise TypeError(f"progress message must be a str (got {type(text).__name__})")
+    return tasks_pb2.TaskProgress(current=current, total=total, message=valid_text(text[:500]))
+
+
 def task_error(attempt: int, kind: str, message: str) -> tasks_pb2.TaskError:
     """A TaskError stamped now."""
-    return tasks_pb2.TaskError(attempt=attempt, type=kind, message=message[:4000], time=timestamp())
+    return tasks_pb2.TaskError(
+        attempt=attempt, type=valid_text(kind), message=valid_text(message[:4000]), time=timestamp()
+    )
 
 
 class _AttemptStart:
@@ -341,7 +355,7 @@ class Runner:
         async def progress(current: int, total: int, text: str) -> None:
             nonlocal progress_count
             progress_count += 1
-            report = tasks_pb2.TaskProgress(current=current, total=total, message=text[:500])
+            report = progress_report(current, total, text)
             await started.now()  # a watcher sees the task running before its progress
             await self._publisher.publish(
                 message,

@@ -61,6 +61,45 @@ async def echo(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
+def _nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"d": value}
+    return value
+
+
+def _looped() -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    value["self"] = value
+    return value
+
+
+UNSTORABLE: dict[str, Any] = {
+    "nan": lambda: {"x": float("nan")},
+    "infinity": lambda: {"x": [1, {"y": float("-inf")}]},
+    "deep": lambda: _nested(200),
+    "just_too_deep": lambda: _nested(34),
+    "loop": _looped,
+    "big_int": lambda: {"id": 2**70},
+    "huge_int": lambda: {"id": 10**400},
+    "int_key": lambda: {"x": {1: "one"}},
+    "bytes": lambda: {"x": b"raw"},
+    "surrogate": lambda: {"x": "\ud800"},
+}
+"""Results a handler may return that JSON, or a protobuf parser, cannot take back."""
+
+
+async def unstorable(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = UNSTORABLE[payload["kind"]]()
+    return result
+
+
+async def odd_text(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Reports progress and fails with text UTF-8 cannot encode (a lone surrogate)."""
+    await ctx.progress(1, 2, "half \ud800 way")
+    raise NonRetryable("bad \udcff data")
+
+
 async def flaky(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     Calls.flaky += 1
     if ctx.attempt < 3:
@@ -109,6 +148,8 @@ def registry() -> Registry:
     r = Registry()
     r.task("greet")(greet)
     r.task("echo")(echo)
+    r.task("unstorable", max_attempts=3, retry=FAST_RETRY)(unstorable)
+    r.task("odd_text", max_attempts=3, retry=FAST_RETRY)(odd_text)
     r.task("flaky", max_attempts=3, retry=FAST_RETRY)(flaky)
     r.task("fail_once", max_attempts=3, retry=FAST_RETRY)(fail_once)
     r.task("sleeper", timeout=120)(sleeper)
