@@ -20,9 +20,10 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import struct_pb2
+from google.protobuf.message import Message
 
 MAX_DEPTH = 32
 """Levels of dicts and lists below the top-level dict. A task's Struct sits five messages
@@ -30,6 +31,7 @@ deep in the deepest envelope it travels in (a submitted event, the store's watch
 each level costs up to three, and parsers stop at 100."""
 MAX_EXACT_INTEGER = 2**53
 """Larger integers are not kept exactly: a Struct number is a double."""
+MessageT = TypeVar("MessageT", bound=Message)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -127,3 +129,36 @@ def _set_scalar(value: struct_pb2.Value, item: Any) -> None:
             f"a value of type {type(item).__name__} is not JSON "
             "(use dict, list, str, int, float, bool or None)"
         )
+
+
+_JSON_SPELLINGS = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def printable_copy(message: MessageT) -> MessageT:
+    """A copy of the message whose Struct numbers that JSON cannot hold (NaN, infinities;
+    stored by an older worker) are strings spelled as the proto3 JSON mapping spells such
+    doubles: ``json_format`` refuses to print the message otherwise."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    _replace_non_finite(copy)
+    return copy
+
+
+def _replace_non_finite(message: Message) -> None:
+    if message.DESCRIPTOR.full_name == "google.protobuf.Value":
+        number = message.number_value  # type: ignore[attr-defined]
+        if message.WhichOneof("kind") == "number_value" and not math.isfinite(number):
+            message.string_value = _JSON_SPELLINGS.get(number, "NaN")  # type: ignore[attr-defined]
+            return
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            if field.message_type.fields_by_name["value"].message_type is not None:
+                for item in value.values():
+                    _replace_non_finite(item)
+        elif field.is_repeated:
+            for item in value:
+                _replace_non_finite(item)
+        else:
+            _replace_non_finite(value)
