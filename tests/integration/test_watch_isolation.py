@@ -21,7 +21,7 @@ from conveyor.config import MIB
 from conveyor.tasks import duration, timestamp
 from tests.conftest import System
 from tests.integration import custom_handlers
-from tests.integration.helpers import watch_all
+from tests.integration.helpers import varint, watch_all, wire_field
 
 pytestmark = pytest.mark.integration
 
@@ -75,29 +75,15 @@ async def test_an_update_too_big_for_the_store_call_ends_only_its_own_watch(
     assert [r for r in caplog.records if r.exc_info] == []
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    return bytes([*out, value])
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field, by hand: the messages built here are nested
-    deeper than the Python runtime lets one build (it copies by parsing)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
 def _nested_struct(shape: str) -> bytes:
     """A serialized Struct holding dicts ("d") and lists ("l") nested in that order."""
-    value = _varint(2 << 3 | 1) + struct.pack("<d", 1.0)  # Value.number_value
+    value = varint(2 << 3 | 1) + struct.pack("<d", 1.0)  # Value.number_value
     for kind in reversed(shape):
         if kind == "d":
-            value = _field(5, _field(1, _field(1, b"k") + _field(2, value)))
+            value = wire_field(5, wire_field(1, wire_field(1, b"k") + wire_field(2, value)))
         else:
-            value = _field(6, _field(1, value))
-    return _field(1, _field(1, b"k") + _field(2, value))
+            value = wire_field(6, wire_field(1, value))
+    return wire_field(1, wire_field(1, b"k") + wire_field(2, value))
 
 
 # Parses as a TaskEvent and a client's WatchTaskResponse, not inside WatchTasksResponse.
@@ -126,14 +112,14 @@ async def test_a_task_too_deep_for_the_store_call_reaches_its_watcher_and_ends_n
         for i in range(10)
     ]
     watches = [asyncio.create_task(watch_all(stub, r.task.id)) for r in [deep, *others]]
-    result = _field(15, _nested_struct(DEEP_SHAPE))  # TaskResult.custom
+    result = wire_field(15, _nested_struct(DEEP_SHAPE))  # TaskResult.custom
     with pytest.raises(DecodeError):
-        watch_pb2.WatchTasksResponse.FromString(_field(1, _field(2, _field(9, result))))
+        watch_pb2.WatchTasksResponse.FromString(wire_field(1, wire_field(2, wire_field(9, result))))
     event = (
         events_pb2.TaskEvent(
             task_id=deep.task.id, type="never", attempt=1, time=timestamp(), start_time=timestamp()
         ).SerializeToString()
-        + _field(14, _field(1, result))  # completed.result
+        + wire_field(14, wire_field(1, result))  # completed.result
     )
     await js.publish(subjects.event_subject("never"), event)
     async with asyncio.timeout(60):
