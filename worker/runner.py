@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Coroutine
@@ -47,6 +48,8 @@ LEASE_BEAT = 1.0
 """How often a slow publish tells JetStream the task is still held: within the shortest
 lease allowed (CONVEYOR_ACK_WAIT_SECONDS >= 1)."""
 CHECK_TIMEOUT = 5.0
+MAX_RETRY_DELAY = 365 * 86_400.0
+"""The longest delay a handler's Retry may ask for, as the longest a submit may ask for."""
 PRUNE_EVERY = 3600.0
 """How often ids learnt longer ago than the markers live are dropped."""
 
@@ -174,6 +177,28 @@ def progress_report(current: int, total: int, text: str) -> tasks_pb2.TaskProgre
     if not isinstance(text, str):
         raise TypeError(f"progress message must be a str (got {type(text).__name__})")
     return tasks_pb2.TaskProgress(current=current, total=total, message=valid_text(text[:500]))
+
+
+def text_of(value: object) -> str:
+    """``str(value)``, or a note when that fails: an exception whose message cannot be read
+    must still fail its attempt, not the publish of the outcome."""
+    try:
+        return str(value)
+    except Exception:
+        return f"({type(value).__name__} whose message could not be read)"
+
+
+def retry_asked(retry: Retry) -> tuple[str, float | None]:
+    """The reason and delay a handler's Retry asks for; a delay that is not a number of
+    seconds within MAX_RETRY_DELAY is replaced by the task's backoff (None), and said so."""
+    reason, delay = text_of(retry.reason), retry.delay
+    if delay is None:
+        return reason, None
+    number = isinstance(delay, int | float) and not isinstance(delay, bool)
+    if number and math.isfinite(delay) and 0 <= delay <= MAX_RETRY_DELAY:
+        return reason, float(delay)
+    note = f"Retry delay {text_of(delay)[:40]} is not 0..{MAX_RETRY_DELAY:.0f} seconds"
+    return f"{reason} ({note}; the task's backoff was used)", None
 
 
 def task_error(attempt: int, kind: str, message: str) -> tasks_pb2.TaskError:
@@ -393,19 +418,19 @@ class Runner:
             await msg.ack()
             log.debug("cancelled while running")
         elif isinstance(outcome, NonRetryable):
-            await self._fail(job, attempt, type(outcome).__name__, str(outcome), start_time)
+            await self._fail(job, attempt, type(outcome).__name__, text_of(outcome), start_time)
         elif isinstance(outcome, Retry):
-            await self._retry_or_fail(
-                job, run_attempt, attempt, "Retry", outcome.reason, start_time, outcome.delay
-            )
+            reason, delay = retry_asked(outcome)
+            await self._retry_or_fail(job, run_attempt, attempt, "Retry", reason, start_time, delay)
         elif isinstance(outcome, TaskTimeout):
             await self._retry_or_fail(
-                job, run_attempt, attempt, "timeout", str(outcome), start_time
+                job, run_attempt, attempt, "timeout", text_of(outcome), start_time
             )
         elif outcome is not None:
             kind = type(outcome).__name__
-            log.warning("attempt failed: %s: %s", kind, outcome, exc_info=outcome)
-            await self._retry_or_fail(job, run_attempt, attempt, kind, str(outcome), start_time)
+            text = text_of(outcome)
+            log.warning("attempt failed: %s: %s", kind, text, exc_info=outcome)
+            await self._retry_or_fail(job, run_attempt, attempt, kind, text, start_time)
         else:
             await self._record(
                 msg,

@@ -6,12 +6,13 @@ Module-level, so that CPU-bound ones can be run in the worker's spawned processe
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from typing import Any
 
 from conveyor.context import TaskContext
-from conveyor.errors import NonRetryable
+from conveyor.errors import NonRetryable, Retry
 from conveyor.registry import Registry, RetryPolicy
 
 FAST_RETRY = RetryPolicy(initial_delay=0.1, max_delay=0.2)
@@ -100,6 +101,18 @@ async def odd_text(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     raise NonRetryable("bad \udcff data")
 
 
+class Unreadable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+async def odd_retry(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Asks for a retry with a delay that is no number of seconds, then fails unreadably."""
+    if ctx.attempt == 1:
+        raise Retry(delay=payload.get("delay", math.nan), reason="later")
+    raise Unreadable()
+
+
 async def flaky(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     Calls.flaky += 1
     if ctx.attempt < 3:
@@ -150,6 +163,7 @@ def registry() -> Registry:
     r.task("echo")(echo)
     r.task("unstorable", max_attempts=3, retry=FAST_RETRY)(unstorable)
     r.task("odd_text", max_attempts=3, retry=FAST_RETRY)(odd_text)
+    r.task("odd_retry", max_attempts=2, retry=FAST_RETRY)(odd_retry)
     r.task("flaky", max_attempts=3, retry=FAST_RETRY)(flaky)
     r.task("fail_once", max_attempts=3, retry=FAST_RETRY)(fail_once)
     r.task("sleeper", timeout=120)(sleeper)

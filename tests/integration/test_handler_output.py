@@ -56,3 +56,17 @@ async def test_progress_and_errors_with_text_utf8_cannot_hold_are_recorded(
     assert final.error.type == "NonRetryable"
     assert final.error.message == "bad \ufffd data"
     assert final.progress.message == "half \ufffd way"
+
+
+async def test_a_retry_delay_that_is_no_number_of_seconds_takes_the_backoff(
+    system: System,
+) -> None:
+    await start(system)
+    submitted = await system.stub.SubmitTask(custom("odd_retry"))
+    task = await wait_terminal(system.stub, submitted.task.id)
+    assert task.state == S.TASK_STATE_FAILED and task.attempt == 2
+    first, second = task.attempt_errors
+    assert first.type == "Retry"
+    assert first.message.startswith("later (Retry delay nan is not 0..")
+    assert second.type == "Unreadable"
+    assert second.message == "(Unreadable whose message could not be read)"
