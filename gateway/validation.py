@@ -238,8 +238,9 @@ def _item_result_bytes(operation: int, item: str, size: int) -> int:
     elif operation == tasks_pb2.BATCH_OPERATION_WORD_COUNT:
         output = 10
     elif operation == tasks_pb2.BATCH_OPERATION_SQUARE:
-        # Digits double; an error quotes at most 41 characters, each escaped to 10 at most.
-        output = max(2 * size + 1, 40 + 10 * min(size, 41))
+        # Digits double, up to the 4,300 Python prints (a larger square is an item error);
+        # an error quotes at most 41 characters, each escaped to 10 at most.
+        output = max(min(2 * size + 1, 4301), 40 + 10 * min(size, 41))
     else:
         output = size
     return output + _ITEM_RESULT_BYTES
