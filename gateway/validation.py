@@ -179,12 +179,14 @@ def _check_text_processing(
             c.add(f"transforms[{i}]", f"{name} is already asked for at [{first[transform]}]")
         first.setdefault(transform, i)
     size = _utf8_size(msg.text)
+    if size > limits.max_text_bytes:
+        return  # reported above
     if not msg.text.isascii():
         growth = sum(_TRANSFORM_GROWTH.get(t, 1.0) for t in first)
     else:
         growth = len(first)
     # The top words, at most the text once, come with the transforms' outputs.
-    _check_result_size(c, "text", int(size * (1 + growth)), limits)
+    _check_result_size(c, "text", int(size * (1 + growth)), limits, "fewer transforms")
 
 
 def _check_ai_summarization(
@@ -216,7 +218,7 @@ def _check_batch_processing(
         if total > max_total:
             c.add("items", f"must total at most {max_total} bytes (got {total})")
         else:
-            _check_result_size(c, "items", result, limits)
+            _check_result_size(c, "items", result, limits, "fewer items")
     _check_enum(c, "operation", _BATCH_OPERATIONS, msg.operation, allow_zero=False)
     _check_at_most(c, "chunk_size", msg.chunk_size, MAX_CHUNK_SIZE)
     chunks = -(-count // (msg.chunk_size or DEFAULT_CHUNK_SIZE))
@@ -246,14 +248,16 @@ def _item_result_bytes(operation: int, item: str, size: int) -> int:
     return output + _ITEM_RESULT_BYTES
 
 
-def _check_result_size(c: _Collector, field: str, estimate: int, limits: Limits) -> None:
+def _check_result_size(
+    c: _Collector, field: str, estimate: int, limits: Limits, remedy: str
+) -> None:
     """Reports an input whose result could outgrow a message."""
     budget = limits.max_message_bytes - RESULT_HEADROOM
     if estimate > budget:
         c.add(
             field,
             f"its result could take {estimate} bytes, more than the {budget} a result may "
-            "have; send less input or fewer transforms",
+            f"have; ask for {remedy}",
         )
 
 
