@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from conveyor import subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.store.v1 import watch_pb2
-from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import MIB
 from conveyor.tasks import duration, timestamp
 from tests.conftest import System
@@ -29,6 +29,51 @@ S = tasks_pb2
 WATCHERS = 30
 
 
+class Watching:
+    """A WatchTask stream read in the background: the updates so far, and its outcome."""
+
+    def __init__(self, stub: tasks_pb2_grpc.TaskServiceStub, task_id: str) -> None:
+        self.updates: list[S.Task] = []
+        self.live = asyncio.Event()
+        self.outcome = asyncio.create_task(self._read(stub, task_id))
+
+    async def _read(self, stub: tasks_pb2_grpc.TaskServiceStub, task_id: str) -> list[S.Task]:
+        async for response in stub.WatchTask(S.WatchTaskRequest(task_id=task_id)):
+            self.updates.append(response.task)
+            self.live.set()
+        return self.updates
+
+
+async def watching_others(stub: tasks_pb2_grpc.TaskServiceStub, count: int) -> list[Watching]:
+    """Watches of ``count`` tasks that stay SCHEDULED a while, each past its first update:
+    they are on the gateway's call to the store when what follows goes through it."""
+    later = S.TaskOptions(delay=duration(3))
+    watches = []
+    for i in range(count):
+        submitted = await stub.SubmitTask(
+            S.SubmitTaskRequest(
+                batch_processing=S.BatchProcessingInput(
+                    items=[str(i), "x"], operation=S.BATCH_OPERATION_SQUARE, chunk_size=1
+                ),
+                options=later,
+            )
+        )
+        watches.append(Watching(stub, submitted.task.id))
+    async with asyncio.timeout(30):
+        for watch in watches:
+            await watch.live.wait()
+    assert all(w.updates[0].state == S.TASK_STATE_SCHEDULED for w in watches)
+    return watches
+
+
+async def assert_completed(watches: list[Watching]) -> None:
+    """Each watch ends at its task's completion, not with an error."""
+    async with asyncio.timeout(60):
+        for watch in watches:
+            updates = await watch.outcome
+            assert updates[-1].state == S.TASK_STATE_COMPLETED
+
+
 async def test_an_update_too_big_for_the_store_call_ends_only_its_own_watch(
     system: System, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -37,40 +82,22 @@ async def test_an_update_too_big_for_the_store_call_ends_only_its_own_watch(
     await system.start_worker()
     await system.start_gateway()
     stub = system.stub
-    slow = S.TaskOptions(delay=duration(1))
+    others = await watching_others(stub, WATCHERS)
+    caplog.set_level(logging.ERROR)
     big = await stub.SubmitTask(
         S.SubmitTaskRequest(
             text_processing=S.TextProcessingInput(
                 text="word " * 100_000,
                 transforms=[S.TEXT_TRANSFORM_UPPER, S.TEXT_TRANSFORM_TITLE, S.TEXT_TRANSFORM_LOWER],
-            ),
-            options=slow,
-        )
-    )
-    small = [
-        await stub.SubmitTask(
-            S.SubmitTaskRequest(
-                batch_processing=S.BatchProcessingInput(
-                    items=[str(i), "x"], operation=S.BATCH_OPERATION_SQUARE, chunk_size=1
-                ),
-                options=slow,
             )
         )
-        for i in range(WATCHERS)
-    ]
-    caplog.set_level(logging.ERROR)
-    watches = [asyncio.create_task(watch_all(stub, response.task.id)) for response in [big, *small]]
-    async with asyncio.timeout(60):
-        outcomes = await asyncio.gather(*watches, return_exceptions=True)
-
-    failed = outcomes[0]
-    assert isinstance(failed, grpc.aio.AioRpcError), failed
-    assert failed.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "too big" in (failed.details() or "")
-    for updates in outcomes[1:]:
-        assert not isinstance(updates, BaseException), updates
-        assert updates[0].state == S.TASK_STATE_SCHEDULED
-        assert updates[-1].state == S.TASK_STATE_COMPLETED
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async with asyncio.timeout(60):
+            await watch_all(stub, big.task.id)
+    await assert_completed(others)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "too big" in (caught.value.details() or "")
     # A failure of one watch is no error of the store: no traceback logged for it.
     assert [r for r in caplog.records if r.exc_info] == []
 
@@ -98,20 +125,13 @@ async def test_a_task_too_deep_for_the_store_call_reaches_its_watcher_and_ends_n
     await system.start_gateway()
     stub = system.stub
     _, js = nats_connection
-    later = S.TaskOptions(delay=duration(1))
-    # Results stored by a worker that does not bound nesting (an older one).
+    others = await watching_others(stub, 10)
+    # A result stored by a worker that does not bound nesting (an older one).
     deep = await stub.SubmitTask(
-        S.SubmitTaskRequest(custom=S.CustomTaskInput(type="never"), options=later)
-    )
-    others = [
-        await stub.SubmitTask(
-            S.SubmitTaskRequest(
-                custom=S.CustomTaskInput(type="greet", payload={"name": str(i)}), options=later
-            )
+        S.SubmitTaskRequest(
+            custom=S.CustomTaskInput(type="never"), options=S.TaskOptions(delay=duration(60))
         )
-        for i in range(10)
-    ]
-    watches = [asyncio.create_task(watch_all(stub, r.task.id)) for r in [deep, *others]]
+    )
     result = wire_field(15, _nested_struct(DEEP_SHAPE))  # TaskResult.custom
     with pytest.raises(DecodeError):
         watch_pb2.WatchTasksResponse.FromString(wire_field(1, wire_field(2, wire_field(9, result))))
@@ -123,13 +143,11 @@ async def test_a_task_too_deep_for_the_store_call_reaches_its_watcher_and_ends_n
     )
     await js.publish(subjects.event_subject("never"), event)
     async with asyncio.timeout(60):
-        outcomes = await asyncio.gather(*watches)
+        updates = await watch_all(stub, deep.task.id)
 
-    for updates in outcomes:
-        assert updates[-1].state == S.TASK_STATE_COMPLETED
-    # The others were watched from before the deep update went through the call.
-    assert all(updates[0].state == S.TASK_STATE_SCHEDULED for updates in outcomes[1:])
-    assert outcomes[0][-1].result.custom.fields["k"].WhichOneof("kind") == "struct_value"
+    assert updates[-1].state == S.TASK_STATE_COMPLETED
+    assert updates[-1].result.custom.fields["k"].WhichOneof("kind") == "struct_value"
+    await assert_completed(others)
 
 
 async def test_updates_that_fit_one_by_one_but_not_together_all_arrive(system: System) -> None:
