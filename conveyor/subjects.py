@@ -42,6 +42,8 @@ OBJECT_PAYLOADS = "conveyor_payloads"
 ``<task id>/result/<attempt>`` and ``<task id>/input``."""
 
 HEADER_MSG_ID = "Nats-Msg-Id"
+MAX_MESSAGE_METADATA = "conveyor-max-message-bytes"
+"""gRPC metadata of the gateway's watch call to the store: the largest message it takes."""
 
 TASK_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 """A task type is also a subject token, so it is kept to this alphabet."""

@@ -12,6 +12,7 @@ from conveyor.tasks import now, task_type_of, timestamp
 from conveyor.ticks import SCHEDULE_ID_PATTERN, next_tick, spec_violations
 from gateway.catalog import TypeCatalog
 from gateway.submit import Submitter
+from gateway.unknown import unknown_fields_of
 from gateway.validation import validate_submit
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
@@ -60,6 +61,11 @@ class ScheduleService(schedules_pb2_grpc.ScheduleServiceServicer):
             validate_submit(spec.task, self._limits, prefix="spec.task.")
         except InvalidArgument as exc:
             problems.extend(exc.violations)
+        problems.extend(
+            FieldViolation(field, description)
+            for field, description in unknown_fields_of(request)
+            if not field.startswith("spec.task.")  # reported by validate_submit
+        )
         if not problems and await self._catalog.get(task_type_of(spec.task)) is None:
             field = spec.task.WhichOneof("input")
             problems.append(

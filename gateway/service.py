@@ -75,7 +75,9 @@ def add_task_service(
             response_serializer=tasks_pb2.SubmitTasksResponse.SerializeToString,
         ),
         "WatchTask": grpc.unary_stream_rpc_method_handler(
-            StoreWatches(store, service.limits.max_watches).WatchTask,
+            StoreWatches(
+                store, service.limits.max_message_bytes, service.limits.max_watches
+            ).WatchTask,
             request_deserializer=tasks_pb2.WatchTaskRequest.FromString,
         ),
     }

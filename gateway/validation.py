@@ -34,8 +34,10 @@ from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.config import Limits
 from conveyor.errors import FieldViolation, InvalidArgument
 from conveyor.ids import is_task_id
+from conveyor.jsonlike import MAX_DEPTH
 from conveyor.subjects import TASK_TYPE_PATTERN
 from conveyor.tasks import BUILTIN_TYPES, TERMINAL_STATES
+from gateway.unknown import unknown_fields_of
 
 MAX_VIOLATIONS = 100
 """Violations reported per call; past this a request is hostile or badly broken."""
@@ -47,8 +49,16 @@ BATCH_TOTAL_FACTOR = 8
 """Batch items may total ``max_text_bytes * 8`` bytes (8 MiB by default), so the result,
 which echoes an output per item, still fits in one 16 MiB message."""
 MAX_CHUNK_SIZE = 10_000
+DEFAULT_CHUNK_SIZE = 100
+"""As the batch handler's: items per chunk when chunk_size is 0."""
+MAX_BATCH_CHUNKS = 1000
+"""Chunks of one batch: each is a progress event published, stored and sent to watchers."""
+RESULT_HEADROOM = 1024 * 1024
+"""What the rest of a task and its envelopes may need in a message beside its result."""
 MAX_IMAGE_OPERATIONS = 20
 MAX_IMAGE_SIDE = 10_000
+MAX_IMAGE_PIXELS = 50_000_000
+"""As the image handler's limit: about 200 MB decoded as RGBA."""
 MAX_ROTATE_DEGREES = 360.0
 MAX_ATTEMPTS = 100
 MAX_TIMEOUT = dt.timedelta(hours=24)
@@ -57,7 +67,7 @@ MAX_IDEMPOTENCY_KEY_CHARS = 200
 MAX_LABELS = 32
 LABEL_KEY_PATTERN = re.compile(r"^[a-zA-Z0-9._/-]{1,63}$")
 MAX_LABEL_VALUE_CHARS = 255
-MAX_PAYLOAD_DEPTH = 32
+MAX_PAYLOAD_DEPTH = MAX_DEPTH
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_PAGE_TOKEN_CHARS = 512
@@ -113,6 +123,19 @@ _BATCH_OPERATIONS: dict[str, int] = dict(tasks_pb2.BatchOperation.items())
 _IMAGE_FORMATS: dict[str, int] = dict(tasks_pb2.ImageFormat.items())
 _PRIORITIES: dict[str, int] = dict(tasks_pb2.TaskPriority.items())
 _STATES: dict[str, int] = dict(tasks_pb2.TaskState.items())
+_NAMES: dict[int, str] = {number: name for name, number in _TRANSFORMS.items()}
+
+# The most UTF-8 bytes an output has per byte of input, for text that is not ASCII (ASCII
+# text never grows): upper and title case can triple a character ("ΐ" is "Ϊ́" in upper
+# case); unlisted transforms never make text longer.
+_TRANSFORM_GROWTH: dict[int, float] = {
+    tasks_pb2.TEXT_TRANSFORM_UPPER: 3.0,
+    tasks_pb2.TEXT_TRANSFORM_TITLE: 3.0,
+    tasks_pb2.TEXT_TRANSFORM_LOWER: 1.5,
+    tasks_pb2.TEXT_TRANSFORM_SLUG: 2.0,
+}
+_ITEM_RESULT_BYTES = 16
+"""What one BatchItemResult adds to the result beside its output (index, flags, framing)."""
 
 
 def _utf8_size(text: str) -> int:
@@ -147,8 +170,23 @@ def _check_text_processing(
     _check_at_most(c, "top_words", msg.top_words, MAX_TOP_WORDS)
     if len(msg.transforms) > MAX_TRANSFORMS:
         c.add("transforms", f"at most {MAX_TRANSFORMS} transforms (got {len(msg.transforms)})")
+    first: dict[int, int] = {}
     for i, transform in enumerate(msg.transforms[:MAX_TRANSFORMS]):
         _check_enum(c, f"transforms[{i}]", _TRANSFORMS, transform, allow_zero=False)
+        if transform in first and len(msg.transforms) <= MAX_TRANSFORMS:
+            # Each output is the whole text again: repeats would only multiply the result.
+            name = _NAMES.get(transform, str(transform))
+            c.add(f"transforms[{i}]", f"{name} is already asked for at [{first[transform]}]")
+        first.setdefault(transform, i)
+    size = _utf8_size(msg.text)
+    if size > limits.max_text_bytes:
+        return  # reported above
+    if not msg.text.isascii():
+        growth = sum(_TRANSFORM_GROWTH.get(t, 1.0) for t in first)
+    else:
+        growth = len(first)
+    # The top words, at most the text once, come with the transforms' outputs.
+    _check_result_size(c, "text", int(size * (1 + growth)), limits, "fewer transforms")
 
 
 def _check_ai_summarization(
@@ -167,10 +205,11 @@ def _check_batch_processing(
     elif count > limits.max_batch_items:
         c.add("items", f"at most {limits.max_batch_items} items (got {count})")
     else:
-        total = 0
+        total = result = 0
         for i, item in enumerate(msg.items):
             size = _utf8_size(item)
             total += size
+            result += _item_result_bytes(msg.operation, item, size)
             if size > MAX_BATCH_ITEM_BYTES:
                 c.add(f"items[{i}]", f"must be at most {MAX_BATCH_ITEM_BYTES} bytes (got {size})")
                 if c.full:
@@ -178,8 +217,48 @@ def _check_batch_processing(
         max_total = limits.max_text_bytes * BATCH_TOTAL_FACTOR
         if total > max_total:
             c.add("items", f"must total at most {max_total} bytes (got {total})")
+        else:
+            _check_result_size(c, "items", result, limits, "fewer items")
     _check_enum(c, "operation", _BATCH_OPERATIONS, msg.operation, allow_zero=False)
     _check_at_most(c, "chunk_size", msg.chunk_size, MAX_CHUNK_SIZE)
+    chunks = -(-count // (msg.chunk_size or DEFAULT_CHUNK_SIZE))
+    if chunks > MAX_BATCH_CHUNKS and count <= limits.max_batch_items:
+        c.add(
+            "chunk_size",
+            f"{msg.chunk_size} makes {chunks} chunks of {count} items, each reported as "
+            f"progress; at most {MAX_BATCH_CHUNKS} (use a chunk_size of at least "
+            f"{-(-count // MAX_BATCH_CHUNKS)})",
+        )
+
+
+def _item_result_bytes(operation: int, item: str, size: int) -> int:
+    """The most bytes an item's outcome can add to a batch's result."""
+    if operation == tasks_pb2.BATCH_OPERATION_UPPERCASE:
+        output = size if item.isascii() else 3 * size
+    elif operation == tasks_pb2.BATCH_OPERATION_SHA256:
+        output = 64
+    elif operation == tasks_pb2.BATCH_OPERATION_WORD_COUNT:
+        output = 10
+    elif operation == tasks_pb2.BATCH_OPERATION_SQUARE:
+        # Digits double, up to the 4,300 Python prints (a larger square is an item error);
+        # an error quotes at most 41 characters, each escaped to 10 at most.
+        output = max(min(2 * size + 1, 4301), 40 + 10 * min(size, 41))
+    else:
+        output = size
+    return output + _ITEM_RESULT_BYTES
+
+
+def _check_result_size(
+    c: _Collector, field: str, estimate: int, limits: Limits, remedy: str
+) -> None:
+    """Reports an input whose result could outgrow a message."""
+    budget = limits.max_message_bytes - RESULT_HEADROOM
+    if estimate > budget:
+        c.add(
+            field,
+            f"its result could take {estimate} bytes, more than the {budget} a result may "
+            f"have; ask for {remedy}",
+        )
 
 
 def _check_side(c: _Collector, field: str, value: int) -> None:
@@ -194,6 +273,8 @@ def _check_image_operation(c: _Collector, op: tasks_pb2.ImageOperation) -> None:
     elif which == "resize":
         _check_side(c, "resize.width", op.resize.width)
         _check_side(c, "resize.height", op.resize.height)
+        if (pixels := op.resize.width * op.resize.height) > MAX_IMAGE_PIXELS:
+            c.add("resize", f"must be at most {MAX_IMAGE_PIXELS} pixels (got {pixels})")
     elif which == "thumbnail":
         _check_side(c, "thumbnail.max_width", op.thumbnail.max_width)
         _check_side(c, "thumbnail.max_height", op.thumbnail.max_height)
@@ -324,6 +405,8 @@ def _check_submit(
         _check_custom(c.child("custom."), request.custom, limits)
     if request.HasField("options"):
         _check_options(c.child("options."), request.options, now)
+    for field, description in unknown_fields_of(request):
+        c.add(field, description)
 
 
 def validate_submit(
@@ -361,6 +444,8 @@ def validate_submit_many(
             _check_submit(c.child(f"requests[{i}]."), item, limits, moment)
             if c.full:
                 break
+    for field, description in unknown_fields_of(request, nested=False):
+        c.add(field, description)
     c.raise_if_any()
 
 

@@ -9,6 +9,12 @@ rest from the history), so a slow client costs memory for a bounded number of up
 and loses none. When the call to the store breaks, every watch on it ends UNAVAILABLE, as
 a relayed WatchTask did: clients resume after the last version they saw (the SDK does so
 itself), on a new call.
+
+What goes wrong with one watch ends that watch only. The store is told the largest message
+this gateway takes (call metadata), so it never sends one that would end the call, and it
+ends a watch whose update is too big by itself. A message whose task is nested too deep to
+parse inside the call's envelope (one level deeper than a client's own) is taken apart
+update by update, each task parsed on its own.
 """
 
 from __future__ import annotations
@@ -17,13 +23,15 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import grpc
-from google.rpc import status_pb2
+from google.protobuf.message import DecodeError
+from google.rpc import code_pb2, status_pb2
 from grpc_status import rpc_status
 
+from conveyor import subjects
 from conveyor.api.store.v1 import watch_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.config import Limits
@@ -79,12 +87,13 @@ class _Watch:
 class _Call:
     """One WatchTasks call to the store and the watches running on it."""
 
-    def __init__(self, method: Any) -> None:
+    def __init__(self, method: Any, max_message_bytes: int) -> None:
         self._requests: asyncio.Queue[watch_pb2.WatchTasksRequest] = asyncio.Queue()
         self._watches: dict[int, _Watch] = {}
         self._next_id = 0
         self.closed = False
-        self._call = method(self._request_stream())
+        metadata = ((subjects.MAX_MESSAGE_METADATA, str(max_message_bytes)),)
+        self._call = method(self._request_stream(), metadata=metadata)
         self._reader = asyncio.create_task(self._read(), name="store-watches")
 
     async def _request_stream(self) -> AsyncIterator[watch_pb2.WatchTasksRequest]:
@@ -113,8 +122,8 @@ class _Call:
             details="the store ended the watch stream",
         )
         try:
-            async for response in self._call:
-                for update in response.updates:
+            async for updates in self._call:
+                for update in updates:
                     watch = self._watches.get(update.watch_id)
                     if watch is None:
                         continue  # stopped: what was on its way is dropped
@@ -141,20 +150,26 @@ class StoreWatches:
     (opened on the first watch, opened again after it breaks); past ``max_watches`` at
     once, a new watch is refused with RESOURCE_EXHAUSTED."""
 
-    def __init__(self, channel: grpc.aio.Channel, max_watches: int = Limits.max_watches) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        max_message_bytes: int,
+        max_watches: int = Limits.max_watches,
+    ) -> None:
         self.max_watches = max_watches
         self.open = 0
         self._method = channel.stream_stream(
             _WATCH_TASKS,
             request_serializer=watch_pb2.WatchTasksRequest.SerializeToString,
-            response_deserializer=watch_pb2.WatchTasksResponse.FromString,
+            response_deserializer=parse_updates,
             _registered_method=True,
         )
+        self._max_message_bytes = max_message_bytes
         self._call: _Call | None = None
 
     def _current(self) -> _Call:
         if self._call is None or self._call.closed:
-            self._call = _Call(self._method)
+            self._call = _Call(self._method, self._max_message_bytes)
         return self._call
 
     async def WatchTask(
@@ -203,3 +218,79 @@ class StoreWatches:
                 await abort_like(context, err)
             finally:
                 call.stop(watch)
+
+
+def parse_updates(data: bytes) -> Sequence[watch_pb2.WatchUpdate]:
+    """The updates of one of the store's messages. One that does not parse as a whole is
+    parsed update by update: a task nested close to the parser's depth limit fails only
+    inside the envelope, and must not cost the other watches their call."""
+    try:
+        return watch_pb2.WatchTasksResponse.FromString(data).updates
+    except DecodeError:
+        pass
+    try:
+        return [
+            _parse_update(chunk)
+            for number, chunk in _fields(data)
+            if number == 1 and isinstance(chunk, bytes)
+        ]
+    except (IndexError, TypeError) as exc:
+        raise DecodeError(f"the store's message is malformed: {exc}") from exc
+
+
+def _parse_update(data: bytes) -> watch_pb2.WatchUpdate:
+    """One update; its task parsed on its own (two levels less deep), else its watch ended
+    INTERNAL."""
+    try:
+        return watch_pb2.WatchUpdate.FromString(data)
+    except DecodeError:
+        pass
+    update = watch_pb2.WatchUpdate()
+    for number, value in _fields(data):
+        if number == 1 and isinstance(value, int):
+            update.watch_id = value
+        elif number == 2 and isinstance(value, bytes):
+            try:
+                update.task.MergeFrom(tasks_pb2.Task.FromString(value))
+            except DecodeError:
+                log.warning("a task of watch %d cannot be parsed; ending it", update.watch_id)
+                end = status_pb2.Status(
+                    code=code_pb2.INTERNAL, message="the task cannot be parsed (nested too deep)"
+                )
+                update.end = end.SerializeToString()
+        elif number == 3 and isinstance(value, bytes):
+            update.end = value
+    return update
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value) of each field of a serialized message: varints as int,
+    length-delimited fields as bytes. Other wire types are not used by the messages read."""
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, pos = _varint(data, pos)
+            yield number, value
+        elif wire_type == 2:
+            size, pos = _varint(data, pos)
+            if pos + size > len(data):
+                raise IndexError("a field runs past the end")
+            yield number, data[pos : pos + size]
+            pos += size
+        else:
+            raise TypeError(f"unexpected wire type {wire_type}")
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise TypeError("a varint is too long")

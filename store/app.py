@@ -94,7 +94,9 @@ class Store:
             self.settings.max_response_bytes,
         )
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(service, self.server.grpc)
-        watch_pb2_grpc.add_WatchMuxServiceServicer_to_server(WatchMux(service), self.server.grpc)
+        watch_pb2_grpc.add_WatchMuxServiceServicer_to_server(
+            WatchMux(service, self.settings.max_message_bytes), self.server.grpc
+        )
         await self.server.follow_nats(self.nc)
         await self.server.start()
         log.info(

@@ -14,12 +14,13 @@ import signal
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.context import TaskContext
 from conveyor.errors import NonRetryable
+from conveyor.jsonlike import NotJsonLike, to_struct
 from conveyor.registry import TaskType
 from conveyor.tasks import CUSTOM_FIELD
 
@@ -111,11 +112,10 @@ def to_result(message: events_pb2.TaskMessage, output: Any) -> tasks_pb2.TaskRes
             output = {}
         if not isinstance(output, dict):
             raise NonRetryable(f"handler returned {type(output).__name__}, expected a dict")
-        struct = struct_pb2.Struct()
         try:
-            struct.update(output)
-        except (ValueError, TypeError) as exc:
-            raise NonRetryable(f"handler result is not JSON-like data: {exc}") from exc
+            struct = to_struct(output)
+        except NotJsonLike as exc:
+            raise NonRetryable(f"the handler's result cannot be stored as JSON: {exc}") from exc
         result.custom.CopyFrom(struct)
         return result
     expected = type(getattr(result, str(field)))

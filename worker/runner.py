@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Coroutine
@@ -30,6 +31,7 @@ from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.context import TaskContext
 from conveyor.errors import NonRetryable, Retry, TaskCancelled, TaskTimeout
 from conveyor.jetstream import CANCELLED_TTL
+from conveyor.jsonlike import valid_text
 from conveyor.logs import attempt_var, task_id_var, task_type_var
 from conveyor.registry import Registry, RetryPolicy, TaskType
 from conveyor.tasks import now, seconds, timestamp
@@ -47,6 +49,8 @@ LEASE_BEAT = 1.0
 """How often a slow publish tells JetStream the task is still held: within the shortest
 lease allowed (CONVEYOR_ACK_WAIT_SECONDS >= 1)."""
 CHECK_TIMEOUT = 5.0
+MAX_RETRY_DELAY = 365 * 86_400.0
+"""The longest delay a handler's Retry may ask for, as the longest a submit may ask for."""
 PRUNE_EVERY = 3600.0
 """How often ids learnt longer ago than the markers live are dropped."""
 
@@ -165,9 +169,44 @@ def retry_policy_of(message: events_pb2.TaskMessage) -> RetryPolicy:
     )
 
 
+def progress_report(current: int, total: int, text: str) -> tasks_pb2.TaskProgress:
+    """What a handler reported, checked here so its mistake is a clear error at its call
+    (a message protobuf refuses would otherwise fail deep in the publish)."""
+    for name, value in (("current", current), ("total", total)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
+            raise ValueError(f"progress {name} must be an int from 0 to 2**64-1 (got {value!r})")
+    if not isinstance(text, str):
+        raise TypeError(f"progress message must be a str (got {type(text).__name__})")
+    return tasks_pb2.TaskProgress(current=current, total=total, message=valid_text(text[:500]))
+
+
+def text_of(value: object) -> str:
+    """``str(value)``, or a note when that fails: an exception whose message cannot be read
+    must still fail its attempt, not the publish of the outcome."""
+    try:
+        return str(value)
+    except Exception:
+        return f"({type(value).__name__} whose message could not be read)"
+
+
+def retry_asked(retry: Retry) -> tuple[str, float | None]:
+    """The reason and delay a handler's Retry asks for; a delay that is not a number of
+    seconds within MAX_RETRY_DELAY is replaced by the task's backoff (None), and said so."""
+    reason, delay = text_of(retry.reason), retry.delay
+    if delay is None:
+        return reason, None
+    number = isinstance(delay, int | float) and not isinstance(delay, bool)
+    if number and math.isfinite(delay) and 0 <= delay <= MAX_RETRY_DELAY:
+        return reason, float(delay)
+    note = f"Retry delay {text_of(delay)[:40]} is not 0..{MAX_RETRY_DELAY:.0f} seconds"
+    return f"{reason} ({note}; the task's backoff was used)", None
+
+
 def task_error(attempt: int, kind: str, message: str) -> tasks_pb2.TaskError:
     """A TaskError stamped now."""
-    return tasks_pb2.TaskError(attempt=attempt, type=kind, message=message[:4000], time=timestamp())
+    return tasks_pb2.TaskError(
+        attempt=attempt, type=valid_text(kind), message=valid_text(message[:4000]), time=timestamp()
+    )
 
 
 class _AttemptStart:
@@ -344,7 +383,7 @@ class Runner:
         async def send_progress(current: int, total: int, text: str) -> None:
             nonlocal progress_count
             progress_count += 1
-            report = tasks_pb2.TaskProgress(current=current, total=total, message=text[:500])
+            report = progress_report(current, total, text)
             await started.now()  # a watcher sees the task running before its progress
             await self._publisher.publish(
                 message,
@@ -399,19 +438,19 @@ class Runner:
             await msg.ack()
             log.debug("cancelled while running")
         elif isinstance(outcome, NonRetryable):
-            await self._fail(job, attempt, type(outcome).__name__, str(outcome), start_time)
+            await self._fail(job, attempt, type(outcome).__name__, text_of(outcome), start_time)
         elif isinstance(outcome, Retry):
-            await self._retry_or_fail(
-                job, run_attempt, attempt, "Retry", outcome.reason, start_time, outcome.delay
-            )
+            reason, delay = retry_asked(outcome)
+            await self._retry_or_fail(job, run_attempt, attempt, "Retry", reason, start_time, delay)
         elif isinstance(outcome, TaskTimeout):
             await self._retry_or_fail(
-                job, run_attempt, attempt, "timeout", str(outcome), start_time
+                job, run_attempt, attempt, "timeout", text_of(outcome), start_time
             )
         elif outcome is not None:
             kind = type(outcome).__name__
-            log.warning("attempt failed: %s: %s", kind, outcome, exc_info=outcome)
-            await self._retry_or_fail(job, run_attempt, attempt, kind, str(outcome), start_time)
+            text = text_of(outcome)
+            log.warning("attempt failed: %s: %s", kind, text, exc_info=outcome)
+            await self._retry_or_fail(job, run_attempt, attempt, kind, text, start_time)
         else:
             await self._record(
                 msg,

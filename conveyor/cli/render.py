@@ -20,6 +20,7 @@ from rich.table import Table
 
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.client import AsyncClient
+from conveyor.jsonlike import printable_copy
 from conveyor.tasks import STATE_NAMES, from_timestamp, is_terminal, seconds
 
 _STATE_NAMES: dict[int, str] = {int(number): name for number, name in STATE_NAMES.items()}
@@ -67,8 +68,12 @@ def _attempts(task: tasks_pb2.Task) -> str:
 
 
 def to_dict(message: Message) -> dict[str, Any]:
-    """The canonical proto3 JSON mapping of a message, as grpcurl and buf curl print it."""
-    return json_format.MessageToDict(message)
+    """The canonical proto3 JSON mapping of a message, as grpcurl and buf curl print it;
+    NaN and infinities in a Struct, which the mapping refuses, as strings."""
+    try:
+        return json_format.MessageToDict(message)
+    except (ValueError, json_format.Error):
+        return json_format.MessageToDict(printable_copy(message))
 
 
 def result_rows(result: tasks_pb2.TaskResult) -> list[tuple[str, str]]:
@@ -131,7 +136,7 @@ def _typed_rows(result: tasks_pb2.TaskResult) -> list[tuple[str, str]]:
             ("original", f"{i.original_width}x{i.original_height} {original}"),
         ]
     if which == "custom":
-        return [("result", _clip(json.dumps(json_format.MessageToDict(result.custom)), 1000))]
+        return [("result", _clip(json.dumps(to_dict(result.custom)), 1000))]
     return []
 
 

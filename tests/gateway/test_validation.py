@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conveyor.api.tasks.v1 import tasks_pb2
-from conveyor.config import Limits
+from conveyor.config import MIB, Limits
 from conveyor.errors import InvalidArgument
 from conveyor.ids import new_task_id
 from gateway.validation import (
@@ -383,3 +383,56 @@ def test_validation_passes_or_names_fields(request: Request) -> None:
     except InvalidArgument as exc:
         assert exc.violations
         assert all(v.field and v.description for v in exc.violations)
+
+
+def test_a_transform_asked_for_twice_is_refused_at_its_repeat() -> None:
+    upper, slug = tasks_pb2.TEXT_TRANSFORM_UPPER, tasks_pb2.TEXT_TRANSFORM_SLUG
+    with pytest.raises(InvalidArgument) as caught:
+        validate_submit(transforms(upper, slug, upper), LIMITS)
+    [violation] = caught.value.violations
+    assert violation.field == "text_processing.transforms[2]"
+    assert violation.description == "TEXT_TRANSFORM_UPPER is already asked for at [0]"
+
+
+def test_results_are_estimated_from_the_text_and_what_is_done_to_it() -> None:
+    limits = Limits(max_message_bytes=MIB + 1000)  # 1,000 bytes for the result
+    upper = tasks_pb2.BATCH_OPERATION_UPPERCASE
+    # Upper case keeps ASCII as long as it is and can triple other text.
+    validate_submit(batch(["x" * 480], upper), limits)
+    with pytest.raises(InvalidArgument) as caught:
+        validate_submit(batch(["é" * 240], upper), limits)
+    assert [v.field for v in caught.value.violations] == ["batch_processing.items"]
+    # Python prints at most 4,300 digits: a square of many more is an item error, not big.
+    validate_submit(batch(["9" * 60_000] * 130, tasks_pb2.BATCH_OPERATION_SQUARE), Limits())
+    every = list(range(1, 8))
+    validate_submit(transforms(*every[:1]), limits)
+    with pytest.raises(InvalidArgument) as caught:
+        validate_submit(Request(text_processing={"text": "ΐ" * 100, "transforms": every}), limits)
+    assert [v.field for v in caught.value.violations] == ["text_processing.text"]
+
+
+@pytest.mark.parametrize(("items", "chunk_size", "refused"), [(1000, 1, False), (1001, 1, True)])
+def test_a_batch_has_at_most_a_thousand_chunks(items: int, chunk_size: int, refused: bool) -> None:
+    request = batch(["1"] * items, chunk_size=chunk_size)
+    if not refused:
+        validate_submit(request, Limits())
+        return
+    with pytest.raises(InvalidArgument) as caught:
+        validate_submit(request, Limits())
+    assert [v.field for v in caught.value.violations] == ["batch_processing.chunk_size"]
+    assert "use a chunk_size of at least 2" in caught.value.violations[0].description
+
+
+def test_unknown_fields_are_named_by_their_path_and_number() -> None:
+    request = image(Op(resize=tasks_pb2.ImageResize(width=2, height=2)))
+    inner = request.image_processing.operations[0].resize
+    inner.MergeFromString(b"\x98\x06\x01")  # field 99, varint 1
+    request.options.MergeFromString(b"\xa2\x06\x00")  # field 100, empty bytes
+    with pytest.raises(InvalidArgument) as caught:
+        validate_submit(request, LIMITS)
+    assert {v.field: v.description for v in caught.value.violations} == {
+        "image_processing.operations[0].resize.99": "is not a field of ImageResize (varint); "
+        "fields the gateway does not know are refused",
+        "options.100": "is not a field of TaskOptions (length-delimited); "
+        "fields the gateway does not know are refused",
+    }

@@ -6,12 +6,13 @@ Module-level, so that CPU-bound ones can be run in the worker's spawned processe
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from typing import Any
 
 from conveyor.context import TaskContext
-from conveyor.errors import NonRetryable
+from conveyor.errors import NonRetryable, Retry
 from conveyor.registry import Registry, RetryPolicy
 
 FAST_RETRY = RetryPolicy(initial_delay=0.1, max_delay=0.2)
@@ -55,6 +56,61 @@ async def record(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
 
 async def greet(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     return {"greeting": f"hello {payload['name']}", "attempt": ctx.attempt}
+
+
+async def echo(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    return payload
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"d": value}
+    return value
+
+
+def _looped() -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    value["self"] = value
+    return value
+
+
+UNSTORABLE: dict[str, Any] = {
+    "nan": lambda: {"x": float("nan")},
+    "infinity": lambda: {"x": [1, {"y": float("-inf")}]},
+    "deep": lambda: _nested(200),
+    "just_too_deep": lambda: _nested(34),
+    "loop": _looped,
+    "big_int": lambda: {"id": 2**70},
+    "huge_int": lambda: {"id": 10**400},
+    "int_key": lambda: {"x": {1: "one"}},
+    "bytes": lambda: {"x": b"raw"},
+    "surrogate": lambda: {"x": "\ud800"},
+}
+"""Results a handler may return that JSON, or a protobuf parser, cannot take back."""
+
+
+async def unstorable(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = UNSTORABLE[payload["kind"]]()
+    return result
+
+
+async def odd_text(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Reports progress and fails with text UTF-8 cannot encode (a lone surrogate)."""
+    await ctx.progress(1, 2, "half \ud800 way")
+    raise NonRetryable("bad \udcff data")
+
+
+class Unreadable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+async def odd_retry(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Asks for a retry with a delay that is no number of seconds, then fails unreadably."""
+    if ctx.attempt == 1:
+        raise Retry(delay=payload.get("delay", math.nan), reason="later")
+    raise Unreadable()
 
 
 async def flaky(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +160,10 @@ def registry() -> Registry:
     """A registry with the test types (the worker adds the built-ins)."""
     r = Registry()
     r.task("greet")(greet)
+    r.task("echo")(echo)
+    r.task("unstorable", max_attempts=3, retry=FAST_RETRY)(unstorable)
+    r.task("odd_text", max_attempts=3, retry=FAST_RETRY)(odd_text)
+    r.task("odd_retry", max_attempts=2, retry=FAST_RETRY)(odd_retry)
     r.task("flaky", max_attempts=3, retry=FAST_RETRY)(flaky)
     r.task("fail_once", max_attempts=3, retry=FAST_RETRY)(fail_once)
     r.task("sleeper", timeout=120)(sleeper)

@@ -55,3 +55,18 @@ def violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
         if detail.Unpack(bad):
             fields.update({v.field: v.description for v in bad.field_violations})
     return fields
+
+
+def varint(value: int) -> bytes:
+    """A protobuf varint, by hand."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes([*out, value])
+
+
+def wire_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field, by hand: for messages the Python runtime will not
+    build (nested too deep, or with fields their type does not declare)."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload

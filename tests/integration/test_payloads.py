@@ -70,14 +70,16 @@ async def submit(stub: tasks_pb2_grpc.TaskServiceStub, request: tasks_pb2.Submit
     return task_id
 
 
-async def test_a_16_mb_text_result_reads_and_watches_within_default_limits(
+async def test_a_7_mb_text_result_reads_and_watches_within_default_limits(
     system: System,
 ) -> None:
     await system.start()
     text = ("Lorem ipsum dolor sit amet. " * 40_000)[:MIB]
-    upper = tasks_pb2.TEXT_TRANSFORM_UPPER
+    # Every transform of 1 MiB of text: a 7 MiB result (issue 17 had `upper` 16 times, which
+    # the gateway now refuses as a repeated transform).
+    every = [t for t in tasks_pb2.TextTransform.values() if t]
     request = tasks_pb2.SubmitTaskRequest(
-        text_processing=tasks_pb2.TextProcessingInput(text=text, transforms=[upper] * 16)
+        text_processing=tasks_pb2.TextProcessingInput(text=text, transforms=every)
     )
     channel, stub = default_stub(system)
     async with channel, AsyncClient(system.gateway.address) as client:  # type: ignore[union-attr]
@@ -108,13 +110,15 @@ async def test_a_16_mb_text_result_reads_and_watches_within_default_limits(
         assert task.ByteSize() < CLIENT_DEFAULT_LIMIT
         stats = task.result.text_processing
         assert stats.characters == MIB
-        assert [t.transform for t in stats.transforms] == [upper] * 16
+        assert [t.transform for t in stats.transforms] == every
         reference = task.result.payload
-        assert reference.size_bytes > 16 * MIB
+        assert reference.size_bytes > CLIENT_DEFAULT_LIMIT
         assert reference.name == payloads.result_name(task_id, 1)
 
         complete = await client.result(task_id)
-        assert [t.text for t in complete.text_processing.transforms] == [text.upper()] * 16
+        outputs = {t.transform: t.text for t in complete.text_processing.transforms}
+        assert outputs[tasks_pb2.TEXT_TRANSFORM_UPPER] == text.upper()
+        assert outputs[tasks_pb2.TEXT_TRANSFORM_REVERSE] == text[::-1]
         assert complete.text_processing.characters == MIB
         assert not complete.HasField("payload")
 
@@ -375,7 +379,8 @@ async def test_deleting_a_task_deletes_its_stored_input_and_result(system: Syste
     objects = await system.gateway.nc.jetstream().object_store(subjects.OBJECT_PAYLOADS)
     names = [payloads.input_name(task_id), payloads.result_name(task_id, 1)]
     for name in names:
-        assert (await objects.get_info(name)).size > 0
+        stored = (await objects.get_info(name)).size
+        assert stored is not None and stored > 0
 
     async with AsyncClient(system.gateway.address) as client:
         await client.delete(task_id)

@@ -148,7 +148,11 @@ async def test_invalid_schedules_name_the_field(system: System) -> None:
         "spec.interval": P.ScheduleSpec(interval=duration(0.1), task=template("greet", name="x")),
         "spec.task.custom.type": P.ScheduleSpec(interval=duration(5), task=template("nobody")),
         "spec.timing": P.ScheduleSpec(task=template("greet", name="x")),
+        "spec.99": P.ScheduleSpec(interval=duration(5), task=template("greet", name="x")),
+        "spec.task.custom.99": P.ScheduleSpec(interval=duration(5), task=template("greet")),
     }
+    cases["spec.99"].MergeFromString(b"\x98\x06\x01")  # field 99, which it does not declare
+    cases["spec.task.custom.99"].task.custom.MergeFromString(b"\x98\x06\x01")
     for field, spec in cases.items():
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await schedules.CreateSchedule(P.CreateScheduleRequest(schedule_id="bad", spec=spec))
