@@ -162,7 +162,7 @@ def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], di
         )
     )
     summary["scheduler"] = f"health on 127.0.0.1:{scheduler_port}{shown}"
-    gateway_listen = env.get("CONVEYOR_GATEWAY_LISTEN", "0.0.0.0:50051")
+    gateway_listen = env.get("CONVEYOR_GATEWAY_LISTEN", "127.0.0.1:50051")
     gateway_port = int(gateway_listen.rpartition(":")[2])
     metrics, shown = metrics_env(env, 9091)
     gateway_env = {**base, "CONVEYOR_GATEWAY_LISTEN": gateway_listen, **metrics}
