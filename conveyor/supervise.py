@@ -14,8 +14,9 @@ from typing import Generic, Protocol, TextIO, TypeVar
 
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
-STABLE_AFTER = 60.0
-"""A child that ran this long before it exited was healthy: its backoff starts afresh."""
+STABLE_AFTER = 10.0
+"""A child that ran this long before it exited had come up and served: its backoff starts
+afresh (a worker killed now and then by a poison task keeps being restarted at once)."""
 GIVE_UP_AFTER = 6
 """Quick failures in a row (about a minute of backoff) after which a child stays stopped."""
 
