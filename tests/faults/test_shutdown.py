@@ -57,20 +57,17 @@ async def test_sigterm_finishes_short_tasks_and_hands_back_the_rest(cluster: Clu
     assert (handed_back.attempt, handed_back.worker_id) == (2, "worker-2")
 
 
-async def test_sigterm_after_nats_server_is_gone_exits_cleanly(
+async def test_sigterm_after_nats_server_is_gone_every_service_exits_cleanly(
     cluster: Cluster, nats_file_server: NatsServer
 ) -> None:
-    cluster.store.start()
-    await cluster.store.ready()
-    worker = cluster.add_worker()
-    worker.start()
-    await worker.ready()
+    await cluster.start(workers=1, scheduler=True)
+    [worker] = cluster.workers
     nats_file_server.kill()
     async with asyncio.timeout(30):
         # Reconnecting for a while, with requests of its fetch loops buffered meanwhile.
         while worker.log_tail().count("Connection refused") < 3:
             await asyncio.sleep(0.1)
-    for service in (worker, cluster.store):
+    for service in cluster.services:
         service.terminate()
         assert service.wait(timeout=30) == 0, service.log_tail()
         assert "Traceback" not in service.log_tail()
