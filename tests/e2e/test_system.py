@@ -11,7 +11,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -182,27 +182,27 @@ async def test_killed_workers_are_restarted_and_the_gateway_keeps_serving(
     dev: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
     address, process = dev
-    killed = worker_pids(process.pid)
-    assert len(killed) == 2
+    killed = await wait_workers(process.pid, lambda pids: len(pids) == 2)
     for pid in killed:
         os.kill(pid, signal.SIGKILL)
-    request = S.SubmitTaskRequest(text_processing=S.TextProcessingInput(text="after the crash"))
     async with grpc.aio.insecure_channel(address) as channel:
         stub = tasks_pb2_grpc.TaskServiceStub(channel)
-        async with asyncio.timeout(60):
-            while True:
-                try:
-                    submitted = await stub.SubmitTask(request)
-                    break
-                except grpc.aio.AioRpcError as err:  # the types may not be registered yet
-                    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
-                    await asyncio.sleep(0.5)
-        # No worker is left to run it: it completes only once the workers are back.
+        await stub.ListTasks(S.ListTasksRequest(page_size=1))  # no worker, still serving
+        back = await wait_workers(process.pid, lambda pids: len(pids - killed) == 2)
+        request = S.SubmitTaskRequest(text_processing=S.TextProcessingInput(text="after"))
+        submitted = await stub.SubmitTask(request)
         updates = await asyncio.wait_for(watch_all(stub, submitted.task.id), 90)
         assert updates[-1].state == S.TASK_STATE_COMPLETED, updates[-1].error
     assert process.poll() is None
-    restarted = worker_pids(process.pid)
-    assert len(restarted) == 2 and not restarted & killed
+    assert not back & killed
+
+
+async def wait_workers(dev_pid: int, done: Callable[[set[int]], bool]) -> set[int]:
+    """The worker processes of `conveyor dev`, once ``done`` holds for them."""
+    async with asyncio.timeout(60):
+        while not done(pids := worker_pids(dev_pid)):
+            await asyncio.sleep(0.2)
+    return pids
 
 
 def test_the_console_script_runs_without_nats_server_on_path(tmp_path: Path) -> None:
