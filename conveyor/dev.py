@@ -26,7 +26,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conveyor.config import MIB, load_environ
-from conveyor.supervise import Supervisor
+from conveyor.supervise import Supervisor, describe_exit
 
 NATS_MAX_PAYLOAD = 32 * MIB
 READY_TIMEOUT = 60.0
@@ -80,11 +80,18 @@ def nats_config(data_dir: Path, port: int) -> Path:
     return path
 
 
-def wait_healthy(address: str, deadline: float) -> bool:
-    """True once the gRPC health service at address answers SERVING."""
+def _running(process: subprocess.Popen[bytes] | None) -> bool:
+    return process is None or process.poll() is None
+
+
+def wait_healthy(
+    address: str, deadline: float, process: subprocess.Popen[bytes] | None = None
+) -> bool:
+    """True once the gRPC health service at address answers SERVING; False at the
+    deadline or as soon as ``process`` has exited."""
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and _running(process):
             try:
                 status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
                 if status == health_pb2.HealthCheckResponse.SERVING:
@@ -95,9 +102,10 @@ def wait_healthy(address: str, deadline: float) -> bool:
     return False
 
 
-def wait_tcp(port: int, deadline: float) -> bool:
-    """True once something accepts connections on 127.0.0.1:port."""
-    while time.monotonic() < deadline:
+def wait_tcp(port: int, deadline: float, process: subprocess.Popen[bytes] | None = None) -> bool:
+    """True once something accepts connections on 127.0.0.1:port; False at the deadline or
+    as soon as ``process`` has exited."""
+    while time.monotonic() < deadline and _running(process):
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return True
@@ -246,11 +254,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             supervisor.start(child)
             deadline = time.monotonic() + READY_TIMEOUT
             if child.name == "nats-server":
-                ok = wait_tcp(int(child.extra["port"]), deadline)
+                ok = wait_tcp(int(child.extra["port"]), deadline, child.process)
             else:
-                ok = wait_healthy(child.health, deadline)
+                ok = wait_healthy(child.health, deadline, child.process)
             if not ok:
-                print(f"conveyor dev: {child.name} did not become ready", file=sys.stderr)
+                assert child.process is not None
+                code = child.process.poll()
+                why = "did not become ready" if code is None else f"exited ({describe_exit(code)})"
+                print(f"conveyor dev: {child.name} {why} while starting", file=sys.stderr)
                 return 1
         print("Conveyor is running:")
         for name, where in summary.items():

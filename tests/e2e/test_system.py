@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -231,3 +232,24 @@ def test_the_console_script_runs_without_nats_server_on_path(tmp_path: Path) -> 
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr.decode()
+
+
+def test_a_service_that_cannot_start_is_named_at_once(tmp_path: Path) -> None:
+    """The gateway's port is taken: `conveyor dev` says the gateway exited, and stops."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+        env["CONVEYOR_GATEWAY_LISTEN"] = f"127.0.0.1:{taken.getsockname()[1]}"
+        env["CONVEYOR_METRICS_LISTEN"] = "off"
+        argv = [sys.executable, "-m", "conveyor.cli", "dev", "--workers", "1"]
+        done = subprocess.run(
+            [*argv, "--data-dir", str(tmp_path / "data")],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1
+    assert "conveyor dev: gateway exited (code 1) while starting" in done.stderr
