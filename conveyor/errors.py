@@ -82,6 +82,12 @@ class DeadlineExceeded(ConveyorError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class Unimplemented(ConveyorError):
+    """Raised when a service is asked for a method it does not serve."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 class Internal(ConveyorError):
     """Raised when a service failed in a way that is a bug, not the caller's fault."""
 
@@ -98,6 +104,7 @@ _BY_CODE: dict[grpc.StatusCode, type[ConveyorError]] = {
         ResourceExhausted,
         Unavailable,
         DeadlineExceeded,
+        Unimplemented,
         Internal,
     )
 }

@@ -281,9 +281,10 @@ async def close(nc: NATS) -> None:
         log.warning("nats flush on close failed: %s", exc)
     try:
         await nc.close()
-    except ConnectionError as exc:
-        # The connection was lost while closing (a service stopped as NATS restarted):
-        # there is nothing left to flush, and stopping must not fail for it.
+    except (ConnectionError, RuntimeError) as exc:
+        # The connection was lost before or while closing (a service stopped while NATS
+        # was down): nats-py still writes what it buffered to the dead transport, which
+        # uvloop refuses with a RuntimeError, and stopping must not fail for it.
         log.warning("nats connection lost while closing: %s", exc)
 
 

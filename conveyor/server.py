@@ -23,7 +23,7 @@ from nats.aio.client import Client as NATS
 
 from conveyor import jetstream, keepalive, tracing
 from conveyor.config import CommonSettings, ConfigError
-from conveyor.errors import ConveyorError, InvalidArgument
+from conveyor.errors import ConveyorError, InvalidArgument, Unimplemented
 from conveyor.interceptors import CachingInterceptor
 from conveyor.logs import setup_logging
 from conveyor.metrics import MetricsInterceptor, ServiceMetrics
@@ -74,6 +74,12 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: Conveyo
     await context.abort_with_status(rpc_status.to_status(status_for(error)))
 
 
+def unimplemented(method: str) -> ConveyorError:
+    """The error for a method whose servicer keeps the generated base's body, which raises
+    NotImplementedError: a caller at the wrong port, not a bug to log a traceback for."""
+    return Unimplemented(f"{method} is not served here")
+
+
 def internal_error(context_method: str, exc: BaseException) -> ConveyorError:
     log.exception("unhandled error in %s", context_method, exc_info=exc)
     error = ConveyorError(f"internal error: {type(exc).__name__}")
@@ -114,6 +120,8 @@ def _wrap_unary(inner: Any, method: str) -> Any:
             await abort_with(context, exc)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
+        except NotImplementedError:
+            await abort_with(context, unimplemented(method))
         except Exception as exc:
             await abort_with(context, internal_error(method, exc))
 
@@ -137,6 +145,8 @@ def _wrap_stream(inner: Any, method: str) -> Any:
             await abort_with(context, exc)
         except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
             raise
+        except NotImplementedError:
+            await abort_with(context, unimplemented(method))
         except Exception as exc:
             await abort_with(context, internal_error(method, exc))
 

@@ -47,12 +47,17 @@ class Reconciler:
         interval: float = 60.0,
         quiet_for: float = 120.0,
         max_pages: int = 20,
+        page_size: int = 1000,
     ) -> None:
         self._js = js
         self._store = store
         self.interval = interval
         self.quiet_for = quiet_for
         self.max_pages = max_pages
+        self.page_size = page_size
+        self._token = ""
+        """Where the sweep goes on next round: a keyset cursor into the listing, so with
+        more unfinished tasks than one round reads, every one is still reached."""
 
     async def run(self) -> None:
         """Reconciles every ``interval`` seconds until cancelled."""
@@ -68,22 +73,33 @@ class Reconciler:
                 log.warning("reconciliation round failed: %s", exc)
 
     async def reconcile_once(self) -> int:
-        """One round; returns how many lost tasks were failed."""
+        """One round of at most ``max_pages`` pages of unfinished tasks, newest first,
+        going on from where the round before stopped; returns how many lost tasks were
+        failed. A sweep over all of them thus takes ceil(unfinished / (max_pages *
+        page_size)) rounds, and the next sweep starts again from the newest."""
         cutoff = now() - dt.timedelta(seconds=self.quiet_for)
         lost = 0
-        token = ""
         for _ in range(self.max_pages):
-            page = await self._store.ListTasks(
-                tasks_pb2.ListTasksRequest(states=UNFINISHED, page_size=1000, page_token=token),
-                timeout=30,
-            )
+            page = await self._page(self._token)
             for task in page.tasks:
                 if from_timestamp(task.update_time) < cutoff and not await self._queued(task):
                     lost += await self._fail_if_unchanged(task)
-            token = page.next_page_token
-            if not token:
+            self._token = page.next_page_token
+            if not self._token:
                 break
         return lost
+
+    async def _page(self, token: str) -> tasks_pb2.ListTasksResponse:
+        request = tasks_pb2.ListTasksRequest(
+            states=UNFINISHED, page_size=self.page_size, page_token=token
+        )
+        try:
+            page: tasks_pb2.ListTasksResponse = await self._store.ListTasks(request, timeout=30)
+        except grpc.aio.AioRpcError as err:
+            if token and err.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                self._token = ""  # a cursor the store no longer takes: sweep again from the top
+            raise
+        return page
 
     async def _queued(self, task: tasks_pb2.Task) -> bool:
         candidates = [

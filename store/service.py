@@ -239,6 +239,10 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
                 "can be retried"
             )
         offset = task.attempt
+        # Each re-drive bumps the version, so it names this re-drive: the offset alone does
+        # not (a task cancelled before it started is re-driven at offset 0 every time, and
+        # its first run was published as run:0), and JetStream would drop the repeat.
+        redrive = f"{offset}.{task.version}"
         message = events_pb2.TaskMessage(
             task_id=task.id,
             type=task.type,
@@ -258,14 +262,14 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
             await asyncio.wait_for(self._cancelled.delete(task.id), PUBLISH_TIMEOUT)
             ack = await self._publish_event(
                 task,
-                f"redrive:{offset}",
+                f"redrive:{redrive}",
                 redriven=events_pb2.Redriven(attempt_offset=offset, max_attempts=per_run_attempts),
             )
             await asyncio.wait_for(
                 self._js.publish(
                     subjects.task_subject(task.type, task.priority, task.id),
                     message.SerializeToString(),
-                    headers={subjects.HEADER_MSG_ID: f"{task.id}:run:{offset}"},
+                    headers={subjects.HEADER_MSG_ID: f"{task.id}:run:{redrive}"},
                 ),
                 PUBLISH_TIMEOUT,
             )

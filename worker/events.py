@@ -32,13 +32,15 @@ class EventPublisher:
         *,
         time: Timestamp | None = None,
         start_time: Timestamp | None = None,
+        run: int = 0,
         **kind: Any,
     ) -> None:
         """Publishes one event of kind ``kind`` (e.g. ``started=Started()``) and waits for
         the stream's acknowledgement.
 
         ``time`` is when it happened (default: now); ``start_time``, on an outcome, is the
-        start of an attempt whose ``started`` event was not published."""
+        start of an attempt whose ``started`` event was not published; ``run``, the TASKS
+        stream sequence of the task's message, tells apart the runs of a re-driven task."""
         event = events_pb2.TaskEvent(
             task_id=message.task_id,
             type=message.type,
@@ -50,8 +52,12 @@ class EventPublisher:
         )
         subject = subjects.event_subject(message.type)
         data = event.SerializeToString()
+        # The run in the id as well as the attempt: a re-drive can number its attempts
+        # from where the store counted, below an attempt whose late outcome the store
+        # ignored, and JetStream would drop the new run's events as repeats of it.
+        attempt_id = f"{run}.{attempt}" if run else str(attempt)
         headers = tracing.inject(
-            {subjects.HEADER_MSG_ID: f"{message.task_id}:{attempt}:{dedupe_key}"}
+            {subjects.HEADER_MSG_ID: f"{message.task_id}:{attempt_id}:{dedupe_key}"}
         )
         if self._acks is not None:
             await self._acks.publish(subject, data, headers)

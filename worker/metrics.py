@@ -89,10 +89,11 @@ class CountingPublisher(EventPublisher):
         *,
         time: Timestamp | None = None,
         start_time: Timestamp | None = None,
+        run: int = 0,
         **kind: Any,
     ) -> None:
         await super().publish(
-            message, attempt, dedupe_key, time=time, start_time=start_time, **kind
+            message, attempt, dedupe_key, time=time, start_time=start_time, run=run, **kind
         )
         if start_time is not None:  # the outcome carries its attempt's start
             self._metrics.count_event(message.type, "started")

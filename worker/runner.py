@@ -273,6 +273,12 @@ class _AttemptStart:
             self._timer = None
 
 
+def run_of(msg: Msg) -> int:
+    """Which run of its task a delivery belongs to: its message's TASKS stream sequence,
+    the same for every delivery of the message and new with each re-drive."""
+    return int(msg.metadata.sequence.stream)
+
+
 class Runner:
     """Handles deliveries of tasks: one call of ``handle`` per message."""
 
@@ -389,6 +395,7 @@ class Runner:
                 message,
                 attempt,
                 f"progress:{progress_count}",
+                run=run_of(msg),
                 progressed=events_pb2.Progressed(progress=report),
             )
 
@@ -531,7 +538,7 @@ class Runner:
             keeper = _LeaseKeeper(msg, loop)
             try:
                 await self._publisher.publish(
-                    message, attempt, key, time=time, start_time=start_time, **kind
+                    message, attempt, key, time=time, start_time=start_time, run=run_of(msg), **kind
                 )
                 return
             except Exception as exc:

@@ -53,8 +53,10 @@ def _run_dev(argv: list[str]) -> int:
         return _fail("conveyor dev is not available in this installation", EXIT_FAILED)
     try:
         return int(dev.main(argv))
-    except SystemExit as exc:  # its argparse: usage was printed, keep main() in-process
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except SystemExit as exc:  # keep main() in-process
+        if isinstance(exc.code, int):
+            return exc.code  # its argparse, which printed the usage
+        return _fail(str(exc.code or "conveyor dev stopped"), EXIT_FAILED)
 
 
 def _address(args: argparse.Namespace) -> str:

@@ -263,15 +263,15 @@ async def test_health_watch_streams_status_changes(server: Server) -> None:
 
 def test_metrics_ports_from_the_environment() -> None:
     defaults: dict[Any, str] = {
-        GatewaySettings: "0.0.0.0:9091",
-        StoreSettings: "0.0.0.0:9092",
-        SchedulerSettings: "0.0.0.0:9093",
-        WorkerSettings: "0.0.0.0:9094",
+        GatewaySettings: "127.0.0.1:9091",
+        StoreSettings: "127.0.0.1:9092",
+        SchedulerSettings: "127.0.0.1:9093",
+        WorkerSettings: "127.0.0.1:9094",
     }
     for settings, default in defaults.items():
         assert settings.from_env({}).metrics_listen == default
-        chosen = settings.from_env({"CONVEYOR_METRICS_LISTEN": "127.0.0.1:9999"})
-        assert chosen.metrics_listen == "127.0.0.1:9999"
+        chosen = settings.from_env({"CONVEYOR_METRICS_LISTEN": "0.0.0.0:9999"})
+        assert chosen.metrics_listen == "0.0.0.0:9999"
         assert settings.from_env({"CONVEYOR_METRICS_LISTEN": "off"}).metrics_listen == ""
     # Built in code (tests, embedding): any free loopback port, never a fixed one.
     assert WorkerSettings().metrics_listen == "127.0.0.1:0"

@@ -33,3 +33,12 @@ def test_a_started_service_freezes_its_start_up_objects_and_collects_less_often(
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_by_default_every_service_listens_on_loopback_only() -> None:
+    from conveyor.config import GatewaySettings, SchedulerSettings, StoreSettings, WorkerSettings
+
+    for settings in (GatewaySettings, StoreSettings, SchedulerSettings, WorkerSettings):
+        defaults = settings.from_env({})
+        assert defaults.listen.startswith("127.0.0.1:"), settings.__name__
+        assert defaults.metrics_listen.startswith("127.0.0.1:"), settings.__name__

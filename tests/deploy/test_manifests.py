@@ -206,6 +206,24 @@ def test_grpc_probes_use_the_port_the_service_listens_on(
         assert "prometheus.io/port" not in annotations
 
 
+def reachable_from_other_hosts(address: str) -> bool:
+    return address.rpartition(":")[0] in ("0.0.0.0", "[::]", "")
+
+
+def test_deployments_listen_beyond_loopback() -> None:
+    """The services' defaults are loopback only, which no probe, Service or other
+    container reaches: every deployment sets its own listen addresses."""
+    environments = [(c["args"][0], k8s_env(c)) for _, c in conveyor_containers()]
+    environments += [
+        (s["command"][0], s["environment"]) for s in compose_conveyor_services().values()
+    ]
+    assert len(environments) == 8
+    for service, env in environments:
+        settings = SERVICES[service].from_env(env)
+        assert reachable_from_other_hosts(settings.listen), service
+        assert reachable_from_other_hosts(settings.metrics_listen), service
+
+
 def test_every_container_has_requests_and_limits() -> None:
     for obj in k8s_objects():
         if obj["kind"] in ("Deployment", "StatefulSet"):

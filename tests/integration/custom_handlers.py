@@ -6,6 +6,7 @@ Module-level, so that CPU-bound ones can be run in the worker's spawned processe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import time
@@ -26,6 +27,8 @@ class Calls:
     sleeper_started: asyncio.Event | None = None
     sleeper_cancelled = False
     never: int = 0
+    stubborn_runs: int = 0
+    stubborn_started: asyncio.Event | None = None
     started: list[str] = []  # noqa: RUF012 - labels of `record` tasks, in start order
 
 
@@ -151,6 +154,17 @@ def spin(payload: dict[str, Any]) -> dict[str, Any]:
     return {"pid": os.getpid()}
 
 
+async def stubborn(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Its first run finishes its work even when cancelled meanwhile; later runs at once."""
+    Calls.stubborn_runs += 1
+    if Calls.stubborn_runs == 1:
+        assert Calls.stubborn_started is not None
+        Calls.stubborn_started.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(60)
+    return {"run": Calls.stubborn_runs}
+
+
 def crash(payload: dict[str, Any]) -> dict[str, Any]:
     """CPU-bound: kills its own process, every time."""
     os._exit(17)
@@ -168,6 +182,7 @@ def registry() -> Registry:
     r.task("fail_once", max_attempts=3, retry=FAST_RETRY)(fail_once)
     r.task("sleeper", timeout=120)(sleeper)
     r.task("never")(never)
+    r.task("stubborn")(stubborn)
     r.task("record")(record)
     r.task("gauge")(gauge)
     r.task("spin", cpu_bound=True, timeout=30, retry=FAST_RETRY)(spin)

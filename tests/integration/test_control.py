@@ -143,6 +143,47 @@ async def test_cancel_a_pending_task_means_it_never_runs(system: System) -> None
     assert task.state == S.TASK_STATE_CANCELLED and task.attempt == 0
 
 
+async def test_retry_of_a_task_cancelled_before_it_started_runs_it(system: System) -> None:
+    await start(system)
+    worker = system.workers[0]
+    await worker.stop()
+    system.workers.clear()
+    submitted = await system.stub.SubmitTask(custom("greet", name="again"))
+    # Twice: each re-drive of a task that never started must queue a run of its own.
+    for _ in range(2):
+        await system.stub.CancelTask(S.CancelTaskRequest(task_id=submitted.task.id))
+        retried = await system.stub.RetryTask(S.RetryTaskRequest(task_id=submitted.task.id))
+        assert retried.task.state == S.TASK_STATE_PENDING
+    await system.start_worker(custom_handlers.registry(), shutdown_grace_seconds=1.0)
+    task = await wait_terminal(system.stub, submitted.task.id)
+    assert task.state == S.TASK_STATE_COMPLETED and task.attempt == 1
+
+
+async def test_retry_runs_after_the_cancelled_run_finished_unrecorded(system: System) -> None:
+    await system.start_store()
+    # The start is reported late, so the running task still looks queued to a cancel.
+    await system.start_worker(custom_handlers.registry(), start_event_delay_seconds=60)
+    await system.start_gateway()
+    Calls.stubborn_runs = 0
+    Calls.stubborn_started = asyncio.Event()
+    submitted = await system.stub.SubmitTask(custom("stubborn"))
+    task_id = submitted.task.id
+    await asyncio.wait_for(Calls.stubborn_started.wait(), 20)
+    cancelled = await system.stub.CancelTask(S.CancelTaskRequest(task_id=task_id))
+    assert cancelled.task.state == S.TASK_STATE_CANCELLED and cancelled.task.attempt == 0
+    # Its handler finished anyway; the outcome came after the cancel and was ignored.
+    async with asyncio.timeout(20):
+        while not any(
+            e.HasField("completed") for e in await events_of(system, "stubborn", task_id)
+        ):
+            await asyncio.sleep(0.1)
+
+    await system.stub.RetryTask(S.RetryTaskRequest(task_id=task_id))
+    task = await wait_terminal(system.stub, task_id, timeout=30)
+    assert task.state == S.TASK_STATE_COMPLETED
+    assert dict(task.result.custom) == {"run": 2.0}
+
+
 async def test_delayed_task_is_scheduled_and_starts_after_its_time(system: System) -> None:
     await start(system)
     submitted = await system.stub.SubmitTask(

@@ -77,7 +77,15 @@ async def test_a_7_mb_text_result_reads_and_watches_within_default_limits(
     text = ("Lorem ipsum dolor sit amet. " * 40_000)[:MIB]
     # Every transform of 1 MiB of text: a 7 MiB result (issue 17 had `upper` 16 times, which
     # the gateway now refuses as a repeated transform).
-    every = [t for t in tasks_pb2.TextTransform.values() if t]
+    every = [
+        tasks_pb2.TEXT_TRANSFORM_UPPER,
+        tasks_pb2.TEXT_TRANSFORM_LOWER,
+        tasks_pb2.TEXT_TRANSFORM_TITLE,
+        tasks_pb2.TEXT_TRANSFORM_REVERSE,
+        tasks_pb2.TEXT_TRANSFORM_SLUG,
+        tasks_pb2.TEXT_TRANSFORM_NORMALIZE_WHITESPACE,
+        tasks_pb2.TEXT_TRANSFORM_STRIP_PUNCTUATION,
+    ]
     request = tasks_pb2.SubmitTaskRequest(
         text_processing=tasks_pb2.TextProcessingInput(text=text, transforms=every)
     )

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from conveyor import subjects
-from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.tasks import duration
 from tests.conftest import System
 from tests.integration.helpers import png, violations, wait_terminal, watch_all
@@ -228,3 +228,21 @@ async def test_get_unknown_task_is_not_found(system: System) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await system.stub.GetTask(S.GetTaskRequest(task_id="../etc/passwd"))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_submit_sent_to_the_store_is_unimplemented(system: System) -> None:
+    await started(system)
+    assert system.store is not None
+    async with grpc.aio.insecure_channel(system.store.address) as channel:
+        store = tasks_pb2_grpc.TaskServiceStub(channel)
+        request = S.SubmitTaskRequest(text_processing=S.TextProcessingInput(text="wrong port"))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await store.SubmitTask(request)
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "SubmitTask" in (caught.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await store.SubmitTasks(S.SubmitTasksRequest(requests=[request]))
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    # Submits belong to the gateway, which still takes them.
+    submitted = await system.stub.SubmitTask(request)
+    assert (await wait_terminal(system.stub, submitted.task.id)).state == S.TASK_STATE_COMPLETED

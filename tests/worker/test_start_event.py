@@ -40,6 +40,7 @@ class RecordingPublisher(EventPublisher):
         *,
         time: Timestamp | None = None,
         start_time: Timestamp | None = None,
+        run: int = 0,
         **kind: Any,
     ) -> None:
         [name] = kind
@@ -56,7 +57,7 @@ class Msg:
         self.data = message.SerializeToString()
         self.subject = "conveyor.tasks.quick.normal.t1"
         self.headers: dict[str, str] = {}
-        self.metadata = SimpleNamespace(num_delivered=1)
+        self.metadata = SimpleNamespace(num_delivered=1, sequence=SimpleNamespace(stream=7))
         self.outcome = ""
 
     async def ack(self) -> None:
