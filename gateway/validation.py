@@ -49,10 +49,6 @@ BATCH_TOTAL_FACTOR = 8
 """Batch items may total ``max_text_bytes * 8`` bytes (8 MiB by default), so the result,
 which echoes an output per item, still fits in one 16 MiB message."""
 MAX_CHUNK_SIZE = 10_000
-DEFAULT_CHUNK_SIZE = 100
-"""As the batch handler's: items per chunk when chunk_size is 0."""
-MAX_BATCH_CHUNKS = 1000
-"""Chunks of one batch: each is a progress event published, stored and sent to watchers."""
 RESULT_HEADROOM = 1024 * 1024
 """What the rest of a task and its envelopes may need in a message beside its result."""
 MAX_IMAGE_OPERATIONS = 20
@@ -221,14 +217,6 @@ def _check_batch_processing(
             _check_result_size(c, "items", result, limits, "fewer items")
     _check_enum(c, "operation", _BATCH_OPERATIONS, msg.operation, allow_zero=False)
     _check_at_most(c, "chunk_size", msg.chunk_size, MAX_CHUNK_SIZE)
-    chunks = -(-count // (msg.chunk_size or DEFAULT_CHUNK_SIZE))
-    if chunks > MAX_BATCH_CHUNKS and count <= limits.max_batch_items:
-        c.add(
-            "chunk_size",
-            f"{msg.chunk_size} makes {chunks} chunks of {count} items, each reported as "
-            f"progress; at most {MAX_BATCH_CHUNKS} (use a chunk_size of at least "
-            f"{-(-count // MAX_BATCH_CHUNKS)})",
-        )
 
 
 def _item_result_bytes(operation: int, item: str, size: int) -> int:

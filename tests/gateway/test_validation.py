@@ -411,18 +411,6 @@ def test_results_are_estimated_from_the_text_and_what_is_done_to_it() -> None:
     assert [v.field for v in caught.value.violations] == ["text_processing.text"]
 
 
-@pytest.mark.parametrize(("items", "chunk_size", "refused"), [(1000, 1, False), (1001, 1, True)])
-def test_a_batch_has_at_most_a_thousand_chunks(items: int, chunk_size: int, refused: bool) -> None:
-    request = batch(["1"] * items, chunk_size=chunk_size)
-    if not refused:
-        validate_submit(request, Limits())
-        return
-    with pytest.raises(InvalidArgument) as caught:
-        validate_submit(request, Limits())
-    assert [v.field for v in caught.value.violations] == ["batch_processing.chunk_size"]
-    assert "use a chunk_size of at least 2" in caught.value.violations[0].description
-
-
 def test_unknown_fields_are_named_by_their_path_and_number() -> None:
     request = image(Op(resize=tasks_pb2.ImageResize(width=2, height=2)))
     inner = request.image_processing.operations[0].resize

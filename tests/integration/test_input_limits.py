@@ -113,7 +113,6 @@ AMPLIFIED = {
     ),
     # 84 items of 64 KB that triple in upper case ("ΐ" is "Ϊ́"): 16 MB of result.
     "batch_processing.items": batch(["ΐ" * 32_000] * 84, S.BATCH_OPERATION_UPPERCASE),
-    "batch_processing.chunk_size": batch(["1"] * 2000, S.BATCH_OPERATION_SQUARE, 1),
     "image_processing.operations[0].resize": S.SubmitTaskRequest(
         image_processing=S.ImageProcessingInput(
             image=png(16, 16),
