@@ -24,6 +24,7 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.conveyor/conveyor.db"
 DEFAULT_GATEWAY_ADDR = "127.0.0.1:50051"
 DEFAULT_STORE_ADDR = "127.0.0.1:50052"
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 EMBEDDED_METRICS_LISTEN = "127.0.0.1:0"
 """``/metrics`` of services built in code (tests): any free loopback port. ``from_env``
 defaults to a fixed port per service; CONVEYOR_METRICS_LISTEN=off serves none ("")."""
@@ -118,6 +119,36 @@ class _Reader:
 
 
 @dataclass(frozen=True)
+class StreamLimits:
+    """How much the streams may hold, so that a backlog is refused at submit long before
+    JetStream's storage is full (docs/reliability.md, "When storage fills"). Every service
+    declares the streams, so every service must be given the same values. 0: no limit."""
+
+    queue_max_tasks: int = 1_000_000
+    """Tasks queued, delayed or running at most, all types together (in TASKS)."""
+    queue_max_bytes: int = 1 * GIB
+    """Bytes of the tasks in TASKS at most."""
+    queue_max_tasks_per_type: int = 0
+    """Tasks of one type queued or running at most, counted by the gateway."""
+    events_max_bytes: int = 1 * GIB
+    """Bytes the EVENTS stream may hold (its ``max_bytes``); submits are refused past
+    three quarters of it, the rest is kept for outcomes."""
+    events_keep_seconds: float = 24 * 3600.0
+    """How long the store keeps events it has applied in EVENTS (to rebuild a lost
+    database from), unless EVENTS is past half its ``events_max_bytes``."""
+
+    @staticmethod
+    def read(r: _Reader) -> StreamLimits:
+        return StreamLimits(
+            queue_max_tasks=r.integer("QUEUE_MAX_TASKS", 1_000_000),
+            queue_max_bytes=r.integer("QUEUE_MAX_BYTES", 1 * GIB),
+            queue_max_tasks_per_type=r.integer("QUEUE_MAX_TASKS_PER_TYPE", 0),
+            events_max_bytes=r.integer("EVENTS_MAX_BYTES", 1 * GIB),
+            events_keep_seconds=r.number("EVENTS_KEEP_SECONDS", 24 * 3600.0),
+        )
+
+
+@dataclass(frozen=True)
 class CommonSettings:
     """Settings every service shares."""
 
@@ -125,6 +156,7 @@ class CommonSettings:
     log_level: str = "info"
     log_format: str = "text"
     stream_replicas: int = 1
+    stream_limits: StreamLimits = field(default_factory=StreamLimits)
 
     @staticmethod
     def read(r: _Reader) -> CommonSettings:
@@ -133,6 +165,7 @@ class CommonSettings:
             log_level=r.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=r.choice("LOG_FORMAT", "text", ("text", "json")),
             stream_replicas=r.integer("STREAM_REPLICAS", 1, minimum=1, maximum=5),
+            stream_limits=StreamLimits.read(r),
         )
 
 

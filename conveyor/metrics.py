@@ -147,6 +147,27 @@ class GatewayMetrics(ServiceMetrics):
         )
         self._children: dict[tuple[str, bool], Any] = {}
         """Labelled counters by (type, deduplicated): types are the catalog's, bounded."""
+        limit_labels = ["limit", "type"]
+        self.refused = Counter(
+            "conveyor_submits_refused_total",
+            "Submits refused with RESOURCE_EXHAUSTED, by the limit they would pass "
+            "(the CONVEYOR_ variable) and type (per-type limits only)",
+            limit_labels,
+            registry=self.registry,
+        )
+        self.queue_limit = Gauge(
+            "conveyor_queue_limit",
+            "A queue limit submits are checked against, by limit and type (per-type only)",
+            limit_labels,
+            registry=self.registry,
+        )
+        self.queue_limit_used = Gauge(
+            "conveyor_queue_limit_used",
+            "How much of a queue limit is used (tasks or bytes, as the limit counts)",
+            limit_labels,
+            registry=self.registry,
+        )
+        self._limited: set[tuple[str, str]] = set()
 
     def count_submitted(self, accepted: Iterable[tuple[str, bool]]) -> None:
         """Counts accepted (type, deduplicated) pairs."""
@@ -158,6 +179,23 @@ class GatewayMetrics(ServiceMetrics):
                 counter = self.deduplicated if deduplicated else self.submitted
                 child = children[key] = counter.labels(task_type)
             child.inc()
+
+    def show_limits(self, limits: dict[tuple[str, str], int]) -> None:
+        """Exports the (limit, type) limits in force; 0 (no limit) is left out."""
+        for key, value in limits.items():
+            if value > 0:
+                self._limited.add(key)
+                self.queue_limit.labels(*key).set(value)
+                self.refused.labels(*key)
+
+    def show_usage(self, limit: str, task_type: str, used: int) -> None:
+        """Records how much of a limit in force is used."""
+        if (limit, task_type) in self._limited:
+            self.queue_limit_used.labels(limit, task_type).set(used)
+
+    def count_refused(self, limit: str, task_type: str) -> None:
+        """Counts a submit refused at a limit."""
+        self.refused.labels(limit, task_type).inc()
 
 
 class WorkerMetrics(ServiceMetrics):

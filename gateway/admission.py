@@ -1,0 +1,194 @@
+"""Backpressure: submits past a queue limit are refused with RESOURCE_EXHAUSTED naming it.
+
+The limits (``StreamLimits``) are checked against JetStream's own counts, read at most
+every ``REFRESH_SECONDS`` and shared by concurrent submits. A submit let through is added
+to them at once (and taken off again if its publish fails), so one gateway does not
+overshoot between two readings; several gateways can together pass a limit by what they
+accept within one reading. TASKS itself cannot refuse: a stream that allows message
+schedules (delayed tasks) cannot use ``discard new``, and ``discard old`` would drop
+queued tasks.
+
+EVENTS is checked too: submits stop at three quarters of its size, so the last quarter
+stays for the outcomes of the tasks already queued, and draining the queue can always be
+recorded. EVENTS does refuse at its size (``discard new``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from conveyor import subjects
+from conveyor.config import StreamLimits
+from conveyor.errors import ResourceExhausted
+from conveyor.metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+REFRESH_SECONDS = 0.5
+"""How old JetStream's counts may be when a submit is checked against them."""
+EVENTS_SUBMIT_SHARE = 0.75
+"""Share of EVENTS' size that submits may fill; the rest is kept for outcomes."""
+PRIORITIES = tuple(dict.fromkeys(subjects.PRIORITY_TOKENS.values()))
+
+QUEUE_MAX_TASKS = "CONVEYOR_QUEUE_MAX_TASKS"
+QUEUE_MAX_BYTES = "CONVEYOR_QUEUE_MAX_BYTES"
+QUEUE_MAX_TASKS_PER_TYPE = "CONVEYOR_QUEUE_MAX_TASKS_PER_TYPE"
+EVENTS_MAX_BYTES = "CONVEYOR_EVENTS_MAX_BYTES"
+
+
+@dataclass
+class _Reading:
+    """Counts read from JetStream, plus what this gateway added since."""
+
+    tasks: int = 0
+    task_bytes: int = 0
+    event_bytes: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+class _Cached(Generic[T]):
+    """A value read at most every ``REFRESH_SECONDS``, one read at a time."""
+
+    def __init__(self, read: Callable[[], Awaitable[T]]) -> None:
+        self._read = read
+        self._at = -float("inf")
+        self._reading: asyncio.Future[T] | None = None
+
+    def stale(self) -> bool:
+        return time.monotonic() - self._at > REFRESH_SECONDS
+
+    async def refresh(self) -> T:
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.ensure_future(self._read())
+        value = await asyncio.shield(self._reading)
+        self._at = time.monotonic()
+        return value
+
+
+class Admission:
+    """Checks each submit against the queue limits before anything is published."""
+
+    def __init__(self, js: JetStreamContext, limits: StreamLimits, metrics: GatewayMetrics) -> None:
+        self._js = js
+        self._limits = limits
+        self._metrics = metrics
+        self._now = _Reading()
+        self._streams = _Cached(self._read_streams)
+        self._types: dict[str, _Cached[int]] = {}
+        metrics.show_limits(
+            {
+                (QUEUE_MAX_TASKS, ""): limits.queue_max_tasks,
+                (QUEUE_MAX_BYTES, ""): limits.queue_max_bytes,
+                (EVENTS_MAX_BYTES, ""): int(limits.events_max_bytes * EVENTS_SUBMIT_SHARE),
+            }
+        )
+
+    async def admit(self, sizes: list[tuple[str, int]]) -> None:
+        """Counts tasks of these (type, bytes) as queued, or raises ResourceExhausted if
+        that would pass a limit. A limit JetStream could not be asked about is not checked
+        (EVENTS still refuses at its size)."""
+        try:
+            await self._refresh([task_type for task_type, _ in sizes])
+        except Exception as exc:
+            log.warning("reading the queue's size failed; submits are not limited: %r", exc)
+            return
+        count, size = len(sizes), sum(n for _, n in sizes)
+        now, limits = self._now, self._limits
+        self._refuse_past(QUEUE_MAX_TASKS, "", now.tasks + count, limits.queue_max_tasks, "tasks")
+        self._refuse_past(
+            QUEUE_MAX_BYTES, "", now.task_bytes + size, limits.queue_max_bytes, "bytes"
+        )
+        self._refuse_past(
+            EVENTS_MAX_BYTES,
+            "",
+            now.event_bytes + size,
+            int(limits.events_max_bytes * EVENTS_SUBMIT_SHARE),
+            "bytes of events (the store is behind)",
+        )
+        if limits.queue_max_tasks_per_type:
+            for task_type, added in Counter(t for t, _ in sizes).items():
+                self._refuse_past(
+                    QUEUE_MAX_TASKS_PER_TYPE,
+                    task_type,
+                    now.by_type.get(task_type, 0) + added,
+                    limits.queue_max_tasks_per_type,
+                    f"{task_type} tasks",
+                )
+        self._add(sizes, 1)
+
+    def release(self, sizes: list[tuple[str, int]]) -> None:
+        """Takes admitted tasks off again: their publish failed."""
+        self._add(sizes, -1)
+
+    def _add(self, sizes: list[tuple[str, int]], sign: int) -> None:
+        now = self._now
+        now.tasks += sign * len(sizes)
+        for task_type, size in sizes:
+            now.task_bytes += sign * size
+            now.event_bytes += sign * size
+            now.by_type[task_type] = now.by_type.get(task_type, 0) + sign
+
+    async def poll(self) -> None:
+        """Reads the streams now (for the metrics, between submits)."""
+        await self._refresh(list(self._types), force=True)
+
+    def _refuse_past(self, limit: str, task_type: str, total: int, maximum: int, what: str) -> None:
+        if maximum <= 0 or total <= maximum:
+            return
+        self._metrics.count_refused(limit, task_type)
+        raise ResourceExhausted(
+            f"the queue is full: {limit}={maximum} {what} would be passed ({total}); "
+            "retry once workers have drained the queue"
+        )
+
+    async def _refresh(self, task_types: list[str], force: bool = False) -> None:
+        if force or self._streams.stale():
+            tasks, task_bytes, event_bytes = await self._streams.refresh()
+            self._now.tasks, self._now.task_bytes = tasks, task_bytes
+            self._now.event_bytes = event_bytes
+            self._metrics.show_usage(QUEUE_MAX_TASKS, "", tasks)
+            self._metrics.show_usage(QUEUE_MAX_BYTES, "", task_bytes)
+            self._metrics.show_usage(EVENTS_MAX_BYTES, "", event_bytes)
+        per_type = self._limits.queue_max_tasks_per_type
+        if not per_type:
+            return
+        for task_type in dict.fromkeys(task_types):
+            cached = self._types.get(task_type)
+            if cached is None:
+                cached = self._types[task_type] = _Cached(self._type_reader(task_type))
+                self._metrics.show_limits({(QUEUE_MAX_TASKS_PER_TYPE, task_type): per_type})
+            if force or cached.stale():
+                queued = await cached.refresh()
+                self._now.by_type[task_type] = queued
+                self._metrics.show_usage(QUEUE_MAX_TASKS_PER_TYPE, task_type, queued)
+
+    async def _read_streams(self) -> tuple[int, int, int]:
+        tasks = await self._js.stream_info(subjects.STREAM_TASKS)
+        events = await self._js.stream_info(subjects.STREAM_EVENTS)
+        return tasks.state.messages, tasks.state.bytes, events.state.bytes
+
+    def _type_reader(self, task_type: str) -> Callable[[], Awaitable[int]]:
+        async def read() -> int:
+            """Tasks of the type queued or running: waiting plus not yet acknowledged."""
+            queued = 0
+            for priority in PRIORITIES:
+                try:
+                    info = await self._js.consumer_info(
+                        subjects.STREAM_TASKS, subjects.worker_consumer(task_type, priority)
+                    )
+                except NotFoundError:
+                    continue
+                queued += (info.num_pending or 0) + (info.num_ack_pending or 0)
+            return queued
+
+        return read
