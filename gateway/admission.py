@@ -38,6 +38,9 @@ REFRESH_SECONDS = 0.5
 """How old JetStream's counts may be when a submit is checked against them."""
 EVENTS_SUBMIT_SHARE = 0.75
 """Share of EVENTS' size that submits may fill; the rest is kept for outcomes."""
+STORED_OVERHEAD = 256
+"""Bytes a stream stores per message besides its data (subject, headers, record), at most
+about: what this gateway adds between two readings is counted with it."""
 PRIORITIES = tuple(dict.fromkeys(subjects.PRIORITY_TOKENS.values()))
 
 QUEUE_MAX_TASKS = "CONVEYOR_QUEUE_MAX_TASKS"
@@ -102,7 +105,7 @@ class Admission:
         except Exception as exc:
             log.warning("reading the queue's size failed; submits are not limited: %r", exc)
             return
-        count, size = len(sizes), sum(n for _, n in sizes)
+        count, size = len(sizes), sum(n + STORED_OVERHEAD for _, n in sizes)
         now, limits = self._now, self._limits
         self._refuse_past(QUEUE_MAX_TASKS, "", now.tasks + count, limits.queue_max_tasks, "tasks")
         self._refuse_past(
@@ -134,8 +137,8 @@ class Admission:
         now = self._now
         now.tasks += sign * len(sizes)
         for task_type, size in sizes:
-            now.task_bytes += sign * size
-            now.event_bytes += sign * size
+            now.task_bytes += sign * (size + STORED_OVERHEAD)
+            now.event_bytes += sign * (size + STORED_OVERHEAD)
             now.by_type[task_type] = now.by_type.get(task_type, 0) + sign
 
     async def poll(self) -> None:

@@ -1,0 +1,151 @@
+"""Storage that fills: submits are refused at a limit with RESOURCE_EXHAUSTED naming it,
+outcomes are still recorded, and the pipeline recovers by itself with nothing lost.
+
+A real nats-server with a small JetStream file storage (``max_file_store``), small stream
+limits, and no mocks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from conveyor import jetstream, subjects
+from conveyor.api.tasks.v1 import tasks_pb2 as S
+from conveyor.config import MIB, CommonSettings, StreamLimits
+from tests.conftest import NatsServer, System
+from tests.integration import custom_handlers
+from tests.integration.helpers import wait_terminal
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+STORAGE = "8MB"
+"""The server's whole JetStream file storage: what the issue filled."""
+LIMITS = StreamLimits(queue_max_bytes=1 * MIB, events_max_bytes=1 * MIB)
+PAD = "x" * 8000
+"""Each task carries this much input, so a few hundred fill the limits."""
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats")
+    server.data_dir.mkdir()
+    server.jetstream_options = f"max_file_store: {STORAGE}"
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def common(nats_server: NatsServer) -> CommonSettings:
+    return CommonSettings(nats_url=nats_server.url, stream_limits=LIMITS)
+
+
+def gauge_task(**payload: Any) -> S.SubmitTaskRequest:
+    struct = struct_pb2.Struct()
+    struct.update({"seconds": 0, "pad": PAD, **payload})
+    return S.SubmitTaskRequest(custom=S.CustomTaskInput(type="gauge", payload=struct))
+
+
+async def fill(system: System, until: str, most: int = 500) -> tuple[list[str], str]:
+    """Submits tasks until one is refused naming ``until``: the ids accepted, and that
+    refusal's message. A refusal naming another limit is waited out, as a client would."""
+    accepted: list[str] = []
+    for _ in range(most):
+        try:
+            accepted.append((await system.stub.SubmitTask(gauge_task())).task.id)
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()
+            if until in (err.details() or ""):
+                return accepted, err.details() or ""
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"{most} submits and none refused at {until}")
+
+
+async def stream_bytes(system: System, stream: str) -> tuple[int, int]:
+    """The stream's messages and bytes now."""
+    nc, js = await jetstream.setup(system.common, "test-probe")
+    try:
+        state = (await js.stream_info(stream)).state
+        return state.messages, state.bytes
+    finally:
+        await jetstream.close(nc)
+
+
+async def test_a_full_queue_refuses_submits_and_drains_by_itself_with_nothing_lost(
+    system: System,
+) -> None:
+    await system.start_store()
+    worker = await system.start_worker(custom_handlers.registry())
+    await system.start_gateway()
+    await worker.stop()  # no worker: the queue only grows
+    system.workers.remove(worker)
+
+    accepted, message = await fill(system, "CONVEYOR_QUEUE_MAX_BYTES")
+    assert "queue is full" in message
+    assert len(accepted) > 50
+    # Refused before anything else broke: EVENTS kept below its size all along (the
+    # store removes the events it applied), the queue within its limit (give or take the
+    # task in flight when the gateway last read the stream).
+    _, queued_bytes = await stream_bytes(system, subjects.STREAM_TASKS)
+    _, event_bytes = await stream_bytes(system, subjects.STREAM_EVENTS)
+    assert queued_bytes <= LIMITS.queue_max_bytes + len(PAD) + 1000
+    assert event_bytes < LIMITS.events_max_bytes
+    assert system.gateway is not None
+    refused = system.gateway.metrics.registry.get_sample_value(
+        "conveyor_submits_refused_total", {"limit": "CONVEYOR_QUEUE_MAX_BYTES", "type": ""}
+    )
+    assert refused is not None and refused >= 1
+
+    await system.start_worker(custom_handlers.registry(), concurrency=32)  # workers are back
+    for task_id in accepted:
+        task = await wait_terminal(system.stub, task_id, timeout=120)
+        assert task.state == S.TASK_STATE_COMPLETED, task_id
+    # Drained: the queue takes tasks again, and they complete.
+    again = await accept_soon(system)
+    assert (await wait_terminal(system.stub, again)).state == S.TASK_STATE_COMPLETED
+
+
+async def accept_soon(system: System) -> str:
+    """A task accepted once the gateway has seen the queue drained (its counts are read
+    at most half a second apart)."""
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                return str((await system.stub.SubmitTask(gauge_task())).task.id)
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.details()
+                await asyncio.sleep(0.2)
+
+
+async def test_with_the_store_down_submits_stop_before_events_fill_and_outcomes_are_recorded(
+    system: System,
+) -> None:
+    await system.start_store()
+    await system.start_worker(custom_handlers.registry(), concurrency=32)
+    await system.start_gateway()
+    assert system.store is not None
+    address = system.store.address
+    await system.store.stop(0.5)  # nothing applies EVENTS now: it only grows
+
+    accepted, message = await fill(system, "CONVEYOR_EVENTS_MAX_BYTES")
+    assert "the store is behind" in message
+    # The workers still record every outcome (in the part of EVENTS that submits may
+    # not use) and so acknowledge every task: the queue drains with the store down.
+    async with asyncio.timeout(60):
+        while (await stream_bytes(system, subjects.STREAM_TASKS))[0]:
+            await asyncio.sleep(0.2)
+    _, event_bytes = await stream_bytes(system, subjects.STREAM_EVENTS)
+    assert event_bytes <= LIMITS.events_max_bytes
+
+    await system.start_store(listen=address)  # the store is back: it catches up and trims
+    for task_id in accepted:
+        task = await wait_terminal(system.stub, task_id, timeout=120)
+        assert task.state == S.TASK_STATE_COMPLETED, task_id
+    again = await accept_soon(system)
+    assert (await wait_terminal(system.stub, again)).state == S.TASK_STATE_COMPLETED
