@@ -167,7 +167,6 @@ class GatewayMetrics(ServiceMetrics):
             limit_labels,
             registry=self.registry,
         )
-        self._limited: set[tuple[str, str]] = set()
 
     def count_submitted(self, accepted: Iterable[tuple[str, bool]]) -> None:
         """Counts accepted (type, deduplicated) pairs."""
@@ -180,18 +179,15 @@ class GatewayMetrics(ServiceMetrics):
                 child = children[key] = counter.labels(task_type)
             child.inc()
 
-    def show_limits(self, limits: dict[tuple[str, str], int]) -> None:
-        """Exports the (limit, type) limits in force; 0 (no limit) is left out."""
-        for key, value in limits.items():
-            if value > 0:
-                self._limited.add(key)
-                self.queue_limit.labels(*key).set(value)
-                self.refused.labels(*key)
-
-    def show_usage(self, limit: str, task_type: str, used: int) -> None:
-        """Records how much of a limit in force is used."""
-        if (limit, task_type) in self._limited:
-            self.queue_limit_used.labels(limit, task_type).set(used)
+    def track_limit(
+        self, limit: str, task_type: str, maximum: int, used: Callable[[], int]
+    ) -> None:
+        """Exports a limit in force (0, no limit, is left out) and how much of it is
+        used, read from ``used`` at every scrape."""
+        if maximum > 0:
+            self.queue_limit.labels(limit, task_type).set(maximum)
+            self.queue_limit_used.labels(limit, task_type).set_function(used)
+            self.refused.labels(limit, task_type)
 
     def count_refused(self, limit: str, task_type: str) -> None:
         """Counts a submit refused at a limit."""

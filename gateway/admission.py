@@ -16,6 +16,7 @@ recorded. EVENTS does refuse at its size (``discard new``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -88,12 +89,14 @@ class Admission:
         self._now = _Reading()
         self._streams = _Cached(self._read_streams)
         self._types: dict[str, _Cached[int]] = {}
-        metrics.show_limits(
-            {
-                (QUEUE_MAX_TASKS, ""): limits.queue_max_tasks,
-                (QUEUE_MAX_BYTES, ""): limits.queue_max_bytes,
-                (EVENTS_MAX_BYTES, ""): int(limits.events_max_bytes * EVENTS_SUBMIT_SHARE),
-            }
+        now = self._now
+        metrics.track_limit(QUEUE_MAX_TASKS, "", limits.queue_max_tasks, lambda: now.tasks)
+        metrics.track_limit(QUEUE_MAX_BYTES, "", limits.queue_max_bytes, lambda: now.task_bytes)
+        metrics.track_limit(
+            EVENTS_MAX_BYTES,
+            "",
+            int(limits.events_max_bytes * EVENTS_SUBMIT_SHARE),
+            lambda: now.event_bytes,
         )
 
     async def admit(self, sizes: list[tuple[str, int]]) -> None:
@@ -107,26 +110,24 @@ class Admission:
             return
         count, size = len(sizes), sum(n + STORED_OVERHEAD for _, n in sizes)
         now, limits = self._now, self._limits
-        self._refuse_past(QUEUE_MAX_TASKS, "", now.tasks + count, limits.queue_max_tasks, "tasks")
-        self._refuse_past(
-            QUEUE_MAX_BYTES, "", now.task_bytes + size, limits.queue_max_bytes, "bytes"
-        )
+        most = limits.queue_max_tasks
+        self._refuse_past(QUEUE_MAX_TASKS, "", now.tasks + count, most, f"{most} tasks")
+        most = limits.queue_max_bytes
+        self._refuse_past(QUEUE_MAX_BYTES, "", now.task_bytes + size, most, f"{most} bytes")
         self._refuse_past(
             EVENTS_MAX_BYTES,
             "",
             now.event_bytes + size,
             int(limits.events_max_bytes * EVENTS_SUBMIT_SHARE),
-            "bytes of events (the store is behind)",
+            f"{limits.events_max_bytes} bytes, of which submits may fill "
+            f"{EVENTS_SUBMIT_SHARE:.0%}: the store is behind",
         )
-        if limits.queue_max_tasks_per_type:
+        most = limits.queue_max_tasks_per_type
+        if most:
             for task_type, added in Counter(t for t, _ in sizes).items():
-                self._refuse_past(
-                    QUEUE_MAX_TASKS_PER_TYPE,
-                    task_type,
-                    now.by_type.get(task_type, 0) + added,
-                    limits.queue_max_tasks_per_type,
-                    f"{task_type} tasks",
-                )
+                total = now.by_type.get(task_type, 0) + added
+                what = f"{most} {task_type} tasks"
+                self._refuse_past(QUEUE_MAX_TASKS_PER_TYPE, task_type, total, most, what)
         self._add(sizes, 1)
 
     def release(self, sizes: list[tuple[str, int]]) -> None:
@@ -145,13 +146,13 @@ class Admission:
         """Reads the streams now (for the metrics, between submits)."""
         await self._refresh(list(self._types), force=True)
 
-    def _refuse_past(self, limit: str, task_type: str, total: int, maximum: int, what: str) -> None:
-        if maximum <= 0 or total <= maximum:
+    def _refuse_past(self, limit: str, task_type: str, total: int, most: int, what: str) -> None:
+        if most <= 0 or total <= most:
             return
         self._metrics.count_refused(limit, task_type)
         raise ResourceExhausted(
-            f"the queue is full: {limit}={maximum} {what} would be passed ({total}); "
-            "retry once workers have drained the queue"
+            f"the queue is full: {total} would pass {limit}={what}; "
+            "retry once the queue has drained"
         )
 
     async def _refresh(self, task_types: list[str], force: bool = False) -> None:
@@ -159,9 +160,6 @@ class Admission:
             tasks, task_bytes, event_bytes = await self._streams.refresh()
             self._now.tasks, self._now.task_bytes = tasks, task_bytes
             self._now.event_bytes = event_bytes
-            self._metrics.show_usage(QUEUE_MAX_TASKS, "", tasks)
-            self._metrics.show_usage(QUEUE_MAX_BYTES, "", task_bytes)
-            self._metrics.show_usage(EVENTS_MAX_BYTES, "", event_bytes)
         per_type = self._limits.queue_max_tasks_per_type
         if not per_type:
             return
@@ -169,11 +167,18 @@ class Admission:
             cached = self._types.get(task_type)
             if cached is None:
                 cached = self._types[task_type] = _Cached(self._type_reader(task_type))
-                self._metrics.show_limits({(QUEUE_MAX_TASKS_PER_TYPE, task_type): per_type})
+                self._metrics.track_limit(
+                    QUEUE_MAX_TASKS_PER_TYPE,
+                    task_type,
+                    per_type,
+                    functools.partial(self._type_used, task_type),
+                )
             if force or cached.stale():
                 queued = await cached.refresh()
                 self._now.by_type[task_type] = queued
-                self._metrics.show_usage(QUEUE_MAX_TASKS_PER_TYPE, task_type, queued)
+
+    def _type_used(self, task_type: str) -> int:
+        return self._now.by_type.get(task_type, 0)
 
     async def _read_streams(self) -> tuple[int, int, int]:
         tasks = await self._js.stream_info(subjects.STREAM_TASKS)

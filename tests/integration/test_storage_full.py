@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,50 @@ async def test_with_the_store_down_submits_stop_before_events_fill_and_outcomes_
         assert task.state == S.TASK_STATE_COMPLETED, task_id
     again = await accept_soon(system)
     assert (await wait_terminal(system.stub, again)).state == S.TASK_STATE_COMPLETED
+
+
+async def test_per_type_and_total_task_limits_refuse_only_past_them(
+    common: CommonSettings, tmp_path: Path
+) -> None:
+    limits = replace(LIMITS, queue_max_tasks=5, queue_max_tasks_per_type=3)
+    system = System(replace(common, stream_limits=limits), tmp_path)
+    try:
+        await system.start_store()
+        worker = await system.start_worker(custom_handlers.registry())
+        await system.start_gateway()
+        await worker.stop()
+        system.workers.remove(worker)
+
+        for _ in range(3):
+            await system.stub.SubmitTask(gauge_task())
+        refused = await refusal(system, gauge_task())
+        assert "would pass CONVEYOR_QUEUE_MAX_TASKS_PER_TYPE=3 gauge tasks" in refused
+        # Another type still has room, up to the total.
+        greet = S.SubmitTaskRequest(
+            custom=S.CustomTaskInput(type="greet", payload=struct_pb2.Struct())
+        )
+        greet.custom.payload.update({"name": "x"})
+        await system.stub.SubmitTasks(S.SubmitTasksRequest(requests=[greet, greet]))
+        assert "would pass CONVEYOR_QUEUE_MAX_TASKS=5 tasks" in await refusal(system, greet)
+        # A batch is refused whole: nothing of it is queued.
+        assert (await stream_bytes(system, subjects.STREAM_TASKS))[0] == 5
+        assert system.gateway is not None
+        sample = system.gateway.metrics.registry.get_sample_value
+        per_type = {"limit": "CONVEYOR_QUEUE_MAX_TASKS_PER_TYPE", "type": "gauge"}
+        assert sample("conveyor_submits_refused_total", per_type) == 1
+        assert sample("conveyor_queue_limit", per_type) == 3
+        assert sample("conveyor_queue_limit_used", per_type) == 3
+
+        await system.start_worker(custom_handlers.registry())
+        task_id = await accept_soon(system)
+        assert (await wait_terminal(system.stub, task_id)).state == S.TASK_STATE_COMPLETED
+    finally:
+        await system.stop()
+
+
+async def refusal(system: System, request: S.SubmitTaskRequest) -> str:
+    """The message of a submit refused with RESOURCE_EXHAUSTED."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await system.stub.SubmitTask(request)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    return caught.value.details() or ""
