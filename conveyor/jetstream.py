@@ -263,7 +263,11 @@ async def setup(
     """Connects, declares streams and buckets, and returns the connection and context."""
     nc = await connect(settings, name, metrics)
     js = nc.jetstream(timeout=10)
-    await ensure_streams(js, settings)
+    try:
+        await ensure_streams(js, settings)
+    except BaseException:
+        await close(nc)
+        raise
     return nc, js
 
 
