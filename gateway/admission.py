@@ -39,6 +39,8 @@ REFRESH_SECONDS = 0.5
 """How old JetStream's counts may be when a submit is checked against them."""
 EVENTS_SUBMIT_SHARE = 0.75
 """Share of EVENTS' size that submits may fill; the rest is kept for outcomes."""
+WARN_EVERY = 60.0
+"""Seconds between two warnings that JetStream's counts could not be read."""
 STORED_OVERHEAD = 256
 """Bytes a stream stores per message besides its data (subject, headers, record), at most
 about: what this gateway adds between two readings is counted with it."""
@@ -61,22 +63,43 @@ class _Reading:
 
 
 class _Cached(Generic[T]):
-    """A value read at most every ``REFRESH_SECONDS``, one read at a time."""
+    """A count read from JetStream at most every ``REFRESH_SECONDS``, one read at a time,
+    each reading handed to ``apply``. Only the first reading is waited for; later ones are
+    made in the background, so a submit does not wait for JetStream's counts."""
 
-    def __init__(self, read: Callable[[], Awaitable[T]]) -> None:
+    def __init__(self, read: Callable[[], Awaitable[T]], apply: Callable[[T], None]) -> None:
         self._read = read
+        self._apply = apply
         self._at = -float("inf")
-        self._reading: asyncio.Future[T] | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self._loaded = False
+        self._warned_at = -float("inf")
 
-    def stale(self) -> bool:
-        return time.monotonic() - self._at > REFRESH_SECONDS
-
-    async def refresh(self) -> T:
+    async def ensure(self, wait: bool = False) -> None:
+        """Starts a reading if the last one is stale (always with ``wait``), and waits
+        for it with ``wait`` or when there has been none yet."""
         if self._reading is None or self._reading.done():
-            self._reading = asyncio.ensure_future(self._read())
-        value = await asyncio.shield(self._reading)
-        self._at = time.monotonic()
-        return value
+            if not wait and time.monotonic() - self._at <= REFRESH_SECONDS:
+                return
+            self._at = time.monotonic()
+            self._reading = asyncio.create_task(self._run())
+            self._reading.add_done_callback(self._done)
+        if wait or not self._loaded:
+            await asyncio.shield(self._reading)
+
+    async def _run(self) -> None:
+        self._apply(await self._read())
+        self._loaded = True
+
+    def _done(self, reading: asyncio.Task[None]) -> None:
+        if reading.cancelled() or reading.exception() is None:
+            return
+        if time.monotonic() - self._warned_at > WARN_EVERY:  # not once per submit
+            self._warned_at = time.monotonic()
+            log.warning(
+                "reading the queue's size failed (limits use the last reading): %r",
+                reading.exception(),
+            )
 
 
 class Admission:
@@ -87,7 +110,7 @@ class Admission:
         self._limits = limits
         self._metrics = metrics
         self._now = _Reading()
-        self._streams = _Cached(self._read_streams)
+        self._streams = _Cached(self._read_streams, self._apply_streams)
         self._types: dict[str, _Cached[int]] = {}
         now = self._now
         metrics.track_limit(QUEUE_MAX_TASKS, "", limits.queue_max_tasks, lambda: now.tasks)
@@ -105,9 +128,8 @@ class Admission:
         (EVENTS still refuses at its size)."""
         try:
             await self._refresh([task_type for task_type, _ in sizes])
-        except Exception as exc:
-            log.warning("reading the queue's size failed; submits are not limited: %r", exc)
-            return
+        except Exception:
+            return  # never read (logged once a minute): the limits cannot be checked
         count, size = len(sizes), sum(n + STORED_OVERHEAD for _, n in sizes)
         now, limits = self._now, self._limits
         most = limits.queue_max_tasks
@@ -144,7 +166,7 @@ class Admission:
 
     async def poll(self) -> None:
         """Reads the streams now (for the metrics, between submits)."""
-        await self._refresh(list(self._types), force=True)
+        await self._refresh(list(self._types), wait=True)
 
     def _refuse_past(self, limit: str, task_type: str, total: int, most: int, what: str) -> None:
         if most <= 0 or total <= most:
@@ -155,27 +177,30 @@ class Admission:
             "retry once the queue has drained"
         )
 
-    async def _refresh(self, task_types: list[str], force: bool = False) -> None:
-        if force or self._streams.stale():
-            tasks, task_bytes, event_bytes = await self._streams.refresh()
-            self._now.tasks, self._now.task_bytes = tasks, task_bytes
-            self._now.event_bytes = event_bytes
+    async def _refresh(self, task_types: list[str], wait: bool = False) -> None:
+        await self._streams.ensure(wait)
         per_type = self._limits.queue_max_tasks_per_type
         if not per_type:
             return
         for task_type in dict.fromkeys(task_types):
             cached = self._types.get(task_type)
             if cached is None:
-                cached = self._types[task_type] = _Cached(self._type_reader(task_type))
+                cached = self._types[task_type] = _Cached(
+                    self._type_reader(task_type), functools.partial(self._apply_type, task_type)
+                )
                 self._metrics.track_limit(
                     QUEUE_MAX_TASKS_PER_TYPE,
                     task_type,
                     per_type,
                     functools.partial(self._type_used, task_type),
                 )
-            if force or cached.stale():
-                queued = await cached.refresh()
-                self._now.by_type[task_type] = queued
+            await cached.ensure(wait)
+
+    def _apply_streams(self, reading: tuple[int, int, int]) -> None:
+        self._now.tasks, self._now.task_bytes, self._now.event_bytes = reading
+
+    def _apply_type(self, task_type: str, queued: int) -> None:
+        self._now.by_type[task_type] = queued
 
     def _type_used(self, task_type: str) -> int:
         return self._now.by_type.get(task_type, 0)
