@@ -122,7 +122,8 @@ class _Reader:
 class StreamLimits:
     """How much the streams may hold, so that a backlog is refused at submit long before
     JetStream's storage is full (docs/reliability.md, "When storage fills"). Every service
-    declares the streams, so every service must be given the same values. 0: no limit."""
+    declares EVENTS, so every service must be given the same ``events_max_bytes``. 0: no
+    limit."""
 
     queue_max_tasks: int = 1_000_000
     """Tasks queued, delayed or running at most, all types together (in TASKS)."""
