@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from nats.js.errors import APIError
 
 from conveyor import jetstream, subjects
 from conveyor.api.tasks.v1 import tasks_pb2 as S
@@ -197,3 +198,36 @@ async def refusal(system: System, request: S.SubmitTaskRequest) -> str:
         await system.stub.SubmitTask(request)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     return caught.value.details() or ""
+
+
+async def test_storage_filled_by_something_else_refuses_submits_and_recovers_once_freed(
+    system: System,
+) -> None:
+    await system.start_store()
+    await system.start_worker(custom_handlers.registry(), concurrency=8)
+    await system.start_gateway()
+    running = [(await system.stub.SubmitTask(gauge_task(seconds=1.0))).task.id for _ in range(8)]
+
+    nc, js = await jetstream.setup(system.common, "filler")
+    try:
+        # Another stream takes every byte left: nothing Conveyor publishes is stored now.
+        await js.add_stream(name="FILLER", subjects=["filler.>"])
+        chunk = b"f" * 64 * 1024
+        with pytest.raises(APIError) as full:
+            for _ in range(1000):
+                await js.publish("filler.x", chunk)
+        assert full.value.err_code == 10023  # insufficient resources
+        message = await refusal(system, gauge_task())
+        assert "insufficient resources" in message
+        await asyncio.sleep(1.5)  # the running tasks end and cannot record their outcome
+        await js.delete_stream("FILLER")  # storage freed
+    finally:
+        await jetstream.close(nc)
+
+    # The workers were still trying to record the outcomes: each task completes at its
+    # first attempt, none is run again.
+    for task_id in running:
+        task = await wait_terminal(system.stub, task_id, timeout=90)
+        assert task.state == S.TASK_STATE_COMPLETED and task.attempt == 1, task
+    again = await accept_soon(system)
+    assert (await wait_terminal(system.stub, again)).state == S.TASK_STATE_COMPLETED
