@@ -21,7 +21,7 @@ from grpc_status import rpc_status
 
 from conveyor import tracing
 from conveyor.config import CommonSettings, ConfigError
-from conveyor.errors import ConveyorError, InvalidArgument
+from conveyor.errors import ConveyorError, InvalidArgument, ResourceExhausted
 from conveyor.interceptors import CachingInterceptor
 from conveyor.logs import setup_logging
 from conveyor.metrics import MetricsInterceptor, ServiceMetrics
@@ -63,6 +63,12 @@ def status_for(error: ConveyorError) -> status_pb2.Status:
                 break
         detail = any_pb2.Any()
         detail.Pack(bad_request)
+        status.details.append(detail)
+    if isinstance(error, ResourceExhausted) and error.limit:
+        quota = error_details_pb2.QuotaFailure()
+        quota.violations.add(subject=error.limit, description=status.message)
+        detail = any_pb2.Any()
+        detail.Pack(quota)
         status.details.append(detail)
     return status
 

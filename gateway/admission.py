@@ -174,7 +174,8 @@ class Admission:
         self._metrics.count_refused(limit, task_type)
         raise ResourceExhausted(
             f"the queue is full: {total} would pass {limit}={what}; "
-            "retry once the queue has drained"
+            "retry once the queue has drained",
+            limit,
         )
 
     async def _refresh(self, task_types: list[str], wait: bool = False) -> None:

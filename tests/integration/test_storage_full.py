@@ -18,8 +18,10 @@ from google.protobuf import struct_pb2
 from nats.js.errors import APIError
 
 from conveyor import jetstream, subjects
+from conveyor._client_errors import error_from_rpc
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.config import MIB, CommonSettings, StreamLimits
+from conveyor.errors import ResourceExhausted
 from tests.conftest import NatsServer, System
 from tests.integration import custom_handlers
 from tests.integration.helpers import wait_terminal
@@ -167,7 +169,7 @@ async def test_per_type_and_total_task_limits_refuse_only_past_them(
 
         for _ in range(3):
             await system.stub.SubmitTask(gauge_task())
-        refused = await refusal(system, gauge_task())
+        refused = await refusal(system, gauge_task(), "CONVEYOR_QUEUE_MAX_TASKS_PER_TYPE")
         assert "would pass CONVEYOR_QUEUE_MAX_TASKS_PER_TYPE=3 gauge tasks" in refused
         # Another type still has room, up to the total.
         greet = S.SubmitTaskRequest(
@@ -175,7 +177,8 @@ async def test_per_type_and_total_task_limits_refuse_only_past_them(
         )
         greet.custom.payload.update({"name": "x"})
         await system.stub.SubmitTasks(S.SubmitTasksRequest(requests=[greet, greet]))
-        assert "would pass CONVEYOR_QUEUE_MAX_TASKS=5 tasks" in await refusal(system, greet)
+        refused = await refusal(system, greet, "CONVEYOR_QUEUE_MAX_TASKS")
+        assert "would pass CONVEYOR_QUEUE_MAX_TASKS=5 tasks" in refused
         # A batch is refused whole: nothing of it is queued.
         assert (await stream_bytes(system, subjects.STREAM_TASKS))[0] == 5
         assert system.gateway is not None
@@ -192,12 +195,15 @@ async def test_per_type_and_total_task_limits_refuse_only_past_them(
         await system.stop()
 
 
-async def refusal(system: System, request: S.SubmitTaskRequest) -> str:
-    """The message of a submit refused with RESOURCE_EXHAUSTED."""
+async def refusal(system: System, request: S.SubmitTaskRequest, limit: str = "") -> str:
+    """The message of a submit refused with RESOURCE_EXHAUSTED (at ``limit``, as a client
+    reads it from the status' QuotaFailure)."""
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await system.stub.SubmitTask(request)
-    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    return caught.value.details() or ""
+    error = error_from_rpc(caught.value)
+    assert isinstance(error, ResourceExhausted)
+    assert error.limit == limit
+    return error.message
 
 
 async def test_storage_filled_by_something_else_refuses_submits_and_recovers_once_freed(
