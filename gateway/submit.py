@@ -51,10 +51,10 @@ log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT = 5.0
 SCHEDULE_LABEL = "schedule"
 PUBLISH_WINDOW = 512
+"""Publishes in flight at once for a batch (two per task): pipelined, but bounded."""
 STREAM_FULL = (10077, 10023)
 """JetStream's refusals for want of room: a stream at its limit (``maximum messages
 exceeded``, ``maximum bytes exceeded``), its storage full (``insufficient resources``)."""
-"""Publishes in flight at once for a batch (two per task): pipelined, but bounded."""
 
 
 @dataclass(frozen=True)
