@@ -67,9 +67,15 @@ class _Cached(Generic[T]):
     each reading handed to ``apply``. Only the first reading is waited for; later ones are
     made in the background, so a submit does not wait for JetStream's counts."""
 
-    def __init__(self, read: Callable[[], Awaitable[T]], apply: Callable[[T], None]) -> None:
+    def __init__(
+        self,
+        read: Callable[[], Awaitable[T]],
+        apply: Callable[[T], None],
+        on_start: Callable[[], None],
+    ) -> None:
         self._read = read
         self._apply = apply
+        self._on_start = on_start
         self._at = -float("inf")
         self._reading: asyncio.Task[None] | None = None
         self._loaded = False
@@ -82,6 +88,7 @@ class _Cached(Generic[T]):
             if not wait and time.monotonic() - self._at <= REFRESH_SECONDS:
                 return
             self._at = time.monotonic()
+            self._on_start()
             self._reading = asyncio.create_task(self._run())
             self._reading.add_done_callback(self._done)
         if wait or not self._loaded:
@@ -105,12 +112,18 @@ class _Cached(Generic[T]):
 class Admission:
     """Checks each submit against the queue limits before anything is published."""
 
-    def __init__(self, js: JetStreamContext, limits: StreamLimits, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, js: JetStreamContext, limits: StreamLimits, metrics: GatewayMetrics | None = None
+    ) -> None:
         self._js = js
         self._limits = limits
-        self._metrics = metrics
+        # The scheduler's periodic submits are checked too, but only the gateway exports.
+        self._metrics = metrics = metrics or GatewayMetrics()
         self._now = _Reading()
-        self._streams = _Cached(self._read_streams, self._apply_streams)
+        # What was admitted since the reading in flight began: it may be missing from
+        # that reading, so it is added to it.
+        self._since = _Reading()
+        self._streams = _Cached(self._read_streams, self._apply_streams, self._streams_start)
         self._types: dict[str, _Cached[int]] = {}
         now = self._now
         metrics.track_limit(QUEUE_MAX_TASKS, "", limits.queue_max_tasks, lambda: now.tasks)
@@ -157,12 +170,12 @@ class Admission:
         self._add(sizes, -1)
 
     def _add(self, sizes: list[tuple[str, int]], sign: int) -> None:
-        now = self._now
-        now.tasks += sign * len(sizes)
-        for task_type, size in sizes:
-            now.task_bytes += sign * (size + STORED_OVERHEAD)
-            now.event_bytes += sign * (size + STORED_OVERHEAD)
-            now.by_type[task_type] = now.by_type.get(task_type, 0) + sign
+        for counts in (self._now, self._since):
+            counts.tasks += sign * len(sizes)
+            for task_type, size in sizes:
+                counts.task_bytes += sign * (size + STORED_OVERHEAD)
+                counts.event_bytes += sign * (size + STORED_OVERHEAD)
+                counts.by_type[task_type] = counts.by_type.get(task_type, 0) + sign
 
     async def poll(self) -> None:
         """Reads the streams now (for the metrics, between submits)."""
@@ -187,7 +200,9 @@ class Admission:
             cached = self._types.get(task_type)
             if cached is None:
                 cached = self._types[task_type] = _Cached(
-                    self._type_reader(task_type), functools.partial(self._apply_type, task_type)
+                    self._type_reader(task_type),
+                    functools.partial(self._apply_type, task_type),
+                    functools.partial(self._type_start, task_type),
                 )
                 self._metrics.track_limit(
                     QUEUE_MAX_TASKS_PER_TYPE,
@@ -197,11 +212,20 @@ class Admission:
                 )
             await cached.ensure(wait)
 
+    def _streams_start(self) -> None:
+        self._since.tasks = self._since.task_bytes = self._since.event_bytes = 0
+
     def _apply_streams(self, reading: tuple[int, int, int]) -> None:
-        self._now.tasks, self._now.task_bytes, self._now.event_bytes = reading
+        now, since = self._now, self._since
+        now.tasks = reading[0] + since.tasks
+        now.task_bytes = reading[1] + since.task_bytes
+        now.event_bytes = reading[2] + since.event_bytes
+
+    def _type_start(self, task_type: str) -> None:
+        self._since.by_type[task_type] = 0
 
     def _apply_type(self, task_type: str, queued: int) -> None:
-        self._now.by_type[task_type] = queued
+        self._now.by_type[task_type] = queued + self._since.by_type.get(task_type, 0)
 
     def _type_used(self, task_type: str) -> int:
         return self._now.by_type.get(task_type, 0)

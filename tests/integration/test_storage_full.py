@@ -19,9 +19,12 @@ from nats.js.errors import APIError
 
 from conveyor import jetstream, subjects
 from conveyor._client_errors import error_from_rpc
+from conveyor.api.schedules.v1 import schedules_pb2 as P
+from conveyor.api.schedules.v1 import schedules_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.config import MIB, CommonSettings, StreamLimits
 from conveyor.errors import ResourceExhausted
+from conveyor.tasks import duration
 from tests.conftest import NatsServer, System
 from tests.integration import custom_handlers
 from tests.integration.helpers import wait_terminal
@@ -237,3 +240,44 @@ async def test_storage_filled_by_something_else_refuses_submits_and_recovers_onc
         assert task.state == S.TASK_STATE_COMPLETED and task.attempt == 1, task
     again = await accept_soon(system)
     assert (await wait_terminal(system.stub, again)).state == S.TASK_STATE_COMPLETED
+
+
+async def test_a_schedule_ticking_into_a_full_queue_creates_no_task_until_it_drains(
+    common: CommonSettings, tmp_path: Path
+) -> None:
+    limits = replace(LIMITS, queue_max_tasks_per_type=2)
+    system = System(replace(common, stream_limits=limits), tmp_path)
+    try:
+        await system.start_store()
+        worker = await system.start_worker(custom_handlers.registry())
+        await system.start_gateway()
+        await system.start_scheduler()
+        await worker.stop()
+        system.workers.remove(worker)
+        assert system.channel is not None
+        schedules = schedules_pb2_grpc.ScheduleServiceStub(system.channel)
+        spec = P.ScheduleSpec(
+            interval=duration(1),
+            task=gauge_task(),
+            overlap=P.OVERLAP_POLICY_ALLOW,
+        )
+        await schedules.CreateSchedule(P.CreateScheduleRequest(schedule_id="tick", spec=spec))
+
+        async def schedule() -> P.Schedule:
+            request = P.GetScheduleRequest(schedule_id="tick")
+            found: P.Schedule = (await schedules.GetSchedule(request)).schedule
+            return found
+
+        async with asyncio.timeout(30):  # five ticks, each past the first two refused
+            while (await schedule()).last_tick_time.seconds < (
+                (await schedule()).create_time.seconds + 5
+            ):
+                await asyncio.sleep(0.2)
+        assert (await schedule()).created_tasks == 2
+
+        await system.start_worker(custom_handlers.registry())
+        async with asyncio.timeout(30):  # drained: the next ticks create tasks again
+            while (await schedule()).created_tasks < 4:
+                await asyncio.sleep(0.2)
+    finally:
+        await system.stop()
