@@ -9,7 +9,13 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
-from conveyor.errors import ConveyorError, FieldViolation, InvalidArgument, error_class_for
+from conveyor.errors import (
+    ConveyorError,
+    FieldViolation,
+    InvalidArgument,
+    ResourceExhausted,
+    error_class_for,
+)
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 """Trailing metadata key carrying the serialized google.rpc.Status."""
@@ -41,6 +47,19 @@ def field_violations(metadata: Iterable[tuple[str, Any]] | None) -> list[FieldVi
     return found
 
 
+def quota_subject(metadata: Iterable[tuple[str, Any]] | None) -> str:
+    """The limit named by a QuotaFailure in a call's trailing metadata ("" when none)."""
+    status = _rich_status(metadata)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            quota = error_details_pb2.QuotaFailure()
+            detail.Unpack(quota)
+            for violation in quota.violations:
+                subject: str = violation.subject
+                return subject
+    return ""
+
+
 def error_from_rpc(error: grpc.RpcError) -> ConveyorError:
     """The Conveyor error matching a failed call (grpc.aio.AioRpcError or a sync RpcError).
 
@@ -53,6 +72,8 @@ def error_from_rpc(error: grpc.RpcError) -> ConveyorError:
     result: ConveyorError
     if cls is InvalidArgument:
         result = InvalidArgument(message, field_violations(error.trailing_metadata()))
+    elif cls is ResourceExhausted:
+        result = ResourceExhausted(message, quota_subject(error.trailing_metadata()))
     else:
         result = cls(message)
     if cls is ConveyorError:

@@ -24,6 +24,7 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.conveyor/conveyor.db"
 DEFAULT_GATEWAY_ADDR = "127.0.0.1:50051"
 DEFAULT_STORE_ADDR = "127.0.0.1:50052"
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 EMBEDDED_METRICS_LISTEN = "127.0.0.1:0"
 """``/metrics`` of services built in code (tests): any free loopback port. ``from_env``
 defaults to a fixed port per service; CONVEYOR_METRICS_LISTEN=off serves none ("")."""
@@ -149,6 +150,37 @@ class _Reader:
 
 
 @dataclass(frozen=True)
+class StreamLimits:
+    """How much the streams may hold, so that a backlog is refused at submit long before
+    JetStream's storage is full (docs/reliability.md, "When storage fills"). Every service
+    declares EVENTS, so every service must be given the same ``events_max_bytes``. 0: no
+    limit."""
+
+    queue_max_tasks: int = 1_000_000
+    """Tasks queued, delayed or running at most, all types together (in TASKS)."""
+    queue_max_bytes: int = 1 * GIB
+    """Bytes of the tasks in TASKS at most."""
+    queue_max_tasks_per_type: int = 0
+    """Tasks of one type queued or running at most, counted by the gateway."""
+    events_max_bytes: int = 1 * GIB
+    """Bytes the EVENTS stream may hold (its ``max_bytes``); submits are refused past
+    three quarters of it, the rest is kept for outcomes."""
+    events_keep_seconds: float = 24 * 3600.0
+    """How long the store keeps events it has applied in EVENTS (to rebuild a lost
+    database from), unless EVENTS is past half its ``events_max_bytes``."""
+
+    @staticmethod
+    def read(r: _Reader) -> StreamLimits:
+        return StreamLimits(
+            queue_max_tasks=r.integer("QUEUE_MAX_TASKS", 1_000_000),
+            queue_max_bytes=r.integer("QUEUE_MAX_BYTES", 1 * GIB),
+            queue_max_tasks_per_type=r.integer("QUEUE_MAX_TASKS_PER_TYPE", 0),
+            events_max_bytes=r.integer("EVENTS_MAX_BYTES", 1 * GIB),
+            events_keep_seconds=r.number("EVENTS_KEEP_SECONDS", 24 * 3600.0),
+        )
+
+
+@dataclass(frozen=True)
 class CommonSettings:
     """Settings every service shares."""
 
@@ -160,6 +192,7 @@ class CommonSettings:
     """How often the NATS connection is pinged; three unanswered pings mark it dead."""
     grpc_keepalive_seconds: float = 30.0
     """How often gRPC servers and channels ping an idle connection (conveyor.keepalive)."""
+    stream_limits: StreamLimits = field(default_factory=StreamLimits)
 
     @staticmethod
     def read(r: _Reader) -> CommonSettings:
@@ -170,6 +203,7 @@ class CommonSettings:
             stream_replicas=r.integer("STREAM_REPLICAS", 1, minimum=1, maximum=5),
             nats_ping_interval_seconds=r.number("NATS_PING_INTERVAL_SECONDS", 15.0, minimum=0.1),
             grpc_keepalive_seconds=r.number("GRPC_KEEPALIVE_SECONDS", 30.0, minimum=0.1),
+            stream_limits=StreamLimits.read(r),
         )
 
 

@@ -65,9 +65,14 @@ class FailedPrecondition(ConveyorError):
 
 
 class ResourceExhausted(ConveyorError):
-    """Raised when a limit is reached."""
+    """Raised when a limit is reached; ``limit`` names it (a ``CONVEYOR_`` variable),
+    carried as a ``google.rpc.QuotaFailure`` violation's subject."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, limit: str = "") -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class Unavailable(ConveyorError):

@@ -16,6 +16,7 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    DiscardPolicy,
     KeyValueConfig,
     ObjectStoreConfig,
     RetentionPolicy,
@@ -39,6 +40,23 @@ log = logging.getLogger(__name__)
 
 EVENTS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 DUPLICATE_WINDOW_SECONDS = 120.0
+MAX_MSG_BYTES = 32 * MIB
+
+
+INSUFFICIENT_STORAGE = 10047
+"""JetStream's answer when the streams' ``max_bytes`` together exceed its storage."""
+
+
+class StorageTooSmall(RuntimeError):
+    """Raised when JetStream cannot reserve a stream's size (CONVEYOR_EVENTS_MAX_BYTES) in
+    its storage."""
+
+    def __init__(self, stream: str, exc: nats.js.errors.APIError) -> None:
+        super().__init__(
+            f"JetStream cannot reserve the size of the {stream} stream ({exc.description}): "
+            "CONVEYOR_EVENTS_MAX_BYTES must fit in the server's JetStream file storage "
+            "(max_file_store), with room left for CONVEYOR_QUEUE_MAX_BYTES and the buckets"
+        )
 
 
 PING_MAX_OUTSTANDING = 2
@@ -163,8 +181,13 @@ async def connect(
     return nc
 
 
+def _max_msg_size(max_bytes: int) -> int:
+    return min(MAX_MSG_BYTES, max_bytes) if max_bytes > 0 else MAX_MSG_BYTES
+
+
 def stream_configs(settings: CommonSettings) -> list[StreamConfig]:
     """The streams Conveyor needs."""
+    limits = settings.stream_limits
     return [
         StreamConfig(
             name=subjects.STREAM_TASKS,
@@ -175,7 +198,9 @@ def stream_configs(settings: CommonSettings) -> list[StreamConfig]:
             storage=StorageType.FILE,
             num_replicas=settings.stream_replicas,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
-            max_msg_size=32 * MIB,
+            # No max_msgs or max_bytes: with message schedules the server allows only
+            # discard old, which would drop queued tasks; the gateway counts instead.
+            max_msg_size=MAX_MSG_BYTES,
         ),
         StreamConfig(
             name=subjects.STREAM_EVENTS,
@@ -186,7 +211,11 @@ def stream_configs(settings: CommonSettings) -> list[StreamConfig]:
             num_replicas=settings.stream_replicas,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
             max_age=EVENTS_MAX_AGE_SECONDS,
-            max_msg_size=32 * MIB,
+            # Events the store has not applied are never dropped: past its size the stream
+            # refuses, and the store removes applied ones long before (store.trim).
+            discard=DiscardPolicy.NEW,
+            max_bytes=limits.events_max_bytes or -1,
+            max_msg_size=_max_msg_size(limits.events_max_bytes),
         ),
     ]
 
@@ -198,6 +227,15 @@ async def ensure_streams(js: JetStreamContext, settings: CommonSettings) -> None
 
 
 async def _add_or_update(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await _add_or_update_once(js, config)
+    except nats.js.errors.APIError as exc:
+        if exc.err_code == INSUFFICIENT_STORAGE:
+            raise StorageTooSmall(config.name or "", exc) from exc
+        raise
+
+
+async def _add_or_update_once(js: JetStreamContext, config: StreamConfig) -> None:
     for attempt in range(5):
         try:
             await js.add_stream(config)
@@ -266,7 +304,11 @@ async def setup(
     """Connects, declares streams and buckets, and returns the connection and context."""
     nc = await connect(settings, name, metrics)
     js = nc.jetstream(timeout=10)
-    await ensure_streams(js, settings)
+    try:
+        await ensure_streams(js, settings)
+    except BaseException:
+        await close(nc)
+        raise
     return nc, js
 
 

@@ -147,6 +147,26 @@ class GatewayMetrics(ServiceMetrics):
         )
         self._children: dict[tuple[str, bool], Any] = {}
         """Labelled counters by (type, deduplicated): types are the catalog's, bounded."""
+        limit_labels = ["limit", "type"]
+        self.refused = Counter(
+            "conveyor_submits_refused_total",
+            "Submits refused with RESOURCE_EXHAUSTED, by the limit they would pass "
+            "(the CONVEYOR_ variable) and type (per-type limits only)",
+            limit_labels,
+            registry=self.registry,
+        )
+        self.queue_limit = Gauge(
+            "conveyor_queue_limit",
+            "A queue limit submits are checked against, by limit and type (per-type only)",
+            limit_labels,
+            registry=self.registry,
+        )
+        self.queue_limit_used = Gauge(
+            "conveyor_queue_limit_used",
+            "How much of a queue limit is used (tasks or bytes, as the limit counts)",
+            limit_labels,
+            registry=self.registry,
+        )
 
     def count_submitted(self, accepted: Iterable[tuple[str, bool]]) -> None:
         """Counts accepted (type, deduplicated) pairs."""
@@ -158,6 +178,20 @@ class GatewayMetrics(ServiceMetrics):
                 counter = self.deduplicated if deduplicated else self.submitted
                 child = children[key] = counter.labels(task_type)
             child.inc()
+
+    def track_limit(
+        self, limit: str, task_type: str, maximum: int, used: Callable[[], int]
+    ) -> None:
+        """Exports a limit in force (0, no limit, is left out) and how much of it is
+        used, read from ``used`` at every scrape."""
+        if maximum > 0:
+            self.queue_limit.labels(limit, task_type).set(maximum)
+            self.queue_limit_used.labels(limit, task_type).set_function(used)
+            self.refused.labels(limit, task_type)
+
+    def count_refused(self, limit: str, task_type: str) -> None:
+        """Counts a submit refused at a limit."""
+        self.refused.labels(limit, task_type).inc()
 
 
 class WorkerMetrics(ServiceMetrics):

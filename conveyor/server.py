@@ -23,7 +23,7 @@ from nats.aio.client import Client as NATS
 
 from conveyor import jetstream, keepalive, tracing
 from conveyor.config import CommonSettings, ConfigError
-from conveyor.errors import ConveyorError, InvalidArgument, Unimplemented
+from conveyor.errors import ConveyorError, InvalidArgument, ResourceExhausted, Unimplemented
 from conveyor.interceptors import CachingInterceptor
 from conveyor.logs import setup_logging
 from conveyor.metrics import MetricsInterceptor, ServiceMetrics
@@ -65,6 +65,12 @@ def status_for(error: ConveyorError) -> status_pb2.Status:
                 break
         detail = any_pb2.Any()
         detail.Pack(bad_request)
+        status.details.append(detail)
+    if isinstance(error, ResourceExhausted) and error.limit:
+        quota = error_details_pb2.QuotaFailure()
+        quota.violations.add(subject=error.limit, description=status.message)
+        detail = any_pb2.Any()
+        detail.Pack(quota)
         status.details.append(detail)
     return status
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import grpc
@@ -12,11 +14,12 @@ from conveyor.api.queues.v1 import queues_pb2, queues_pb2_grpc
 from conveyor.api.schedules.v1 import schedules_pb2, schedules_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import GatewaySettings, load_environ
-from conveyor.metrics import GatewayMetrics
+from conveyor.metrics import PROBE_INTERVAL, GatewayMetrics, every
 from conveyor.payloads import PayloadStore
 from conveyor.publish import AckedPublisher
 from conveyor.schedules import ScheduleBook
 from conveyor.server import PENDING_CALLS, Server, channel_options, run_service
+from gateway.admission import Admission
 from gateway.catalog import TypeCatalog
 from gateway.queues import QueueService
 from gateway.schedules import ScheduleService
@@ -40,6 +43,7 @@ class Gateway:
         self.catalog: TypeCatalog | None = None
         self.channel: grpc.aio.Channel | None = None
         self.metrics = GatewayMetrics()
+        self._probing: asyncio.Task[None] | None = None
 
     @property
     def address(self) -> str:
@@ -62,6 +66,10 @@ class Gateway:
         )
         store = tasks_pb2_grpc.TaskServiceStub(self.channel)
 
+        admission = Admission(js, common.stream_limits, self.metrics)
+        self._probing = asyncio.create_task(
+            every(PROBE_INTERVAL, admission.poll, "the queue's limits"), name="queue-limits"
+        )
         submitter = Submitter(
             js,
             self.catalog,
@@ -70,6 +78,7 @@ class Gateway:
             AckedPublisher(self.nc, PUBLISH_TIMEOUT),
             PayloadStore(await jetstream.object_store(js, common)),
             self.settings.payload_inline_bytes,
+            admission,
         )
         self.server = Server(
             self.settings.listen,
@@ -104,6 +113,10 @@ class Gateway:
     async def stop(self, grace: float = 5.0) -> None:
         if self.server:
             await self.server.stop(grace)
+        if self._probing:
+            self._probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probing
         if self.catalog:
             await self.catalog.stop()
         if self.channel:

@@ -25,13 +25,13 @@ from typing import Any
 
 import grpc
 from nats.js import JetStreamContext
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import APIError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from conveyor import subjects, tracing
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from conveyor.errors import FieldViolation, InvalidArgument, Unavailable
+from conveyor.errors import FieldViolation, InvalidArgument, ResourceExhausted, Unavailable
 from conveyor.ids import new_task_id
 from conveyor.payloads import INPUT_CONTENT_TYPE, PayloadStore, abridge_input, input_name
 from conveyor.publish import AckedPublisher
@@ -44,6 +44,7 @@ from conveyor.tasks import (
     task_type_of,
     timestamp,
 )
+from gateway.admission import Admission
 from gateway.catalog import TypeCatalog
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ PUBLISH_TIMEOUT = 5.0
 SCHEDULE_LABEL = "schedule"
 PUBLISH_WINDOW = 512
 """Publishes in flight at once for a batch (two per task): pipelined, but bounded."""
+STREAM_FULL = (10077, 10023)
+"""JetStream's refusals for want of room: a stream at its limit (``maximum messages
+exceeded``, ``maximum bytes exceeded``), its storage full (``insufficient resources``)."""
 
 
 @dataclass(frozen=True)
@@ -155,10 +159,12 @@ class Submitter:
         publisher: AckedPublisher | None = None,
         inputs: PayloadStore | None = None,
         inline_bytes: int = 0,
+        admission: Admission | None = None,
     ) -> None:
         self._js = js
         self._inputs = inputs  # large inputs go there when set (the claim check)
         self._inline_bytes = inline_bytes
+        self._admission = admission
         self._publisher = publisher  # lighter publishes on the gateway's connection
         self._catalog = catalog
         self._idempotency = idempotency
@@ -174,6 +180,24 @@ class Submitter:
             for item in prepared:
                 item.task.schedule_id = schedule_id
                 item.task.labels[SCHEDULE_LABEL] = schedule_id
+        sizes = [(item.task.type, item.message.ByteSize()) for item in prepared]
+        if self._admission is not None:
+            await self._admission.admit(sizes)
+        try:
+            fresh, results = await self._publish_fresh(prepared)
+        except BaseException:
+            if self._admission is not None:
+                self._admission.release(sizes)
+            raise
+        for index, item in fresh:
+            results[index] = Accepted(item.task)
+        return [r for r in results if r is not None]
+
+    async def _publish_fresh(
+        self, prepared: list[_Prepared]
+    ) -> tuple[list[tuple[int, _Prepared]], list[Accepted | None]]:
+        """Publishes the tasks whose idempotency key (if any) is new; the others are
+        answered with their existing task."""
         results: list[Accepted | None] = [None] * len(prepared)
         fresh: list[tuple[int, _Prepared]] = []
         for index, item in enumerate(prepared):
@@ -185,9 +209,7 @@ class Submitter:
         for _, item in fresh:
             await self._check_in_input(item)
         await self._publish_all([item for _, item in fresh])
-        for index, item in fresh:
-            results[index] = Accepted(item.task)
-        return [r for r in results if r is not None]
+        return fresh, results
 
     async def _prepare(self, prefix: str, request: tasks_pb2.SubmitTaskRequest) -> _Prepared:
         task_type = task_type_of(request)
@@ -283,6 +305,13 @@ class Submitter:
                 await self._send_all(messages[start : start + PUBLISH_WINDOW])
         except (TimeoutError, OSError) as exc:
             raise Unavailable(f"JetStream did not acknowledge the task: {exc}") from exc
+        except APIError as exc:
+            if exc.err_code in STREAM_FULL:
+                raise ResourceExhausted(
+                    f"JetStream refused the task: {exc.description}; retry once workers "
+                    "have drained the queue"
+                ) from exc
+            raise Unavailable(f"JetStream refused the task: {exc}") from exc
         except Exception as exc:
             if type(exc).__module__.startswith("nats"):
                 raise Unavailable(f"JetStream refused the task: {exc}") from exc

@@ -20,6 +20,7 @@ from conveyor.config import SchedulerSettings, load_environ
 from conveyor.metrics import QueueProbe, SchedulerMetrics
 from conveyor.schedules import ScheduleBook, ScheduleWatch
 from conveyor.server import Server, channel_options, run_service
+from gateway.admission import Admission
 from gateway.catalog import TypeCatalog
 from gateway.submit import Submitter, task_finder
 from scheduler.periodic import PeriodicRunner
@@ -61,7 +62,11 @@ class Scheduler:
         self.catalog = TypeCatalog(buckets[subjects.KV_TYPES])
         await self.catalog.start()
         submitter = Submitter(
-            js, self.catalog, buckets[subjects.KV_IDEMPOTENCY], task_finder(store)
+            js,
+            self.catalog,
+            buckets[subjects.KV_IDEMPOTENCY],
+            task_finder(store),
+            admission=Admission(js, self.settings.common.stream_limits),
         )
         schedules_kv = buckets[subjects.KV_SCHEDULES]
         periodic = PeriodicRunner(

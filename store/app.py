@@ -22,6 +22,7 @@ from store.mux import WatchMux
 from store.repository import TaskRepository
 from store.retention import Purger, RetentionPolicy, payload_deleter
 from store.service import StoreService
+from store.trim import EventTrimmer
 from store.watch import WatchHub
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class Store:
         self._applying: asyncio.Task[None] | None = None
         self._probing: asyncio.Task[None] | None = None
         self._retaining: asyncio.Task[None] | None = None
+        self._trimming: asyncio.Task[None] | None = None
         self.metrics = StoreMetrics()
 
     @property
@@ -65,6 +67,8 @@ class Store:
         self.metrics.track(self.hub)
         self.lag_probe = EventLagProbe(js, self.hub, self.metrics)
         self._probing = asyncio.create_task(self.lag_probe.run(), name="apply-lag")
+        self.trimmer = EventTrimmer(js, repository, common.stream_limits)
+        self._trimming = asyncio.create_task(self.trimmer.run(), name="trim-events")
         self.server = Server(
             self.settings.listen,
             [SERVICE_NAME, WATCH_MUX_SERVICE],
@@ -106,7 +110,7 @@ class Store:
     async def stop(self, grace: float = 5.0) -> None:
         if self.server:
             await self.server.stop(grace)
-        for job in (self._applying, self._probing, self._retaining):
+        for job in (self._applying, self._probing, self._retaining, self._trimming):
             if job:
                 job.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

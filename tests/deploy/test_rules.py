@@ -82,6 +82,8 @@ def test_the_required_alerts_exist() -> None:
         "ConveyorQueueGrowing",
         "ConveyorTaskTypeNotConsumed",
         "ConveyorDeadLetters",
+        "ConveyorQueueNearLimit",
+        "ConveyorSubmitsRefused",
     } <= names
 
 
