@@ -33,8 +33,7 @@ READY_TIMEOUT = 60.0
 DEV_WORKER_NICE = 5
 """Niceness of the workers `conveyor dev` starts (CONVEYOR_WORKER_NICE unless set): on
 one machine the gateway and the store, which answer clients, then win the CPU over
-handlers. With 1,000 watchers the p99 of an update about halved; at 10 the throughput
-fell too (docs/performance.md)."""
+handlers (docs/performance.md has the measurements behind 5)."""
 
 
 @dataclass

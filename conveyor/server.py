@@ -366,8 +366,7 @@ def settle_garbage_collector() -> None:
     default young threshold runs a collection every 700 allocations, several per request.
     Frozen objects are never scanned, and most garbage here is freed by reference counting
     anyway. Only in ``python -m <service>`` (run_service): a test process starts many
-    services and must collect them. Measured with ``conveyor bench`` (docs/performance.md):
-    the slowest submit of 2,000 went from ~15 ms to ~5 ms, unary throughput up ~10 %.
+    services and must collect them.
     """
     gc.collect()
     gc.freeze()

@@ -11,8 +11,9 @@ that is watched exits 0 only when it completes::
     $ echo $?
     2
 
-``conveyor dev`` is implemented by :mod:`conveyor.dev` (``main(argv) -> int``), imported
-only when asked for, so the client commands stay light.
+``conveyor dev`` is implemented by :mod:`conveyor.dev` (``main(argv) -> int``) and
+``conveyor bench`` by :mod:`conveyor.bench`, imported only when asked for: the client
+commands work with the base install, and those two name the extra they need.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
-from conveyor.cli.commands import UsageError, run
+from conveyor.cli.commands import MissingExtra, UsageError, run
 from conveyor.cli.parser import build_parser, dev_arguments
 from conveyor.cli.render import Output
 from conveyor.client import describe
@@ -44,7 +46,32 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+# What the services import from the server extra; `conveyor dev` checks them up front
+# because its children would otherwise each die on an ImportError.
+SERVER_MODULES = (
+    "grpc_health",
+    "grpc_reflection",
+    "nats",
+    "sqlalchemy",
+    "aiosqlite",
+    "alembic",
+    "PIL",
+    "prometheus_client",
+    "croniter",
+)
+
+
+def _server_missing() -> str | None:
+    for name in SERVER_MODULES:
+        if importlib.util.find_spec(name) is None:
+            return name
+    return None
+
+
 def _run_dev(argv: list[str]) -> int:
+    missing = _server_missing()
+    if missing is not None:
+        return _fail(str(MissingExtra("conveyor dev", "server", missing)), EXIT_FAILED)
     try:
         dev = importlib.import_module("conveyor.dev")
     except ModuleNotFoundError as exc:
@@ -93,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(describe(exc), EXIT_USAGE)
     except (UsageError, ConfigError) as exc:
         return _fail(str(exc), EXIT_USAGE)
+    except MissingExtra as exc:
+        return _fail(str(exc), EXIT_FAILED)
     except Unavailable as exc:
         hint = " (is the gateway running? set --addr or CONVEYOR_GATEWAY_ADDR)"
         return _fail(describe(exc) + hint, EXIT_FAILED)

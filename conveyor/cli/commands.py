@@ -29,6 +29,16 @@ class UsageError(Exception):
     """Raised when the command line asks for something impossible; exits with status 2."""
 
 
+class MissingExtra(Exception):
+    """Raised when a command needs an extra of the distribution that is not installed."""
+
+    def __init__(self, command: str, extra: str, missing: str | None) -> None:
+        super().__init__(
+            f"{command} needs the {extra!r} extra ({missing or 'a module'} is not installed):"
+            f" pip install 'conveyor[{extra}]'"
+        )
+
+
 # Input flags and the task types they apply to; "custom" stands for any non-built-in type.
 _APPLIES_TO: dict[str, tuple[str, ...]] = {
     "text": ("text_processing", "ai_summarization"),
@@ -249,8 +259,8 @@ async def purge(client: AsyncClient, out: Output, args: argparse.Namespace) -> i
 
 
 async def bench(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:
-    """``conveyor bench``: in :mod:`conveyor.bench`, imported only when asked for."""
-    from conveyor.bench._cli import run_command
+    """``conveyor bench``: in :mod:`conveyor.cli.bench`, imported only when asked for."""
+    from conveyor.cli.bench import run_command
 
     return await run_command(client, out, args)
 

@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor.bench._cli import add_arguments as add_bench_arguments
+from conveyor.cli.bench import add_arguments as add_bench_arguments
 from conveyor.cli.schedules import add_arguments as add_schedule_arguments
 from conveyor.cli.stats import add_arguments as add_stats_arguments
 from conveyor.cli.stats import window_seconds

@@ -12,7 +12,7 @@ from nats.js.kv import KeyValue
 
 from conveyor import jetstream, subjects
 from conveyor.config import CommonSettings
-from tests.early_watch import EarlyCaughtUp
+from tests.support.early_watch import EarlyCaughtUp
 
 
 class EarlyKV:

@@ -34,7 +34,7 @@ from conveyor.metrics import (
     WorkerMetrics,
 )
 from conveyor.server import Server
-from tests import promtool
+from tests.support import promtool
 
 
 class Applied:

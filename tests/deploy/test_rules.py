@@ -14,7 +14,7 @@ from conveyor.metrics import (
     StoreMetrics,
     WorkerMetrics,
 )
-from tests import promtool
+from tests.support import promtool
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"

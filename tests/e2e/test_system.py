@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from tests.conftest import free_port
-from tests.integration.helpers import png, watch_all
+from tests.support.helpers import png, watch_all
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

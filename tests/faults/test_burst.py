@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from conveyor.api.tasks.v1 import tasks_pb2 as S
-from tests.faults.checks import audit, list_all
 from tests.faults.conftest import Cluster
-from tests.faults.requests import text_request
+from tests.support.checks import audit, list_all
+from tests.support.requests import text_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

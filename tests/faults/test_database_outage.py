@@ -19,7 +19,6 @@ import psycopg
 import pytest
 
 from tests.conftest import NatsServer
-from tests.faults.checks import Load, audit
 from tests.faults.conftest import Cluster
 from tests.store.conftest import (
     POSTGRES_PASSWORD,
@@ -27,6 +26,7 @@ from tests.store.conftest import (
     postgres_address,
     postgres_admin,
 )
+from tests.support.checks import Load, audit
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.timeout(180)]
 

@@ -9,9 +9,9 @@ import pytest
 
 from conveyor.tasks import is_terminal
 from scheduler.reconcile import LOST_MESSAGE, Reconciler
-from tests.faults.checks import Load, audit, list_all
 from tests.faults.conftest import Cluster
-from tests.faults.nats_client import jetstream
+from tests.support.checks import Load, audit, list_all
+from tests.support.nats_client import jetstream
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from conveyor import subjects
-from tests.faults.checks import Load, audit
 from tests.faults.conftest import Cluster, ClusterNode
-from tests.faults.nats_client import jetstream
+from tests.support.checks import Load, audit
+from tests.support.nats_client import jetstream
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

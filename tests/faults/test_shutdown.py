@@ -10,9 +10,9 @@ import pytest
 
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from tests.conftest import NatsServer
-from tests.faults.checks import audit
 from tests.faults.conftest import Cluster
-from tests.faults.requests import sleep_request
+from tests.support.checks import audit
+from tests.support.requests import sleep_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 

@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from conveyor.api.tasks.v1 import tasks_pb2 as S
-from tests.faults.checks import Load, audit
 from tests.faults.conftest import Cluster
+from tests.support.checks import Load, audit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from conveyor.api.tasks.v1 import tasks_pb2 as S
-from tests.faults.checks import audit, list_all, wait_finished
 from tests.faults.conftest import ACK_WAIT_SECONDS, Cluster
-from tests.faults.requests import sleep_request
+from tests.support.checks import audit, list_all, wait_finished
+from tests.support.requests import sleep_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 

@@ -16,9 +16,9 @@ from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.tasks import duration, from_timestamp
 from tests.conftest import System
-from tests.integration import custom_handlers
-from tests.integration.custom_handlers import Calls
-from tests.integration.helpers import wait_terminal, watch_all
+from tests.support import custom_handlers
+from tests.support.custom_handlers import Calls
+from tests.support.helpers import wait_terminal, watch_all
 
 pytestmark = pytest.mark.integration
 

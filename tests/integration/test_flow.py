@@ -15,9 +15,9 @@ from conveyor.api.queues.v1 import queues_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.tasks import duration
 from tests.conftest import System
-from tests.integration import custom_handlers
-from tests.integration.custom_handlers import Calls, Gauge
-from tests.integration.helpers import wait_terminal
+from tests.support import custom_handlers
+from tests.support.custom_handlers import Calls, Gauge
+from tests.support.helpers import wait_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

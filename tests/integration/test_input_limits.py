@@ -13,8 +13,8 @@ from nats.js import JetStreamContext
 from conveyor import subjects
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from tests.conftest import System
-from tests.integration import custom_handlers
-from tests.integration.helpers import png, varint, violations, wire_field
+from tests.support import custom_handlers
+from tests.support.helpers import png, varint, violations, wire_field
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.tasks import duration
 from tests.conftest import System
-from tests.integration.helpers import wait_terminal, watch_all
+from tests.support.helpers import wait_terminal, watch_all
 
 
 def text(idempotency_key: str = "", delay: float = 0) -> S.SubmitTaskRequest:

@@ -18,7 +18,7 @@ from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from store.repository import TaskRepository
 from tests.conftest import NatsServer, System
-from tests.integration.helpers import wait_terminal
+from tests.support.helpers import wait_terminal
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from conveyor.context import TaskContext
 from conveyor.errors import NonRetryable
 from conveyor.ids import new_task_id
 from conveyor.registry import Registry, RetryPolicy
-from tests import promtool
 from tests.conftest import NatsServer, System
-from tests.integration.helpers import wait_terminal
+from tests.support import promtool
+from tests.support.helpers import wait_terminal
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from conveyor.context import TaskContext
 from conveyor.errors import FailedPrecondition, NonRetryable, NotFound
 from conveyor.registry import Registry
 from tests.conftest import System
-from tests.integration.helpers import png, wait_terminal
+from tests.support.helpers import png, wait_terminal
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from conveyor import subjects
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.tasks import duration
 from tests.conftest import System
-from tests.integration.helpers import png, violations, wait_terminal, watch_all
+from tests.support.helpers import png, violations, wait_terminal, watch_all
 
 pytestmark = pytest.mark.integration
 

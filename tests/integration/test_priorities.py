@@ -9,8 +9,8 @@ from google.protobuf import struct_pb2
 
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from tests.conftest import System
-from tests.integration import custom_handlers
-from tests.integration.custom_handlers import Calls
+from tests.support import custom_handlers
+from tests.support.custom_handlers import Calls
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

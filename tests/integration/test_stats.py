@@ -13,8 +13,8 @@ from google.protobuf import struct_pb2
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.tasks import duration
 from tests.conftest import System
-from tests.integration import custom_handlers
-from tests.integration.helpers import wait_terminal
+from tests.support import custom_handlers
+from tests.support.helpers import wait_terminal
 
 pytestmark = pytest.mark.integration
 

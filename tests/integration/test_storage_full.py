@@ -26,8 +26,8 @@ from conveyor.config import MIB, CommonSettings, StreamLimits
 from conveyor.errors import ResourceExhausted
 from conveyor.tasks import duration
 from tests.conftest import NatsServer, System
-from tests.integration import custom_handlers
-from tests.integration.helpers import wait_terminal
+from tests.support import custom_handlers
+from tests.support.helpers import wait_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

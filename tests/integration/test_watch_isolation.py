@@ -20,8 +20,8 @@ from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import MIB
 from conveyor.tasks import duration, timestamp
 from tests.conftest import System
-from tests.integration import custom_handlers
-from tests.integration.helpers import varint, watch_all, wire_field
+from tests.support import custom_handlers
+from tests.support.helpers import varint, watch_all, wire_field
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from conveyor.context import TaskContext
 from conveyor.registry import Registry
 from conveyor.server import LIVENESS_SERVICE
 from tests.conftest import NatsServer, System
-from tests.integration.helpers import wait_terminal
+from tests.support.helpers import wait_terminal
 from worker.app import Worker
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from conveyor.api.events.v1 import events_pb2
 from conveyor.tracing import spans_recorded
 from store.consumer import EventApplier, _stream_sequence
 from store.watch import WatchHub
-from tests.store.factories import submitted
+from tests.support.factories import submitted
 
 
 class FakeRepository:

@@ -11,7 +11,7 @@ from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.tasks import from_timestamp, timestamp
 from store import convert
 from store.transitions import Kind, State
-from tests.store.factories import T0, at, error, submitted, worker_event
+from tests.support.factories import T0, at, error, submitted, worker_event
 
 
 def test_a_submitted_event_becomes_the_first_snapshot() -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from store.db import alembic_config, create_engine, migrate
 from store.models import parked_events, task_labels, tasks
 from store.repository import TaskRepository
-from tests.store.factories import Stream, at, submitted
+from tests.support.factories import Stream, at, submitted
 
 
 @pytest.fixture

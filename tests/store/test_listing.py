@@ -15,7 +15,7 @@ from conveyor.errors import InvalidArgument
 from conveyor.ids import new_task_id
 from store.pagination import MAX_PAGE_SIZE, Cursor, encode_token
 from store.repository import TaskRepository
-from tests.store.factories import Stream, at, error, submitted, text_result, worker_event
+from tests.support.factories import Stream, at, error, submitted, text_result, worker_event
 
 PENDING, COMPLETED = tasks_pb2.TASK_STATE_PENDING, tasks_pb2.TASK_STATE_COMPLETED
 FAILED = tasks_pb2.TASK_STATE_FAILED

@@ -16,7 +16,7 @@ from conveyor.tasks import timestamp
 from store import parking
 from store.models import parked_events
 from store.repository import TaskRepository
-from tests.store.factories import Stream, at, submitted, text_result, worker_event
+from tests.support.factories import Stream, at, submitted, text_result, worker_event
 
 PENDING, RUNNING = tasks_pb2.TASK_STATE_PENDING, tasks_pb2.TASK_STATE_RUNNING
 COMPLETED = tasks_pb2.TASK_STATE_COMPLETED

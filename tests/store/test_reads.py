@@ -14,7 +14,7 @@ from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from store.repository import TaskRepository
 from tests.store.conftest import postgres_admin
-from tests.store.factories import Stream, at, error, submitted, text_result, worker_event
+from tests.support.factories import Stream, at, error, submitted, text_result, worker_event
 
 
 def _lives() -> list[events_pb2.TaskEvent]:

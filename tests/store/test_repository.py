@@ -14,7 +14,7 @@ from store import convert
 from store.db import inline_writes, migrate
 from store.models import tasks
 from store.repository import TaskRepository, _load
-from tests.store.factories import T0, Stream, at, error, submitted, text_result, worker_event
+from tests.support.factories import T0, Stream, at, error, submitted, text_result, worker_event
 
 PENDING, RUNNING = tasks_pb2.TASK_STATE_PENDING, tasks_pb2.TASK_STATE_RUNNING
 RETRYING, COMPLETED = tasks_pb2.TASK_STATE_RETRYING, tasks_pb2.TASK_STATE_COMPLETED

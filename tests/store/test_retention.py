@@ -20,7 +20,7 @@ from store.repository import TaskRepository
 from store.retention import Candidate, Purger, RetentionPolicy
 from store.service import StoreService
 from store.watch import WatchHub
-from tests.store.factories import T0, Stream, at, error, submitted, text_result, worker_event
+from tests.support.factories import T0, Stream, at, error, submitted, text_result, worker_event
 
 DAY = 86400.0
 

@@ -11,7 +11,7 @@ from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.tasks import from_timestamp
 from store.repository import TaskRepository
 from store.stats import task_stats
-from tests.store.factories import T0, Stream, at, error, submitted, text_result, worker_event
+from tests.support.factories import T0, Stream, at, error, submitted, text_result, worker_event
 
 A, B, C, D = (f"01jn00000000000000000000d{n}" for n in range(1, 5))
 

@@ -15,8 +15,8 @@ from store.db import create_engine
 from store.repository import TaskRepository
 from store.trim import EventTrimmer
 from tests.conftest import System
-from tests.integration import custom_handlers
-from tests.integration.helpers import wait_terminal
+from tests.support import custom_handlers
+from tests.support.helpers import wait_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -15,7 +15,7 @@ from store import db
 from store import repository as repository_module
 from store.db import create_engine, migrate, write_transaction
 from store.repository import TaskRepository
-from tests.store.factories import Stream, submitted
+from tests.support.factories import Stream, submitted
 
 
 def assert_write_lock_free(path: Path) -> None:

@@ -17,7 +17,7 @@ from conveyor.config import CommonSettings
 from conveyor.context import TaskContext
 from conveyor.errors import TaskCancelled
 from conveyor.registry import TaskType
-from tests.early_watch import EarlyCaughtUp
+from tests.support.early_watch import EarlyCaughtUp
 from worker.middleware import Cancellation, Job
 from worker.runner import PRUNE_EVERY, CancelledTasks
 

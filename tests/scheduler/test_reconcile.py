@@ -14,10 +14,10 @@ from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.ids import new_task_id
 from conveyor.tasks import duration, timestamp
 from scheduler.reconcile import LOST_MESSAGE, Reconciler
-from tests.faults.checks import audit, wait_finished
 from tests.faults.conftest import Cluster
-from tests.faults.nats_client import jetstream
-from tests.faults.requests import sleep_request
+from tests.support.checks import audit, wait_finished
+from tests.support.nats_client import jetstream
+from tests.support.requests import sleep_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

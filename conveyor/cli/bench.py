@@ -1,8 +1,8 @@
 """``conveyor bench``: its flags, and the command the CLI runs.
 
-The flags are declared here (the CLI's parser calls :func:`add_arguments`) so that every
-bench option lives next to the code that uses it; this module imports nothing heavy, so
-the parser stays quick to build.
+The CLI depends on :mod:`conveyor.bench`, never the reverse; only the bench's options are
+imported to build the parser, and its runner (which needs the ``bench`` extra) when the
+command runs.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from conveyor.bench._options import (
     SCENARIOS,
     BenchOptions,
 )
+from conveyor.cli.commands import MissingExtra, UsageError
 from conveyor.config import DEFAULT_NATS_URL, load_environ
 
 if TYPE_CHECKING:
@@ -151,9 +152,11 @@ def options_from_args(args: argparse.Namespace, addr: str) -> BenchOptions:
 
 async def run_command(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:
     """Runs ``conveyor bench``; exits 1 when a submitted task did not complete."""
-    from conveyor.bench._display import print_report
-    from conveyor.bench._runner import run_bench
-    from conveyor.cli.commands import UsageError
+    try:
+        from conveyor.bench._display import print_report
+        from conveyor.bench._runner import run_bench
+    except ModuleNotFoundError as exc:
+        raise MissingExtra("conveyor bench", "bench", exc.name) from exc
 
     options = options_from_args(args, client.target)
     problems = options.problems()

@@ -1,7 +1,7 @@
 """Read latency of a running store (or gateway): GetTask and ListTasks, one call at a time.
 
-    python -m tests.store.bench_read --addr 127.0.0.1:50052            # the store directly
-    python -m tests.store.bench_read --addr 127.0.0.1:50052 --addr 127.0.0.1:50051 \\
+    python -m benchmarks.bench_read --addr 127.0.0.1:50052            # the store directly
+    python -m benchmarks.bench_read --addr 127.0.0.1:50052 --addr 127.0.0.1:50051 \\
         --url sqlite+aiosqlite:////tmp/seed/conveyor.db               # and the gateway
 
 Times the reads ``conveyor bench --scenario read-latency`` times (GetTask; ListTasks first
@@ -9,7 +9,7 @@ page, next page, state=completed, by label; 50 per page) plus a few harder ones 
 state, a type, a label whose tasks are far from the newest, the 20th page), against each
 ``--addr`` in turn. GetTask ids are drawn at random from the whole database when ``--url``
 is given (the bench draws from the 5,000 newest, which it also does without ``--url``).
-Use it on a database filled by ``python -m tests.store.seed_tasks``.
+Use it on a database filled by ``python -m benchmarks.seed_tasks``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Benchmark of TaskRepository.apply: events per second, by database and batch size.
 
-    python -m tests.store.bench_apply                      # SQLite file in a temp folder
-    python -m tests.store.bench_apply --postgres 127.0.0.1:5432
+    python -m benchmarks.bench_apply                      # SQLite file in a temp folder
+    python -m benchmarks.bench_apply --postgres 127.0.0.1:5432
 
 Each task gets a realistic life (submitted, started, two progress reports, completed),
 with 200 tasks in flight at once, so batches mix inserts and updates of earlier rows.
@@ -23,7 +23,7 @@ from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.ids import new_task_id
 from store.db import create_engine, migrate
 from store.repository import TaskRepository
-from tests.store.factories import at, submitted, text_result, worker_event
+from tests.support.factories import at, submitted, text_result, worker_event
 
 IN_FLIGHT = 200
 

@@ -1,8 +1,8 @@
 """Fills a store database with many realistic tasks quickly, without running the pipeline.
 
-    python -m tests.store.seed_tasks --tasks 1000000 \\
+    python -m benchmarks.seed_tasks --tasks 1000000 \\
         --url sqlite+aiosqlite:////tmp/seed/conveyor.db
-    python -m tests.store.seed_tasks --tasks 1000000 \\
+    python -m benchmarks.seed_tasks --tasks 1000000 \\
         --url postgresql+asyncpg://conveyor:conveyor@127.0.0.1:5432/conveyor_seed
 
 Every task is a stream of synthetic events (submitted, started, then completed, failed or
@@ -24,7 +24,7 @@ removes the file). PostgreSQL gets a ``VACUUM ANALYZE`` at the end, as autovacuu
 
 Then serve it, e.g. with ``conveyor dev --data-dir DIR`` where ``DIR/conveyor.db`` is the
 seeded SQLite file, or ``CONVEYOR_DATABASE_URL=... conveyor dev``; and measure reads with
-``conveyor bench --scenario read-latency`` or ``python -m tests.store.bench_read``.
+``conveyor bench --scenario read-latency`` or ``python -m benchmarks.bench_read``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from conveyor.ids import new_task_id
 from store.db import create_engine, migrate
 from store.models import CURSOR_ID, parked_events, store_cursor
 from store.repository import TaskRepository
-from tests.store.factories import error, submitted, text_result, worker_event
+from tests.support.factories import error, submitted, text_result, worker_event
 
 SPACING = dt.timedelta(milliseconds=10)
 LABEL_GROUP = 10_000

@@ -38,8 +38,8 @@ from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from conveyor.tasks import is_terminal
 from store.convert import events_from_proto
 from store.transitions import Kind, Snapshot, transition
-from tests.faults.nats_client import jetstream
-from tests.faults.requests import text_request
+from tests.support.nats_client import jetstream
+from tests.support.requests import text_request
 
 CALL_TIMEOUT = 10.0
 PAGE = 1000
