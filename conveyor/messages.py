@@ -40,6 +40,7 @@ def publisher(
     js: JetStreamContext, nc: NATS | None = None, timeout: float = PUBLISH_TIMEOUT
 ) -> AckedPublisher:
     """The publisher of a service, on ``nc`` or else on the connection ``js`` uses."""
+    # nats-py keeps a context's connection only as _nc; the scheduler has only the context.
     return AckedPublisher(nc if nc is not None else js._nc, timeout)
 
 
@@ -94,17 +95,21 @@ def worker_event(
 ) -> Message:
     """An event of an attempt at the task of ``message``, from a worker (see
     ``worker_event_id`` for ``key`` and ``run``)."""
-    task_event = event(
-        message.task_id,
-        message.type,
-        time,
+    # Built here rather than by event(): this runs for every event of every task.
+    task_event = events_pb2.TaskEvent(
+        task_id=message.task_id,
+        type=message.type,
+        time=time if time is not None else timestamp(),
         attempt=attempt,
         worker_id=worker_id,
         start_time=start_time,
         **kind,
     )
-    msg_id = worker_event_id(message.task_id, attempt, run, key)
-    return event_message(message.type, msg_id, task_event)
+    return (
+        subjects.event_subject(message.type),
+        task_event.SerializeToString(),
+        headers(worker_event_id(message.task_id, attempt, run, key)),
+    )
 
 
 def task_message(
@@ -147,10 +152,11 @@ def submit_messages(
 ) -> tuple[Message, Message]:
     """The two messages of a submit: the ``submitted`` event (the whole task, for the
     store) and the task itself (for a worker; a message schedule for a delayed task)."""
-    submitted = event(
-        task.id,
-        task.type,
-        task.create_time,
+    # Built here rather than by event(): this runs for every submitted task.
+    submitted = events_pb2.TaskEvent(
+        task_id=task.id,
+        type=task.type,
+        time=task.create_time,
         submitted=events_pb2.Submitted(task=task, input=message.input, retry_policy=retry_policy),
     )
     target = subjects.task_subject(task.type, task.priority, task.id)
@@ -160,7 +166,11 @@ def submit_messages(
         subject = subjects.delayed_subject(task.id)
         task_headers.update(subjects.schedule_headers(task.run_at.ToDatetime(dt.UTC), target))
     return (
-        event_message(task.type, task_event_id(task.id, "submitted"), submitted),
+        (
+            subjects.event_subject(task.type),
+            submitted.SerializeToString(),
+            headers(task_event_id(task.id, "submitted")),
+        ),
         (subject, message.SerializeToString(), task_headers),
     )
 
