@@ -10,7 +10,8 @@ Publishing the event first means every later event of the task (all published af
 worker fetched it) has a higher EVENTS sequence, so the store, applying EVENTS in order,
 always knows a task before it hears of it running. If the gateway dies between the two,
 the client got no answer and the store holds a PENDING task that is in no stream; the
-scheduler's reconciliation re-publishes it from the stored input.
+scheduler's reconciliation fails it as lost, and ``conveyor retry`` runs it from the
+stored input. Both messages, and their ids, are made by ``conveyor.messages``.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ exceeded``, ``maximum bytes exceeded``), its storage full (``insufficient resour
 
 @dataclass(frozen=True)
 class Accepted:
-    """A task accepted by the gateway."""
+    """A task accepted for queueing (by a submit or a schedule's tick)."""
 
     task: tasks_pb2.Task
     deduplicated: bool = False
