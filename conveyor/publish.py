@@ -1,7 +1,7 @@
 """JetStream publishes awaiting their acknowledgement, with less work per publish than
 ``JetStreamContext.publish``: one reply subscription for all of them, a future and a
-timer each; no request task, no wait_for, no PubAck object built from JSON. Used for
-the hot publishes: the gateway's submits and the worker's events."""
+timer each; no request task, no wait_for, no PubAck object built from JSON. Every
+service publishes through it (``conveyor.messages.publisher``)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,17 @@ class AckedPublisher:
 
         The messages go out together (one write when nothing else is pending) and their
         answers are awaited together: one round trip for all, not one each."""
+        await self._exchange(messages)
+
+    async def publish_sequence(self, subject: str, data: bytes, headers: dict[str, str]) -> int:
+        """Publishes ``data`` and returns the stream sequence it was stored at (or, for a
+        repeat, the sequence of the message it repeats)."""
+        [reply] = await self._exchange([(subject, data, headers)])
+        sequence: int = json.loads(reply.data)["seq"]
+        return sequence
+
+    async def _exchange(self, messages: Sequence[tuple[str, bytes, dict[str, str]]]) -> list[Msg]:
+        """Publishes the messages together and returns their acknowledgements, in order."""
         if self._opening is None:
             self._opening = asyncio.ensure_future(self._open())
         if not self._opening.done():
@@ -61,8 +72,10 @@ class AckedPublisher:
                 waits.append((token, answer, loop.call_later(self._timeout, _time_out, answer)))
                 reply_to = f"{self._prefix}.{token}"
                 await self._nc.publish(subject, data, reply=reply_to, headers=headers)
+            replies = []
             for _, answer, _ in waits:
-                _check(await answer)
+                replies.append(_check(await answer))
+            return replies
         finally:
             for token, answer, timer in waits:
                 timer.cancel()
@@ -71,8 +84,8 @@ class AckedPublisher:
                     answer.exception()  # retrieved: one raised, the rest are not logged
 
 
-def _check(reply: Msg) -> None:
-    """Raises if the answer to a publish is not an acknowledgement."""
+def _check(reply: Msg) -> Msg:
+    """The answer to a publish; raises if it is not an acknowledgement."""
     if not reply.data:  # a status: 503 no responders (no stream takes the subject)
         status = reply.headers.get("Status") if reply.headers else None
         if status == "503":
@@ -85,6 +98,7 @@ def _check(reply: Msg) -> None:
             err_code=error.get("err_code"),
             description=error.get("description"),
         )
+    return reply
 
 
 def _time_out(answer: asyncio.Future[Msg]) -> None:

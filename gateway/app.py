@@ -14,17 +14,18 @@ from conveyor.api.queues.v1 import queues_pb2, queues_pb2_grpc
 from conveyor.api.schedules.v1 import schedules_pb2, schedules_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import GatewaySettings, load_environ
+from conveyor.intake.admission import Admission
+from conveyor.intake.catalog import TypeCatalog
+from conveyor.intake.submit import Submitter, task_finder
+from conveyor.messages import PUBLISH_TIMEOUT
 from conveyor.metrics import PROBE_INTERVAL, GatewayMetrics, every
 from conveyor.payloads import PayloadStore
 from conveyor.publish import AckedPublisher
 from conveyor.schedules import ScheduleBook
 from conveyor.server import PENDING_CALLS, Server, channel_options, run_service
-from gateway.admission import Admission
-from gateway.catalog import TypeCatalog
 from gateway.queues import QueueService
 from gateway.schedules import ScheduleService
 from gateway.service import GatewayService, add_task_service
-from gateway.submit import PUBLISH_TIMEOUT, Submitter, task_finder
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ depths come from the JetStream consumers of each type and priority.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -17,13 +16,12 @@ from nats.js.kv import KeyValue
 
 from conveyor import subjects
 from conveyor.api.queues.v1 import queues_pb2, queues_pb2_grpc
-from conveyor.errors import FieldViolation, InvalidArgument, NotFound, Unavailable
-from gateway.catalog import TypeCatalog
+from conveyor.errors import NotFound, Unavailable
+from conveyor.intake.catalog import TypeCatalog
+from conveyor.intake.control import validate_queue_limits, validate_queue_type
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 PRIORITIES = ("high", "normal", "low")
-MAX_CONCURRENCY = 100_000
-MAX_PER_SECOND = 1_000_000.0
 
 
 class QueueService(queues_pb2_grpc.QueueServiceServicer):
@@ -56,28 +54,12 @@ class QueueService(queues_pb2_grpc.QueueServiceServicer):
         self, request: queues_pb2.SetQueueLimitsRequest, context: Context
     ) -> queues_pb2.SetQueueLimitsResponse:
         limits = request.limits
-        violations = []
-        if limits.max_concurrency > MAX_CONCURRENCY:
-            violations.append(
-                FieldViolation("limits.max_concurrency", f"must be at most {MAX_CONCURRENCY}")
-            )
-        rate = limits.max_per_second
-        if not math.isfinite(rate) or rate < 0 or rate > MAX_PER_SECOND:
-            violations.append(
-                FieldViolation(
-                    "limits.max_per_second", f"must be a number from 0 to {MAX_PER_SECOND:g}"
-                )
-            )
-        if violations:
-            raise InvalidArgument.for_fields(violations)
+        validate_queue_limits(limits)
         await self._change(request.type, lambda q: q.limits.CopyFrom(limits))
         return queues_pb2.SetQueueLimitsResponse(queue=await self._describe(request.type))
 
     async def _known(self, task_type: str) -> None:
-        if not subjects.TASK_TYPE_PATTERN.match(task_type):
-            raise InvalidArgument.for_fields(
-                [FieldViolation("type", f"must match {subjects.TASK_TYPE_PATTERN.pattern}")]
-            )
+        validate_queue_type(task_type)
         if await self._catalog.get(task_type) is None:
             raise NotFound(f"task type {task_type!r} is not registered by any worker")
 

@@ -6,24 +6,16 @@ from typing import Any
 
 from conveyor.api.schedules.v1 import schedules_pb2, schedules_pb2_grpc
 from conveyor.config import Limits
-from conveyor.errors import FieldViolation, InvalidArgument
+from conveyor.errors import InvalidArgument
+from conveyor.intake.catalog import TypeCatalog
+from conveyor.intake.checks import unknown_type
+from conveyor.intake.control import TEMPLATE, schedule_violations, validate_schedule_id
+from conveyor.intake.submit import Submitter
 from conveyor.schedules import ScheduleBook
 from conveyor.tasks import now, task_type_of, timestamp
-from conveyor.ticks import SCHEDULE_ID_PATTERN, next_tick, spec_violations
-from gateway.catalog import TypeCatalog
-from gateway.submit import Submitter
-from gateway.unknown import unknown_fields_of
-from gateway.validation import validate_submit
+from conveyor.ticks import next_tick
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
-
-
-def validate_schedule_id(schedule_id: str) -> None:
-    """Raises InvalidArgument unless the id has the allowed shape."""
-    if not SCHEDULE_ID_PATTERN.match(schedule_id):
-        raise InvalidArgument.for_fields(
-            [FieldViolation("schedule_id", f"must match {SCHEDULE_ID_PATTERN.pattern}")]
-        )
 
 
 class ScheduleService(schedules_pb2_grpc.ScheduleServiceServicer):
@@ -42,38 +34,9 @@ class ScheduleService(schedules_pb2_grpc.ScheduleServiceServicer):
     ) -> schedules_pb2.CreateScheduleResponse:
         validate_schedule_id(request.schedule_id)
         spec = request.spec
-        problems = spec_violations(spec)
-        if spec.task.options.HasField("run_at"):
-            problems.append(
-                FieldViolation(
-                    "spec.task.options.run_at",
-                    "a repeating task cannot have a fixed start time (use delay)",
-                )
-            )
-        if spec.task.options.idempotency_key:
-            problems.append(
-                FieldViolation(
-                    "spec.task.options.idempotency_key",
-                    "each tick sets its own key (schedule:<id>:<tick>); leave it empty",
-                )
-            )
-        try:
-            validate_submit(spec.task, self._limits, prefix="spec.task.")
-        except InvalidArgument as exc:
-            problems.extend(exc.violations)
-        problems.extend(
-            FieldViolation(field, description)
-            for field, description in unknown_fields_of(request)
-            if not field.startswith("spec.task.")  # reported by validate_submit
-        )
+        problems = schedule_violations(request, self._limits)
         if not problems and await self._catalog.get(task_type_of(spec.task)) is None:
-            field = spec.task.WhichOneof("input")
-            problems.append(
-                FieldViolation(
-                    f"spec.task.{'custom.type' if field == 'custom' else field}",
-                    f"unknown task type {task_type_of(spec.task)!r}: no worker registered it",
-                )
-            )
+            problems.append(unknown_type(spec.task, TEMPLATE))
         if problems:
             raise InvalidArgument.for_fields(problems)
         created = now()
@@ -145,7 +108,7 @@ class ScheduleService(schedules_pb2_grpc.ScheduleServiceServicer):
         template = schedules_pb2.ScheduleSpec().task
         template.CopyFrom(schedule.spec.task)
         template.options.ClearField("idempotency_key")  # each trigger is a new task
-        [accepted] = await self._submitter.submit([("spec.task.", template)], schedule.id)
+        [accepted] = await self._submitter.submit([(TEMPLATE, template)], schedule.id)
 
         def record(current: schedules_pb2.Schedule) -> bool:
             current.last_task_id = accepted.task.id

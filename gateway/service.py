@@ -9,10 +9,10 @@ import grpc
 
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.config import Limits
+from conveyor.intake.submit import Submitter
+from conveyor.intake.validation import validate_submit, validate_submit_many
 from conveyor.metrics import GatewayMetrics
 from gateway.relay import relay_handlers
-from gateway.submit import Submitter
-from gateway.validation import validate_submit, validate_submit_many
 from gateway.watch import StoreWatches
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,11 @@ import grpc
 from conveyor.api.schedules.v1 import schedules_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.errors import ConveyorError
+from conveyor.intake.control import TEMPLATE
+from conveyor.intake.submit import Accepted, Submitter
 from conveyor.schedules import ScheduleBook, ScheduleWatch
 from conveyor.tasks import from_timestamp, is_terminal, now, timestamp
 from conveyor.ticks import latest_due, next_tick, on_time
-from gateway.submit import Accepted, Submitter
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class PeriodicRunner:
         request.CopyFrom(schedule.spec.task)
         request.options.idempotency_key = f"schedule:{schedule.id}:{int(tick.timestamp())}"
         try:
-            [accepted] = await self._submitter.submit([("spec.task.", request)], schedule.id)
+            [accepted] = await self._submitter.submit([(TEMPLATE, request)], schedule.id)
         except ConveyorError as exc:
             log.error("schedule %s could not create its task: %s", schedule.id, exc.message)
             return None

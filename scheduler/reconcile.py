@@ -18,10 +18,9 @@ import grpc
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from conveyor import subjects
-from conveyor.api.events.v1 import events_pb2
+from conveyor import messages, subjects
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from conveyor.tasks import from_timestamp, now, timestamp
+from conveyor.tasks import from_timestamp, now
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +49,7 @@ class Reconciler:
         page_size: int = 1000,
     ) -> None:
         self._js = js
+        self._publisher = messages.publisher(js)
         self._store = store
         self.interval = interval
         self.quiet_for = quiet_for
@@ -126,21 +126,6 @@ class Reconciler:
             return 0
         if fresh.version != task.version:
             return 0
-        error = tasks_pb2.TaskError(
-            attempt=task.attempt, type="lost", message=LOST_MESSAGE, time=timestamp()
-        )
-        event = events_pb2.TaskEvent(
-            task_id=task.id,
-            type=task.type,
-            time=timestamp(),
-            attempt=max(task.attempt, 1),
-            worker_id="scheduler",
-            failed=events_pb2.Failed(error=error),
-        )
-        await self._js.publish(
-            subjects.event_subject(task.type),
-            event.SerializeToString(),
-            headers={subjects.HEADER_MSG_ID: f"{task.id}:lost:{task.version}"},
-        )
+        await self._publisher.publish(*messages.lost(task, LOST_MESSAGE))
         log.warning("task %s was in no stream; failed it as lost", task.id)
         return 1

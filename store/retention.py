@@ -19,10 +19,10 @@ from nats.js.kv import KeyValue
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from conveyor.intake.submit import idempotency_bucket_key
 from conveyor.metrics import StoreMetrics
 from conveyor.payloads import PayloadStore
 from conveyor.tasks import TERMINAL_STATES
-from gateway.submit import idempotency_bucket_key
 from store.db import write_transaction
 from store.models import CURSOR_ID, parked_events, store_cursor, task_history, task_labels, tasks
 from store.watch import WatchHub

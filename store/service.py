@@ -6,6 +6,7 @@ Submits go through the gateway; the store answers them UNIMPLEMENTED.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -15,13 +16,14 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from conveyor import subjects
-from conveyor.api.events.v1 import events_pb2
+from conveyor import messages, subjects
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.errors import FailedPrecondition, NotFound, Unavailable
+from conveyor.intake.reads import validate_list, validate_purge, validate_stats, validate_task_id
+from conveyor.messages import PUBLISH_TIMEOUT
 from conveyor.payloads import PayloadStore, chunked, describe
-from conveyor.tasks import STATE_NAMES, is_terminal, now, timestamp
-from gateway.validation import validate_list, validate_purge, validate_stats, validate_task_id
+from conveyor.publish import AckedPublisher
+from conveyor.tasks import STATE_NAMES, is_terminal, now
 from store.bounds import PAGE_OVERHEAD, bounded, fit_page, omitted
 from store.consumer import EventApplier
 from store.repository import TaskRepository
@@ -33,7 +35,6 @@ log = logging.getLogger(__name__)
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 CATCH_UP_TIMEOUT = 5.0
-PUBLISH_TIMEOUT = 5.0
 _STREAM_INFO = f"$JS.API.STREAM.INFO.{subjects.STREAM_EVENTS}"
 REDRIVABLE = (tasks_pb2.TASK_STATE_FAILED, tasks_pb2.TASK_STATE_CANCELLED)
 
@@ -62,6 +63,11 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         self._nc = nc
         self._js = js
         self._cancelled = cancelled
+
+    @functools.cached_property
+    def _publisher(self) -> AckedPublisher:
+        # Made at first use: tests build the service without a connection to publish on.
+        return messages.publisher(self._js, self._nc)
 
     async def _find(self, task_id: str, omit_payloads: bool = False) -> tasks_pb2.Task:
         """The task, waiting for the events published so far when it is not known yet:
@@ -211,9 +217,7 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         try:
             # The marker first: a worker fetching the task from now on skips it.
             await asyncio.wait_for(self._cancelled.put(task.id, b"1"), PUBLISH_TIMEOUT)
-            ack = await self._publish_event(
-                task, f"cancel:{task.version}", cancel_requested=events_pb2.CancelRequested()
-            )
+            ack = await self._publisher.publish_sequence(*messages.cancel_requested(task))
             await self._nc.publish(subjects.CANCEL_SUBJECT, task.id.encode())
             if task.state != tasks_pb2.TASK_STATE_RUNNING:
                 await self._purge_queued(task)  # it never runs: take it out of the queue
@@ -239,40 +243,15 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
                 "can be retried"
             )
         offset = task.attempt
-        # Each re-drive bumps the version, so it names this re-drive: the offset alone does
-        # not (a task cancelled before it started is re-driven at offset 0 every time, and
-        # its first run was published as run:0), and JetStream would drop the repeat.
-        redrive = f"{offset}.{task.version}"
-        message = events_pb2.TaskMessage(
-            task_id=task.id,
-            type=task.type,
-            input=task_input,
-            max_attempts=per_run_attempts,
-            timeout=task.timeout,
-            attempt_offset=offset,
-            retry_policy=retry_policy,
-            priority=task.priority,
-            create_time=task.create_time,
-        )
+        message = messages.task_message(task, task_input, retry_policy, per_run_attempts, offset)
         try:
             # A message of the previous run may still wait in the queue (a task cancelled
             # while RETRYING keeps its delayed redelivery): remove it, so only the new run
             # executes and attempt numbers never collide.
             await self._purge_queued(task)
             await asyncio.wait_for(self._cancelled.delete(task.id), PUBLISH_TIMEOUT)
-            ack = await self._publish_event(
-                task,
-                f"redrive:{redrive}",
-                redriven=events_pb2.Redriven(attempt_offset=offset, max_attempts=per_run_attempts),
-            )
-            await asyncio.wait_for(
-                self._js.publish(
-                    subjects.task_subject(task.type, task.priority, task.id),
-                    message.SerializeToString(),
-                    headers={subjects.HEADER_MSG_ID: f"{task.id}:run:{redrive}"},
-                ),
-                PUBLISH_TIMEOUT,
-            )
+            ack = await self._publisher.publish_sequence(*messages.redriven(task, per_run_attempts))
+            await self._publisher.publish(*messages.rerun_message(task, message))
         except (TimeoutError, OSError) as exc:
             raise Unavailable(f"could not queue the task again: {exc}") from exc
         await self._hub.wait_applied(ack, CATCH_UP_TIMEOUT)
@@ -330,19 +309,6 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
             await asyncio.wait_for(
                 self._js.purge_stream(subjects.STREAM_TASKS, subject=subject), PUBLISH_TIMEOUT
             )
-
-    async def _publish_event(self, task: tasks_pb2.Task, key: str, **kind: Any) -> int:
-        event = events_pb2.TaskEvent(task_id=task.id, type=task.type, time=timestamp(), **kind)
-        ack = await asyncio.wait_for(
-            self._js.publish(
-                subjects.event_subject(task.type),
-                event.SerializeToString(),
-                headers={subjects.HEADER_MSG_ID: f"{task.id}:{key}"},
-            ),
-            PUBLISH_TIMEOUT,
-        )
-        sequence: int = ack.seq
-        return sequence
 
 
 async def _chunks_of(data: bytes) -> AsyncIterator[bytes]:

@@ -8,21 +8,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from conveyor import subjects, tracing
+from conveyor import messages
 from conveyor.api.events.v1 import events_pb2
-from conveyor.publish import AckedPublisher
-from conveyor.tasks import timestamp
-
-PUBLISH_TIMEOUT = 5.0
 
 
 class EventPublisher:
     """Publishes TaskEvents, each with a Nats-Msg-Id so a repeated publish is dropped."""
 
     def __init__(self, js: JetStreamContext, worker_id: str, nc: NATS | None = None) -> None:
-        self._js = js
         self.worker_id = worker_id
-        self._acks = AckedPublisher(nc, PUBLISH_TIMEOUT) if nc is not None else None
+        self._acks = messages.publisher(js, nc)
 
     async def publish(
         self,
@@ -41,26 +36,8 @@ class EventPublisher:
         ``time`` is when it happened (default: now); ``start_time``, on an outcome, is the
         start of an attempt whose ``started`` event was not published; ``run``, the TASKS
         stream sequence of the task's message, tells apart the runs of a re-driven task."""
-        event = events_pb2.TaskEvent(
-            task_id=message.task_id,
-            type=message.type,
-            time=time or timestamp(),
-            attempt=attempt,
-            worker_id=self.worker_id,
-            start_time=start_time,
-            **kind,
+        await self._acks.publish(
+            *messages.worker_event(
+                message, attempt, self.worker_id, dedupe_key, run, time, start_time, **kind
+            )
         )
-        subject = subjects.event_subject(message.type)
-        data = event.SerializeToString()
-        # The run in the id as well as the attempt: a re-drive can number its attempts
-        # from where the store counted, below an attempt whose late outcome the store
-        # ignored, and JetStream would drop the new run's events as repeats of it.
-        attempt_id = f"{run}.{attempt}" if run else str(attempt)
-        headers = tracing.inject(
-            {subjects.HEADER_MSG_ID: f"{message.task_id}:{attempt_id}:{dedupe_key}"}
-        )
-        if self._acks is not None:
-            await self._acks.publish(subject, data, headers)
-            return
-        # A rejected publish can leave its reply pending forever: bound the wait.
-        await self._js.publish(subject, data, timeout=PUBLISH_TIMEOUT, headers=headers)

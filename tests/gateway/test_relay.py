@@ -18,11 +18,11 @@ from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.client import AsyncClient
 from conveyor.config import Limits
 from conveyor.errors import FieldViolation, InvalidArgument
+from conveyor.intake.submit import Submitter
 from conveyor.metrics import GatewayMetrics, ServiceMetrics
 from conveyor.server import Server
 from gateway.relay import STORE_CALL_TIMEOUT
 from gateway.service import TASK_SERVICE, GatewayService, add_task_service
-from gateway.submit import Submitter
 
 MAX_BYTES = 4 * 1024 * 1024
 NOT_RELAYED = {"SubmitTask", "SubmitTasks", "WatchTask"}

@@ -16,14 +16,9 @@ from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.config import MIB, Limits
 from conveyor.errors import InvalidArgument
 from conveyor.ids import new_task_id
-from gateway.validation import (
-    MAX_PAGE_SIZE,
-    MAX_VIOLATIONS,
-    validate_list,
-    validate_submit,
-    validate_submit_many,
-    validate_task_id,
-)
+from conveyor.intake.checks import MAX_VIOLATIONS
+from conveyor.intake.reads import MAX_PAGE_SIZE, validate_list, validate_task_id
+from conveyor.intake.validation import validate_submit, validate_submit_many
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 LIMITS = Limits(max_text_bytes=100, max_image_bytes=50, max_batch_items=5, max_tasks_per_call=3)

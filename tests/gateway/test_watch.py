@@ -16,11 +16,11 @@ from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.client import AsyncClient
 from conveyor.config import Limits
 from conveyor.errors import FieldViolation, InvalidArgument, NotFound
+from conveyor.intake.submit import Submitter
 from conveyor.metrics import GatewayMetrics, ServiceMetrics
 from conveyor.server import Server, status_for
 from gateway import watch as gateway_watch
 from gateway.service import TASK_SERVICE, GatewayService, add_task_service
-from gateway.submit import Submitter
 
 MAX_BYTES = 4 * 1024 * 1024
 MUX = watch_pb2.DESCRIPTOR.services_by_name["WatchMuxService"].full_name

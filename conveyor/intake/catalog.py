@@ -1,4 +1,5 @@
-"""The gateway's view of the task type registry (the ``conveyor_types`` KV bucket).
+"""The task type registry (the ``conveyor_types`` KV bucket) as a submit sees it, in the
+gateway and in the scheduler.
 
 Workers write a TaskTypeSpec per type they serve when they start; entries outlive the
 workers, so a known type is accepted while every worker is momentarily down, and a type

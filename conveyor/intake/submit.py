@@ -10,7 +10,8 @@ Publishing the event first means every later event of the task (all published af
 worker fetched it) has a higher EVENTS sequence, so the store, applying EVENTS in order,
 always knows a task before it hears of it running. If the gateway dies between the two,
 the client got no answer and the store holds a PENDING task that is in no stream; the
-scheduler's reconciliation re-publishes it from the stored input.
+scheduler's reconciliation fails it as lost, and ``conveyor retry`` runs it from the
+stored input. Both messages, and their ids, are made by ``conveyor.messages``.
 """
 
 from __future__ import annotations
@@ -28,28 +29,21 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from conveyor import subjects, tracing
+from conveyor import messages
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from conveyor.errors import FieldViolation, InvalidArgument, ResourceExhausted, Unavailable
+from conveyor.errors import InvalidArgument, ResourceExhausted, Unavailable
 from conveyor.ids import new_task_id
+from conveyor.intake.admission import Admission
+from conveyor.intake.catalog import TypeCatalog
+from conveyor.intake.checks import unknown_type
+from conveyor.messages import PUBLISH_TIMEOUT
 from conveyor.payloads import INPUT_CONTENT_TYPE, PayloadStore, abridge_input, input_name
 from conveyor.publish import AckedPublisher
-from conveyor.tasks import (
-    CUSTOM_FIELD,
-    input_field,
-    now,
-    seconds,
-    task_input_of,
-    task_type_of,
-    timestamp,
-)
-from gateway.admission import Admission
-from gateway.catalog import TypeCatalog
+from conveyor.tasks import now, seconds, task_input_of, task_type_of, timestamp
 
 log = logging.getLogger(__name__)
 
-PUBLISH_TIMEOUT = 5.0
 SCHEDULE_LABEL = "schedule"
 PUBLISH_WINDOW = 512
 """Publishes in flight at once for a batch (two per task): pipelined, but bounded."""
@@ -60,7 +54,7 @@ exceeded``, ``maximum bytes exceeded``), its storage full (``insufficient resour
 
 @dataclass(frozen=True)
 class Accepted:
-    """A task accepted by the gateway."""
+    """A task accepted for queueing (by a submit or a schedule's tick)."""
 
     task: tasks_pb2.Task
     deduplicated: bool = False
@@ -71,11 +65,6 @@ class _Prepared:
     task: tasks_pb2.Task
     message: events_pb2.TaskMessage
     retry_policy: events_pb2.RetryPolicy
-
-
-def _type_field(request: tasks_pb2.SubmitTaskRequest, prefix: str) -> str:
-    field = input_field(request)
-    return f"{prefix}custom.type" if field == CUSTOM_FIELD else f"{prefix}{field or 'input'}"
 
 
 def _run_at(options: tasks_pb2.TaskOptions) -> dt.datetime | None:
@@ -93,38 +82,8 @@ def idempotency_bucket_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-_Message = tuple[str, bytes, dict[str, str]]
-"""A message to publish: subject, data, headers."""
-
-
-def _messages(item: _Prepared) -> list[_Message]:
-    """The two messages of a submit: the ``submitted`` event (the whole task, for the
-    store) and the task itself (for a worker)."""
-    event = events_pb2.TaskEvent(
-        task_id=item.task.id,
-        type=item.task.type,
-        time=item.task.create_time,
-        submitted=events_pb2.Submitted(
-            task=item.task, input=item.message.input, retry_policy=item.retry_policy
-        ),
-    )
-    submitted = (
-        subjects.event_subject(item.task.type),
-        event.SerializeToString(),
-        tracing.inject({subjects.HEADER_MSG_ID: f"{item.task.id}:submitted"}),
-    )
-    target = subjects.task_subject(item.task.type, item.task.priority, item.task.id)
-    headers = tracing.inject({subjects.HEADER_MSG_ID: f"{item.task.id}:run:0"})
-    subject = target
-    if item.task.HasField("run_at"):
-        subject = subjects.delayed_subject(item.task.id)
-        headers.update(subjects.schedule_headers(item.task.run_at.ToDatetime(dt.UTC), target))
-    return [submitted, (subject, item.message.SerializeToString(), headers)]
-
-
 async def _bounded(awaitable: Awaitable[Any]) -> Any:
-    # A rejected publish can leave its reply pending forever: every wait is bounded.
-    # asyncio.timeout, not wait_for: no extra Task and loop round per publish.
+    # A rejected request can leave its reply pending forever: every wait is bounded.
     async with asyncio.timeout(PUBLISH_TIMEOUT):
         return await awaitable
 
@@ -161,11 +120,10 @@ class Submitter:
         inline_bytes: int = 0,
         admission: Admission | None = None,
     ) -> None:
-        self._js = js
         self._inputs = inputs  # large inputs go there when set (the claim check)
         self._inline_bytes = inline_bytes
         self._admission = admission
-        self._publisher = publisher  # lighter publishes on the gateway's connection
+        self._publisher = publisher if publisher is not None else messages.publisher(js)
         self._catalog = catalog
         self._idempotency = idempotency
         self._find_task = find_task  # async (task_id) -> Task | None, asks the store
@@ -215,15 +173,7 @@ class Submitter:
         task_type = task_type_of(request)
         spec = await self._catalog.get(task_type)
         if spec is None:
-            raise InvalidArgument.for_fields(
-                [
-                    FieldViolation(
-                        _type_field(request, prefix),
-                        f"unknown task type {task_type!r}: no worker has registered a handler "
-                        "for it",
-                    )
-                ]
-            )
+            raise InvalidArgument.for_fields([unknown_type(request, prefix)])
         options = request.options
         created = now()
         task_id = new_task_id(int(created.timestamp() * 1000))
@@ -246,15 +196,8 @@ class Submitter:
         )
         if run_at:
             task.run_at.CopyFrom(timestamp(run_at))
-        message = events_pb2.TaskMessage(
-            task_id=task_id,
-            type=task_type,
-            input=task_input_of(request),
-            max_attempts=max_attempts,
-            timeout=timeout,
-            retry_policy=spec.retry_policy,
-            priority=priority,
-            create_time=task.create_time,
+        message = messages.task_message(
+            task, task_input_of(request), spec.retry_policy, max_attempts
         )
         return _Prepared(task, message, spec.retry_policy)
 
@@ -299,10 +242,14 @@ class Submitter:
         return None
 
     async def _publish_all(self, items: list[_Prepared]) -> None:
-        messages = [message for item in items for message in _messages(item)]
+        outgoing = [
+            message
+            for item in items
+            for message in messages.submit_messages(item.task, item.message, item.retry_policy)
+        ]
         try:
-            for start in range(0, len(messages), PUBLISH_WINDOW):
-                await self._send_all(messages[start : start + PUBLISH_WINDOW])
+            for start in range(0, len(outgoing), PUBLISH_WINDOW):
+                await self._publisher.publish_all(outgoing[start : start + PUBLISH_WINDOW])
         except (TimeoutError, OSError) as exc:
             raise Unavailable(f"JetStream did not acknowledge the task: {exc}") from exc
         except APIError as exc:
@@ -316,15 +263,3 @@ class Submitter:
             if type(exc).__module__.startswith("nats"):
                 raise Unavailable(f"JetStream refused the task: {exc}") from exc
             raise
-
-    async def _send_all(self, messages: list[_Message]) -> None:
-        """Publishes the messages together and waits (bounded) for every acknowledgement."""
-        if self._publisher is not None:
-            await self._publisher.publish_all(messages)
-            return
-        await asyncio.gather(
-            *(
-                _bounded(self._js.publish(subject, data, timeout=PUBLISH_TIMEOUT, headers=headers))
-                for subject, data, headers in messages
-            )
-        )

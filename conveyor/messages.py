@@ -1,0 +1,210 @@
+"""Every message a service puts on JetStream: its constructor, its ``Nats-Msg-Id`` and the
+one publisher that sends it.
+
+JetStream drops a message whose ``Nats-Msg-Id`` it stored within the dedupe window, so a
+publish retried after a lost acknowledgement is stored once. Each id therefore names what
+makes its message unique, no more (a repeat must be dropped) and no less (a new message
+must not be); docs/architecture.md ("Message ids") has the whole scheme in one table.
+
+Every publish goes through :func:`publisher` (``conveyor.publish.AckedPublisher``): one
+reply subscription per publisher, each wait bounded by ``PUBLISH_TIMEOUT``, and the
+trace context in the headers of every message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from conveyor import subjects, tracing
+from conveyor.api.events.v1 import events_pb2
+from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.publish import AckedPublisher
+from conveyor.tasks import timestamp
+
+PUBLISH_TIMEOUT = 5.0
+"""Seconds a publish waits for its acknowledgement: a rejected publish can leave its
+reply pending forever."""
+SCHEDULER_ID = "scheduler"
+"""The worker id of events the scheduler publishes for a task no worker holds."""
+
+Message = tuple[str, bytes, dict[str, str]]
+"""A message to publish: subject, data, headers."""
+
+
+def publisher(
+    js: JetStreamContext, nc: NATS | None = None, timeout: float = PUBLISH_TIMEOUT
+) -> AckedPublisher:
+    """The publisher of a service, on ``nc`` or else on the connection ``js`` uses."""
+    # nats-py keeps a context's connection only as _nc; the scheduler has only the context.
+    return AckedPublisher(nc if nc is not None else js._nc, timeout)
+
+
+def headers(msg_id: str) -> dict[str, str]:
+    """A message's headers: its id and the current trace context."""
+    return tracing.inject({subjects.HEADER_MSG_ID: msg_id})
+
+
+# --- message ids (docs/architecture.md, "Message ids") -----------------------------------
+
+
+def redrive_of(task: tasks_pb2.Task) -> str:
+    """What names one re-drive of ``task``: the attempts so far and its version. The offset
+    alone does not (a task cancelled before it started is re-driven at offset 0 every
+    time, and its first run was published as run 0); each re-drive bumps the version."""
+    return f"{task.attempt}.{task.version}"
+
+
+def run_id(task_id: str, redrive: str = "0") -> str:
+    """The id of a task message on TASKS: its first run, or a re-drive (``redrive_of``)."""
+    return f"{task_id}:run:{redrive}"
+
+
+def task_event_id(task_id: str, key: str) -> str:
+    """The id of an event not published by a worker: ``submitted``, ``cancel:<version>``,
+    ``redrive:<redrive>``, ``lost:<version>``."""
+    return f"{task_id}:{key}"
+
+
+def worker_event_id(task_id: str, attempt: int, run: int, key: str) -> str:
+    """The id of a worker's event of an attempt; ``key`` tells the attempt's events apart
+    (``started``, ``progress:<n>``, the outcome's kind)."""
+    # The run in the id as well as the attempt: a re-drive can number its attempts from
+    # where the store counted, below an attempt whose late outcome the store ignored, and
+    # JetStream would drop the new run's events as repeats of it.
+    attempt_id = f"{run}.{attempt}" if run else str(attempt)
+    return f"{task_id}:{attempt_id}:{key}"
+
+
+# --- constructors -------------------------------------------------------------------------
+
+
+def worker_event(
+    message: events_pb2.TaskMessage,
+    attempt: int,
+    worker_id: str,
+    key: str,
+    run: int = 0,
+    time: Timestamp | None = None,
+    start_time: Timestamp | None = None,
+    **kind: Any,
+) -> Message:
+    """An event of an attempt at the task of ``message``, from a worker (see
+    ``worker_event_id`` for ``key`` and ``run``)."""
+    # Built here rather than by event(): this runs for every event of every task.
+    task_event = events_pb2.TaskEvent(
+        task_id=message.task_id,
+        type=message.type,
+        time=time if time is not None else timestamp(),
+        attempt=attempt,
+        worker_id=worker_id,
+        start_time=start_time,
+        **kind,
+    )
+    return (
+        subjects.event_subject(message.type),
+        task_event.SerializeToString(),
+        headers(worker_event_id(message.task_id, attempt, run, key)),
+    )
+
+
+def task_message(
+    task: tasks_pb2.Task,
+    task_input: tasks_pb2.TaskInput,
+    retry_policy: events_pb2.RetryPolicy,
+    max_attempts: int,
+    attempt_offset: int = 0,
+) -> events_pb2.TaskMessage:
+    """The message a worker runs: everything about the task it needs, in one message."""
+    return events_pb2.TaskMessage(
+        task_id=task.id,
+        type=task.type,
+        input=task_input,
+        max_attempts=max_attempts,
+        timeout=task.timeout,
+        attempt_offset=attempt_offset,
+        retry_policy=retry_policy,
+        priority=task.priority,
+        create_time=task.create_time,
+    )
+
+
+def event(
+    task_id: str, task_type: str, time: Timestamp | None = None, **kind: Any
+) -> events_pb2.TaskEvent:
+    """A task event of kind ``kind`` (e.g. ``redriven=Redriven(...)``), at ``time``
+    (default: now)."""
+    when = time if time is not None else timestamp()
+    return events_pb2.TaskEvent(task_id=task_id, type=task_type, time=when, **kind)
+
+
+def event_message(task_type: str, msg_id: str, task_event: events_pb2.TaskEvent) -> Message:
+    """An event as the message to publish on EVENTS."""
+    return subjects.event_subject(task_type), task_event.SerializeToString(), headers(msg_id)
+
+
+def submit_messages(
+    task: tasks_pb2.Task, message: events_pb2.TaskMessage, retry_policy: events_pb2.RetryPolicy
+) -> tuple[Message, Message]:
+    """The two messages of a submit: the ``submitted`` event (the whole task, for the
+    store) and the task itself (for a worker; a message schedule for a delayed task)."""
+    # Built here rather than by event(): this runs for every submitted task.
+    submitted = events_pb2.TaskEvent(
+        task_id=task.id,
+        type=task.type,
+        time=task.create_time,
+        submitted=events_pb2.Submitted(task=task, input=message.input, retry_policy=retry_policy),
+    )
+    target = subjects.task_subject(task.type, task.priority, task.id)
+    task_headers = headers(run_id(task.id))
+    subject = target
+    if task.HasField("run_at"):
+        subject = subjects.delayed_subject(task.id)
+        task_headers.update(subjects.schedule_headers(task.run_at.ToDatetime(dt.UTC), target))
+    return (
+        (
+            subjects.event_subject(task.type),
+            submitted.SerializeToString(),
+            headers(task_event_id(task.id, "submitted")),
+        ),
+        (subject, message.SerializeToString(), task_headers),
+    )
+
+
+def cancel_requested(task: tasks_pb2.Task) -> Message:
+    """The ``cancel_requested`` event of a cancel: one per version of the task."""
+    cancel = event(task.id, task.type, cancel_requested=events_pb2.CancelRequested())
+    return event_message(task.type, task_event_id(task.id, f"cancel:{task.version}"), cancel)
+
+
+def redriven(task: tasks_pb2.Task, max_attempts: int) -> Message:
+    """The ``redriven`` event of a re-drive of ``task``, counting on from its attempts."""
+    redrive = events_pb2.Redriven(attempt_offset=task.attempt, max_attempts=max_attempts)
+    again = event(task.id, task.type, redriven=redrive)
+    return event_message(task.type, task_event_id(task.id, f"redrive:{redrive_of(task)}"), again)
+
+
+def rerun_message(task: tasks_pb2.Task, message: events_pb2.TaskMessage) -> Message:
+    """A re-driven task's message on TASKS."""
+    subject = subjects.task_subject(task.type, task.priority, task.id)
+    return subject, message.SerializeToString(), headers(run_id(task.id, redrive_of(task)))
+
+
+def lost(task: tasks_pb2.Task, message: str) -> Message:
+    """The ``failed`` event of a task that no stream holds (error type ``lost``), from the
+    scheduler: one per version of the task it looked at."""
+    error = tasks_pb2.TaskError(
+        attempt=task.attempt, type="lost", message=message, time=timestamp()
+    )
+    failed = event(
+        task.id,
+        task.type,
+        attempt=max(task.attempt, 1),
+        worker_id=SCHEDULER_ID,
+        failed=events_pb2.Failed(error=error),
+    )
+    return event_message(task.type, task_event_id(task.id, f"lost:{task.version}"), failed)
