@@ -17,13 +17,14 @@ from nats.aio.client import Client as NATS
 from conveyor import jetstream, subjects, tracing
 from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from conveyor.config import SchedulerSettings, load_environ
-from conveyor.metrics import QueueProbe, SchedulerMetrics
+from conveyor.metrics import SchedulerMetrics
 from conveyor.schedules import ScheduleBook, ScheduleWatch
 from conveyor.server import Server, channel_options, run_service
 from gateway.admission import Admission
 from gateway.catalog import TypeCatalog
 from gateway.submit import Submitter, task_finder
 from scheduler.periodic import PeriodicRunner
+from scheduler.queues import QueueProbe
 from scheduler.reconcile import Reconciler
 
 log = logging.getLogger(__name__)

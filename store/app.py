@@ -13,11 +13,12 @@ from conveyor import jetstream, subjects
 from conveyor.api.store.v1 import watch_pb2, watch_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import StoreSettings, load_environ
-from conveyor.metrics import EventLagProbe, StoreMetrics
+from conveyor.metrics import StoreMetrics
 from conveyor.payloads import PayloadStore
 from conveyor.server import Server, run_service
 from store.consumer import EventApplier
 from store.db import create_engine, migrate
+from store.lag import EventLagProbe
 from store.mux import WatchMux
 from store.repository import TaskRepository
 from store.retention import Purger, RetentionPolicy, payload_deleter
