@@ -17,8 +17,9 @@ from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Mappi
 from types import TracebackType
 from typing import Any, TypeVar, Unpack, cast
 
-from conveyor._client_async import PURGE_TIMEOUT, AsyncClient, WatchPolicy
+from conveyor._client_async import PURGE_TIMEOUT, AsyncClient
 from conveyor._client_builders import EnumArg, OptionArgs, Seconds
+from conveyor._client_channel import WatchPolicy
 from conveyor.api.queues.v1 import queues_pb2
 from conveyor.api.schedules.v1 import schedules_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
