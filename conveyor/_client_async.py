@@ -8,16 +8,14 @@ import contextlib
 import hashlib
 import logging
 import os
-import random
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Unpack
 
 import grpc
 from google.protobuf import duration_pb2
 
-from conveyor import keepalive, tracing
+from conveyor import tracing
 from conveyor._client_builders import (
     STATES,
     EnumArg,
@@ -29,18 +27,18 @@ from conveyor._client_builders import (
     image_processing,
     text_processing,
 )
+from conveyor._client_channel import WatchPolicy, channel_options
 from conveyor._client_errors import error_from_rpc
 from conveyor._client_schedules import ScheduleQueueMixin, StubFactory
 from conveyor.api.queues.v1 import queues_pb2, queues_pb2_grpc
 from conveyor.api.schedules.v1 import schedules_pb2, schedules_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from conveyor.config import MIB, ClientSettings
+from conveyor.config import ClientSettings
 from conveyor.errors import DeadlineExceeded, Internal, Unavailable
 from conveyor.tasks import is_terminal
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 16 * MIB
 PURGE_TIMEOUT = 600.0
 """Seconds a purge may take: it deletes in small batches, so a large one is slow."""
 
@@ -60,39 +58,6 @@ _SERVICES: dict[StubFactory, str] = {
 """The full name of each service, by its stub: the names of the calls' spans."""
 _WATCH_TASK = f"/{_SERVICES[tasks_pb2_grpc.TaskServiceStub]}/WatchTask"
 _GET_TASK_PAYLOAD = f"/{_SERVICES[tasks_pb2_grpc.TaskServiceStub]}/GetTaskPayload"
-
-
-def channel_options(
-    max_message_bytes: int = MAX_MESSAGE_BYTES,
-    keepalive_seconds: float = keepalive.DEFAULT_INTERVAL_SECONDS,
-) -> list[tuple[str, Any]]:
-    """Channel options of the SDK: 16 MiB messages both ways, so a 10 MiB image fits, and
-    a ping every ``keepalive_seconds`` on an idle connection, which the gateway permits."""
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        *keepalive.channel_options(keepalive_seconds),
-    ]
-
-
-@dataclass(frozen=True)
-class WatchPolicy:
-    """How :meth:`AsyncClient.watch` reconnects after the stream breaks.
-
-    Up to ``max_reconnects`` attempts in a row that bring nothing new, waiting an
-    exponentially growing, jittered delay between ``initial_backoff`` and ``max_backoff``
-    seconds; any update received resets the count.
-    """
-
-    max_reconnects: int = 10
-    initial_backoff: float = 0.2
-    max_backoff: float = 5.0
-
-    def backoff(self, failures: int) -> float:
-        """The wait before reconnect number ``failures`` (from 1)."""
-        ceiling = min(self.max_backoff, self.initial_backoff * 2.0 ** (failures - 1))
-        # Jitter spreads the reconnects of many watchers after a gateway restart.
-        return ceiling * (0.5 + random.random() / 2)
 
 
 class AsyncClient(ScheduleQueueMixin):

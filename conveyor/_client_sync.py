@@ -17,9 +17,11 @@ from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Mappi
 from types import TracebackType
 from typing import Any, TypeVar, Unpack, cast
 
-from conveyor._client_async import PURGE_TIMEOUT, AsyncClient, WatchPolicy
-from conveyor._client_builders import EnumArg, OptionArgs
-from conveyor._client_schedules import SyncScheduleQueueMixin
+from conveyor._client_async import PURGE_TIMEOUT, AsyncClient
+from conveyor._client_builders import EnumArg, OptionArgs, Seconds
+from conveyor._client_channel import WatchPolicy
+from conveyor.api.queues.v1 import queues_pb2
+from conveyor.api.schedules.v1 import schedules_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 
 T = TypeVar("T")
@@ -92,6 +94,84 @@ class _LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
+
+
+class SyncScheduleQueueMixin:
+    """The blocking schedule and queue methods of :class:`Client`; see
+    :class:`ScheduleQueueMixin`."""
+
+    _loop: _LoopThread
+    _async: AsyncClient
+
+    def create_schedule(
+        self,
+        schedule_id: str,
+        request_template: tasks_pb2.SubmitTaskRequest,
+        *,
+        cron: str | None = None,
+        interval: Seconds | None = None,
+        time_zone: str = "",
+        overlap: EnumArg = "skip",
+        catch_up: EnumArg = "skip",
+        description: str = "",
+    ) -> schedules_pb2.Schedule:
+        """Creates a schedule submitting ``request_template`` on every tick; returns it."""
+        coro = self._async.create_schedule(
+            schedule_id,
+            request_template,
+            cron=cron,
+            interval=interval,
+            time_zone=time_zone,
+            overlap=overlap,
+            catch_up=catch_up,
+            description=description,
+        )
+        return self._loop.run(coro)
+
+    def get_schedule(self, schedule_id: str) -> schedules_pb2.Schedule:
+        """The schedule with this id."""
+        return self._loop.run(self._async.get_schedule(schedule_id))
+
+    def list_schedules(self) -> list[schedules_pb2.Schedule]:
+        """Every schedule, ordered by id."""
+        return self._loop.run(self._async.list_schedules())
+
+    def pause_schedule(self, schedule_id: str) -> schedules_pb2.Schedule:
+        """Stops a schedule creating tasks until resumed."""
+        return self._loop.run(self._async.pause_schedule(schedule_id))
+
+    def resume_schedule(self, schedule_id: str) -> schedules_pb2.Schedule:
+        """Resumes a paused schedule from its next tick."""
+        return self._loop.run(self._async.resume_schedule(schedule_id))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """Deletes a schedule; the tasks it created are kept."""
+        self._loop.run(self._async.delete_schedule(schedule_id))
+
+    def trigger_schedule(self, schedule_id: str) -> tasks_pb2.Task:
+        """Creates one task from the schedule now."""
+        return self._loop.run(self._async.trigger_schedule(schedule_id))
+
+    def list_queues(self) -> list[queues_pb2.Queue]:
+        """Every registered task type's queue."""
+        return self._loop.run(self._async.list_queues())
+
+    def pause_queue(self, task_type: str) -> queues_pb2.Queue:
+        """Stops tasks of a type from starting."""
+        return self._loop.run(self._async.pause_queue(task_type))
+
+    def resume_queue(self, task_type: str) -> queues_pb2.Queue:
+        """Starts tasks of a paused type again."""
+        return self._loop.run(self._async.resume_queue(task_type))
+
+    def set_queue_limits(
+        self, task_type: str, *, max_concurrency: int = 0, max_per_second: float = 0.0
+    ) -> queues_pb2.Queue:
+        """Sets a type's cluster-wide limits, both at once; 0 removes a limit."""
+        coro = self._async.set_queue_limits(
+            task_type, max_concurrency=max_concurrency, max_per_second=max_per_second
+        )
+        return self._loop.run(coro)
 
 
 class Client(SyncScheduleQueueMixin):

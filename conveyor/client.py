@@ -42,7 +42,7 @@ task type's queue::
 
 from __future__ import annotations
 
-from conveyor._client_async import MAX_MESSAGE_BYTES, AsyncClient, WatchPolicy, channel_options
+from conveyor._client_async import AsyncClient
 from conveyor._client_builders import (
     BATCH_OPERATIONS,
     IMAGE_FORMATS,
@@ -63,6 +63,7 @@ from conveyor._client_builders import (
     text_processing,
     thumbnail,
 )
+from conveyor._client_channel import MAX_MESSAGE_BYTES, WatchPolicy, channel_options
 from conveyor._client_errors import describe, error_from_rpc, field_violations
 from conveyor._client_schedules import CATCH_UP_POLICIES, OVERLAP_POLICIES, schedule_spec
 from conveyor._client_sync import Client

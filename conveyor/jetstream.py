@@ -30,7 +30,7 @@ from nats.js.object_store import ObjectStore
 from conveyor import subjects
 from conveyor.config import MIB, CommonSettings
 
-if TYPE_CHECKING:  # conveyor.metrics uses this module
+if TYPE_CHECKING:  # for the annotation only: the metrics package never imports this module
     from conveyor.metrics import ServiceMetrics
 
 CANCELLED_TTL = 7 * 24 * 3600.0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 import grpc
@@ -17,6 +15,7 @@ from conveyor.config import GatewaySettings, load_environ
 from conveyor.intake.admission import Admission
 from conveyor.intake.catalog import TypeCatalog
 from conveyor.intake.submit import Submitter, task_finder
+from conveyor.lifecycle import Lifecycle
 from conveyor.messages import PUBLISH_TIMEOUT
 from conveyor.metrics import PROBE_INTERVAL, GatewayMetrics, every
 from conveyor.payloads import PayloadStore
@@ -37,27 +36,29 @@ QUEUE_SERVICE = queues_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name
 class Gateway:
     """A running gateway; ``start()`` then ``stop()``. Tests use port 0."""
 
+    # Made by start(), which needs NATS.
+    nc: NATS
+    catalog: TypeCatalog
+    channel: grpc.aio.Channel
+    server: Server
+
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.nc: NATS | None = None
-        self.server: Server | None = None
-        self.catalog: TypeCatalog | None = None
-        self.channel: grpc.aio.Channel | None = None
         self.metrics = GatewayMetrics()
-        self._probing: asyncio.Task[None] | None = None
+        self._life = Lifecycle()
 
     @property
     def address(self) -> str:
-        assert self.server is not None
         return self.server.address
 
     async def start(self) -> None:
         common = self.settings.common
+        life = self._life
         await self.metrics.serve(self.settings.metrics_listen)
+        life.on_stop(self.metrics.close)
         self.nc, js = await jetstream.setup(common, "conveyor-gateway", self.metrics)
+        life.on_stop(jetstream.close, self.nc)
         buckets = await jetstream.ensure_buckets(js, common)
-        self.catalog = TypeCatalog(buckets[subjects.KV_TYPES])
-        await self.catalog.start()
         max_bytes = self.settings.limits.max_message_bytes
         # No client interceptors: relayed calls carry the trace context as metadata
         # (gateway.relay), at a fraction of an intercepted call's cost.
@@ -65,12 +66,14 @@ class Gateway:
             self.settings.store_addr,
             options=channel_options(max_bytes, common.grpc_keepalive_seconds),
         )
+        life.on_stop(self.channel.close)
+        self.catalog = TypeCatalog(buckets[subjects.KV_TYPES])
+        await self.catalog.start()
+        life.on_stop(self.catalog.stop)
         store = tasks_pb2_grpc.TaskServiceStub(self.channel)
 
         admission = Admission(js, common.stream_limits, self.metrics)
-        self._probing = asyncio.create_task(
-            every(PROBE_INTERVAL, admission.poll, "the queue's limits"), name="queue-limits"
-        )
+        life.task(every(PROBE_INTERVAL, admission.poll, "the queue's limits"), "queue-limits")
         submitter = Submitter(
             js,
             self.catalog,
@@ -109,22 +112,11 @@ class Gateway:
         )
         await self.server.follow_nats(self.nc)
         await self.server.start()
+        life.server(self.server)
         log.info("gateway listening on %s (store %s)", self.address, self.settings.store_addr)
 
     async def stop(self, grace: float = 5.0) -> None:
-        if self.server:
-            await self.server.stop(grace)
-        if self._probing:
-            self._probing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probing
-        if self.catalog:
-            await self.catalog.stop()
-        if self.channel:
-            await self.channel.close()
-        if self.nc:
-            await jetstream.close(self.nc)
-        await self.metrics.close()
+        await self._life.stop(grace)
         log.info("gateway stopped")
 
 

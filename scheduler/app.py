@@ -7,8 +7,6 @@ background jobs that keep the system whole (see ``scheduler.reconcile``).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 import grpc
@@ -20,10 +18,12 @@ from conveyor.config import SchedulerSettings, load_environ
 from conveyor.intake.admission import Admission
 from conveyor.intake.catalog import TypeCatalog
 from conveyor.intake.submit import Submitter, task_finder
-from conveyor.metrics import QueueProbe, SchedulerMetrics
+from conveyor.lifecycle import Lifecycle
+from conveyor.metrics import SchedulerMetrics
 from conveyor.schedules import ScheduleBook, ScheduleWatch
 from conveyor.server import Server, channel_options, run_service
 from scheduler.periodic import PeriodicRunner
+from scheduler.queues import QueueProbe
 from scheduler.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
@@ -32,25 +32,30 @@ log = logging.getLogger(__name__)
 class Scheduler:
     """A running scheduler; ``start()`` then ``stop()``."""
 
+    # Made by start(), which needs NATS.
+    nc: NATS
+    channel: grpc.aio.Channel
+    catalog: TypeCatalog
+    queue_probe: QueueProbe
+    server: Server
+
     def __init__(self, settings: SchedulerSettings) -> None:
         self.settings = settings
-        self.nc: NATS | None = None
-        self.server: Server | None = None
-        self.channel: grpc.aio.Channel | None = None
-        self._jobs: list[asyncio.Task[None]] = []
-        self.catalog: TypeCatalog | None = None
         self.metrics = SchedulerMetrics()
+        self._life = Lifecycle()
 
     @property
     def address(self) -> str:
-        assert self.server is not None
         return self.server.address
 
     async def start(self) -> None:
+        life = self._life
         await self.metrics.serve(self.settings.metrics_listen)
+        life.on_stop(self.metrics.close)
         self.nc, js = await jetstream.setup(
             self.settings.common, "conveyor-scheduler", self.metrics
         )
+        life.on_stop(jetstream.close, self.nc)
         buckets = await jetstream.ensure_buckets(js, self.settings.common)
         keepalive = self.settings.common.grpc_keepalive_seconds
         self.channel = grpc.aio.insecure_channel(
@@ -58,9 +63,11 @@ class Scheduler:
             options=channel_options(4 * 1024 * 1024, keepalive),
             interceptors=tracing.client_interceptors(),
         )
+        life.on_stop(self.channel.close)
         store = tasks_pb2_grpc.TaskServiceStub(self.channel)
         self.catalog = TypeCatalog(buckets[subjects.KV_TYPES])
         await self.catalog.start()
+        life.on_stop(self.catalog.stop)
         submitter = Submitter(
             js,
             self.catalog,
@@ -72,34 +79,21 @@ class Scheduler:
         periodic = PeriodicRunner(
             ScheduleBook(schedules_kv), ScheduleWatch(schedules_kv), submitter, store
         )
-        self._jobs = [
-            asyncio.create_task(Reconciler(js, store).run(), name="reconcile"),
-            asyncio.create_task(periodic.run(), name="schedules"),
-        ]
+        life.task(Reconciler(js, store).run(), "reconcile")
+        life.task(periodic.run(), "schedules")
         types = await jetstream.bucket(js, subjects.KV_TYPES, self.settings.common)
         self.queue_probe = QueueProbe(js, types, self.metrics)
-        self._jobs.append(asyncio.create_task(self.queue_probe.run(), name="queue-metrics"))
+        life.task(self.queue_probe.run(), "queue-metrics")
         self.server = Server(
             self.settings.listen, [], 4 * 1024 * 1024, self.metrics, keepalive_seconds=keepalive
         )
         await self.server.follow_nats(self.nc)
         await self.server.start()
+        life.server(self.server)
         log.info("scheduler running, health on %s", self.address)
 
     async def stop(self) -> None:
-        if self.server:
-            await self.server.stop(1.0)
-        for job in self._jobs:
-            job.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await job
-        if self.catalog:
-            await self.catalog.stop()
-        if self.channel:
-            await self.channel.close()
-        if self.nc:
-            await jetstream.close(self.nc)
-        await self.metrics.close()
+        await self._life.stop(1.0)
         log.info("scheduler stopped")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from nats.aio.client import Client as NATS
@@ -13,11 +12,13 @@ from conveyor import jetstream, subjects
 from conveyor.api.store.v1 import watch_pb2, watch_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import StoreSettings, load_environ
-from conveyor.metrics import EventLagProbe, StoreMetrics
+from conveyor.lifecycle import Lifecycle
+from conveyor.metrics import StoreMetrics
 from conveyor.payloads import PayloadStore
 from conveyor.server import Server, run_service
 from store.consumer import EventApplier
 from store.db import create_engine, migrate
+from store.lag import EventLagProbe
 from store.mux import WatchMux
 from store.repository import TaskRepository
 from store.retention import Purger, RetentionPolicy, payload_deleter
@@ -34,41 +35,49 @@ WATCH_MUX_SERVICE = watch_pb2.DESCRIPTOR.services_by_name["WatchMuxService"].ful
 class Store:
     """A running store; ``start()`` then ``stop()``. Tests use port 0."""
 
+    # Made by start(), which needs NATS and the database.
+    engine: AsyncEngine
+    nc: NATS
+    hub: WatchHub
+    applier: EventApplier
+    lag_probe: EventLagProbe
+    trimmer: EventTrimmer
+    purger: Purger
+    server: Server
+    _applying: asyncio.Task[None]
+
     def __init__(self, settings: StoreSettings) -> None:
         self.settings = settings
-        self.engine: AsyncEngine | None = None
-        self.nc: NATS | None = None
-        self.server: Server | None = None
-        self._applying: asyncio.Task[None] | None = None
-        self._probing: asyncio.Task[None] | None = None
-        self._retaining: asyncio.Task[None] | None = None
-        self._trimming: asyncio.Task[None] | None = None
         self.metrics = StoreMetrics()
+        self._life = Lifecycle()
 
     @property
     def address(self) -> str:
-        assert self.server is not None
         return self.server.address
 
     async def start(self) -> None:
+        life = self._life
         await self.metrics.serve(self.settings.metrics_listen)
+        life.on_stop(self.metrics.close)
         self.engine = create_engine(self.settings.database_url)
+        life.on_stop(self.engine.dispose)
         await migrate(self.engine)
         repository = TaskRepository(self.engine)
         common = self.settings.common
         self.nc, js = await jetstream.setup(common, "conveyor-store", self.metrics)
+        life.on_stop(jetstream.close, self.nc)
         buckets = await jetstream.ensure_buckets(js, common)
         self.hub = WatchHub()
         self.applier = EventApplier(
             self.nc, js, repository, self.hub, self.settings.event_batch_size
         )
         await self.applier.start()
-        self._applying = asyncio.create_task(self.applier.run(), name="apply-events")
+        self._applying = life.task(self.applier.run(), "apply-events")
         self.metrics.track(self.hub)
         self.lag_probe = EventLagProbe(js, self.hub, self.metrics)
-        self._probing = asyncio.create_task(self.lag_probe.run(), name="apply-lag")
+        life.task(self.lag_probe.run(), "apply-lag")
         self.trimmer = EventTrimmer(js, repository, common.stream_limits)
-        self._trimming = asyncio.create_task(self.trimmer.run(), name="trim-events")
+        life.task(self.trimmer.run(), "trim-events")
         self.server = Server(
             self.settings.listen,
             [SERVICE_NAME, WATCH_MUX_SERVICE],
@@ -85,7 +94,7 @@ class Store:
             delete_payloads=payload_deleter(payloads),
         )
         policy = RetentionPolicy(self.settings.retention_seconds, self.settings.retention_by_type)
-        self._retaining = asyncio.create_task(self.purger.run_retention(policy), name="retention")
+        life.task(self.purger.run_retention(policy), "retention")
         service = StoreService(
             repository,
             self.applier,
@@ -103,23 +112,13 @@ class Store:
         )
         await self.server.follow_nats(self.nc)
         await self.server.start()
+        life.server(self.server)
         log.info(
             "store listening on %s (database %s)", self.address, _redact(self.settings.database_url)
         )
 
     async def stop(self, grace: float = 5.0) -> None:
-        if self.server:
-            await self.server.stop(grace)
-        for job in (self._applying, self._probing, self._retaining, self._trimming):
-            if job:
-                job.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await job
-        if self.nc:
-            await jetstream.close(self.nc)
-        if self.engine:
-            await self.engine.dispose()
-        await self.metrics.close()
+        await self._life.stop(grace)
         log.info("store stopped")
 
 

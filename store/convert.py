@@ -1,10 +1,10 @@
-"""Translations between the wire (protobuf), the state machine (dataclasses) and table rows."""
+"""Translations between the wire (protobuf) and the state machine (dataclasses); table
+rows are store.rows'."""
 
 from __future__ import annotations
 
 import datetime as dt
 import operator
-from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import timestamp_pb2
@@ -216,87 +216,6 @@ def _set_time(field: timestamp_pb2.Timestamp, value: dt.datetime) -> None:
     delta = value - _EPOCH
     field.seconds = delta.days * 86_400 + delta.seconds
     field.nanos = delta.microseconds * 1_000
-
-
-def snapshot_to_row(snapshot: Snapshot) -> dict[str, Any]:
-    """The ``tasks`` columns a snapshot determines (everything but input and retry policy)."""
-    s = snapshot
-    return {
-        "id": s.id,
-        "type": s.type,
-        "state": int(s.state),
-        "priority": s.priority,
-        "attempt": s.attempt,
-        "max_attempts": s.max_attempts,
-        "attempt_offset": s.attempt_offset,
-        "version": s.version,
-        "cancel_requested": s.cancel_requested,
-        "idempotency_key": s.idempotency_key or None,
-        "schedule_id": s.schedule_id or None,
-        "worker_id": s.worker_id,
-        "timeout_seconds": s.timeout_seconds,
-        "result": s.result,
-        "error": s.error,
-        "attempt_errors": encode_errors(s.attempt_errors),
-        "progress_current": s.progress.current,
-        "progress_total": s.progress.total,
-        "progress_message": s.progress.message,
-        "create_time": s.create_time,
-        "update_time": s.update_time,
-        "start_time": s.start_time,
-        "end_time": s.end_time,
-        "run_at": s.run_at,
-        "next_attempt_time": s.next_attempt_time,
-        "labels": dict(s.labels),
-    }
-
-
-def snapshot_from_row(row: Mapping[Any, Any]) -> Snapshot:
-    """The snapshot of a ``tasks`` row; a missing ``result`` column reads as no result."""
-    return Snapshot(
-        id=row["id"],
-        type=row["type"],
-        state=State(row["state"]),
-        create_time=row["create_time"],
-        update_time=row["update_time"],
-        priority=row["priority"],
-        attempt=row["attempt"],
-        max_attempts=row["max_attempts"],
-        attempt_offset=row["attempt_offset"],
-        version=row["version"],
-        cancel_requested=row["cancel_requested"],
-        idempotency_key=row["idempotency_key"] or "",
-        schedule_id=row["schedule_id"] or "",
-        worker_id=row["worker_id"],
-        timeout_seconds=row["timeout_seconds"],
-        labels=row["labels"] or {},
-        result=row.get("result"),
-        error=row["error"],
-        attempt_errors=decode_errors(row["attempt_errors"]),
-        progress=Progress(row["progress_current"], row["progress_total"], row["progress_message"]),
-        start_time=row["start_time"],
-        end_time=row["end_time"],
-        run_at=row["run_at"],
-        next_attempt_time=row["next_attempt_time"],
-    )
-
-
-def encode_errors(errors: tuple[bytes, ...]) -> bytes:
-    """Serialized TaskErrors as one value: a Task holding only ``attempt_errors``."""
-    if not errors:
-        return b""
-    holder = tasks_pb2.Task()
-    for blob in errors:
-        holder.attempt_errors.add().ParseFromString(blob)
-    return holder.SerializeToString()
-
-
-def decode_errors(blob: bytes | None) -> tuple[bytes, ...]:
-    """The serialized TaskErrors of :func:`encode_errors` output, oldest first."""
-    if not blob:
-        return ()
-    holder = tasks_pb2.Task.FromString(blob)
-    return tuple(error.SerializeToString() for error in holder.attempt_errors)
 
 
 def omit_payloads(task: tasks_pb2.Task) -> tasks_pb2.Task:

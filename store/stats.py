@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.tasks import duration, timestamp
-from store import convert
+from store import rows
 from store.models import tasks
 
 FINISHED = (tasks_pb2.TASK_STATE_COMPLETED, tasks_pb2.TASK_STATE_FAILED)
@@ -67,7 +67,7 @@ class _TypeTally:
             self.queue_waits.append(wait_us / 1_000_000)
 
     def add_errors(self, blob: bytes) -> None:
-        for error_blob in convert.decode_errors(blob):
+        for error_blob in rows.decode_errors(blob):
             error = tasks_pb2.TaskError.FromString(error_blob)
             self.errors[(error.type, error.message[:MAX_ERROR_MESSAGE])] += 1
 

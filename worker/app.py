@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from conveyor import jetstream, subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.config import ConfigError, WorkerSettings, load_environ
+from conveyor.lifecycle import Lifecycle
 from conveyor.metrics import WorkerMetrics
 from conveyor.payloads import PayloadStore
 from conveyor.registry import Registry, TaskType, default_registry
@@ -54,6 +55,15 @@ def type_spec(task_type: TaskType) -> events_pb2.TaskTypeSpec:
 class Worker:
     """A running worker serving some task types; ``start()`` then ``stop()``."""
 
+    # Made by start(), which needs NATS.
+    nc: NATS
+    cancelled: CancelledTasks
+    flow: Flow
+    runner: Runner
+    consumers: list[TypeConsumer]
+    server: Server
+    watchdog: ConsumeWatchdog
+
     def __init__(self, settings: WorkerSettings, registry: Registry | None = None) -> None:
         self.settings = settings
         if settings.nice:
@@ -69,22 +79,21 @@ class Worker:
         self.slots = Slots(settings.concurrency)
         self.processes = ProcessSlots(settings.process_pool_size)
         self.cancellation = Cancellation()
-        self.nc: NATS | None = None
-        self.server: Server | None = None
-        self.flow: Flow | None = None
-        self.cancelled: CancelledTasks | None = None
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self.metrics = WorkerMetrics(settings.concurrency)
-        self._watching: asyncio.Task[None] | None = None
+        self._life = Lifecycle()
 
     async def start(self) -> None:
         common = self.settings.common
+        life = self._life
         await self.metrics.serve(self.settings.metrics_listen)
+        life.on_stop(self.metrics.close)
         self.nc, js = await jetstream.setup(
             common, f"conveyor-worker-{self.settings.worker_id}", self.metrics
         )
+        life.on_stop(jetstream.close, self.nc)
         buckets = await jetstream.ensure_buckets(js, common)
         invoker = Invoker(self.processes)
         payloads = PayloadStore(await jetstream.object_store(js, common))
@@ -113,6 +122,7 @@ class Worker:
         self.cancellation.cancelled = self.cancelled.ids
         await self.nc.subscribe(subjects.CANCEL_SUBJECT, cb=self._on_cancel)
         await self.cancelled.start()  # before any task is fetched
+        life.on_stop(self.cancelled.stop)
         self.runner = Runner(
             self.registry,
             CountingPublisher(js, self.settings.worker_id, self.metrics, self.nc),
@@ -128,6 +138,7 @@ class Worker:
             self.settings.ack_wait_seconds,
         )
         await self.flow.start()
+        life.on_stop(self.flow.stop)
         consumers = []
         for name in self.types:
             consumer = TypeConsumer(
@@ -154,10 +165,7 @@ class Worker:
 
         await register()
         jetstream.after_reconnect(self.nc, register)
-        self._loops = [
-            asyncio.create_task(c.run(self._stopping), name=f"consume-{c.task_type}")
-            for c in consumers
-        ]
+        # Made before the loops start, so that it stops after they have drained.
         self.server = Server(
             self.settings.listen,
             [],
@@ -165,8 +173,16 @@ class Worker:
             self.metrics,
             keepalive_seconds=self.settings.common.grpc_keepalive_seconds,
         )
+        life.server(self.server)
+        life.on_stop_sync(self.processes.shutdown)
+        self._loops = [
+            asyncio.create_task(c.run(self._stopping), name=f"consume-{c.task_type}")
+            for c in consumers
+        ]
+        life.on_stop(self._drain)
         await self.server.follow_nats(self.nc)
         await self.server.start()
+        life.on_stop(self.server.set_serving, False)
         self.metrics.serve_types(self.types)
         self.watchdog = ConsumeWatchdog(
             lambda: zip(self.consumers, self._loops, strict=True),
@@ -174,7 +190,9 @@ class Worker:
             self.server.set_serving,
             on_check=self.metrics.stalled_loops.set,
         )
-        self._watching = asyncio.create_task(self.watchdog.run(), name="consume-watchdog")
+        # Stopped first: it must not turn SERVING again while stopping.
+        watching = asyncio.create_task(self.watchdog.run(), name="consume-watchdog")
+        life.on_stop(_cancel_quietly, watching)
         log.info(
             "worker %s serving %s (concurrency %d, health on %s)",
             self.settings.worker_id,
@@ -187,7 +205,7 @@ class Worker:
         """True while a consume loop waits on purpose: every slot busy, or its queue paused."""
         if self.slots.in_flight >= self.slots.limit:
             return True
-        return self.flow is not None and self.flow.controls.paused(task_type)
+        return self.flow.controls.paused(task_type)
 
     def _dispatch(self, msg: Msg) -> asyncio.Task[None]:
         task = asyncio.create_task(self._run_one(msg))
@@ -203,19 +221,18 @@ class Worker:
 
     async def _on_cancel(self, msg: Msg) -> None:
         task_id = msg.data.decode(errors="replace")
-        if self.cancelled is not None:
-            self.cancelled.add(task_id)
+        self.cancelled.add(task_id)
         if self.cancellation.cancel(task_id):
             log.info("cancelling running task %s", task_id)
 
     async def stop(self) -> None:
         """Stops fetching, lets in-flight tasks finish within the grace period, and hands
         the rest back for immediate redelivery."""
-        if self._watching:
-            self._watching.cancel()  # it must not turn SERVING again while stopping
-            await asyncio.gather(self._watching, return_exceptions=True)
-        if self.server:
-            await self.server.set_serving(False)
+        await self._life.stop(1.0)
+        log.info("worker stopped")
+
+    async def _drain(self) -> None:
+        """Ends the consume loops, then waits for the tasks they started (see stop)."""
         self._stopping.set()
         for loop in self._loops:
             loop.cancel()
@@ -234,17 +251,12 @@ class Worker:
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
-        self.processes.shutdown()
-        if self.cancelled is not None:
-            await self.cancelled.stop()
-        if self.flow is not None:
-            await self.flow.stop()
-        if self.server:
-            await self.server.stop(1.0)
-        if self.nc:
-            await jetstream.close(self.nc)
-        await self.metrics.close()
-        log.info("worker stopped")
+
+
+async def _cancel_quietly(task: asyncio.Task[None]) -> None:
+    """Cancels a task and waits for it, whatever it ended with."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def lower_priority(nice: int) -> None:

@@ -25,7 +25,8 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 
-from conveyor.cli.commands import MissingExtra, UsageError, run
+from conveyor.cli.commands import run
+from conveyor.cli.errors import MissingExtra, UsageError
 from conveyor.cli.parser import build_parser, dev_arguments
 from conveyor.cli.render import Output
 from conveyor.client import describe

@@ -17,7 +17,7 @@ from conveyor.bench._options import (
     SCENARIOS,
     BenchOptions,
 )
-from conveyor.cli.commands import MissingExtra, UsageError
+from conveyor.cli.errors import MissingExtra, UsageError
 from conveyor.config import DEFAULT_NATS_URL, load_environ
 
 if TYPE_CHECKING:

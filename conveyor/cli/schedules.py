@@ -3,7 +3,7 @@ and what they do.
 
 ``schedule create`` takes TYPE and the task flags of ``conveyor submit`` (the parser
 hands over the function that declares them) and builds its template with
-:func:`~conveyor.cli.commands.submit_request`, so a template means what a submit means.
+:func:`~conveyor.cli.requests.submit_request`, so a template means what a submit means.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from conveyor.cli.commands import UsageError, submit_request
+from conveyor.cli.errors import UsageError
 from conveyor.cli.render import Output
 from conveyor.cli.render_schedules import (
     render_deleted,
@@ -23,6 +23,7 @@ from conveyor.cli.render_schedules import (
     render_schedules,
     render_triggered,
 )
+from conveyor.cli.requests import submit_request
 from conveyor.client import CATCH_UP_POLICIES, OVERLAP_POLICIES, AsyncClient
 
 MAX_UINT32 = 2**32 - 1

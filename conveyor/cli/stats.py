@@ -15,7 +15,7 @@ from rich.table import Table
 
 from conveyor.api.queues.v1 import queues_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
-from conveyor.cli.commands import UsageError
+from conveyor.cli.errors import UsageError
 from conveyor.cli.render import Output
 from conveyor.client import AsyncClient
 from conveyor.tasks import STATE_NAMES, seconds

@@ -9,7 +9,7 @@ from conveyor import payloads
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.tasks import from_timestamp, timestamp
-from store import convert
+from store import convert, rows
 from store.transitions import Kind, State
 from tests.support.factories import T0, at, error, submitted, worker_event
 
@@ -48,8 +48,8 @@ def test_a_snapshot_survives_the_row_round_trip() -> None:
         error(2, "two", at(2)).SerializeToString(),
     )
     snapshot = replace(event.created, attempt_errors=errors, error=errors[-1], attempt=2)
-    row = convert.snapshot_to_row(snapshot)
-    assert convert.snapshot_from_row(row) == snapshot
+    row = rows.snapshot_to_row(snapshot)
+    assert rows.snapshot_from_row(row) == snapshot
     task = convert.snapshot_to_task(snapshot)
     assert [e.message for e in task.attempt_errors] == ["one", "two"]
     assert task.error.message == "two"
@@ -57,10 +57,10 @@ def test_a_snapshot_survives_the_row_round_trip() -> None:
 
 def test_errors_encode_as_the_repeated_field() -> None:
     errors = tuple(error(i, f"e{i}", at(i)).SerializeToString() for i in (1, 2, 3))
-    blob = convert.encode_errors(errors)
+    blob = rows.encode_errors(errors)
     assert tasks_pb2.Task.FromString(blob).attempt_errors[2].message == "e3"
-    assert convert.decode_errors(blob) == errors
-    assert convert.encode_errors(()) == b"" and convert.decode_errors(b"") == ()
+    assert rows.decode_errors(blob) == errors
+    assert rows.encode_errors(()) == b"" and rows.decode_errors(b"") == ()
 
 
 def test_an_event_without_a_kind_converts_to_nothing() -> None:

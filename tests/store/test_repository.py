@@ -10,10 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.tasks import timestamp
-from store import convert
+from store.bulk import load as _load
 from store.db import inline_writes, migrate
 from store.models import tasks
-from store.repository import TaskRepository, _load
+from store.repository import TaskRepository
+from store.rows import snapshot_from_row
 from tests.support.factories import T0, Stream, at, error, submitted, text_result, worker_event
 
 PENDING, RUNNING = tasks_pb2.TASK_STATE_PENDING, tasks_pb2.TASK_STATE_RUNNING
@@ -336,7 +337,7 @@ async def test_loaded_snapshots_equal_what_sqlalchemy_reads(
             loaded = await _load(conn, sqlite, set(ids))
     async with engine.connect() as conn:
         rows = (await conn.execute(select(tasks).where(tasks.c.id.in_(ids)))).all()
-    expected = {row.id: convert.snapshot_from_row(row._mapping) for row in rows}
+    expected = {row.id: snapshot_from_row(row._mapping) for row in rows}
     assert loaded == expected
     assert loaded[ids[0]].labels == {"team": "search"}
     assert loaded[ids[0]].next_attempt_time == at(5)

@@ -1,37 +1,12 @@
-"""Every Prometheus metric Conveyor exports, and the ``/metrics`` endpoint serving them.
-
-Each running service owns one :class:`ServiceMetrics` (or its subclass for that service)
-with its own registry, so services started in one process, as the tests do, keep their
-numbers apart. Names follow Prometheus conventions: a ``conveyor_`` prefix, ``_total`` on
-counters, ``_seconds`` on durations. Labels are bounded (task type, priority, gRPC method
-and code); a task id is never a label.
-
-Where each number comes from:
-
-- gateway: tasks accepted by type (``conveyor_tasks_submitted_total``);
-- worker: attempts started and outcomes recorded, by type, counted from the events the
-  worker publishes (``worker.metrics``), run time and queue wait, tasks in flight;
-- store: how far applying the EVENTS stream is behind (events and seconds);
-- scheduler: queue depth per type and priority, read from the JetStream consumers;
-- every service: gRPC calls by method and code, NATS reconnects, process figures.
-"""
+"""The metric families: what every service exports, and each service's own."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import datetime as dt
-import inspect
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Any, Protocol
 
-import grpc
-from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
-from nats.js.kv import KeyValue
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -42,10 +17,8 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.exposition import choose_encoder
 
-from conveyor import jetstream, subjects
-from conveyor.interceptors import CachingInterceptor
+from conveyor.metrics.endpoint import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +28,6 @@ TASK_BUCKETS = (
 )
 """Run time and queue wait: from milliseconds (a text transform) to an hour (a backlog)."""
 RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-PROBE_INTERVAL = 5.0
-"""Seconds between two reads of JetStream state (queue depth, apply lag)."""
-REQUEST_TIMEOUT = 10.0
-"""A scrape connection that sends no complete request within this is dropped."""
 
 
 def _version() -> str:
@@ -349,264 +318,3 @@ class SchedulerMetrics(ServiceMetrics):
             labels,
             registry=self.registry,
         )
-
-
-class MetricsEndpoint:
-    """A minimal HTTP/1.1 server on the event loop answering ``GET /metrics``.
-
-    An asyncio server rather than prometheus-client's thread: it opens and closes with
-    the service, at once, and needs no locking around what it reads.
-    """
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self.address: str | None = None
-        self._server: asyncio.Server | None = None
-
-    async def start(self, listen: str) -> None:
-        """Listens on host:port; raises OSError with the address when it cannot."""
-        host, _, port = listen.rpartition(":")
-        host = host.strip("[]")
-        try:
-            self._server = await asyncio.start_server(
-                self._handle, host if host not in ("", "0.0.0.0") else None, int(port)
-            )
-        except OSError as exc:
-            raise OSError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from exc
-        bound = self._server.sockets[0].getsockname()[1]
-        shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-        self.address = f"{shown}:{bound}"
-
-    async def stop(self) -> None:
-        """Stops listening."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(REQUEST_TIMEOUT):
-                head = await reader.readuntil(b"\r\n\r\n")
-            writer.write(self.respond(head))
-            await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            pass
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    def respond(self, head: bytes) -> bytes:
-        """The whole HTTP response to a request head."""
-        lines = head.decode("latin-1").split("\r\n")
-        method, _, rest = lines[0].partition(" ")
-        path = rest.partition(" ")[0].partition("?")[0]
-        headers = {
-            name.strip().lower(): value.strip()
-            for name, _, value in (line.partition(":") for line in lines[1:] if line)
-        }
-        if method not in ("GET", "HEAD"):
-            return _http(405, "text/plain", b"only GET\n", method)
-        if path not in ("/metrics", "/"):
-            return _http(404, "text/plain", b"metrics are on /metrics\n", method)
-        encoder, content_type = choose_encoder(headers.get("accept", ""))
-        return _http(200, content_type, encoder(self.registry), method)
-
-
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}
-
-
-def _http(status: int, content_type: str, body: bytes, method: str) -> bytes:
-    head = (
-        f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + (b"" if method == "HEAD" else body)
-
-
-class MetricsInterceptor(CachingInterceptor):
-    """Counts every gRPC call by method and status code, and times unary calls.
-
-    Installed before the ErrorInterceptor, so it sees the status that one chose.
-    """
-
-    def __init__(self, metrics: ServiceMetrics) -> None:
-        super().__init__()
-        self._metrics = metrics
-        self._counters: dict[tuple[str, str], Any] = {}
-        self._timers: dict[str, Any] = {}
-
-    def wrap(self, handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
-        method = full_method.lstrip("/")
-        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
-            inner = getattr(handler, kind)
-            if inner is not None:
-                timed = kind == "unary_unary"
-                return handler._replace(**{kind: self._wrap(inner, method, timed)})
-        return handler
-
-    def _wrap(self, inner: Any, method: str, timed: bool) -> Any:
-        record = self._record
-
-        if inspect.isasyncgenfunction(inner):
-
-            async def streaming(request: Any, context: Any) -> Any:
-                outcome: BaseException | None = None
-                try:
-                    async for item in inner(request, context):
-                        yield item
-                except BaseException as exc:
-                    outcome = exc
-                    raise
-                finally:
-                    record(method, context, outcome, None)
-
-            return streaming
-
-        async def call(request: Any, context: Any) -> Any:
-            start = time.perf_counter()
-            outcome: BaseException | None = None
-            try:
-                return await inner(request, context)
-            except BaseException as exc:
-                outcome = exc
-                raise
-            finally:
-                record(method, context, outcome, time.perf_counter() - start if timed else None)
-
-        return call
-
-    def _record(
-        self, method: str, context: Any, outcome: BaseException | None, elapsed: float | None
-    ) -> None:
-        code = _status_code(context, outcome)
-        counter = self._counters.get((method, code))
-        if counter is None:
-            counter = self._counters[method, code] = self._metrics.grpc_requests.labels(
-                method, code
-            )
-        counter.inc()
-        if elapsed is not None:
-            timer = self._timers.get(method)
-            if timer is None:
-                timer = self._timers[method] = self._metrics.grpc_duration.labels(method)
-            timer.observe(elapsed)
-
-
-def _status_code(context: Any, outcome: BaseException | None) -> str:
-    """The status a call ended with: the one set on its context (abort sets it), else
-    what its exception means."""
-    try:
-        code = context.code()
-    except Exception:  # pragma: no cover - code() is experimental in grpc.aio
-        code = None
-    if isinstance(code, grpc.StatusCode):
-        return str(code.name)
-    if isinstance(code, int) and not isinstance(code, bool):
-        for status in grpc.StatusCode:
-            if status.value[0] == code:
-                return str(status.name)
-    if outcome is None:
-        return "OK"
-    if isinstance(outcome, asyncio.CancelledError | GeneratorExit):
-        return "CANCELLED"
-    return "UNKNOWN"
-
-
-async def every(interval: float, poll: Callable[[], Awaitable[None]], what: str) -> None:
-    """Calls ``poll`` now and then every ``interval`` seconds until cancelled; a failed
-    round is logged and the next one tried."""
-    while True:
-        try:
-            await poll()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("reading %s failed: %s", what, exc)
-        await asyncio.sleep(interval)
-
-
-class QueueProbe:
-    """Reads each task type's queue from its JetStream consumers into the scheduler's
-    gauges. Types come from the registry bucket, so a type no worker serves any more
-    still shows its queue growing."""
-
-    def __init__(
-        self,
-        js: JetStreamContext,
-        types: KeyValue,
-        metrics: SchedulerMetrics,
-        interval: float = PROBE_INTERVAL,
-    ) -> None:
-        self._js = js
-        self._types = types
-        self._metrics = metrics
-        self.interval = interval
-        self._shown: set[tuple[str, str]] = set()
-
-    async def run(self) -> None:
-        """Polls until cancelled."""
-        await every(self.interval, self.poll, "queue depths")
-
-    async def poll(self) -> None:
-        """One reading of every type's consumers."""
-        names = await jetstream.keys(self._types)
-        m = self._metrics
-        shown: set[tuple[str, str]] = set()
-        for task_type in sorted(names):
-            for priority in dict.fromkeys(subjects.PRIORITY_TOKENS.values()):
-                consumer = subjects.worker_consumer(task_type, priority)
-                try:
-                    info = await self._js.consumer_info(subjects.STREAM_TASKS, consumer)
-                except NotFoundError:
-                    continue
-                m.queue_depth.labels(task_type, priority).set(info.num_pending or 0)
-                m.queue_unacked.labels(task_type, priority).set(info.num_ack_pending or 0)
-                m.queue_redelivered.labels(task_type, priority).set(info.num_redelivered or 0)
-                shown.add((task_type, priority))
-        for gone in self._shown - shown:
-            for gauge in (m.queue_depth, m.queue_unacked, m.queue_redelivered):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(*gone)
-        self._shown = shown
-
-
-class EventLagProbe:
-    """Measures how far the store's applied sequence is behind the EVENTS stream."""
-
-    def __init__(
-        self,
-        js: JetStreamContext,
-        state: AppliedState,
-        metrics: StoreMetrics,
-        interval: float = PROBE_INTERVAL,
-    ) -> None:
-        self._js = js
-        self._state = state
-        self._metrics = metrics
-        self.interval = interval
-
-    async def run(self) -> None:
-        """Polls until cancelled."""
-        await every(self.interval, self.poll, "the store's apply lag")
-
-    async def poll(self) -> None:
-        """One reading: events behind, and the age of the oldest of them."""
-        applied = self._state.applied_sequence
-        info = await self._js.stream_info(subjects.STREAM_EVENTS)
-        behind = max(0, info.state.last_seq - applied)
-        age = 0.0
-        if behind:
-            oldest = await self._js.get_msg(
-                subjects.STREAM_EVENTS,
-                seq=applied + 1,
-                subject=f"{subjects.EVENTS_PREFIX}.>",
-                next=True,
-            )
-            if oldest.time is not None:
-                age = max(0.0, (dt.datetime.now(dt.UTC) - oldest.time).total_seconds())
-        self._metrics.lag_events.set(behind)
-        self._metrics.lag_seconds.set(age)
