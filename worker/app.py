@@ -190,16 +190,10 @@ class Worker:
         return self.flow is not None and self.flow.controls.paused(task_type)
 
     def _dispatch(self, msg: Msg) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._run_one(msg))
+        task = asyncio.create_task(self.runner.handle(msg))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
         return task
-
-    async def _run_one(self, msg: Msg) -> None:
-        try:
-            await self.runner.handle(msg)
-        finally:
-            self.slots.give_back()
 
     async def _on_cancel(self, msg: Msg) -> None:
         task_id = msg.data.decode(errors="replace")
