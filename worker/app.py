@@ -22,15 +22,18 @@ from conveyor.payloads import PayloadStore
 from conveyor.registry import Registry, TaskType, default_registry
 from conveyor.server import Server, run_service
 from conveyor.tasks import duration, timestamp
+from worker.cancelled import CancelledTasks
 from worker.consumer import Slots, TypeConsumer
+from worker.events import EventPublisher
 from worker.flow import Flow
 from worker.handlers import register_builtins
 from worker.health import ConsumeWatchdog
 from worker.invoke import Invoker, ProcessSlots
-from worker.metrics import CountingPublisher, Metrics
-from worker.middleware import Cancellation, Heartbeat, Job, TimeLimit, chain
+from worker.metrics import Metrics
+from worker.middleware import Cancellation, Heartbeat, Job, TimeLimit
+from worker.outcomes import Retries
 from worker.payloads import ResultCheck, restore_input
-from worker.runner import CancelledTasks, Runner
+from worker.runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +100,6 @@ class Worker:
             result = await invoker(job.task_type, job.message, job.ctx)
             return await check(job.ctx.task_id, job.ctx.attempt, result)
 
-        call = chain(
-            [
-                Metrics(self.metrics),
-                Heartbeat(self.settings.ack_wait_seconds),
-                self.cancellation,
-                TimeLimit(),
-            ],
-            invoke,  # type: ignore[arg-type]
-        )
         nc = self.nc
         self.cancelled = CancelledTasks(
             buckets[subjects.KV_CANCELLED], lambda: int(nc.stats["reconnects"])
@@ -115,11 +109,18 @@ class Worker:
         await self.cancelled.start()  # before any task is fetched
         self.runner = Runner(
             self.registry,
-            CountingPublisher(js, self.settings.worker_id, self.metrics, self.nc),
+            EventPublisher(js, self.settings.worker_id, self.nc),
             self.cancelled,
-            call,
+            invoke,  # type: ignore[arg-type]
             self.settings.start_event_delay_seconds,
             self.settings.progress_interval_seconds,
+            [
+                Metrics(self.metrics),
+                Retries(),
+                Heartbeat(self.settings.ack_wait_seconds),
+                self.cancellation,
+                TimeLimit(),
+            ],
         )
         self.flow = Flow(
             buckets[subjects.KV_QUEUES],
