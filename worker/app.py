@@ -78,7 +78,7 @@ class Worker:
         self.cancelled: CancelledTasks | None = None
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight = self.slots.running
         self.metrics = WorkerMetrics(settings.concurrency)
         self._watching: asyncio.Task[None] | None = None
 
@@ -137,7 +137,7 @@ class Worker:
                 name,
                 self.settings.ack_wait_seconds,
                 self.slots,
-                self._dispatch,
+                self.runner.handle,
                 self.flow,
             )
             await consumer.declare()
@@ -189,12 +189,6 @@ class Worker:
         if self.slots.in_flight >= self.slots.limit:
             return True
         return self.flow is not None and self.flow.controls.paused(task_type)
-
-    def _dispatch(self, msg: Msg) -> asyncio.Task[None]:
-        task = asyncio.create_task(self.runner.handle(msg))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-        return task
 
     async def _on_cancel(self, msg: Msg) -> None:
         task_id = msg.data.decode(errors="replace")

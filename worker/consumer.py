@@ -28,7 +28,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -37,7 +37,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from conveyor import jetstream, subjects
 from conveyor.pull import PullError, PullInbox, next_subject
-from worker.flow import Admission, Flow
+from worker.flow import Admission, Flow, Lease
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,13 @@ ROUND_WEIGHTS = {"high": 0.8, "normal": 0.15, "low": 0.05}
 
 class Slots:
     """The worker's concurrency budget, shared by every type it serves: ``in_flight``
-    counts running tasks and the slots reserved by pull requests still being answered."""
+    counts running tasks and the slots reserved by pull requests still being answered;
+    ``running`` holds the tasks, for a shutdown to wait for."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_flight = 0
+        self.running: set[asyncio.Task[None]] = set()
         self._freed = asyncio.Event()
 
     async def wait_free(self) -> int:
@@ -139,8 +141,8 @@ class Pull(PullInbox):
 
 
 class TypeConsumer:
-    """Fetches one type's tasks while slots are free and starts each as it arrives; a
-    task's slot is given back when it ends."""
+    """Fetches one type's tasks while slots are free and starts each as it arrives
+    (``handle``, in a task of its own); a task's slot is given back when it ends."""
 
     def __init__(
         self,
@@ -149,7 +151,7 @@ class TypeConsumer:
         task_type: str,
         ack_wait: float,
         slots: Slots,
-        dispatch: Callable[[Msg], asyncio.Task[None]],
+        handle: Callable[[Msg], Awaitable[None]],
         flow: Flow,
     ) -> None:
         self.task_type = task_type
@@ -157,7 +159,7 @@ class TypeConsumer:
         self._js = js
         self._ack_wait = ack_wait
         self.slots = slots
-        self._dispatch = dispatch
+        self._handle = handle
         self._flow = flow
         self.next = {
             p: next_subject(subjects.STREAM_TASKS, subjects.worker_consumer(task_type, p))
@@ -350,13 +352,20 @@ class TypeConsumer:
                 self._flow.release_later(lease)
             asyncio.create_task(_hand_back(msg))  # noqa: RUF006
             return
-        running = self._dispatch(msg)
-        running.add_done_callback(lambda _: slots.give_back())
-        if lease is not None:
-            flow = self._flow
-            running.add_done_callback(lambda _: flow.release_later(lease))
+        running = asyncio.create_task(self._run(msg, lease))
+        slots.running.add(running)
+        running.add_done_callback(slots.running.discard)
         if pull.poll:
             self.changed.set()
+
+    async def _run(self, msg: Msg, lease: Lease | None) -> None:
+        """Handles one task in its reserved slot, and frees the slot (and lease) after."""
+        try:
+            await self._handle(msg)
+        finally:
+            self.slots.give_back()
+            if lease is not None:
+                self._flow.release_later(lease)
 
     async def _expire_lost_polls(self) -> None:
         now = time.monotonic()

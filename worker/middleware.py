@@ -65,9 +65,10 @@ def overriding(middleware: Sequence[Middleware], hook: str) -> list[Middleware]:
 
 
 def chain(middleware: Sequence[Middleware], innermost: Call) -> Call:
-    """One callable running the middleware outermost-first around ``innermost``."""
+    """One callable running the middleware outermost-first around ``innermost``; those
+    that do not wrap the call (no ``around`` of their own) cost no step."""
     call = innermost
-    for layer in reversed(middleware):
+    for layer in reversed(overriding(middleware, "around")):
         call = _bind(layer, call)
     return call
 
