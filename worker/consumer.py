@@ -350,7 +350,9 @@ class TypeConsumer:
             slots.give_back()
             if lease is not None:
                 self._flow.release_later(lease)
-            asyncio.create_task(_hand_back(msg))  # noqa: RUF006
+            handing_back = asyncio.create_task(_hand_back(msg))
+            slots.running.add(handing_back)  # a shutdown waits for it before closing NATS
+            handing_back.add_done_callback(slots.running.discard)
             return
         running = asyncio.create_task(self._run(msg, lease))
         slots.running.add(running)
