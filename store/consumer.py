@@ -10,15 +10,16 @@ from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import SpanKind
 
 from conveyor import jetstream, subjects, tracing
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.pull import PullError, next_subject
 from store import history
-from store.pull import Puller, PullError
+from store.pull import Puller
 from store.repository import TaskRepository
 from store.watch import WatchHub
 
@@ -117,10 +118,7 @@ class EventApplier:
     ) -> None:
         self._nc = nc
         self._js = js
-        self._puller = Puller(
-            nc,
-            f"{DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{subjects.STREAM_EVENTS}.{subjects.STORE_CONSUMER}",
-        )
+        self._puller = Puller(nc, next_subject(subjects.STREAM_EVENTS, subjects.STORE_CONSUMER))
         self._repository = repository
         self._hub = hub
         self._batch_size = batch_size

@@ -23,15 +23,18 @@ from conveyor.payloads import PayloadStore
 from conveyor.registry import Registry, TaskType, default_registry
 from conveyor.server import Server, run_service
 from conveyor.tasks import duration, timestamp
+from worker.cancelled import CancelledTasks
 from worker.consumer import Slots, TypeConsumer
+from worker.events import EventPublisher
 from worker.flow import Flow
 from worker.handlers import register_builtins
 from worker.health import ConsumeWatchdog
 from worker.invoke import Invoker, ProcessSlots
-from worker.metrics import CountingPublisher, Metrics
-from worker.middleware import Cancellation, Heartbeat, Job, TimeLimit, chain
+from worker.metrics import Metrics
+from worker.middleware import Cancellation, Heartbeat, Job, TimeLimit
+from worker.outcomes import Retries
 from worker.payloads import ResultCheck, restore_input
-from worker.runner import CancelledTasks, Runner
+from worker.runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ class Worker:
         self.cancellation = Cancellation()
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight = self.slots.running
         self.metrics = WorkerMetrics(settings.concurrency)
         self._life = Lifecycle()
 
@@ -106,15 +109,6 @@ class Worker:
             result = await invoker(job.task_type, job.message, job.ctx)
             return await check(job.ctx.task_id, job.ctx.attempt, result)
 
-        call = chain(
-            [
-                Metrics(self.metrics),
-                Heartbeat(self.settings.ack_wait_seconds),
-                self.cancellation,
-                TimeLimit(),
-            ],
-            invoke,  # type: ignore[arg-type]
-        )
         nc = self.nc
         self.cancelled = CancelledTasks(
             buckets[subjects.KV_CANCELLED], lambda: int(nc.stats["reconnects"])
@@ -125,11 +119,18 @@ class Worker:
         life.on_stop(self.cancelled.stop)
         self.runner = Runner(
             self.registry,
-            CountingPublisher(js, self.settings.worker_id, self.metrics, self.nc),
+            EventPublisher(js, self.settings.worker_id, self.nc),
             self.cancelled,
-            call,
+            invoke,  # type: ignore[arg-type]
             self.settings.start_event_delay_seconds,
             self.settings.progress_interval_seconds,
+            [
+                Metrics(self.metrics),
+                Retries(),
+                Heartbeat(self.settings.ack_wait_seconds),
+                self.cancellation,
+                TimeLimit(),
+            ],
         )
         self.flow = Flow(
             buckets[subjects.KV_QUEUES],
@@ -147,7 +148,7 @@ class Worker:
                 name,
                 self.settings.ack_wait_seconds,
                 self.slots,
-                self._dispatch,
+                self.runner.handle,
                 self.flow,
             )
             await consumer.declare()
@@ -206,18 +207,6 @@ class Worker:
         if self.slots.in_flight >= self.slots.limit:
             return True
         return self.flow.controls.paused(task_type)
-
-    def _dispatch(self, msg: Msg) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._run_one(msg))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-        return task
-
-    async def _run_one(self, msg: Msg) -> None:
-        try:
-            await self.runner.handle(msg)
-        finally:
-            self.slots.give_back()
 
     async def _on_cancel(self, msg: Msg) -> None:
         task_id = msg.data.decode(errors="replace")

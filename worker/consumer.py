@@ -25,21 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from conveyor import jetstream, subjects
-from worker.flow import Flow, Lease
+from conveyor.pull import PullError, PullInbox, next_subject
+from worker.flow import Admission, Flow, Lease
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +63,13 @@ ROUND_WEIGHTS = {"high": 0.8, "normal": 0.15, "low": 0.05}
 
 class Slots:
     """The worker's concurrency budget, shared by every type it serves: ``in_flight``
-    counts running tasks and the slots reserved by pull requests still being answered."""
+    counts running tasks and the slots reserved by pull requests still being answered;
+    ``running`` holds the tasks, for a shutdown to wait for."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_flight = 0
+        self.running: set[asyncio.Task[None]] = set()
         self._freed = asyncio.Event()
 
     async def wait_free(self) -> int:
@@ -114,44 +114,35 @@ def round_order(draw: float) -> list[str]:
     return [first, *(p for p in PRIORITIES if p != first)]
 
 
-@dataclass
-class Admission:
-    """What a round may fetch: ``batch`` tasks; for a limited type one, with the rate
-    token and concurrency lease taken for it, refunded unless a task arrives (``used``)."""
+class Pull(PullInbox):
+    """One inbox of one priority's consumer: ``wanted`` messages still to come, each with a
+    slot reserved (unless a long-poll's), each started by the consumer as it arrives."""
 
-    batch: int
-    lease: Lease | None = None
-    limited: bool = False
-    used: bool = False
+    __slots__ = ("admission", "consumer", "poll", "priority", "reserved")
 
-
-class Pull:
-    """One inbox of one priority's consumer, with at most one pull request outstanding:
-    ``wanted`` messages still to come (0: none outstanding), each with a reserved slot."""
-
-    def __init__(self, priority: str, poll: bool) -> None:
+    def __init__(self, consumer: TypeConsumer, priority: str, poll: bool) -> None:
+        super().__init__(consumer.nc, consumer.next[priority], REQUEST_PATIENCE, priority)
+        self.consumer = consumer
         self.priority = priority
         self.poll = poll
-        self.wanted = 0
-        self.delivered = 0
         self.admission: Admission | None = None
         self.reserved = True
-        self.deadline = 0.0
-        self.closed = asyncio.Event()
-        self.closed.set()
-        self.inbox = ""
-        self.sub: Subscription | None = None
-        self.failure = ""
-        """How the last request failed (an error status), "" while none did."""
 
+    def delivered_one(self, msg: Msg, expected: bool) -> None:
+        self.consumer.delivered(self, msg, expected)
 
-class PullFailed(Exception):
-    """JetStream ended a pull request with an error status: the consumer was deleted (409),
-    no longer exists (503: nothing answers its subject), too many requests wait (409) ..."""
+    def ended(self, unfilled: int) -> None:
+        """Frees the slots the request reserved and did not fill."""
+        if unfilled and self.reserved:
+            self.consumer.slots.give_back(unfilled)
+        self.admission = None
+        if self.poll:
+            self.consumer.changed.set()
 
 
 class TypeConsumer:
-    """Fetches one type's tasks while slots are free and starts each as it arrives."""
+    """Fetches one type's tasks while slots are free and starts each as it arrives
+    (``handle``, in a task of its own); a task's slot is given back when it ends."""
 
     def __init__(
         self,
@@ -160,26 +151,26 @@ class TypeConsumer:
         task_type: str,
         ack_wait: float,
         slots: Slots,
-        dispatch: Callable[[Msg], asyncio.Task[None]],
+        handle: Callable[[Msg], Awaitable[None]],
         flow: Flow,
     ) -> None:
         self.task_type = task_type
-        self._nc = nc
+        self.nc = nc
         self._js = js
         self._ack_wait = ack_wait
-        self._slots = slots
-        self._dispatch = dispatch
+        self.slots = slots
+        self._handle = handle
         self._flow = flow
-        self._next = {
-            p: f"{DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{subjects.STREAM_TASKS}."
-            f"{subjects.worker_consumer(task_type, p)}"
+        self.next = {
+            p: next_subject(subjects.STREAM_TASKS, subjects.worker_consumer(task_type, p))
             for p in PRIORITIES
         }
-        self._probes = {p: Pull(p, poll=False) for p in PRIORITIES}
-        self._polls = {p: Pull(p, poll=True) for p in PRIORITIES}
+        self._probes = {p: Pull(self, p, poll=False) for p in PRIORITIES}
+        self._polls = {p: Pull(self, p, poll=True) for p in PRIORITIES}
         self._skip = dict.fromkeys(PRIORITIES, 0)
         self._last_found = "normal"
-        self._changed = asyncio.Event()
+        self.changed = asyncio.Event()
+        """Set when a long-poll of this type delivers or ends."""
         self._stopping = asyncio.Event()
         self.last_poll = time.monotonic()
         self._delivered = 0
@@ -191,21 +182,21 @@ class TypeConsumer:
         for priority in PRIORITIES:
             config = consumer_config(self.task_type, priority, self._ack_wait)
             await self._js.add_consumer(subjects.STREAM_TASKS, config)
-            await self._open(self._probes[priority])
-            await self._open(self._polls[priority])
-        jetstream.after_reconnect(self._nc, self.reconnected)
+            await self._probes[priority].subscribe()
+            await self._polls[priority].subscribe()
+        jetstream.after_reconnect(self.nc, self.reconnected)
 
     async def reconnected(self, _: JetStreamContext) -> None:
         """The connection came back: requests still open were sent to a server that may
         be gone, so they are taken as lost now rather than after their patience."""
         for pull in (*self._probes.values(), *self._polls.values()):
             if pull.wanted:
-                await self._lost(pull)
+                await pull.lost()
 
     async def _declare_consumers(self) -> None:
         """Declares the consumers again after a pull request failed: one deleted (by an
         operator, or with the stream) is made anew, and its tasks are fetched again."""
-        if not self._nc.is_connected:
+        if not self.nc.is_connected:
             return  # NATS is away (its shutdown ended the requests): not a lost consumer
         for priority in PRIORITIES:
             config = consumer_config(self.task_type, priority, self._ack_wait)
@@ -215,34 +206,28 @@ class TypeConsumer:
             except Exception as exc:  # NATS away, the stream gone: the next round fails too
                 log.warning("declaring %s again failed: %r", config.durable_name, exc)
 
-    async def _open(self, pull: Pull) -> None:
-        async def on_message(msg: Msg) -> None:
-            await self._on_message(pull, msg)
-
-        pull.inbox = self._nc.new_inbox()
-        pull.sub = await self._nc.subscribe(pull.inbox, cb=on_message)
-
     async def run(self, stopping: asyncio.Event) -> None:
         """Fetches until ``stopping`` is set."""
         self._stopping = stopping
+        flow = self._flow
         backoff = 0.1
         while not stopping.is_set():
-            if self._flow.controls.paused(self.task_type):
+            if flow.controls.paused(self.task_type):
                 self.last_poll = time.monotonic()  # idle on purpose, not stuck
-                await self._flow.controls.wait_resumed(self.task_type, stopping)
+                await flow.controls.wait_resumed(self.task_type, stopping)
                 continue
-            free = await self._slots.wait_free()
+            free = await self.slots.wait_free()
             try:
                 await self._expire_lost_polls()
-                admission = await self._admit(min(free, MAX_FETCH))
+                admission = await flow.admit(self.task_type, min(free, MAX_FETCH))
                 if admission.batch == 0:
                     self.last_poll = time.monotonic()
                     continue
                 try:
                     got = await self._round(admission)
                 finally:
-                    if not admission.used and admission.limited:
-                        await asyncio.shield(self._refund(admission.lease))
+                    if admission.limited:
+                        await asyncio.shield(flow.refund(self.task_type, admission))
                 if 0 < got < admission.batch:
                     await asyncio.sleep(REFILL_PAUSE)
             except asyncio.CancelledError:
@@ -250,9 +235,9 @@ class TypeConsumer:
             except Exception as exc:
                 # During a leader election requests fail at once: back off, don't spin.
                 log.warning("fetch of %s failed: %s", self.task_type, exc)
-                await jetstream.backoff(self._nc, backoff)
+                await jetstream.backoff(self.nc, backoff)
                 backoff = min(backoff * 2, 5.0)
-                if isinstance(exc, PullFailed):
+                if isinstance(exc, PullError):
                     await self._declare_consumers()
                 continue
             backoff = 0.1
@@ -272,7 +257,7 @@ class TypeConsumer:
         got = 0
         for priority in order:
             # Other types' rounds take slots meanwhile: ask only for what is free now.
-            want = min(admission.batch - got, self._slots.limit - self._slots.in_flight)
+            want = min(admission.batch - got, self.slots.limit - self.slots.in_flight)
             if want <= 0:
                 break
             pull = self._probes[priority]
@@ -281,9 +266,9 @@ class TypeConsumer:
                 async with asyncio.timeout(REQUEST_PATIENCE):
                     await pull.closed.wait()
             except TimeoutError:
-                await self._lost(pull)
+                await pull.lost()
                 raise
-            _raise_failure(pull)
+            pull.raise_failure()
             if pull.delivered:
                 got += pull.delivered
                 self._last_found = priority
@@ -297,7 +282,7 @@ class TypeConsumer:
         self._skip = dict.fromkeys(PRIORITIES, 0)  # idle: probe everything next round
         await self._long_poll(admission)
         for poll in self._polls.values():
-            _raise_failure(poll)
+            poll.raise_failure()
         return self._delivered - delivered
 
     async def _long_poll(self, admission: Admission) -> None:
@@ -312,7 +297,7 @@ class TypeConsumer:
         polls = [self._last_found, *(p for p in PRIORITIES if p != self._last_found)]
         if admission.limited:
             polls = polls[:1]
-        free = max(1, min(admission.batch, self._slots.limit - self._slots.in_flight))
+        free = max(1, min(admission.batch, self.slots.limit - self.slots.in_flight))
         idle = [p for p in polls if not self._polls[p].wanted][:free]
         for priority in idle:
             await self._request(self._polls[priority], 1, IDLE_WAIT, admission, reserve=False)
@@ -321,7 +306,7 @@ class TypeConsumer:
             while pull.wanted and time.monotonic() < pull.deadline:
                 await self._wait_change(pull.deadline - time.monotonic())
             if pull.wanted:
-                await self._lost(pull)
+                await pull.lost()
             return
         await self._wait_change(IDLE_WAIT + 0.05)
 
@@ -330,8 +315,8 @@ class TypeConsumer:
         wait), or ``timeout`` passes."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await self._changed.wait()
-        self._changed.clear()
+                await self.changed.wait()
+        self.changed.clear()
 
     async def _request(
         self,
@@ -343,132 +328,55 @@ class TypeConsumer:
     ) -> None:
         """Sends a pull request for ``batch`` messages, reserving a slot for each:
         answered at once when ``expires`` is None, else held by the server until then."""
-        body: dict[str, object] = {"batch": batch}
-        if expires is None:
-            body["no_wait"] = True
-        else:
-            body["expires"] = int(expires * 1e9)
-        pull.wanted = batch
-        pull.delivered = 0
-        pull.failure = ""
         pull.admission = admission
-        pull.deadline = time.monotonic() + (expires or 0.0) + REQUEST_PATIENCE
-        pull.closed.clear()
         pull.reserved = reserve
         if reserve:
-            self._slots.take(batch)
-        try:
-            await self._nc.publish(
-                self._next[pull.priority], json.dumps(body).encode(), reply=pull.inbox
-            )
-        except BaseException:
-            self._close(pull)
-            raise
+            self.slots.take(batch)
+        await pull.request(batch, expires)
 
-    async def _on_message(self, pull: Pull, msg: Msg) -> None:
-        """A message or a status on one of the inboxes."""
-        if not msg.reply:
-            # A status ends the request: 404 no (more) messages, 408 expired, 409 ...
-            status = msg.headers.get("Status") if msg.headers else None
-            if status == "100":
-                return  # a heartbeat
-            if status not in ("404", "408"):
-                description = msg.headers.get("Description", "") if msg.headers else ""
-                description = description.split("\n", 1)[0].strip()  # a 503 has none
-                pull.failure = f"{pull.priority} pull request ended: {status} {description}"
-            self._close(pull)
-            return
-        if pull.wanted <= 0 or not pull.reserved:
+    def delivered(self, pull: Pull, msg: Msg, expected: bool) -> None:
+        """A task arrived on one of the inboxes: starts it at once."""
+        slots = self.slots
+        if not expected or not pull.reserved:
             # A long-poll's task, or the late answer to a request taken as lost.
-            self._slots.take()
-        if pull.wanted > 0:
-            pull.wanted -= 1
-        pull.delivered += 1
+            slots.take()
         self._delivered += 1
         lease = None
         admission = pull.admission
         if admission is not None and not admission.used:
             admission.used = True  # the round's token and lease go with its first task
             lease = admission.lease
-        await self._start(msg, lease)
-        if pull.wanted == 0:
-            self._close(pull)
-        elif pull.poll:
-            self._changed.set()
-
-    def _close(self, pull: Pull) -> None:
-        """The request is answered: frees the slots it reserved and did not fill."""
-        if pull.wanted and pull.reserved:
-            self._slots.give_back(pull.wanted)
-        pull.wanted = 0
-        pull.admission = None
-        pull.closed.set()
-        if pull.poll:
-            self._changed.set()
-
-    async def _start(self, msg: Msg, lease: Lease | None) -> None:
-        """Starts a delivered task at once (its slot is reserved)."""
         if self._stopping.is_set():
-            self._slots.give_back()
+            slots.give_back()
             if lease is not None:
-                self._release(lease)
-            with contextlib.suppress(Exception):
-                await msg.nak()  # fetched while stopping: hand it straight back
+                self._flow.release_later(lease)
+            handing_back = asyncio.create_task(_hand_back(msg))
+            slots.running.add(handing_back)  # a shutdown waits for it before closing NATS
+            handing_back.add_done_callback(slots.running.discard)
             return
-        running = self._dispatch(msg)
-        if lease is not None:
-            running.add_done_callback(lambda _: self._release(lease))
+        running = asyncio.create_task(self._run(msg, lease))
+        slots.running.add(running)
+        running.add_done_callback(slots.running.discard)
+        if pull.poll:
+            self.changed.set()
 
-    async def _lost(self, pull: Pull) -> None:
-        """No answer came (NATS away): frees the request's slots and moves to a new inbox,
-        so a late answer cannot be taken for the answer to a later request."""
-        old = pull.sub
-        await self._open(pull)  # first: a round woken by the close asks on the new inbox
-        self._close(pull)
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await old.unsubscribe()
+    async def _run(self, msg: Msg, lease: Lease | None) -> None:
+        """Handles one task in its reserved slot, and frees the slot (and lease) after."""
+        try:
+            await self._handle(msg)
+        finally:
+            self.slots.give_back()
+            if lease is not None:
+                self._flow.release_later(lease)
 
     async def _expire_lost_polls(self) -> None:
         now = time.monotonic()
         for pull in self._polls.values():
             if pull.wanted and now > pull.deadline:
-                await self._lost(pull)
-
-    async def _admit(self, batch: int) -> Admission:
-        """How many tasks this round may fetch under the type's cluster-wide limits, and
-        the concurrency lease that goes with it (limited types fetch one at a time)."""
-        limits = self._flow.controls.limits(self.task_type)
-        if limits.max_per_second > 0:
-            wait = await self._flow.rate.take(self.task_type, limits.max_per_second)
-            if wait > 0:
-                await asyncio.sleep(min(wait, 1.0))
-                return Admission(0)
-            batch = 1
-        if limits.max_concurrency > 0:
-            lease = await self._flow.semaphore.acquire(self.task_type, limits.max_concurrency)
-            if lease is None:
-                if limits.max_per_second > 0:
-                    await self._flow.rate.give_back(self.task_type, limits.max_per_second)
-                await asyncio.sleep(0.1)
-                return Admission(0)
-            return Admission(1, lease, limited=True)
-        return Admission(batch, limited=limits.max_per_second > 0)
-
-    async def _refund(self, lease: Lease | None) -> None:
-        """Gives back what a limited round that found nothing took."""
-        limits = self._flow.controls.limits(self.task_type)
-        if limits.max_per_second > 0:
-            await self._flow.rate.give_back(self.task_type, limits.max_per_second)
-        if lease is not None:
-            await self._flow.semaphore.release(lease)
-
-    def _release(self, lease: Lease) -> None:
-        asyncio.create_task(self._flow.semaphore.release(lease))  # noqa: RUF006
+                await pull.lost()
 
 
-def _raise_failure(pull: Pull) -> None:
-    """Raises PullFailed (once) if the pull's last request ended with an error status."""
-    if pull.failure:
-        failure, pull.failure = pull.failure, ""
-        raise PullFailed(failure)
+async def _hand_back(msg: Msg) -> None:
+    """A task fetched while stopping goes straight back, for another worker."""
+    with contextlib.suppress(Exception):
+        await msg.nak()

@@ -77,8 +77,20 @@ class QueueControls:
                     await asyncio.wait_for(self._changed.wait(), 1.0)
 
 
+@dataclass
+class Admission:
+    """What a round may fetch: ``batch`` tasks; for a limited type one, with the rate
+    token and concurrency lease taken for it, refunded unless a task arrives (``used``)."""
+
+    batch: int
+    lease: Lease | None = None
+    limited: bool = False
+    used: bool = False
+
+
 class Flow:
-    """The flow controls a worker's consumers consult before fetching."""
+    """The flow controls a worker's consumers consult before fetching: each fetch round
+    is admitted here, and what a round took and did not use is refunded here."""
 
     def __init__(self, queues: KeyValue, permits: KeyValue, holder: str, lease: float) -> None:
         self.controls = QueueControls(queues)
@@ -91,6 +103,40 @@ class Flow:
     async def stop(self) -> None:
         await self.controls.stop()
         await self.semaphore.stop()
+
+    async def admit(self, task_type: str, batch: int) -> Admission:
+        """How many tasks a round may fetch under the type's cluster-wide limits, and the
+        concurrency lease that goes with it (limited types fetch one at a time)."""
+        limits = self.controls.limits(task_type)
+        if limits.max_per_second > 0:
+            wait = await self.rate.take(task_type, limits.max_per_second)
+            if wait > 0:
+                await asyncio.sleep(min(wait, 1.0))
+                return Admission(0)
+            batch = 1
+        if limits.max_concurrency > 0:
+            lease = await self.semaphore.acquire(task_type, limits.max_concurrency)
+            if lease is None:
+                if limits.max_per_second > 0:
+                    await self.rate.give_back(task_type, limits.max_per_second)
+                await asyncio.sleep(0.1)
+                return Admission(0)
+            return Admission(1, lease, limited=True)
+        return Admission(batch, limited=limits.max_per_second > 0)
+
+    async def refund(self, task_type: str, admission: Admission) -> None:
+        """Gives back what a limited round took, unless a task came to use it."""
+        if admission.used or not admission.limited:
+            return
+        limits = self.controls.limits(task_type)
+        if limits.max_per_second > 0:
+            await self.rate.give_back(task_type, limits.max_per_second)
+        if admission.lease is not None:
+            await self.semaphore.release(admission.lease)
+
+    def release_later(self, lease: Lease) -> None:
+        """Frees a task's concurrency lease once it is done (from a done callback)."""
+        asyncio.create_task(self.semaphore.release(lease))  # noqa: RUF006
 
 
 @dataclass

@@ -1,33 +1,27 @@
-"""The worker's metrics hooks, kept out of the consume loop and the runner.
+"""The worker's metrics, one middleware kept out of the consume loop and the runner.
 
-- :class:`Metrics`, the outermost middleware, times each attempt, records how long its
-  task waited in the queue and keeps the in-flight gauge.
-- :class:`CountingPublisher` counts each outcome when its event is published, so the
-  counters agree with what the store records: every started, completed, retrying
-  (``conveyor_tasks_retried_total``), failed (a dead letter) and cancelled event, including
-  those decided before a handler runs (a task cancelled while queued, a worker lost on
-  the last attempt).
+:class:`Metrics`, the outermost middleware, times each attempt, records how long its task
+waited in the queue and keeps the in-flight gauge (``around``); and it counts each event
+once the stream recorded it (``after_event``), so the counters agree with what the store
+records: every started, completed, retrying (``conveyor_tasks_retried_total``), failed (a
+dead letter) and cancelled event, including those decided before a handler runs (a task
+cancelled while queued, a worker lost on the last attempt).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any
-
-from google.protobuf.timestamp_pb2 import Timestamp
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
 
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.metrics import WorkerMetrics
-from worker.events import EventPublisher
 from worker.middleware import Call, Job, Middleware
 
 
 class Metrics(Middleware):
-    """Run time, queue wait and in-flight count of every attempt, by type.
+    """Run time, queue wait and in-flight count of every attempt, and the events
+    recorded, by type.
 
     Queue wait is measured on a task's first delivery only, from the time JetStream
     stored the message (for a delayed task: when its schedule fired) to the start. Later
@@ -53,6 +47,9 @@ class Metrics(Middleware):
             in_flight.dec()
             m.run_duration.labels(task_type).observe(time.perf_counter() - start)
 
+    def after_event(self, message: events_pb2.TaskMessage, kind: str) -> None:
+        self._metrics.count_event(message.type, kind)
+
 
 def _queued_at(job: Job) -> dt.datetime | None:
     """When the task entered the queue, for its first delivery; None for a later one."""
@@ -66,36 +63,3 @@ def _queued_at(job: Job) -> dt.datetime | None:
     if stamp is None and job.message.HasField("create_time"):
         stamp = job.message.create_time.ToDatetime(tzinfo=dt.UTC)
     return stamp
-
-
-class CountingPublisher(EventPublisher):
-    """An event publisher counting each event it got acknowledged, by type and kind."""
-
-    def __init__(
-        self,
-        js: JetStreamContext,
-        worker_id: str,
-        metrics: WorkerMetrics,
-        nc: NATS | None = None,
-    ) -> None:
-        super().__init__(js, worker_id, nc)
-        self._metrics = metrics
-
-    async def publish(
-        self,
-        message: events_pb2.TaskMessage,
-        attempt: int,
-        dedupe_key: str,
-        *,
-        time: Timestamp | None = None,
-        start_time: Timestamp | None = None,
-        run: int = 0,
-        **kind: Any,
-    ) -> None:
-        await super().publish(
-            message, attempt, dedupe_key, time=time, start_time=start_time, run=run, **kind
-        )
-        if start_time is not None:  # the outcome carries its attempt's start
-            self._metrics.count_event(message.type, "started")
-        for name in kind:
-            self._metrics.count_event(message.type, name)

@@ -1,7 +1,9 @@
 """Worker middleware: cross-cutting concerns wrapped around every handler call.
 
-Each middleware gets the job and the next step of the chain, like dramatiq's hooks, so
-heartbeats, time limits and cancellation stay out of the consume loop.
+As in dramatiq, a middleware is a class whose hooks do nothing until it overrides them:
+``around`` wraps the handler call (heartbeats, time limits, cancellation, timing),
+``outcome`` decides what a failed attempt comes to (retries), and ``after_event`` sees
+each event the stream recorded (metrics). Each concern is one class, outside the runner.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Container, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
@@ -20,6 +22,9 @@ from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.context import TaskContext
 from conveyor.errors import TaskCancelled, TaskTimeout
 from conveyor.registry import TaskType
+
+if TYPE_CHECKING:
+    from worker.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +43,32 @@ Call = Callable[[Job], Coroutine[Any, Any, tasks_pb2.TaskResult]]
 
 
 class Middleware:
-    """Base class: passes the call through unchanged."""
+    """Base class: every hook does nothing."""
 
     async def around(self, job: Job, call_next: Call) -> tasks_pb2.TaskResult:
+        """Runs the rest of the chain for ``job``."""
         return await call_next(job)
+
+    def outcome(self, job: Job, error: Exception) -> Outcome | None:
+        """What an attempt that raised ``error`` comes to; None leaves it to the next."""
+        return None
+
+    def after_event(self, message: events_pb2.TaskMessage, kind: str) -> None:
+        """The stream recorded an event of ``kind`` for the task (``started`` also when
+        an outcome carries its attempt's start)."""
+
+
+def overriding(middleware: Sequence[Middleware], hook: str) -> list[Middleware]:
+    """The middleware whose ``hook`` does something, so a per-event loop skips the rest."""
+    base = getattr(Middleware, hook)
+    return [m for m in middleware if getattr(type(m), hook) is not base]
 
 
 def chain(middleware: Sequence[Middleware], innermost: Call) -> Call:
-    """One callable running the middleware outermost-first around ``innermost``."""
+    """One callable running the middleware outermost-first around ``innermost``; those
+    that do not wrap the call (no ``around`` of their own) cost no step."""
     call = innermost
-    for layer in reversed(middleware):
+    for layer in reversed(overriding(middleware, "around")):
         call = _bind(layer, call)
     return call
 

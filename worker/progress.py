@@ -13,9 +13,23 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.jsonlike import valid_text
+
 log = logging.getLogger(__name__)
 
 Send = Callable[[int, int, str], Awaitable[None]]
+
+
+def progress_report(current: int, total: int, text: str) -> tasks_pb2.TaskProgress:
+    """What a handler reported, checked here so its mistake is a clear error at its call
+    (a message protobuf refuses would otherwise fail deep in the publish)."""
+    for name, value in (("current", current), ("total", total)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
+            raise ValueError(f"progress {name} must be an int from 0 to 2**64-1 (got {value!r})")
+    if not isinstance(text, str):
+        raise TypeError(f"progress message must be a str (got {type(text).__name__})")
+    return tasks_pb2.TaskProgress(current=current, total=total, message=valid_text(text[:500]))
 
 
 class ProgressThrottle:

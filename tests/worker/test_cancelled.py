@@ -18,8 +18,8 @@ from conveyor.context import TaskContext
 from conveyor.errors import TaskCancelled
 from conveyor.registry import TaskType
 from tests.support.early_watch import EarlyCaughtUp
+from worker.cancelled import PRUNE_EVERY, CancelledTasks
 from worker.middleware import Cancellation, Job
-from worker.runner import PRUNE_EVERY, CancelledTasks
 
 
 class CountingKV:
@@ -183,7 +183,7 @@ async def test_ids_learnt_longer_ago_than_markers_live_are_forgotten(
     """Markers expire from the bucket without the watch telling: the set must not grow
     for ever, and it forgets only ids whose markers have expired too."""
     clock = [1000.0]
-    monkeypatch.setattr("worker.runner.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("worker.cancelled.time.monotonic", lambda: clock[0])
     cancelled = CancelledTasks(None, lambda: 0)  # type: ignore[arg-type]
     cancelled.add("old")
     clock[0] += jetstream.CANCELLED_TTL - 10

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from conveyor.errors import Retry
-from worker.runner import progress_report, retry_asked, task_error
+from worker.outcomes import retry_asked, task_error
+from worker.progress import progress_report
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,109 @@
+"""What one delivery keeps up while it runs: its lazily published start, and its lease
+while an event publish is slow."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.aio.msg import Msg
+
+from conveyor.tasks import timestamp
+
+log = logging.getLogger(__name__)
+
+LEASE_BEAT = 1.0
+"""How often a slow publish tells JetStream the task is still held: within the shortest
+lease allowed (CONVEYOR_ACK_WAIT_SECONDS >= 1)."""
+
+
+class AttemptStart:
+    """The ``started`` event of one attempt, published once the attempt has run for
+    ``delay`` seconds (at once when ``delay`` is 0).
+
+    An attempt that ends sooner publishes no ``started`` event: its outcome carries the
+    start time instead, and the store records the start from it as its own version. A
+    short task then costs one event fewer to publish, store and apply, and watchers
+    still see it RUNNING; a long one is shown RUNNING at most ``delay`` late.
+    """
+
+    def __init__(
+        self, publish: Callable[[Timestamp], Coroutine[Any, Any, None]], delay: float
+    ) -> None:
+        self.time = timestamp()
+        self._publish = publish
+        self._delay = delay
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: asyncio.Task[None] | None = None
+
+    async def begin(self) -> None:
+        """Publishes the start now (no delay) or arms the timer that will."""
+        if self._delay <= 0:
+            self._send()
+            await self.now()
+        else:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self._send)
+
+    def _send(self) -> None:
+        self._timer = None
+        self._sending = asyncio.get_running_loop().create_task(self._publish(self.time))
+        # Retrieved here too: a task handed back on shutdown never awaits its outcome.
+        self._sending.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def now(self) -> None:
+        """Makes sure the start is published (before a progress event, which must
+        follow it); raises if publishing it failed."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._send()
+        if self._sending is not None:
+            await asyncio.shield(self._sending)
+
+    async def outcome_start(self) -> Timestamp | None:
+        """The start time the outcome event must carry: None once the ``started`` event
+        is recorded; the time when it was not published (not due yet) or not taken."""
+        if self._timer is not None:
+            self.cancel()
+            return self.time
+        if self._sending is None:
+            return None
+        try:
+            await asyncio.shield(self._sending)
+        except Exception as exc:
+            log.warning("recording the start failed (%s); the outcome carries it", exc)
+            return self.time
+        return None
+
+    def cancel(self) -> None:
+        """Stops a pending publish of the start (the attempt is over or handed back)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class LeaseKeeper:
+    """Sends the message's in_progress every LEASE_BEAT until cancelled: a timer, so a
+    publish answered in time costs no task or future."""
+
+    def __init__(self, msg: Msg, loop: asyncio.AbstractEventLoop) -> None:
+        self._msg = msg
+        self._loop = loop
+        self._beating: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = loop.call_later(LEASE_BEAT, self._beat)
+
+    def _beat(self) -> None:
+        self._beating = self._loop.create_task(self._send())
+        self._timer = self._loop.call_later(LEASE_BEAT, self._beat)
+
+    async def _send(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._msg.in_progress()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
