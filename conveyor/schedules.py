@@ -15,7 +15,7 @@ from collections.abc import Callable
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from conveyor import jetstream
+from conveyor import buckets
 from conveyor.api.schedules.v1 import schedules_pb2
 from conveyor.errors import AlreadyExists, NotFound, Unavailable
 
@@ -47,7 +47,7 @@ class ScheduleWatch:
         return [self._schedules[key] for key in sorted(self._schedules)]
 
     async def _follow(self) -> None:
-        await jetstream.follow(self._kv, self._changed)
+        await buckets.follow(self._kv, self._changed)
 
     async def _changed(self, key: str, value: bytes | None) -> None:
         if value is None:
@@ -84,7 +84,7 @@ class ScheduleBook:
 
     async def all(self) -> list[schedules_pb2.Schedule]:
         """Every schedule, by id."""
-        keys = await jetstream.keys(self._kv)
+        keys = await buckets.keys(self._kv)
         schedules = []
         for key in sorted(keys):
             try:

@@ -8,7 +8,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from conveyor import jetstream, subjects
+from conveyor import buckets, subjects
 from conveyor.metrics import PROBE_INTERVAL, SchedulerMetrics, every
 
 
@@ -36,7 +36,7 @@ class QueueProbe:
 
     async def poll(self) -> None:
         """One reading of every type's consumers."""
-        names = await jetstream.keys(self._types)
+        names = await buckets.keys(self._types)
         m = self._metrics
         shown: set[tuple[str, str]] = set()
         for task_type in sorted(names):

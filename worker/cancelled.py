@@ -12,7 +12,7 @@ from collections.abc import Callable
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from conveyor import jetstream
+from conveyor import buckets
 from conveyor.jetstream import CANCELLED_TTL
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class CancelledTasks:
         while True:
             live = functools.partial(self._went_live, self._reconnects())
             try:
-                await jetstream.follow_once(self._kv, self._changed, live)
+                await buckets.follow_once(self._kv, self._changed, live)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

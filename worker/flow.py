@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from conveyor import jetstream
+from conveyor import buckets
 from conveyor.api.queues.v1 import queues_pb2
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class QueueControls:
                 await self._watch
 
     async def _follow(self) -> None:
-        await jetstream.follow(self._kv, self._apply, self._loaded.set)
+        await buckets.follow(self._kv, self._apply, self._loaded.set)
 
     async def _apply(self, key: str, value: bytes | None) -> None:
         if value is None:

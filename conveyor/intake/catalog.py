@@ -15,7 +15,7 @@ import logging
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from conveyor import jetstream
+from conveyor import buckets
 from conveyor.api.events.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class TypeCatalog:
                 await self._watch_task
 
     async def _follow(self) -> None:
-        await jetstream.follow(self._kv, self._changed)
+        await buckets.follow(self._kv, self._changed)
 
     async def _changed(self, name: str, value: bytes | None) -> None:
         if value is None:

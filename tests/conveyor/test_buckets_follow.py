@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from nats.js.kv import KeyValue
 
-from conveyor import jetstream, subjects
+from conveyor import buckets, jetstream, subjects
 from conveyor.config import CommonSettings
 from tests.support.early_watch import EarlyCaughtUp
 
@@ -54,7 +54,7 @@ async def test_loaded_comes_after_every_entry_present_and_changes_follow(
         at_loaded.update(seen)
         loaded.set()
 
-    following = asyncio.create_task(jetstream.follow(EarlyKV(bucket), on_change, on_loaded))  # type: ignore[arg-type]
+    following = asyncio.create_task(buckets.follow(EarlyKV(bucket), on_change, on_loaded))  # type: ignore[arg-type]
     try:
         async with asyncio.timeout(30):
             await loaded.wait()
