@@ -5,7 +5,7 @@ nothing to do with their responses but pass them on. Relaying the store's bytes 
 of going through a generated stub saves a parse and a serialization of every response
 (a `ListTasks` page above all), which is most of what a relayed call costs the gateway's
 Python. Watches are not relayed one by one but share one call (gateway.watch). Requests
-are still parsed, only to refuse an undecodable one here as before; the bytes forwarded
+are still parsed, only to refuse an undecodable one at the gateway; the bytes forwarded
 are the client's own.
 """
 

@@ -108,7 +108,7 @@ def _submitted_snapshot(event: events_pb2.TaskEvent, time: dt.datetime) -> Snaps
         schedule_id=task.schedule_id,
         # Duration.ToNanoseconds(), without its method call
         timeout_seconds=(timeout.seconds * 1_000_000_000 + timeout.nanos) / 1e9,
-        labels={key: labels[key] for key in labels},  # a third of dict(labels)'s cost
+        labels={key: labels[key] for key in labels},  # cheaper than dict(labels) on a map field
         run_at=_time(task.run_at) if task.HasField("run_at") else None,
     )
 
@@ -169,7 +169,7 @@ def _fixed_task(s: Snapshot) -> tasks_pb2.Task:
         schedule_id=s.schedule_id,
     )
     labels = task.labels
-    for key, value in s.labels.items():  # 0.4 µs less than Task(labels=...)'s update()
+    for key, value in s.labels.items():  # cheaper than Task(labels=...)'s update()
         labels[key] = value
     if s.timeout_seconds:
         task.timeout.FromNanoseconds(round(s.timeout_seconds * 1e9))

@@ -164,9 +164,8 @@ class InlineSqlite:
     """Statements run at once on the event loop's thread, on the sqlite3 connection
     under aiosqlite, inside a write transaction that already holds the database's write
     lock (``BEGIN IMMEDIATE``), so no statement waits for a lock. Each call through
-    aiosqlite is a hand-off to its thread and back (~40 µs of CPU and ~50 µs of wall time
-    here, against a few µs for the statement): for a batch of one event that was most of
-    its cost."""
+    aiosqlite is a hand-off to its thread and back, which costs far more than the
+    statement itself: for a batch of one event, most of its cost (docs/performance.md)."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
@@ -185,7 +184,7 @@ CHECKPOINT_EVERY = 1.0
 class InlineWrites:
     """The store's write transactions on SQLite, begun and committed on the event loop's
     thread too, so a batch makes no hand-off to aiosqlite's thread at all in the common
-    case (two, ``BEGIN`` and ``COMMIT``, were ~40 % of the CPU of a one-event batch).
+    case (the hand-offs of ``BEGIN`` and ``COMMIT`` dominate a one-event batch).
 
     Inline only where it cannot wait:
 

@@ -1,8 +1,8 @@
 """How the repository's reads reach the database, one statement each, by back-end.
 
 A read through SQLAlchemy's async engine on aiosqlite costs several thread hand-offs
-(checkout, cursor, execute, fetch, close, rollback) and per-value result processing:
-~0.75 ms for a primary-key lookup that SQLite answers in ~0.01 ms. On a SQLite file the
+(checkout, cursor, execute, fetch, close, rollback) and per-value result processing,
+many times what SQLite needs to answer a primary-key lookup. On a SQLite file the
 repository therefore runs each read as one statement on its own sqlite3 connections, one
 hand-off to a small thread pool per read, and builds Task messages straight from the row
 tuples (store.rows.task_of). Each read is a single statement in autocommit mode, so it

@@ -211,8 +211,8 @@ def sqlite_text(value: dt.datetime | None) -> str | None:
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: store times must be timezone-aware")
         value = value.astimezone(dt.UTC)
-    # "YYYY-MM-DD HH:MM:SS.ffffff+00:00" without the offset; a third cheaper than formatting
-    # the fields one by one
+    # "YYYY-MM-DD HH:MM:SS.ffffff+00:00" without the offset; cheaper than formatting the
+    # fields one by one
     return value.isoformat(" ", "microseconds")[:26]
 
 

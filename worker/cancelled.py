@@ -30,7 +30,7 @@ class CancelledTasks:
     The set is trusted only while the watch is live: from the moment it holds every
     marker present when the watch (re)started, and for as long as the connection has not
     reconnected since (a marker put while the connection was away may not have reached
-    the watch yet). Otherwise a check reads the bucket, as every check used to, and a
+    the watch yet). Otherwise a check reads the bucket, and a
     reconnect restarts the watch."""
 
     def __init__(self, kv: KeyValue, reconnects: Callable[[], int]) -> None:

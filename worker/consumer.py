@@ -16,7 +16,7 @@ started the moment it arrives: the worker never holds a message it cannot start.
 A round that found fewer tasks than it had slots for emptied the queue: the next one waits
 ``REFILL_PAUSE`` first. Tasks submitted one by one then come several to a request instead
 of one pull request (and its answer) each, which cuts the worker's and nats-server's CPU
-per task by about 30 % under a steady stream of single submits (docs/performance.md).
+per task under a steady stream of single submits (docs/performance.md has the figures).
 A task is fetched at most that much later; an idle worker's long-polls still deliver a
 task the moment it arrives, and a worker with a backlog fills every slot without waiting.
 """
