@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2
 
 from conveyor import subjects
 from conveyor.api.events.v1 import events_pb2
@@ -18,26 +16,10 @@ from conveyor.tasks import duration, from_timestamp
 from tests.conftest import System
 from tests.support import custom_handlers
 from tests.support.custom_handlers import Calls
+from tests.support.custom_system import custom, start
 from tests.support.helpers import wait_terminal, watch_all
 
 pytestmark = pytest.mark.integration
-
-
-def custom(
-    task_type: str, options: S.TaskOptions | None = None, **payload: Any
-) -> S.SubmitTaskRequest:
-    struct = struct_pb2.Struct()
-    struct.update(payload)
-    return S.SubmitTaskRequest(
-        custom=S.CustomTaskInput(type=task_type, payload=struct), options=options
-    )
-
-
-async def start(system: System) -> System:
-    await system.start_store()
-    await system.start_worker(custom_handlers.registry(), shutdown_grace_seconds=1.0)
-    await system.start_gateway()
-    return system
 
 
 async def test_user_defined_type_round_trip(system: System) -> None:

@@ -7,8 +7,8 @@ import pytest
 
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from tests.conftest import System
-from tests.integration.test_control import custom, start
 from tests.support.custom_handlers import UNSTORABLE
+from tests.support.custom_system import custom, start
 from tests.support.helpers import wait_terminal, watch_all
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from conveyor.api.store.v1 import watch_pb2, watch_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.ids import new_task_id
 from tests.conftest import System
-from tests.integration.test_control import custom, start
+from tests.support.custom_system import custom, start
 
 pytestmark = pytest.mark.integration
 

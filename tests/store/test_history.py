@@ -7,8 +7,8 @@ import pytest
 
 from store.history import TimeFrom, first_newer
 from store.repository import TaskRepository
-from tests.store.test_parking import completion, parked_count
 from tests.support.factories import Stream, submitted
+from tests.support.parking import completion, parked_count
 
 
 def stream_of(times: dict[int, int]) -> tuple[list[int], TimeFrom]:

@@ -7,37 +7,16 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
-from conveyor.tasks import timestamp
 from store import parking
-from store.models import parked_events
 from store.repository import TaskRepository
 from tests.support.factories import Stream, at, submitted, text_result, worker_event
+from tests.support.parking import completion, parked_count
 
 PENDING, RUNNING = tasks_pb2.TASK_STATE_PENDING, tasks_pb2.TASK_STATE_RUNNING
 COMPLETED = tasks_pb2.TASK_STATE_COMPLETED
-
-
-def completion(task_id: str) -> events_pb2.TaskEvent:
-    """A short attempt's outcome, carrying its start."""
-    return worker_event(
-        task_id,
-        at(2),
-        1,
-        start_time=timestamp(at(1)),
-        completed=events_pb2.Completed(result=text_result(words=5)),
-    )
-
-
-async def parked_count(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
-        return int(
-            (await conn.execute(select(func.count()).select_from(parked_events))).scalar_one()
-        )
 
 
 async def test_an_event_before_its_submit_in_one_batch_is_applied_after_it(
