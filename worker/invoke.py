@@ -72,11 +72,18 @@ class ProcessSlots:
             free.put_nowait(executor)
 
     def shutdown(self) -> None:
-        """Stops every child process."""
+        """Stops every child process, and waits for each executor's manager thread: one left
+        running races the interpreter's exit, which then writes to a pipe the thread has
+        closed and prints an OSError traceback."""
         if self._free is None:
             return
+        executors = []
         while not self._free.empty():
-            _kill(self._free.get_nowait())
+            executors.append(self._free.get_nowait())
+        for executor in executors:
+            _kill(executor)
+        for executor in executors:
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 def ignore_interrupts() -> None:
