@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
 import pytest
@@ -28,7 +29,7 @@ GO = ROOT / "examples" / "go"
 DEBIAN_GO = Path("/usr/share/gocode")
 
 
-def _missing(what: str) -> None:
+def _missing(what: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{what} (.ci/run installs it)")
     pytest.skip(what)
