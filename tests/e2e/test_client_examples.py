@@ -1,7 +1,8 @@
-"""The client examples in other languages run against a real `conveyor dev`, each with its
-language's default client settings (a 4 MiB receive limit in grpc-go): examples/typescript
-(protobuf-es and Connect for Node) and examples/go (grpc-go in GOPATH mode over Debian's
-packages). .ci/run installs both toolchains; elsewhere a missing one is a skip."""
+"""The client examples run against a real `conveyor dev`, each with its language's default
+client settings (a 4 MiB receive limit in grpc-go): examples/typescript (protobuf-es and
+Connect for Node), examples/go (grpc-go in GOPATH mode over Debian's packages) and
+examples/python (the SDK). .ci/run installs the Node and Go toolchains; elsewhere a missing
+one is a skip."""
 
 from __future__ import annotations
 
@@ -104,3 +105,10 @@ def test_the_go_example_runs_the_whole_flow(gateway: str, tmp_path: Path) -> Non
     assert "image 2048x1536, 9437238 bytes" in out
     assert "bad request: text_processing.text: must not be empty" in out
     assert out.rstrip().endswith("go example: ok")
+
+
+def test_the_python_example_runs_the_whole_flow(gateway: str) -> None:
+    out = _run([sys.executable, "main.py"], ROOT / "examples" / "python", gateway)
+    assert "image 2048x1536, 9437238 bytes" in out
+    assert "bad request: text_processing.text: must not be empty" in out
+    assert out.rstrip().endswith("python example: ok")
