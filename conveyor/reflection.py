@@ -4,7 +4,7 @@ grpcio-reflection serves only v1alpha, and tools that ask for v1 first (grpcurl,
 curl``, Postman, grpc-java and grpc-go's reflection clients) get "service not found"
 instead of falling back. The two protocols are the same messages under another package
 name, so the bytes of a v1 call are read and written with the v1alpha classes and answered
-by the same servicer.
+by the same servicer. (Once grpcio-reflection ships v1 itself, this module gives way to it.)
 """
 
 from __future__ import annotations
