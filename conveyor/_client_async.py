@@ -65,7 +65,14 @@ class AsyncClient(ScheduleQueueMixin):
 
     ``target`` is host:port (default: ``CONVEYOR_GATEWAY_ADDR``, else 127.0.0.1:50051);
     ``timeout`` bounds each unary call in seconds (None: no bound). The channel opens on
-    first use, in the running event loop.
+    first use, in the running event loop: plaintext, or TLS with ``credentials`` (channel
+    credentials, possibly composed with call credentials such as a bearer token for a
+    proxy that authenticates callers).
+
+    >>> tls_with_token = grpc.composite_channel_credentials(
+    ...     grpc.ssl_channel_credentials(), grpc.access_token_call_credentials("my-token")
+    ... )
+    >>> client = AsyncClient("conveyor.example.com:443", credentials=tls_with_token)
 
     >>> async def example() -> None:
     ...     async with AsyncClient("127.0.0.1:50051") as client:
@@ -81,8 +88,10 @@ class AsyncClient(ScheduleQueueMixin):
         timeout: float | None = 30.0,
         watch_policy: WatchPolicy | None = None,
         channel_args: Sequence[tuple[str, Any]] = (),
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.target = target or ClientSettings.from_env(os.environ).gateway_addr
+        self._credentials = credentials
         self.timeout = timeout
         self.watch_policy = watch_policy or WatchPolicy()
         self._channel_args = [*channel_options(), *channel_args]
@@ -93,7 +102,12 @@ class AsyncClient(ScheduleQueueMixin):
         """The stub of one service, every service sharing the one channel."""
         if self._channel is None:
             # No client interceptors: each call makes its span (tracing.client_call).
-            self._channel = grpc.aio.insecure_channel(self.target, options=self._channel_args)
+            if self._credentials is None:
+                self._channel = grpc.aio.insecure_channel(self.target, options=self._channel_args)
+            else:
+                self._channel = grpc.aio.secure_channel(
+                    self.target, self._credentials, options=self._channel_args
+                )
         if factory not in self._stubs:
             self._stubs[factory] = factory(self._channel)
         return self._stubs[factory]

@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Mappi
 from types import TracebackType
 from typing import Any, TypeVar, Unpack, cast
 
+import grpc
+
 from conveyor._client_async import PURGE_TIMEOUT, AsyncClient
 from conveyor._client_builders import EnumArg, OptionArgs, Seconds
 from conveyor._client_channel import WatchPolicy
@@ -177,6 +179,8 @@ class SyncScheduleQueueMixin:
 class Client(SyncScheduleQueueMixin):
     """A blocking client with the methods of :class:`AsyncClient`; iterators are plain.
 
+    The arguments are :class:`AsyncClient`'s, ``credentials`` for TLS and tokens included.
+
     >>> with Client("127.0.0.1:50051") as client:  # doctest: +SKIP
     ...     task = client.submit_text("Hello", transforms=["upper"])
     ...     for update in client.watch(task.id):
@@ -190,10 +194,15 @@ class Client(SyncScheduleQueueMixin):
         timeout: float | None = 30.0,
         watch_policy: WatchPolicy | None = None,
         channel_args: Sequence[tuple[str, Any]] = (),
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self._loop = _LoopThread()
         self._async = AsyncClient(
-            target, timeout=timeout, watch_policy=watch_policy, channel_args=channel_args
+            target,
+            timeout=timeout,
+            watch_policy=watch_policy,
+            channel_args=channel_args,
+            credentials=credentials,
         )
         self.target = self._async.target
 

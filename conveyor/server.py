@@ -17,11 +17,10 @@ import nats.errors
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from nats.aio.client import Client as NATS
 
-from conveyor import jetstream, keepalive, tracing
+from conveyor import jetstream, keepalive, reflection, tracing
 from conveyor.config import CommonSettings, ConfigError
 from conveyor.errors import ConveyorError, InvalidArgument, ResourceExhausted, Unimplemented
 from conveyor.interceptors import CachingInterceptor
@@ -255,9 +254,7 @@ class Server:
         self._away: set[str] = set()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         self.service_names = list(service_names)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc
-        )
+        reflection.enable([*self.service_names, health.SERVICE_NAME], self.grpc)
         try:
             self.port = self.grpc.add_insecure_port(listen)
         except RuntimeError as exc:
