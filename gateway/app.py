@@ -22,6 +22,8 @@ from conveyor.payloads import PayloadStore
 from conveyor.publish import AckedPublisher
 from conveyor.schedules import ScheduleBook
 from conveyor.server import PENDING_CALLS, Server, channel_options, run_service
+from gateway.calls import method_calls
+from gateway.http import Door, HttpOptions, HttpServer
 from gateway.queues import QueueService
 from gateway.schedules import ScheduleService
 from gateway.service import GatewayService, add_task_service
@@ -41,11 +43,13 @@ class Gateway:
     catalog: TypeCatalog
     channel: grpc.aio.Channel
     server: Server
+    http: HttpServer
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.metrics = GatewayMetrics()
         self._life = Lifecycle()
+        self._stopping = False
 
     @property
     def address(self) -> str:
@@ -93,29 +97,51 @@ class Gateway:
             # Room for every watch allowed arriving at once, besides the usual backlog.
             pending_calls=PENDING_CALLS + self.settings.limits.max_watches,
         )
-        add_task_service(
-            self.server.grpc,
-            GatewayService(submitter, self.settings.limits, self.metrics),
-            self.channel,
-        )
-        schedules_pb2_grpc.add_ScheduleServiceServicer_to_server(
-            ScheduleService(
+        tasks = GatewayService(submitter, self.settings.limits, self.metrics)
+        servicers: dict[str, object] = {
+            SERVICE_NAME: tasks,
+            SCHEDULE_SERVICE: ScheduleService(
                 ScheduleBook(buckets[subjects.KV_SCHEDULES]),
                 submitter,
                 self.catalog,
                 self.settings.limits,
             ),
-            self.server.grpc,
+            QUEUE_SERVICE: QueueService(js, buckets[subjects.KV_QUEUES], self.catalog),
+        }
+        add_task_service(self.server.grpc, tasks, self.channel)
+        schedules_pb2_grpc.add_ScheduleServiceServicer_to_server(
+            servicers[SCHEDULE_SERVICE], self.server.grpc
         )
         queues_pb2_grpc.add_QueueServiceServicer_to_server(
-            QueueService(js, buckets[subjects.KV_QUEUES], self.catalog), self.server.grpc
+            servicers[QUEUE_SERVICE], self.server.grpc
         )
         await self.server.follow_nats(self.nc)
         await self.server.start()
         life.server(self.server)
         log.info("gateway listening on %s (store %s)", self.address, self.settings.store_addr)
+        if self.settings.http_listen:
+            await self._serve_http(servicers)
+
+    async def _serve_http(self, servicers: dict[str, object]) -> None:
+        services = [
+            tasks_pb2.DESCRIPTOR.services_by_name["TaskService"],
+            schedules_pb2.DESCRIPTOR.services_by_name["ScheduleService"],
+            queues_pb2.DESCRIPTOR.services_by_name["QueueService"],
+        ]
+        unary = [m for s in services for m in s.methods if not m.server_streaming]
+        door = Door(
+            services,
+            method_calls(unary, servicers, self.channel),
+            HttpOptions(self.settings.http_max_body_bytes, self.settings.http_cors_origins),
+            ready=lambda: self.nc.is_connected and not self._stopping,
+        )
+        self.http = HttpServer(door.app(), self.settings.http_listen)
+        await self.http.start()
+        self._life.server(self.http)
+        log.info("gateway serving HTTP/JSON on http://%s", self.http.address)
 
     async def stop(self, grace: float = 5.0) -> None:
+        self._stopping = True
         await self._life.stop(grace)
         log.info("gateway stopped")
 
