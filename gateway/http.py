@@ -30,7 +30,7 @@ from starlette.routing import Route as StarletteRoute
 
 from conveyor import transcode
 from conveyor.errors import ConveyorError, FieldViolation, InvalidArgument
-from conveyor.server import status_for
+from conveyor.server import internal_error, status_for
 from conveyor.transcode import Route
 from gateway.calls import Call, CallFailed
 
@@ -169,10 +169,10 @@ class Door:
             body = await self._read_json(request)
             if isinstance(body, Response):
                 return body
-            if route in self.aliases and route.method.name == "SubmitTask":
-                body = brief_submit(body, self._task_fields)
         query = {key: request.query_params.getlist(key) for key in request.query_params}
         try:
+            if route in self.aliases and route.method.name == "SubmitTask":
+                body = brief_submit(body, self._task_fields)
             if route.method.server_streaming:
                 why = f"{route.method.name} is not served over HTTP yet"
                 return _problem(grpc.StatusCode.UNIMPLEMENTED, why, 501)
@@ -182,6 +182,9 @@ class Door:
             return error_response(status_for(exc))
         except CallFailed as failed:
             return error_response(failed.status)
+        except Exception as exc:
+            # Logged once here; the client gets a Status like any other, not an HTML page.
+            return error_response(status_for(internal_error(route.method.full_name, exc)))
         return JSONResponse(transcode.to_json(response))
 
     async def _read_json(self, request: Request) -> Any:
