@@ -327,3 +327,17 @@ async def test_health_and_readiness(system: System) -> None:
     async with await start_with_http(system) as http:
         assert (await http.get("/healthz")).json() == {"status": "SERVING"}
         assert (await http.get("/readyz")).status_code == 200
+
+
+async def test_cors_allows_the_configured_origins_only(system: System) -> None:
+    async with await start_with_http(system, http_cors_origins=("http://ui.test",)) as http:
+        preflight = {"origin": "http://ui.test", "access-control-request-method": "POST"}
+        allowed = await http.options("/v1/tasks", headers=preflight)
+        assert allowed.headers["access-control-allow-origin"] == "http://ui.test"
+        other = {**preflight, "origin": "http://evil.test"}
+        assert (
+            "access-control-allow-origin"
+            not in (await http.options("/v1/tasks", headers=other)).headers
+        )
+        listed = await http.get("/v1/tasks", headers={"origin": "http://ui.test"})
+        assert listed.headers["access-control-allow-origin"] == "http://ui.test"
