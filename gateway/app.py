@@ -27,6 +27,8 @@ from gateway.http import Door, HttpOptions, HttpServer
 from gateway.queues import QueueService
 from gateway.schedules import ScheduleService
 from gateway.service import GatewayService, add_task_service
+from gateway.sse import TaskStreams
+from gateway.watch import StoreWatches
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +110,9 @@ class Gateway:
             ),
             QUEUE_SERVICE: QueueService(js, buckets[subjects.KV_QUEUES], self.catalog),
         }
-        add_task_service(self.server.grpc, tasks, self.channel)
+        limits = self.settings.limits
+        watches = StoreWatches(self.channel, limits.max_message_bytes, limits.max_watches)
+        add_task_service(self.server.grpc, tasks, self.channel, watches)
         schedules_pb2_grpc.add_ScheduleServiceServicer_to_server(
             servicers[SCHEDULE_SERVICE], self.server.grpc
         )
@@ -120,9 +124,9 @@ class Gateway:
         life.server(self.server)
         log.info("gateway listening on %s (store %s)", self.address, self.settings.store_addr)
         if self.settings.http_listen:
-            await self._serve_http(servicers)
+            await self._serve_http(servicers, watches)
 
-    async def _serve_http(self, servicers: dict[str, object]) -> None:
+    async def _serve_http(self, servicers: dict[str, object], watches: StoreWatches) -> None:
         services = [
             tasks_pb2.DESCRIPTOR.services_by_name["TaskService"],
             schedules_pb2.DESCRIPTOR.services_by_name["ScheduleService"],
@@ -134,6 +138,7 @@ class Gateway:
             method_calls(unary, servicers, self.channel),
             HttpOptions(self.settings.http_max_body_bytes, self.settings.http_cors_origins),
             ready=lambda: self.nc.is_connected and not self._stopping,
+            streams=TaskStreams(watches),
         )
         self.http = HttpServer(door.app(), self.settings.http_listen)
         await self.http.start()

@@ -33,6 +33,7 @@ from conveyor.errors import ConveyorError, FieldViolation, InvalidArgument
 from conveyor.server import internal_error, status_for
 from conveyor.transcode import Route
 from gateway.calls import Call, CallFailed
+from gateway.sse import TaskStreams
 
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
@@ -106,12 +107,14 @@ class Door:
         calls: Mapping[str, Call],
         options: HttpOptions,
         ready: Callable[[], bool],
+        streams: TaskStreams | None = None,
     ) -> None:
         self.routes = transcode.routes(services)
         self.aliases = _aliases(self.routes)
         self._calls = calls
         self._options = options
         self._ready = ready
+        self._streams = streams
         submit = next(r.method for r in self.routes if r.method.name == "SubmitTask")
         oneof = submit.input_type.oneofs_by_name["input"]
         self._task_fields = frozenset(f.name for f in oneof.fields if f.name != "custom")
@@ -173,10 +176,12 @@ class Door:
         try:
             if route in self.aliases and route.method.name == "SubmitTask":
                 body = brief_submit(body, self._task_fields)
-            if route.method.server_streaming:
-                why = f"{route.method.name} is not served over HTTP yet"
-                return _problem(grpc.StatusCode.UNIMPLEMENTED, why, 501)
             request_message = transcode.build_request(route, variables, query, body)
+            if route.method.server_streaming:
+                if self._streams is None or route.method.name != "WatchTask":
+                    why = f"{route.method.name} is not served over HTTP"
+                    return _problem(grpc.StatusCode.UNIMPLEMENTED, why, 501)
+                return await self._streams.respond(request_message, request)
             response = await self._calls[route.method.full_name](request_message)
         except ConveyorError as exc:
             return error_response(status_for(exc))
