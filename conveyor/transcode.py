@@ -92,6 +92,19 @@ def routes(services: Iterable[ServiceDescriptor]) -> list[Route]:
     return found
 
 
+def public_services() -> list[ServiceDescriptor]:
+    """The services the gateway serves to clients, whose annotations are the HTTP API."""
+    from conveyor.api.queues.v1 import queues_pb2
+    from conveyor.api.schedules.v1 import schedules_pb2
+    from conveyor.api.tasks.v1 import tasks_pb2
+
+    return [
+        tasks_pb2.DESCRIPTOR.services_by_name["TaskService"],
+        schedules_pb2.DESCRIPTOR.services_by_name["ScheduleService"],
+        queues_pb2.DESCRIPTOR.services_by_name["QueueService"],
+    ]
+
+
 def new_request(method: MethodDescriptor) -> Message:
     """An empty request message of ``method``."""
     return message_factory.GetMessageClass(method.input_type)()

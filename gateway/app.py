@@ -7,7 +7,7 @@ import logging
 import grpc
 from nats.aio.client import Client as NATS
 
-from conveyor import jetstream, subjects
+from conveyor import jetstream, subjects, transcode
 from conveyor.api.queues.v1 import queues_pb2, queues_pb2_grpc
 from conveyor.api.schedules.v1 import schedules_pb2, schedules_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
@@ -127,11 +127,7 @@ class Gateway:
             await self._serve_http(servicers, watches)
 
     async def _serve_http(self, servicers: dict[str, object], watches: StoreWatches) -> None:
-        services = [
-            tasks_pb2.DESCRIPTOR.services_by_name["TaskService"],
-            schedules_pb2.DESCRIPTOR.services_by_name["ScheduleService"],
-            queues_pb2.DESCRIPTOR.services_by_name["QueueService"],
-        ]
+        services = transcode.public_services()
         unary = [m for s in services for m in s.methods if not m.server_streaming]
         door = Door(
             services,

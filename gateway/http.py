@@ -14,6 +14,7 @@ import math
 import socket
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import grpc
@@ -24,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute
 from starlette.routing import Route as StarletteRoute
 
@@ -57,6 +58,15 @@ HTTP_STATUS = {
     grpc.StatusCode.DATA_LOSS: 500,
 }
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Conveyor HTTP API</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+</head><body><div id="ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+</body></html>
+"""
+"""Swagger UI over /openapi.json; the browser loads its scripts from the CDN."""
 ALL_VERBS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -134,6 +144,8 @@ class Door:
         routes: list[BaseRoute] = [
             StarletteRoute("/healthz", self._healthz, methods=["GET"]),
             StarletteRoute("/readyz", self._readyz, methods=["GET"]),
+            StarletteRoute("/openapi.json", self._openapi, methods=["GET"]),
+            StarletteRoute("/docs", self._docs, methods=["GET"]),
             StarletteRoute("/{path:path}", self._dispatch, methods=ALL_VERBS),
         ]
         return Starlette(routes=routes, middleware=middleware)
@@ -145,6 +157,13 @@ class Door:
         if self._ready():
             return JSONResponse({"status": "SERVING"})
         return JSONResponse({"status": "NOT_SERVING"}, 503)
+
+    async def _openapi(self, request: Request) -> Response:
+        document = resources.files("conveyor.api").joinpath("openapi.json").read_bytes()
+        return Response(document, media_type="application/json")
+
+    async def _docs(self, request: Request) -> Response:
+        return HTMLResponse(DOCS_PAGE)
 
     def _find(self, verb: str, path: str) -> tuple[Route, dict[str, str]] | Response:
         allowed: set[str] = set()

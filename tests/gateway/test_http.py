@@ -341,3 +341,13 @@ async def test_cors_allows_the_configured_origins_only(system: System) -> None:
         )
         listed = await http.get("/v1/tasks", headers={"origin": "http://ui.test"})
         assert listed.headers["access-control-allow-origin"] == "http://ui.test"
+
+
+async def test_the_openapi_document_and_its_docs_are_served(system: System) -> None:
+    async with await start_with_http(system) as http:
+        document = (await http.get("/openapi.json")).json()
+        assert document["openapi"].startswith("3.")
+        assert "post" in document["paths"]["/v1/tasks"]
+        docs = await http.get("/docs")
+        assert docs.headers["content-type"].startswith("text/html")
+        assert "/openapi.json" in docs.text
