@@ -11,6 +11,8 @@ and restarted behind the reader, never grown).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -27,6 +29,9 @@ from gateway.calls import CallFailed
 from gateway.watch import StoreWatches
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+KEEPALIVE_SECONDS = 15.0
+"""Idle time after which a comment line is sent: proxies close connections that say nothing."""
+KEEPALIVE = b": keepalive\n\n"
 END = b"event: end\ndata: {}\n\n"
 """Sent when the task reached a terminal state: EventSource would reconnect otherwise."""
 
@@ -99,14 +104,22 @@ class TaskStreams:
 async def _events(
     first: bytes | None, updates: AsyncGenerator[bytes, None]
 ) -> AsyncIterator[bytes]:
+    pending: asyncio.Future[bytes | None] | None = None
     try:
         data = first
         while data is not None:
             response = tasks_pb2.WatchTaskResponse.FromString(data)
             yield event(_json(transcode.to_json(response)), response.task.version)
-            data = await anext(updates, None)
+            pending = asyncio.ensure_future(anext(updates, None))
+            while not (await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS))[0]:
+                yield KEEPALIVE
+            data, pending = pending.result(), None
         yield END
     except CallFailed as failed:  # the stream broke (store gone): the client resumes
         yield event(_json(transcode.to_json(failed.status)), name="status")
     finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
         await updates.aclose()

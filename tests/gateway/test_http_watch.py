@@ -12,6 +12,7 @@ import pytest
 from google.protobuf import json_format
 
 from conveyor.api.tasks.v1 import tasks_pb2 as S
+from gateway import sse
 from tests.conftest import System
 from tests.support.helpers import watch_all
 from tests.support.http import http_status, parsed, start_with_http
@@ -31,6 +32,9 @@ async def events(response: httpx.Response) -> AsyncIterator[Event]:
     assert response.headers["content-type"].startswith("text/event-stream")
     fields: dict[str, str] = {}
     async for line in response.aiter_lines():
+        if line.startswith(":"):
+            yield Event("comment", "", line)
+            continue
         if not line:
             if fields:
                 yield Event(fields.get("event", "message"), fields.get("id", ""), fields["data"])
@@ -60,6 +64,7 @@ async def test_sse_streams_the_watch_live_and_resumes_from_last_event_id(
             assert response.status_code == 200
             seen = [event async for event in events(response)]
         assert task_of(seen[0]).state == S.TASK_STATE_SCHEDULED
+        seen = [e for e in seen if e.name != "comment"]
         assert seen[-1].name == "end"
         updates = [task_of(e) for e in seen[:-1]]
         assert all(e.name == "message" for e in seen[:-1])
@@ -71,12 +76,12 @@ async def test_sse_streams_the_watch_live_and_resumes_from_last_event_id(
         first = updates[0].version
         headers = {"Last-Event-ID": str(first)}
         async with http.stream("GET", f"/v1/tasks/{task_id}:watch", headers=headers) as again:
-            resumed = [task_of(e) for e in [e async for e in events(again)] if e.name != "end"]
+            resumed = [task_of(e) async for e in events(again) if e.name == "message"]
         assert resumed == await watch_all(system.stub, task_id, after_version=first)
         assert resumed == updates[1:]
         query = f"/v1/tasks/{task_id}:watch?afterVersion={first}"
         async with http.stream("GET", query) as by_query:
-            assert [task_of(e) for e in [e async for e in events(by_query)][:-1]] == resumed
+            assert [task_of(e) async for e in events(by_query) if e.name == "message"] == resumed
 
 
 async def test_a_watch_that_cannot_start_is_a_json_error(system: System) -> None:
@@ -109,3 +114,31 @@ def limits_with(**changes: int) -> object:
     from conveyor.config import Limits
 
     return replace(Limits(), **changes)
+
+
+async def test_the_gateway_stops_with_event_streams_open(system: System) -> None:
+    async with await start_with_http(system) as http:
+        task_id = await delayed_task(http, "3600s")
+        async with http.stream("GET", f"/v1/tasks/{task_id}:watch") as held:
+            async for _ in events(held):
+                break
+            assert system.gateway is not None
+            async with asyncio.timeout(30):  # bounded by the grace period, not by the reader
+                await system.gateway.stop(0.5)
+            system.gateway = None
+
+
+async def test_an_idle_stream_sends_keepalive_comments(
+    system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.05)
+    async with await start_with_http(system) as http:
+        task_id = await delayed_task(http, "3600s")
+        async with http.stream("GET", f"/v1/tasks/{task_id}:watch") as held:
+            names = []
+            async for event in events(held):
+                names.append(event.name)
+                if len(names) == 3:
+                    break
+        assert names == ["message", "comment", "comment"]
+        assert (await http.post(f"/v1/tasks/{task_id}:cancel")).status_code == 200
