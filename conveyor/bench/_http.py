@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 from google.protobuf import json_format
@@ -55,3 +56,32 @@ class HttpSubmitter:
         if self._streams is not None:
             self._streams[1].close()
             self._streams = None
+
+
+async def sse_watch(url: str, task_id: str) -> AsyncIterator[tasks_pb2.Task]:
+    """The tasks of ``GET /v1/tasks/{task_id}:watch``, read as Server-Sent Events on a
+    connection of its own, until the stream's end."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+    try:
+        writer.write(
+            f"GET /v1/tasks/{task_id}:watch HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            "Accept: text/event-stream\r\n\r\n".encode()
+        )
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        if not head.startswith("HTTP/1.1 200") or "chunked" not in head.lower():
+            raise RuntimeError(f"SSE watch answered {head.splitlines()[0]}")
+        buffered = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            if size == 0:
+                return
+            buffered += (await reader.readexactly(size + 2))[:-2]
+            *complete, buffered = buffered.split(b"\n\n")
+            for block in complete:
+                lines = dict(line.split(b": ", 1) for line in block.split(b"\n") if b": " in line)
+                if lines.get(b"event", b"message") == b"message" and b"data" in lines:
+                    response = json_format.Parse(lines[b"data"], tasks_pb2.WatchTaskResponse())
+                    yield response.task
+    finally:
+        writer.close()

@@ -79,7 +79,8 @@ class BenchOptions:
     """submit-latency: idle time after each call before the next (0: back to back)."""
     pids: tuple[int, ...] = ()
     http_url: str = ""
-    """submit-latency: also submit over the gateway's HTTP door at this URL, interleaved."""
+    """submit-latency: also submit over the gateway's HTTP door at this URL, interleaved;
+    watch-fanout: watch over its Server-Sent Events instead of WatchTask."""
     baseline: bool = False
     nats_url: str = DEFAULT_NATS_URL
     timeout: float = 600.0

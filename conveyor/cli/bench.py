@@ -127,7 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         const="http://127.0.0.1:8000",
         metavar="URL",
         help="submit-latency: also submit over the HTTP door (default URL http://127.0.0.1:8000), "
-        "interleaved with gRPC, and compare",
+        "interleaved with gRPC, and compare; watch-fanout: watch over its Server-Sent Events",
     )
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
 

@@ -215,8 +215,15 @@ async def test_http_submits_are_timed_beside_grpc_in_the_same_run(system: System
     await system.start_gateway(http_listen="127.0.0.1:0")
     assert system.gateway is not None
     url = f"http://{system.gateway.http.address}"
-    options = tiny(system.gateway.address, scenarios=("submit-latency",), http_url=url)
-    [result] = (await run_bench(options)).scenarios
+    scenarios = ("submit-latency", "watch-fanout")
+    options = tiny(system.gateway.address, scenarios=scenarios, http_url=url)
+    [result, fanout] = (await run_bench(options)).scenarios
     assert (result.submitted, result.completed) == (2 * TASKS, 2 * TASKS)
     assert result.latencies["submit"].count == result.latencies["http submit"].count == TASKS
     assert "http - grpc submit p50" in [m.name for m in result.metrics]
+    # Every SSE watcher saw its task to the end, in order, missing nothing.
+    assert (fanout.submitted, fanout.completed) == (WATCHERS, WATCHERS)
+    assert fanout.details["watchers_ending_completed"] == WATCHERS
+    assert fanout.details["updates_missed"] == 0
+    assert fanout.details["watchers_out_of_order"] == 0
+    assert "Server-Sent Events" in " ".join(fanout.notes)
