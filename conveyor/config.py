@@ -247,6 +247,11 @@ class GatewaySettings:
     payload_inline_bytes: int = 256 * 1024
     """Inputs serialized to more bytes go to the payload object store (a claim check)."""
     metrics_listen: str = EMBEDDED_METRICS_LISTEN
+    http_listen: str = ""
+    """Where the HTTP/JSON door listens; "" is off. From the environment the default is
+    127.0.0.1:8000; constructed in code (tests) it is off unless given."""
+    http_max_body_bytes: int = 16 * MIB
+    http_cors_origins: tuple[str, ...] = ()
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> GatewaySettings:
@@ -258,6 +263,11 @@ class GatewaySettings:
             limits=Limits.read(r),
             payload_inline_bytes=_payload_inline_bytes(r),
             metrics_listen=r.listen_or_off("METRICS_LISTEN", "127.0.0.1:9091"),
+            http_listen=r.listen_or_off("HTTP_LISTEN", "127.0.0.1:8000"),
+            http_max_body_bytes=r.integer(
+                "HTTP_MAX_BODY_BYTES", 16 * MIB, minimum=1024, maximum=256 * MIB
+            ),
+            http_cors_origins=r.words("HTTP_CORS_ORIGINS"),
         )
         r.done()
         return settings

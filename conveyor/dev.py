@@ -195,6 +195,10 @@ def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], di
         Child("gateway", [python, "-m", "gateway"], gateway_env, f"127.0.0.1:{gateway_port}")
     )
     summary["gateway"] = f"{gateway_listen}{shown}  <- clients connect here (TaskService)"
+    http_listen = env.get("CONVEYOR_HTTP_LISTEN", "").strip() or "127.0.0.1:8000"
+    if http_listen.lower() != "off":
+        gateway_env["CONVEYOR_HTTP_LISTEN"] = http_listen
+        summary["http"] = f"http://{http_listen}  <- curl here (HTTP/JSON, docs/http.md)"
     return children, summary
 
 

@@ -7,7 +7,7 @@ import logging
 import grpc
 from nats.aio.client import Client as NATS
 
-from conveyor import jetstream, subjects
+from conveyor import jetstream, subjects, transcode
 from conveyor.api.queues.v1 import queues_pb2, queues_pb2_grpc
 from conveyor.api.schedules.v1 import schedules_pb2, schedules_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
@@ -22,9 +22,13 @@ from conveyor.payloads import PayloadStore
 from conveyor.publish import AckedPublisher
 from conveyor.schedules import ScheduleBook
 from conveyor.server import PENDING_CALLS, Server, channel_options, run_service
+from gateway.calls import method_calls
+from gateway.http import Door, HttpOptions, HttpServer
 from gateway.queues import QueueService
 from gateway.schedules import ScheduleService
 from gateway.service import GatewayService, add_task_service
+from gateway.sse import TaskStreams
+from gateway.watch import StoreWatches
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +45,13 @@ class Gateway:
     catalog: TypeCatalog
     channel: grpc.aio.Channel
     server: Server
+    http: HttpServer
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.metrics = GatewayMetrics()
         self._life = Lifecycle()
+        self._stopping = False
 
     @property
     def address(self) -> str:
@@ -93,29 +99,50 @@ class Gateway:
             # Room for every watch allowed arriving at once, besides the usual backlog.
             pending_calls=PENDING_CALLS + self.settings.limits.max_watches,
         )
-        add_task_service(
-            self.server.grpc,
-            GatewayService(submitter, self.settings.limits, self.metrics),
-            self.channel,
-        )
-        schedules_pb2_grpc.add_ScheduleServiceServicer_to_server(
-            ScheduleService(
+        tasks = GatewayService(submitter, self.settings.limits, self.metrics)
+        servicers: dict[str, object] = {
+            SERVICE_NAME: tasks,
+            SCHEDULE_SERVICE: ScheduleService(
                 ScheduleBook(buckets[subjects.KV_SCHEDULES]),
                 submitter,
                 self.catalog,
                 self.settings.limits,
             ),
-            self.server.grpc,
+            QUEUE_SERVICE: QueueService(js, buckets[subjects.KV_QUEUES], self.catalog),
+        }
+        limits = self.settings.limits
+        watches = StoreWatches(self.channel, limits.max_message_bytes, limits.max_watches)
+        add_task_service(self.server.grpc, tasks, self.channel, watches)
+        schedules_pb2_grpc.add_ScheduleServiceServicer_to_server(
+            servicers[SCHEDULE_SERVICE], self.server.grpc
         )
         queues_pb2_grpc.add_QueueServiceServicer_to_server(
-            QueueService(js, buckets[subjects.KV_QUEUES], self.catalog), self.server.grpc
+            servicers[QUEUE_SERVICE], self.server.grpc
         )
         await self.server.follow_nats(self.nc)
         await self.server.start()
         life.server(self.server)
         log.info("gateway listening on %s (store %s)", self.address, self.settings.store_addr)
+        if self.settings.http_listen:
+            await self._serve_http(servicers, watches)
+
+    async def _serve_http(self, servicers: dict[str, object], watches: StoreWatches) -> None:
+        services = transcode.public_services()
+        unary = [m for s in services for m in s.methods if not m.server_streaming]
+        door = Door(
+            services,
+            method_calls(unary, servicers, self.channel),
+            HttpOptions(self.settings.http_max_body_bytes, self.settings.http_cors_origins),
+            ready=lambda: self.nc.is_connected and not self._stopping,
+            streams=TaskStreams(watches),
+        )
+        self.http = HttpServer(door.app(), self.settings.http_listen)
+        await self.http.start()
+        self._life.server(self.http)
+        log.info("gateway serving HTTP/JSON on http://%s", self.http.address)
 
     async def stop(self, grace: float = 5.0) -> None:
+        self._stopping = True
         await self._life.stop(grace)
         log.info("gateway stopped")
 

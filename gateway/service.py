@@ -56,13 +56,16 @@ class GatewayService:
 
 
 def add_task_service(
-    server: grpc.aio.Server, service: GatewayService, store: grpc.aio.Channel
+    server: grpc.aio.Server,
+    service: GatewayService,
+    store: grpc.aio.Channel,
+    watches: StoreWatches | None = None,
 ) -> None:
     """Serves TaskService on ``server``: the submits by ``service``, the watches over one
     call to the store behind ``store`` (gateway.watch), every other method relayed to the
     store as bytes (gateway.relay). Registered by hand in place of the generated
     ``add_TaskServiceServicer_to_server``, whose handlers would parse and re-serialize
-    every relayed message."""
+    every relayed message. ``watches``, when given, is shared with the HTTP door."""
     handlers = {
         "SubmitTask": grpc.unary_unary_rpc_method_handler(
             service.SubmitTask,
@@ -75,8 +78,9 @@ def add_task_service(
             response_serializer=tasks_pb2.SubmitTasksResponse.SerializeToString,
         ),
         "WatchTask": grpc.unary_stream_rpc_method_handler(
-            StoreWatches(
-                store, service.limits.max_message_bytes, service.limits.max_watches
+            (
+                watches
+                or StoreWatches(store, service.limits.max_message_bytes, service.limits.max_watches)
             ).WatchTask,
             request_deserializer=tasks_pb2.WatchTaskRequest.FromString,
         ),

@@ -174,7 +174,7 @@ class StoreWatches:
 
     async def WatchTask(
         self, request: tasks_pb2.WatchTaskRequest, context: Context
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The updates WatchTask streams, serialized (the handler has no serializer)."""
         if self.open >= self.max_watches:
             raise ResourceExhausted(

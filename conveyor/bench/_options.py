@@ -78,6 +78,9 @@ class BenchOptions:
     submit_pause_ms: float = 0.0
     """submit-latency: idle time after each call before the next (0: back to back)."""
     pids: tuple[int, ...] = ()
+    http_url: str = ""
+    """submit-latency: also submit over the gateway's HTTP door at this URL, interleaved;
+    watch-fanout: watch over its Server-Sent Events instead of WatchTask."""
     baseline: bool = False
     nats_url: str = DEFAULT_NATS_URL
     timeout: float = 600.0

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.bench._http import TARGET_HTTP_EXTRA_P50, HttpSubmitter
 from conveyor.bench._options import (
     READ_LATENCY,
     RUN_LABEL,
@@ -63,15 +64,25 @@ async def submit_latency(ctx: RunContext) -> ScenarioResult:
     phase = ctx.display.phase(f"{SUBMIT_LATENCY}: submitting one at a time{spacing}", total=count)
     ids: list[str] = []
     seconds: list[float] = []
+    over_http: list[float] = []
+    http = HttpSubmitter(ctx.options.http_url, request) if ctx.options.http_url else None
     started = time.time()
-    for _ in range(count):
-        begin = time.perf_counter()
-        task = await ctx.client.submit(request)
-        seconds.append(time.perf_counter() - begin)
-        ids.append(task.id)
-        phase.advance()
-        if pause_ms:
-            await asyncio.sleep(pause_ms / 1000)
+    try:
+        for _ in range(count):
+            begin = time.perf_counter()
+            task = await ctx.client.submit(request)
+            seconds.append(time.perf_counter() - begin)
+            ids.append(task.id)
+            if http is not None:  # interleaved, so both see the same system at once
+                begin = time.perf_counter()
+                ids.append(await http.submit())
+                over_http.append(time.perf_counter() - begin)
+            phase.advance()
+            if pause_ms:
+                await asyncio.sleep(pause_ms / 1000)
+    finally:
+        if http is not None:
+            await http.close()
     phase.done()
     submission = Submission(ids, started, time.time(), seconds)
     await _finish(ctx, result, submission)
@@ -80,6 +91,12 @@ async def submit_latency(ctx: RunContext) -> ScenarioResult:
     result.metrics += latency_metrics(
         "submit", latency, p50=TARGET_SUBMIT_P50, p99=TARGET_SUBMIT_P99, with_p90=True
     )
+    if over_http:
+        http_latency = Latency.of(over_http)
+        result.latencies["http submit"] = http_latency
+        result.metrics += latency_metrics("http submit", http_latency, with_p90=True)
+        extra = http_latency.p50 - latency.p50
+        result.metrics.append(Metric("http - grpc submit p50", extra, "ms", TARGET_HTTP_EXTRA_P50))
     result.metrics.append(Metric("submit rate", submission.rate, "tasks/s"))
     result.details["pause_ms"] = pause_ms
     if pause_ms:

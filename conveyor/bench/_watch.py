@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from google.protobuf import timestamp_pb2
 
 from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.bench._http import sse_watch
 from conveyor.bench._options import TARGET_WATCH_MISSED, TARGET_WATCH_P99, WATCH_FANOUT
 from conveyor.bench._results import Latency, Metric, ScenarioResult, latency_metrics
 from conveyor.bench._tracking import BenchError, RunContext, submit_batches, verify
@@ -73,7 +74,11 @@ async def watch_fanout(ctx: RunContext) -> ScenarioResult:
     async def watch_one(index: int, task_id: str) -> WatchRecord:
         nonlocal attached
         record = WatchRecord()
-        async for task in clients[index % CHANNELS].watch(task_id):
+        if ctx.options.http_url:
+            stream = sse_watch(ctx.options.http_url, task_id)
+        else:
+            stream = clients[index % CHANNELS].watch(task_id)
+        async for task in stream:
             received = time.time()
             if record.first is None:
                 record.first = task
@@ -117,6 +122,8 @@ async def watch_fanout(ctx: RunContext) -> ScenarioResult:
     if outcome.not_completed:
         result.notes.append(f"tasks not completed: {outcome.not_completed}")
     _summarise(result, records, late)
+    if ctx.options.http_url:
+        result.notes.append("watchers over the HTTP door's Server-Sent Events (--http)")
     return result
 
 

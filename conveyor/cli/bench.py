@@ -121,6 +121,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=600.0, metavar="SEC", help="longest wait per scenario"
     )
+    parser.add_argument(
+        "--http",
+        nargs="?",
+        const="http://127.0.0.1:8000",
+        metavar="URL",
+        help="submit-latency: also submit over the HTTP door (default URL http://127.0.0.1:8000), "
+        "interleaved with gRPC, and compare; watch-fanout: watch over its Server-Sent Events",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
 
 
@@ -142,6 +150,7 @@ def options_from_args(args: argparse.Namespace, addr: str) -> BenchOptions:
         seed=args.seed,
         submit_pause_ms=args.submit_pause_ms,
         pids=pids,
+        http_url=args.http or "",
         baseline=args.baseline,
         nats_url=nats_url,
         timeout=args.timeout,

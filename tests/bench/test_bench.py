@@ -205,3 +205,25 @@ def test_a_submit_pause_that_is_not_a_number_is_a_usage_error(
 
     assert main(["bench", "--addr", "127.0.0.1:1", "--submit-pause", "ten"]) == 2
     assert "argument --submit-pause: invalid float value: 'ten'" in capsys.readouterr().err
+
+
+async def test_http_submits_are_timed_beside_grpc_in_the_same_run(system: System) -> None:
+    registry = Registry()
+    register(registry)
+    await system.start_store()
+    await system.start_worker(registry)
+    await system.start_gateway(http_listen="127.0.0.1:0")
+    assert system.gateway is not None
+    url = f"http://{system.gateway.http.address}"
+    scenarios = ("submit-latency", "watch-fanout")
+    options = tiny(system.gateway.address, scenarios=scenarios, http_url=url)
+    [result, fanout] = (await run_bench(options)).scenarios
+    assert (result.submitted, result.completed) == (2 * TASKS, 2 * TASKS)
+    assert result.latencies["submit"].count == result.latencies["http submit"].count == TASKS
+    assert "http - grpc submit p50" in [m.name for m in result.metrics]
+    # Every SSE watcher saw its task to the end, in order, missing nothing.
+    assert (fanout.submitted, fanout.completed) == (WATCHERS, WATCHERS)
+    assert fanout.details["watchers_ending_completed"] == WATCHERS
+    assert fanout.details["updates_missed"] == 0
+    assert fanout.details["watchers_out_of_order"] == 0
+    assert "Server-Sent Events" in " ".join(fanout.notes)

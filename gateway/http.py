@@ -1,0 +1,304 @@
+"""The HTTP door: the gRPC API as HTTP/JSON, on CONVEYOR_HTTP_LISTEN.
+
+Routes are the ``google.api.http`` annotations of the protos (conveyor.transcode), each
+calling what the gRPC call calls (gateway.calls). Errors are ``google.rpc.Status`` JSON
+with the gRPC code's HTTP status. Served by Starlette on uvicorn inside the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import socket
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import grpc
+import uvicorn
+from google.protobuf.descriptor import ServiceDescriptor
+from google.rpc import status_pb2
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute
+from starlette.routing import Route as StarletteRoute
+
+from conveyor import transcode
+from conveyor.errors import ConveyorError, FieldViolation, InvalidArgument
+from conveyor.server import internal_error, status_for
+from conveyor.transcode import Route
+from gateway.calls import Call, CallFailed
+from gateway.sse import TaskStreams
+
+HTTP_STATUS = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    # code.proto says 400; 412 tells a client that retrying the same request is pointless
+    # until the resource changes, which is what FAILED_PRECONDITION means here.
+    grpc.StatusCode.FAILED_PRECONDITION: 412,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+}
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Conveyor HTTP API</title>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+</head><body><div id="ui"></div>
+<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
+</body></html>
+"""
+"""Swagger UI over /openapi.json; the browser loads its scripts from the CDN."""
+ALL_VERBS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def error_response(status: status_pb2.Status, http_status: int | None = None) -> Response:
+    """``status`` as google.rpc.Status JSON, with its code's HTTP status unless given."""
+    if http_status is None:
+        http_status = HTTP_STATUS.get(_CODES.get(status.code, grpc.StatusCode.UNKNOWN), 500)
+    return JSONResponse(transcode.to_json(status), http_status)
+
+
+def _problem(code: grpc.StatusCode, message: str, http_status: int, field: str = "") -> Response:
+    status = status_pb2.Status(code=code.value[0], message=message)
+    if field:
+        status = status_for(InvalidArgument.for_fields([FieldViolation(field, message)]))
+    return error_response(status, http_status)
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """How the door behaves: the body limit and the origins allowed by CORS."""
+
+    max_body_bytes: int = 16 * 1024 * 1024
+    cors_origins: tuple[str, ...] = ()
+
+
+def brief_submit(body: Any, task_fields: frozenset[str]) -> Any:
+    """The quick-start's ``{"task_type": ..., "payload": {...}}`` as a SubmitTaskRequest's
+    JSON: the payload is the built-in type's input, or a custom type's payload."""
+    if not isinstance(body, dict) or "task_type" not in body:
+        return body
+    rest = dict(body)
+    task_type, payload = rest.pop("task_type"), rest.pop("payload", {})
+    if not isinstance(task_type, str):
+        raise InvalidArgument.for_fields([FieldViolation("task_type", "must be a string")])
+    if task_type in task_fields:
+        rest[task_type] = payload
+    else:
+        rest["custom"] = {"type": task_type, "payload": payload}
+    return rest
+
+
+class Door:
+    """The routes and what answers them."""
+
+    def __init__(
+        self,
+        services: list[ServiceDescriptor],
+        calls: Mapping[str, Call],
+        options: HttpOptions,
+        ready: Callable[[], bool],
+        streams: TaskStreams | None = None,
+    ) -> None:
+        self.routes = transcode.routes(services)
+        self.aliases = _aliases(self.routes)
+        self._calls = calls
+        self._options = options
+        self._ready = ready
+        self._streams = streams
+        submit = next(r.method for r in self.routes if r.method.name == "SubmitTask")
+        oneof = submit.input_type.oneofs_by_name["input"]
+        self._task_fields = frozenset(f.name for f in oneof.fields if f.name != "custom")
+
+    def app(self) -> Starlette:
+        """The ASGI application."""
+        middleware = []
+        if self._options.cors_origins:
+            middleware.append(
+                Middleware(
+                    CORSMiddleware,
+                    allow_origins=list(self._options.cors_origins),
+                    allow_methods=ALL_VERBS,
+                    allow_headers=["Content-Type", "Last-Event-ID"],
+                )
+            )
+        routes: list[BaseRoute] = [
+            StarletteRoute("/healthz", self._healthz, methods=["GET"]),
+            StarletteRoute("/readyz", self._readyz, methods=["GET"]),
+            StarletteRoute("/openapi.json", self._openapi, methods=["GET"]),
+            StarletteRoute("/docs", self._docs, methods=["GET"]),
+            StarletteRoute("/{path:path}", self._dispatch, methods=ALL_VERBS),
+        ]
+        return Starlette(routes=routes, middleware=middleware)
+
+    async def _healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "SERVING"})
+
+    async def _readyz(self, request: Request) -> Response:
+        if self._ready():
+            return JSONResponse({"status": "SERVING"})
+        return JSONResponse({"status": "NOT_SERVING"}, 503)
+
+    async def _openapi(self, request: Request) -> Response:
+        document = resources.files("conveyor.api").joinpath("openapi.json").read_bytes()
+        return Response(document, media_type="application/json")
+
+    async def _docs(self, request: Request) -> Response:
+        return HTMLResponse(DOCS_PAGE)
+
+    def _find(self, verb: str, path: str) -> tuple[Route, dict[str, str]] | Response:
+        allowed: set[str] = set()
+        for route in (*self.routes, *self.aliases):
+            variables = route.match(path)
+            if variables is None:
+                continue
+            if route.verb == verb or (verb == "HEAD" and route.verb == "GET"):
+                return route, variables
+            allowed.add(route.verb)
+        if allowed:
+            message = f"{verb} is not allowed on {path}; use {', '.join(sorted(allowed))}"
+            response = _problem(grpc.StatusCode.UNIMPLEMENTED, message, 405)
+            response.headers["Allow"] = ", ".join(sorted(allowed))
+            return response
+        return _problem(grpc.StatusCode.NOT_FOUND, f"no route {verb} {path}", 404)
+
+    async def _dispatch(self, request: Request) -> Response:
+        found = self._find(request.method, request.url.path)
+        if isinstance(found, Response):
+            return found
+        route, variables = found
+        body: Any = None
+        if route.body:
+            body = await self._read_json(request)
+            if isinstance(body, Response):
+                return body
+        query = {key: request.query_params.getlist(key) for key in request.query_params}
+        try:
+            if route in self.aliases and route.method.name == "SubmitTask":
+                body = brief_submit(body, self._task_fields)
+            request_message = transcode.build_request(route, variables, query, body)
+            if route.method.server_streaming:
+                if self._streams is None or route.method.name != "WatchTask":
+                    why = f"{route.method.name} is not served over HTTP"
+                    return _problem(grpc.StatusCode.UNIMPLEMENTED, why, 501)
+                return await self._streams.respond(request_message, request)
+            response = await self._calls[route.method.full_name](request_message)
+        except ConveyorError as exc:
+            return error_response(status_for(exc))
+        except CallFailed as failed:
+            return error_response(failed.status)
+        except Exception as exc:
+            # Logged once here; the client gets a Status like any other, not an HTML page.
+            return error_response(status_for(internal_error(route.method.full_name, exc)))
+        return JSONResponse(transcode.to_json(response))
+
+    async def _read_json(self, request: Request) -> Any:
+        """The body as JSON (an empty body is ``{}``), or the error response to send."""
+        limit = self._options.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return _too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return _too_large(limit)
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        if not data.strip():
+            return {}
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            message = f"Content-Type must be application/json, not {kind or 'missing'}"
+            return _problem(grpc.StatusCode.INVALID_ARGUMENT, message, 415)
+        try:
+            return json.loads(data)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            message = f"the body is not valid JSON: {exc}"
+            return _problem(grpc.StatusCode.INVALID_ARGUMENT, message, 400, field="body")
+
+
+def _too_large(limit: int) -> Response:
+    message = f"the body is larger than {limit} bytes"
+    return _problem(grpc.StatusCode.RESOURCE_EXHAUSTED, message, 413)
+
+
+def _aliases(routes: list[Route]) -> list[Route]:
+    """The quick-start's routes, ``/tasks/`` and ``/tasks/{id}``, as the /v1 ones'."""
+    by_template = {(r.verb, r.template): r for r in routes}
+    wanted = [
+        (("POST", "/v1/tasks"), ["/tasks/", "/tasks"]),
+        (("GET", "/v1/tasks"), ["/tasks/", "/tasks"]),
+        (("GET", "/v1/tasks/{task_id}"), ["/tasks/{task_id}"]),
+    ]
+    aliases: list[Route] = []
+    for key, templates in wanted:
+        target = by_template[key]
+        for template in templates:
+            pattern = transcode.compile_template(template)
+            aliases.append(Route(target.method, target.verb, template, target.body, pattern))
+    return aliases
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the gateway's own handle SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class HttpServer:
+    """The door served on ``listen`` (host:port; port 0 picks one)."""
+
+    def __init__(self, app: Starlette, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        self._socket = socket.create_server((host.strip("[]"), int(port)), reuse_port=False)
+        self._socket.setblocking(False)
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", server_header=False
+        )
+        self._server = _Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        host, port = self._socket.getsockname()[:2]
+        return f"{host}:{port}"
+
+    async def start(self) -> None:
+        """Serves in the background once listening."""
+        self._task = asyncio.create_task(self._server.serve([self._socket]), name="http")
+        while not self._server.started and not self._task.done():
+            await asyncio.sleep(0.01)
+        if self._task.done():
+            self._task.result()
+
+    async def stop(self, grace: float) -> None:
+        """Stops accepting, gives open requests ``grace`` seconds, then closes the rest."""
+        if self._task is None:
+            return
+        self._server.config.timeout_graceful_shutdown = max(math.ceil(grace), 1)
+        self._server.should_exit = True
+        await self._task
+        self._socket.close()
