@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,8 +27,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Mount
 from starlette.routing import Route as StarletteRoute
+from starlette.staticfiles import StaticFiles
 
 from conveyor import transcode
 from conveyor.errors import ConveyorError, FieldViolation, InvalidArgument
@@ -60,13 +62,15 @@ HTTP_STATUS = {
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 DOCS_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Conveyor HTTP API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+<link rel="stylesheet" href="/docs/static/swagger-ui.css">
 </head><body><div id="ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
 <script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
 </body></html>
 """
-"""Swagger UI over /openapi.json; the browser loads its scripts from the CDN."""
+"""Swagger UI over /openapi.json, its files served by the gateway (no CDN at run time)."""
+SWAGGER_UI = Path(__file__).parent / "static" / "swagger-ui"
+"""Swagger UI's files, vendored at a pinned version (static/swagger-ui/README.md)."""
 ALL_VERBS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -146,6 +150,7 @@ class Door:
             StarletteRoute("/readyz", self._readyz, methods=["GET"]),
             StarletteRoute("/openapi.json", self._openapi, methods=["GET"]),
             StarletteRoute("/docs", self._docs, methods=["GET"]),
+            Mount("/docs/static", StaticFiles(directory=SWAGGER_UI)),
             StarletteRoute("/{path:path}", self._dispatch, methods=ALL_VERBS),
         ]
         return Starlette(routes=routes, middleware=middleware)

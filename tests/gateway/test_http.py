@@ -3,6 +3,7 @@ it answers over gRPC, and the quick-start's curl commands work as written."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -351,3 +352,9 @@ async def test_the_openapi_document_and_its_docs_are_served(system: System) -> N
         docs = await http.get("/docs")
         assert docs.headers["content-type"].startswith("text/html")
         assert "/openapi.json" in docs.text
+        # Every file the page loads is served by the gateway itself: no CDN at run time.
+        assets = re.findall(r'(?:href|src)="([^"]+)"', docs.text)
+        assert assets and all(a.startswith("/docs/static/") for a in assets)
+        for asset in assets:
+            served = await http.get(asset)
+            assert served.status_code == 200 and len(served.content) > 10_000, asset
