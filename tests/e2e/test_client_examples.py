@@ -58,6 +58,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     address = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env |= {"CONVEYOR_GATEWAY_LISTEN": address, "CONVEYOR_METRICS_LISTEN": "off"}
+    env["CONVEYOR_HTTP_LISTEN"] = "off"  # the examples use gRPC; :8000 may be someone else's
     argv = [sys.executable, "-m", "conveyor.cli", "dev", "--workers", "1", "--data-dir", str(data)]
     process = subprocess.Popen(argv, env=env, cwd=data)
     try:

@@ -73,6 +73,7 @@ def dev(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env["CONVEYOR_GATEWAY_LISTEN"] = f"127.0.0.1:{port}"
+    env["CONVEYOR_HTTP_LISTEN"] = f"127.0.0.1:{free_port()}"  # :8000 may be someone else's
     process = subprocess.Popen(
         [sys.executable, "-m", "conveyor.cli", "dev", "--data-dir", str(tmp_path / "data")],
         env=env,
@@ -221,6 +222,7 @@ def test_the_console_script_runs_without_nats_server_on_path(tmp_path: Path) -> 
         if folder and shutil.which("nats-server", path=folder) is None
     )
     env["CONVEYOR_GATEWAY_LISTEN"] = f"127.0.0.1:{port}"
+    env["CONVEYOR_HTTP_LISTEN"] = f"127.0.0.1:{free_port()}"
     argv = [str(script), "dev", "--workers", "1", "--data-dir", str(tmp_path / "data")]
     process = subprocess.Popen(argv, env=env, cwd=tmp_path, stderr=subprocess.PIPE)
     try:
@@ -242,6 +244,7 @@ def test_a_service_that_cannot_start_is_named_at_once(tmp_path: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
         env["CONVEYOR_GATEWAY_LISTEN"] = f"127.0.0.1:{taken.getsockname()[1]}"
         env["CONVEYOR_METRICS_LISTEN"] = "off"
+        env["CONVEYOR_HTTP_LISTEN"] = "off"
         argv = [sys.executable, "-m", "conveyor.cli", "dev", "--workers", "1"]
         done = subprocess.run(
             [*argv, "--data-dir", str(tmp_path / "data")],
