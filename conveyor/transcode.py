@@ -78,15 +78,19 @@ def _bindings(rule: http_pb2.HttpRule) -> Iterable[tuple[str, str, str]]:
         yield from _bindings(extra)
 
 
+_HTTP_RULE: Any = annotations_pb2.http
+"""The ``google.api.http`` method option (its stub types it as a plain FieldDescriptor)."""
+
+
 def routes(services: Iterable[ServiceDescriptor]) -> list[Route]:
     """Every annotated binding of the services' methods, in declaration order."""
     found: list[Route] = []
     for service in services:
         for method in service.methods:
             options = method.GetOptions()
-            if not options.HasExtension(annotations_pb2.http):
+            if not options.HasExtension(_HTTP_RULE):
                 continue
-            rule = options.Extensions[annotations_pb2.http]
+            rule: http_pb2.HttpRule = options.Extensions[_HTTP_RULE]
             for verb, template, body in _bindings(rule):
                 found.append(Route(method, verb, template, body, compile_template(template)))
     return found
