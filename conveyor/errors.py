@@ -75,6 +75,18 @@ class ResourceExhausted(ConveyorError):
         self.limit = limit
 
 
+class Unauthenticated(ConveyorError):
+    """Raised when a call carries no credentials, or credentials that are not valid."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ConveyorError):
+    """Raised when the caller's role does not allow the call."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class Unavailable(ConveyorError):
     """Raised when a dependency (NATS, the store) cannot be reached; safe to retry."""
 
@@ -107,6 +119,8 @@ _BY_CODE: dict[grpc.StatusCode, type[ConveyorError]] = {
         AlreadyExists,
         FailedPrecondition,
         ResourceExhausted,
+        Unauthenticated,
+        PermissionDenied,
         Unavailable,
         DeadlineExceeded,
         Unimplemented,

@@ -1,0 +1,1 @@
+"""Who is calling: principals, roles and namespaces (docs/security.md)."""
