@@ -470,10 +470,28 @@ class ClientSettings:
     """Settings of the CLI and SDK."""
 
     gateway_addr: str = DEFAULT_GATEWAY_ADDR
+    tls_ca: str = ""
+    """CONVEYOR_TLS_CA: PEM CA certificates to verify the gateway with; TLS when set."""
+    tls: bool = False
+    """CONVEYOR_TLS=1: TLS verified against the system's trusted roots."""
+    tls_client_cert: str = ""
+    """CONVEYOR_TLS_CLIENT_CERT: a PEM client certificate, for a gateway that asks."""
+    tls_client_key: str = ""
+    """CONVEYOR_TLS_CLIENT_KEY: the private key of ``tls_client_cert``."""
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> ClientSettings:
         r = _Reader(env)
-        settings = ClientSettings(gateway_addr=r.address("GATEWAY_ADDR", DEFAULT_GATEWAY_ADDR))
+        settings = ClientSettings(
+            gateway_addr=r.address("GATEWAY_ADDR", DEFAULT_GATEWAY_ADDR),
+            tls_ca=r.file("TLS_CA"),
+            tls=r.flag("TLS"),
+            tls_client_cert=r.file("TLS_CLIENT_CERT"),
+            tls_client_key=r.file("TLS_CLIENT_KEY"),
+        )
+        if bool(settings.tls_client_cert) != bool(settings.tls_client_key):
+            r.problems.append(
+                f"{PREFIX}TLS_CLIENT_CERT and {PREFIX}TLS_CLIENT_KEY must be set together"
+            )
         r.done()
         return settings

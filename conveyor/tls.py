@@ -18,7 +18,7 @@ from pathlib import Path
 
 import grpc
 
-from conveyor.config import TlsSettings
+from conveyor.config import ClientSettings, TlsSettings
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,15 @@ def channel_credentials(
     chain = Path(cert).read_bytes() if cert else None
     private = Path(key).read_bytes() if key else None
     return grpc.ssl_channel_credentials(roots, private, chain)
+
+
+def client_credentials(env: Mapping[str, str]) -> grpc.ChannelCredentials | None:
+    """The SDK's and CLI's channel credentials from CONVEYOR_TLS_CA or CONVEYOR_TLS=1 (and
+    CONVEYOR_TLS_CLIENT_CERT/KEY); None (plaintext) when neither is set."""
+    settings = ClientSettings.from_env(env)
+    return channel_credentials(
+        settings.tls_ca, settings.tls_client_cert, settings.tls_client_key, settings.tls
+    )
 
 
 def service_channel(
