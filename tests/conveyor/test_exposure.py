@@ -59,13 +59,14 @@ def test_only_loopback_addresses_count_as_loopback(address: str, loopback: bool)
 
 
 def test_loopback_needs_nothing_so_conveyor_dev_stays_zero_config() -> None:
-    for settings, listeners in (
-        (GatewaySettings.from_env({}), gateway_listeners),
-        (StoreSettings.from_env({}), store_listeners),
-        (SchedulerSettings.from_env({}), scheduler_listeners),
-        (WorkerSettings.from_env({}), worker_listeners),
-    ):
-        assert refuse_insecure(listeners(settings), insecure=False) == []  # type: ignore[operator]
+    defaults = [
+        *gateway_listeners(GatewaySettings.from_env({})),
+        *store_listeners(StoreSettings.from_env({})),
+        *scheduler_listeners(SchedulerSettings.from_env({})),
+        *worker_listeners(WorkerSettings.from_env({})),
+    ]
+    assert len(defaults) == 9
+    assert refuse_insecure(defaults, insecure=False) == []
 
 
 def test_the_gateway_off_loopback_needs_tls_and_authentication(pki: Pki) -> None:

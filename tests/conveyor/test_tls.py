@@ -106,6 +106,7 @@ async def test_metrics_and_health_probes_are_served_over_tls(pki: Pki, other_pki
     try:
         trusted = ssl.create_default_context(cafile=pki.ca_file)
         async with httpx.AsyncClient(verify=trusted) as client:
+            assert metrics.address is not None
             base = f"https://localhost:{metrics.address.rpartition(':')[2]}"
             scraped = await client.get(f"{base}/metrics")
             assert scraped.status_code == 200

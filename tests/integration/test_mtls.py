@@ -52,7 +52,7 @@ async def store_call(address: str, credentials: grpc.ChannelCredentials | None) 
         try:
             await tasks_pb2_grpc.TaskServiceStub(channel).GetTask(UNKNOWN, timeout=5)
         except grpc.aio.AioRpcError as exc:
-            return exc.code().name
+            return str(exc.code().name)
     return "OK"
 
 
