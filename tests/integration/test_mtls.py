@@ -3,6 +3,7 @@ and clients reach the gateway over TLS."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from dataclasses import replace
 
@@ -12,6 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from conveyor.cli import main as cli_main
 from conveyor.client import AsyncClient
 from conveyor.config import SchedulerSettings
 from conveyor.ids import new_task_id
@@ -127,3 +129,22 @@ async def test_the_scheduler_calls_the_store_by_its_own_certificate(
     with pytest.raises(grpc.aio.AioRpcError) as answered:
         await tasks_pb2_grpc.TaskServiceStub(scheduler.channel).GetTask(UNKNOWN, timeout=5)
     assert answered.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_the_sdk_and_cli_take_tls_from_the_environment(
+    system: System, pki: Pki, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await secure_system(system, pki)
+    assert system.gateway is not None
+    address = system.gateway.address
+    monkeypatch.setenv("CONVEYOR_TLS_CA", pki.ca_file)
+    async with AsyncClient(address) as client:
+        task = await client.submit_text("Hello from the environment.")
+    # The CLI runs its own event loop: in a thread, away from this test's.
+    code = await asyncio.to_thread(cli_main, ["--addr", address, "get", task.id])
+    assert code == 0, capsys.readouterr().err
+    assert task.id in capsys.readouterr().out
+    monkeypatch.delenv("CONVEYOR_TLS_CA")
+    code = await asyncio.to_thread(cli_main, ["--addr", address, "get", task.id])
+    assert code == 1
+    assert "CONVEYOR_TLS_CA" in capsys.readouterr().err
