@@ -59,6 +59,7 @@ SERVER_MODULES = (
     "PIL",
     "prometheus_client",
     "croniter",
+    "cryptography",
 )
 
 
