@@ -14,6 +14,8 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from conveyor.certs import Issued
+from conveyor.config import TlsSettings
 from conveyor.metrics import ServiceMetrics
 from conveyor.server import Server
 from tests.support.tls import Pki
@@ -22,6 +24,14 @@ pytestmark = pytest.mark.integration
 
 # A fresh connection per channel: gRPC would otherwise share one between equal channels.
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
+
+def mount(issued: Issued, folder: Path) -> TlsSettings:
+    """Puts a certificate where a mounted Secret would be, replacing what is there."""
+    for source, name in ((issued.cert, "tls.crt"), (issued.key, "tls.key")):
+        shutil.copy(source, folder / f".{name}")
+        os.replace(folder / f".{name}", folder / name)
+    return TlsSettings(cert=str(folder / "tls.crt"), key=str(folder / "tls.key"))
 
 
 @pytest.fixture
@@ -55,11 +65,7 @@ async def tls_server(pki: Pki, tmp_path: Path) -> AsyncIterator[tuple[Server, Pa
     """A server whose certificate files live in their own folder, as a mounted Secret."""
     mounted = tmp_path / "mounted"
     mounted.mkdir()
-    issued = pki.issue("scheduler")
-    shutil.copy(issued.cert, mounted / "tls.crt")
-    shutil.copy(issued.key, mounted / "tls.key")
-    tls = pki.settings("scheduler")
-    tls = type(tls)(cert=str(mounted / "tls.crt"), key=str(mounted / "tls.key"))
+    tls = mount(pki.issue("scheduler"), mounted)
     server = Server("127.0.0.1:0", [], 4 * 1024 * 1024, tls=tls)
     await server.start()
     yield server, mounted
@@ -81,10 +87,7 @@ async def test_a_renewed_certificate_is_served_without_a_restart(
     server, mounted = tls_server
     assert await check(server.address, other_pki.credentials()) == grpc.StatusCode.UNAVAILABLE
     # As cert-manager renews a Secret: new files swapped in, the process left running.
-    renewed = other_pki.issue("scheduler")
-    for source, name in ((renewed.cert, "tls.crt"), (renewed.key, "tls.key")):
-        shutil.copy(source, mounted / f".{name}")
-        os.replace(mounted / f".{name}", mounted / name)
+    mount(other_pki.issue("scheduler"), mounted)
     assert await check(server.address, other_pki.credentials()) == grpc.StatusCode.OK
     assert await check(server.address, pki.credentials()) == grpc.StatusCode.UNAVAILABLE
 
@@ -141,3 +144,29 @@ async def test_a_probe_reads_the_health_of_a_plaintext_service_on_its_metrics_po
         assert (await client.get(url)).status_code == 503
     await metrics.close()
     await asyncio.sleep(0)
+
+
+async def metrics_status(url: str, pki: Pki) -> int | str:
+    verify = ssl.create_default_context(cafile=pki.ca_file)
+    async with httpx.AsyncClient(verify=verify) as client:
+        try:
+            return (await client.get(url)).status_code
+        except httpx.ConnectError:
+            return "refused"
+
+
+async def test_a_renewed_certificate_is_served_on_the_metrics_port_too(
+    pki: Pki, other_pki: Pki, tmp_path: Path
+) -> None:
+    metrics = ServiceMetrics("store")
+    await metrics.serve("127.0.0.1:0", mount(pki.issue("store"), tmp_path))
+    assert metrics.address is not None
+    url = f"https://localhost:{metrics.address.rpartition(':')[2]}/metrics"
+    try:
+        assert await metrics_status(url, pki) == 200
+        assert await metrics_status(url, other_pki) == "refused"
+        mount(other_pki.issue("store"), tmp_path)
+        assert await metrics_status(url, other_pki) == 200
+        assert await metrics_status(url, pki) == "refused"
+    finally:
+        await metrics.close()
