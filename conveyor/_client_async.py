@@ -93,9 +93,10 @@ class AsyncClient(ScheduleQueueMixin):
         channel_args: Sequence[tuple[str, Any]] = (),
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        self.target = target or ClientSettings.from_env(os.environ).gateway_addr
+        settings = ClientSettings.from_env(os.environ)
+        self.target = target or settings.gateway_addr
         # Explicit credentials win; else CONVEYOR_TLS_CA / CONVEYOR_TLS=1, else plaintext.
-        self._credentials = credentials or client_credentials(os.environ)
+        self._credentials = credentials or client_credentials(settings)
         self.timeout = timeout
         self.watch_policy = watch_policy or WatchPolicy()
         self._channel_args = [*channel_options(), *channel_args]

@@ -134,10 +134,9 @@ def channel_credentials(
     return grpc.ssl_channel_credentials(roots, private, chain)
 
 
-def client_credentials(env: Mapping[str, str]) -> grpc.ChannelCredentials | None:
+def client_credentials(settings: ClientSettings) -> grpc.ChannelCredentials | None:
     """The SDK's and CLI's channel credentials from CONVEYOR_TLS_CA or CONVEYOR_TLS=1 (and
     CONVEYOR_TLS_CLIENT_CERT/KEY); None (plaintext) when neither is set."""
-    settings = ClientSettings.from_env(env)
     return channel_credentials(
         settings.tls_ca, settings.tls_client_cert, settings.tls_client_key, settings.tls
     )
