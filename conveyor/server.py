@@ -270,7 +270,6 @@ class Server:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         self.service_names = list(service_names)
         reflection.enable([*self.service_names, health.SERVICE_NAME], self.grpc)
-        self.tls = files is not None
         try:
             if files is None:
                 self.port = self.grpc.add_insecure_port(listen)
