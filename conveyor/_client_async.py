@@ -36,6 +36,7 @@ from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import ClientSettings
 from conveyor.errors import DeadlineExceeded, Internal, Unavailable
 from conveyor.tasks import is_terminal
+from conveyor.tls import client_credentials
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,11 @@ class AsyncClient(ScheduleQueueMixin):
 
     ``target`` is host:port (default: ``CONVEYOR_GATEWAY_ADDR``, else 127.0.0.1:50051);
     ``timeout`` bounds each unary call in seconds (None: no bound). The channel opens on
-    first use, in the running event loop: plaintext, or TLS with ``credentials`` (channel
-    credentials, possibly composed with call credentials such as a bearer token for a
-    proxy that authenticates callers).
+    first use, in the running event loop: TLS with ``credentials`` (channel credentials,
+    possibly composed with call credentials such as a bearer token for a proxy that
+    authenticates callers); else TLS when ``CONVEYOR_TLS_CA`` (a CA file) or
+    ``CONVEYOR_TLS=1`` (the system's roots) is set, presenting ``CONVEYOR_TLS_CLIENT_CERT``
+    and ``CONVEYOR_TLS_CLIENT_KEY`` when set; else plaintext.
 
     >>> tls_with_token = grpc.composite_channel_credentials(
     ...     grpc.ssl_channel_credentials(), grpc.access_token_call_credentials("my-token")
@@ -90,8 +93,10 @@ class AsyncClient(ScheduleQueueMixin):
         channel_args: Sequence[tuple[str, Any]] = (),
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        self.target = target or ClientSettings.from_env(os.environ).gateway_addr
-        self._credentials = credentials
+        settings = ClientSettings.from_env(os.environ)
+        self.target = target or settings.gateway_addr
+        # Explicit credentials win; else CONVEYOR_TLS_CA / CONVEYOR_TLS=1, else plaintext.
+        self._credentials = credentials or client_credentials(settings)
         self.timeout = timeout
         self.watch_policy = watch_policy or WatchPolicy()
         self._channel_args = [*channel_options(), *channel_args]

@@ -140,6 +140,28 @@ class _Reader:
 
         return self._get(name, {}, parse)
 
+    def flag(self, name: str) -> bool:
+        """1/true/yes/on or 0/false/no/off; unset is False."""
+
+        def parse(raw: str) -> bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("must be 1 or 0")
+
+        return self._get(name, False, parse)
+
+    def file(self, name: str) -> str:
+        """A path to a readable file, or "" when unset."""
+
+        def parse(raw: str) -> str:
+            if not os.access(raw, os.R_OK) or not Path(raw).is_file():
+                raise ValueError("no readable file there")
+            return raw
+
+        return self._get(name, "", parse)
+
     def words(self, name: str) -> tuple[str, ...]:
         raw = self.env.get(PREFIX + name, "")
         return tuple(w for w in raw.replace(",", " ").split() if w)
@@ -180,6 +202,51 @@ class StreamLimits:
         )
 
 
+DEFAULT_ALLOWED_PEERS = ("gateway.conveyor.internal", "scheduler.conveyor.internal")
+"""The service identities (a DNS SAN or the CN of the client certificate) that may call
+the store when it requires client certificates."""
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """TLS of a service's servers and of its calls to other services (conveyor.tls)."""
+
+    cert: str = ""
+    """CONVEYOR_TLS_CERT: the PEM certificate chain every server of the service presents,
+    and its client certificate when it calls another service."""
+    key: str = ""
+    """CONVEYOR_TLS_KEY: the PEM private key of ``cert``."""
+    client_ca: str = ""
+    """CONVEYOR_TLS_CLIENT_CA: PEM CA certificates; when set, the gRPC server requires a
+    client certificate they signed (mutual TLS)."""
+    ca: str = ""
+    """CONVEYOR_TLS_CA: PEM CA certificates that sign the services this one calls (the
+    store); when set, those calls use TLS."""
+    allowed_peers: tuple[str, ...] = DEFAULT_ALLOWED_PEERS
+    """CONVEYOR_TLS_ALLOWED_PEERS: the client identities the store answers under mutual
+    TLS; any other certificate of the CA gets PERMISSION_DENIED."""
+
+    @property
+    def enabled(self) -> bool:
+        """True when the servers serve TLS."""
+        return bool(self.cert and self.key)
+
+    @staticmethod
+    def read(r: _Reader) -> TlsSettings:
+        settings = TlsSettings(
+            cert=r.file("TLS_CERT"),
+            key=r.file("TLS_KEY"),
+            client_ca=r.file("TLS_CLIENT_CA"),
+            ca=r.file("TLS_CA"),
+            allowed_peers=r.words("TLS_ALLOWED_PEERS") or DEFAULT_ALLOWED_PEERS,
+        )
+        if bool(r.env.get(PREFIX + "TLS_CERT")) != bool(r.env.get(PREFIX + "TLS_KEY")):
+            r.problems.append(f"{PREFIX}TLS_CERT and {PREFIX}TLS_KEY must be set together")
+        if r.env.get(PREFIX + "TLS_CLIENT_CA") and not r.env.get(PREFIX + "TLS_CERT"):
+            r.problems.append(f"{PREFIX}TLS_CLIENT_CA needs {PREFIX}TLS_CERT and {PREFIX}TLS_KEY")
+        return settings
+
+
 @dataclass(frozen=True)
 class CommonSettings:
     """Settings every service shares."""
@@ -193,6 +260,10 @@ class CommonSettings:
     grpc_keepalive_seconds: float = 30.0
     """How often gRPC servers and channels ping an idle connection (conveyor.keepalive)."""
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    insecure: bool = False
+    """CONVEYOR_INSECURE=1: listen on a non-loopback address without TLS (or without
+    authentication) anyway, with a warning at start (conveyor.exposure)."""
 
     @staticmethod
     def read(r: _Reader) -> CommonSettings:
@@ -204,6 +275,8 @@ class CommonSettings:
             nats_ping_interval_seconds=r.number("NATS_PING_INTERVAL_SECONDS", 15.0, minimum=0.1),
             grpc_keepalive_seconds=r.number("GRPC_KEEPALIVE_SECONDS", 30.0, minimum=0.1),
             stream_limits=StreamLimits.read(r),
+            tls=TlsSettings.read(r),
+            insecure=r.flag("INSECURE"),
         )
 
 
@@ -252,6 +325,8 @@ class GatewaySettings:
     127.0.0.1:8000; constructed in code (tests) it is off unless given."""
     http_max_body_bytes: int = 16 * MIB
     http_cors_origins: tuple[str, ...] = ()
+    auth: str = "off"
+    """CONVEYOR_AUTH: how callers authenticate (off, keys, jwt or keys,jwt)."""
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> GatewaySettings:
@@ -268,6 +343,7 @@ class GatewaySettings:
                 "HTTP_MAX_BODY_BYTES", 16 * MIB, minimum=1024, maximum=256 * MIB
             ),
             http_cors_origins=r.words("HTTP_CORS_ORIGINS"),
+            auth=",".join(r.words("AUTH")).lower() or "off",
         )
         r.done()
         return settings
@@ -394,10 +470,28 @@ class ClientSettings:
     """Settings of the CLI and SDK."""
 
     gateway_addr: str = DEFAULT_GATEWAY_ADDR
+    tls_ca: str = ""
+    """CONVEYOR_TLS_CA: PEM CA certificates to verify the gateway with; TLS when set."""
+    tls: bool = False
+    """CONVEYOR_TLS=1: TLS verified against the system's trusted roots."""
+    tls_client_cert: str = ""
+    """CONVEYOR_TLS_CLIENT_CERT: a PEM client certificate, for a gateway that asks."""
+    tls_client_key: str = ""
+    """CONVEYOR_TLS_CLIENT_KEY: the private key of ``tls_client_cert``."""
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> ClientSettings:
         r = _Reader(env)
-        settings = ClientSettings(gateway_addr=r.address("GATEWAY_ADDR", DEFAULT_GATEWAY_ADDR))
+        settings = ClientSettings(
+            gateway_addr=r.address("GATEWAY_ADDR", DEFAULT_GATEWAY_ADDR),
+            tls_ca=r.file("TLS_CA"),
+            tls=r.flag("TLS"),
+            tls_client_cert=r.file("TLS_CLIENT_CERT"),
+            tls_client_key=r.file("TLS_CLIENT_KEY"),
+        )
+        if bool(settings.tls_client_cert) != bool(settings.tls_client_key):
+            r.problems.append(
+                f"{PREFIX}TLS_CLIENT_CERT and {PREFIX}TLS_CLIENT_KEY must be set together"
+            )
         r.done()
         return settings

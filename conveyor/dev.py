@@ -2,7 +2,9 @@
 
 Starts a nats-server (unless ``CONVEYOR_NATS_URL`` names one), the store on SQLite, the
 scheduler, two workers and the gateway, each as its own process; prints where each
-listens; restarts any that exits; and stops them all on Ctrl-C or SIGTERM.
+listens; restarts any that exits; and stops them all on Ctrl-C or SIGTERM. With
+``--secure``, every service serves TLS from a generated CA, the store takes only the
+services' certificates and the gateway asks for API keys (conveyor.devsecure).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conveyor.config import MIB, load_environ
+from conveyor.devsecure import SecureDev
 from conveyor.supervise import Supervisor, describe_exit
 
 NATS_MAX_PAYLOAD = 32 * MIB
@@ -84,11 +87,18 @@ def _running(process: subprocess.Popen[bytes] | None) -> bool:
 
 
 def wait_healthy(
-    address: str, deadline: float, process: subprocess.Popen[bytes] | None = None
+    address: str,
+    deadline: float,
+    process: subprocess.Popen[bytes] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> bool:
-    """True once the gRPC health service at address answers SERVING; False at the
-    deadline or as soon as ``process`` has exited."""
-    with grpc.insecure_channel(address) as channel:
+    """True once the gRPC health service at address answers SERVING (over TLS with
+    ``credentials``); False at the deadline or as soon as ``process`` has exited."""
+    with (
+        grpc.insecure_channel(address)
+        if credentials is None
+        else grpc.secure_channel(address, credentials)
+    ) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline and _running(process):
             try:
@@ -112,14 +122,16 @@ def wait_tcp(port: int, deadline: float, process: subprocess.Popen[bytes] | None
     return False
 
 
-def metrics_env(env: dict[str, str], preferred: int) -> tuple[dict[str, str], str]:
+def metrics_env(
+    env: dict[str, str], preferred: int, scheme: str = "http"
+) -> tuple[dict[str, str], str]:
     """One child's /metrics variable, on its own port near ``preferred``, and the text
     the summary shows for it; none when CONVEYOR_METRICS_LISTEN=off."""
     if env.get("CONVEYOR_METRICS_LISTEN", "").strip().lower() == "off":
         return {}, ""
     port = free_port(preferred)
     address = f"127.0.0.1:{port}"
-    return {"CONVEYOR_METRICS_LISTEN": address}, f", metrics http://{address}/metrics"
+    return {"CONVEYOR_METRICS_LISTEN": address}, f", metrics {scheme}://{address}/metrics"
 
 
 def find_nats_server() -> str:
@@ -139,11 +151,20 @@ def find_nats_server() -> str:
     )
 
 
-def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], dict[str, str]]:
-    """The processes to start, in order, and the summary of where things listen."""
+def plan(
+    args: argparse.Namespace, env: dict[str, str], secure: SecureDev | None = None
+) -> tuple[list[Child], dict[str, str]]:
+    """The processes to start, in order, and the summary of where things listen; each
+    service with its TLS and authentication variables when ``secure``."""
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     base = dict(env)
+
+    def extra(service: str) -> dict[str, str]:
+        return secure.env(service) if secure is not None else {}
+
+    scheme = "https" if secure is not None else "http"
+
     children: list[Child] = []
     summary: dict[str, str] = {}
     if "CONVEYOR_NATS_URL" not in env:
@@ -161,25 +182,36 @@ def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], di
     store_port = free_port(50052)
     base["CONVEYOR_STORE_ADDR"] = f"127.0.0.1:{store_port}"
     python = sys.executable
-    metrics, shown = metrics_env(env, 9092)
-    store_env = {**base, "CONVEYOR_STORE_LISTEN": f"127.0.0.1:{store_port}", **metrics}
+    metrics, shown = metrics_env(env, 9092, scheme)
+    store_env = {
+        **base,
+        "CONVEYOR_STORE_LISTEN": f"127.0.0.1:{store_port}",
+        **metrics,
+        **extra("store"),
+    }
     children.append(Child("store", [python, "-m", "store"], store_env, f"127.0.0.1:{store_port}"))
     summary["store"] = f"127.0.0.1:{store_port} ({base['CONVEYOR_DATABASE_URL']}){shown}"
     for index in range(args.workers):
         port = free_port(50054 + index)
-        metrics, shown = metrics_env(env, 9094 + index)
-        worker_env = {**base, "CONVEYOR_WORKER_LISTEN": f"127.0.0.1:{port}", **metrics}
+        metrics, shown = metrics_env(env, 9094 + index, scheme)
+        worker_env = {
+            **base,
+            "CONVEYOR_WORKER_LISTEN": f"127.0.0.1:{port}",
+            **metrics,
+            **extra("worker"),
+        }
         worker_env.setdefault("CONVEYOR_WORKER_ID", f"dev-worker-{index + 1}")
         worker_env.setdefault("CONVEYOR_WORKER_NICE", str(DEV_WORKER_NICE))
         name = f"worker-{index + 1}"
         children.append(Child(name, [python, "-m", "worker"], worker_env, f"127.0.0.1:{port}"))
         summary[name] = f"health on 127.0.0.1:{port}{shown}"
     scheduler_port = free_port(50053)
-    metrics, shown = metrics_env(env, 9093)
+    metrics, shown = metrics_env(env, 9093, scheme)
     scheduler_env = {
         **base,
         "CONVEYOR_SCHEDULER_LISTEN": f"127.0.0.1:{scheduler_port}",
         **metrics,
+        **extra("scheduler"),
     }
     children.append(
         Child(
@@ -189,8 +221,13 @@ def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], di
     summary["scheduler"] = f"health on 127.0.0.1:{scheduler_port}{shown}"
     gateway_listen = env.get("CONVEYOR_GATEWAY_LISTEN", "127.0.0.1:50051")
     gateway_port = int(gateway_listen.rpartition(":")[2])
-    metrics, shown = metrics_env(env, 9091)
-    gateway_env = {**base, "CONVEYOR_GATEWAY_LISTEN": gateway_listen, **metrics}
+    metrics, shown = metrics_env(env, 9091, scheme)
+    gateway_env = {
+        **base,
+        "CONVEYOR_GATEWAY_LISTEN": gateway_listen,
+        **metrics,
+        **extra("gateway"),
+    }
     children.append(
         Child("gateway", [python, "-m", "gateway"], gateway_env, f"127.0.0.1:{gateway_port}")
     )
@@ -198,7 +235,10 @@ def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], di
     http_listen = env.get("CONVEYOR_HTTP_LISTEN", "").strip() or "127.0.0.1:8000"
     if http_listen.lower() != "off":
         gateway_env["CONVEYOR_HTTP_LISTEN"] = http_listen
-        summary["http"] = f"http://{http_listen}  <- curl here (HTTP/JSON, docs/http.md)"
+        summary["http"] = f"{scheme}://{http_listen}  <- curl here (HTTP/JSON, docs/http.md)"
+    if secure is not None:
+        shown = http_listen if http_listen.lower() != "off" else ""
+        summary["secure"] = "\n".join(secure.client_lines(gateway_listen, shown))
     return children, summary
 
 
@@ -238,13 +278,21 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--data-dir", default=".conveyor", help="where data lives (.conveyor)")
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS everywhere from a generated CA (in DATA_DIR/tls), mutual TLS to the store, "
+        "API keys on the gateway with a generated admin key",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the system until Ctrl-C; returns the exit code."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    children, summary = plan(args, load_environ())
+    secure = SecureDev.prepare(Path(args.data_dir).resolve()) if args.secure else None
+    children, summary = plan(args, load_environ(), secure)
+    credentials = secure.probe_credentials() if secure is not None else None
 
     def on_signal(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -259,19 +307,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             if child.name == "nats-server":
                 ok = wait_tcp(int(child.extra["port"]), deadline, child.process)
             else:
-                ok = wait_healthy(child.health, deadline, child.process)
+                ok = wait_healthy(child.health, deadline, child.process, credentials)
             if not ok:
                 assert child.process is not None
                 code = child.process.poll()
                 why = "did not become ready" if code is None else f"exited ({describe_exit(code)})"
                 print(f"conveyor dev: {child.name} {why} while starting", file=sys.stderr)
                 return 1
-        print("Conveyor is running:")
+        print("Conveyor is running:" if secure is None else "Conveyor is running, secure:")
         for name, where in summary.items():
-            print(f"  {name:<11} {where}")
+            if name != "secure":
+                print(f"  {name:<11} {where}")
+        if "secure" in summary:
+            print(summary["secure"])
         print("Press Ctrl-C to stop.")
         if args.demo:
             from conveyor.demo import run_demo
+
+            if secure is not None:
+                # The demo's client reads the environment like any SDK client.
+                os.environ.update(secure.client_env())
 
             run_demo(summary_gateway(children))
         # A child that exits is restarted (conveyor.supervise); only a signal stops all.

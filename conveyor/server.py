@@ -9,7 +9,7 @@ import inspect
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -21,11 +21,14 @@ from grpc_status import rpc_status
 from nats.aio.client import Client as NATS
 
 from conveyor import jetstream, keepalive, reflection, tracing
-from conveyor.config import CommonSettings, ConfigError
+from conveyor.config import CommonSettings, ConfigError, TlsSettings
 from conveyor.errors import ConveyorError, InvalidArgument, ResourceExhausted, Unimplemented
+from conveyor.exposure import Listener, refuse_insecure
 from conveyor.interceptors import CachingInterceptor
 from conveyor.logs import setup_logging
 from conveyor.metrics import MetricsInterceptor, ServiceMetrics
+from conveyor.peers import PeerInterceptor
+from conveyor.tls import CertificateFiles
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +228,12 @@ def _status(serving: bool) -> health_pb2.HealthCheckResponse.ServingStatus.Value
 
 
 class Server:
-    """A grpc.aio server with health and reflection, bound to ``listen`` (port 0 picks one)."""
+    """A grpc.aio server with health and reflection, bound to ``listen`` (port 0 picks one).
+
+    With ``tls`` serving TLS (its certificate files reloaded when they change), it
+    requires client certificates of ``tls.client_ca`` when that is set; ``peers`` then
+    names the client identities allowed to call anything but health (conveyor.peers).
+    """
 
     def __init__(
         self,
@@ -235,10 +243,15 @@ class Server:
         metrics: ServiceMetrics | None = None,
         keepalive_seconds: float = keepalive.DEFAULT_INTERVAL_SECONDS,
         pending_calls: int = PENDING_CALLS,
+        tls: TlsSettings | None = None,
+        peers: Collection[str] | None = None,
     ) -> None:
         # The metrics interceptor goes first (outermost), so it sees the status that the
         # error interceptor chose.
         interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
+        files = CertificateFiles.of(tls) if tls is not None else None
+        if files is not None and files.client_ca and peers is not None:
+            interceptors.append(PeerInterceptor(peers))
         if metrics is not None:
             interceptors.insert(0, MetricsInterceptor(metrics))
         # Tracing outermost of all: the call's span covers everything, and the caller's
@@ -249,6 +262,8 @@ class Server:
             options=server_options(max_message_bytes, keepalive_seconds, pending_calls),
         )
         self.metrics = metrics
+        if metrics is not None:
+            metrics.endpoint.health = self.serving
         self.health = health.aio.HealthServicer()
         self._working: bool | None = None  # None until started
         self._away: set[str] = set()
@@ -256,7 +271,10 @@ class Server:
         self.service_names = list(service_names)
         reflection.enable([*self.service_names, health.SERVICE_NAME], self.grpc)
         try:
-            self.port = self.grpc.add_insecure_port(listen)
+            if files is None:
+                self.port = self.grpc.add_insecure_port(listen)
+            else:
+                self.port = self.grpc.add_secure_port(listen, files.server_credentials())
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {listen}: the address is in use or invalid") from exc
         host = listen.rpartition(":")[0]
@@ -285,6 +303,10 @@ class Server:
     async def follow_nats(self, nc: NATS) -> None:
         """Reports the service NOT_SERVING while ``nc`` has lost its connection."""
         await jetstream.on_connection_change(nc, functools.partial(self.set_dependency, "nats"))
+
+    def serving(self) -> tuple[bool, bool]:
+        """(alive, ready): what LIVENESS_SERVICE and "" report."""
+        return bool(self._working), bool(self._working) and not self._away
 
     async def _report(self) -> None:
         ready = bool(self._working) and not self._away
@@ -327,16 +349,21 @@ def run_service(
     env: Mapping[str, str],
     read_settings: Callable[[Mapping[str, str]], SettingsT],
     make: Callable[[SettingsT], Service],
+    listeners: Callable[[SettingsT], Iterable[Listener]],
 ) -> None:
     """What every service's ``main()`` does: read settings once (exit 2 listing every bad
-    variable), set up logging and tracing, then start the service and stop it gracefully
-    on SIGTERM or SIGINT."""
+    variable, or every address ``listeners`` names that would be served insecurely: see
+    conveyor.exposure), set up logging and tracing, then start the service and stop it
+    gracefully on SIGTERM or SIGINT."""
     try:
         settings = read_settings(env)
+        warnings = refuse_insecure(listeners(settings), settings.common.insecure)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from exc
     setup_logging(name, settings.common.log_level, settings.common.log_format)
+    for warning in warnings:
+        log.warning("CONVEYOR_INSECURE=1, serving anyway: %s", warning)
     tracing.setup_tracing(name, env)
 
     async def serve() -> None:

@@ -12,6 +12,7 @@ from conveyor.api.queues.v1 import queues_pb2, queues_pb2_grpc
 from conveyor.api.schedules.v1 import schedules_pb2, schedules_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import GatewaySettings, load_environ
+from conveyor.exposure import AUTH, Listener, tls_missing
 from conveyor.intake.admission import Admission
 from conveyor.intake.catalog import TypeCatalog
 from conveyor.intake.submit import Submitter, task_finder
@@ -22,6 +23,7 @@ from conveyor.payloads import PayloadStore
 from conveyor.publish import AckedPublisher
 from conveyor.schedules import ScheduleBook
 from conveyor.server import PENDING_CALLS, Server, channel_options, run_service
+from conveyor.tls import CertificateFiles, service_channel
 from gateway.calls import method_calls
 from gateway.http import Door, HttpOptions, HttpServer
 from gateway.queues import QueueService
@@ -60,7 +62,8 @@ class Gateway:
     async def start(self) -> None:
         common = self.settings.common
         life = self._life
-        await self.metrics.serve(self.settings.metrics_listen)
+        tls = common.tls
+        await self.metrics.serve(self.settings.metrics_listen, tls)
         life.on_stop(self.metrics.close)
         self.nc, js = await jetstream.setup(common, "conveyor-gateway", self.metrics)
         life.on_stop(jetstream.close, self.nc)
@@ -68,9 +71,10 @@ class Gateway:
         max_bytes = self.settings.limits.max_message_bytes
         # No client interceptors: relayed calls carry the trace context as metadata
         # (gateway.relay), at a fraction of an intercepted call's cost.
-        self.channel = grpc.aio.insecure_channel(
+        self.channel = service_channel(
             self.settings.store_addr,
-            options=channel_options(max_bytes, common.grpc_keepalive_seconds),
+            tls,
+            channel_options(max_bytes, common.grpc_keepalive_seconds),
         )
         life.on_stop(self.channel.close)
         self.catalog = TypeCatalog(buckets[subjects.KV_TYPES])
@@ -98,6 +102,7 @@ class Gateway:
             keepalive_seconds=common.grpc_keepalive_seconds,
             # Room for every watch allowed arriving at once, besides the usual backlog.
             pending_calls=PENDING_CALLS + self.settings.limits.max_watches,
+            tls=tls,
         )
         tasks = GatewayService(submitter, self.settings.limits, self.metrics)
         servicers: dict[str, object] = {
@@ -136,10 +141,13 @@ class Gateway:
             ready=lambda: self.nc.is_connected and not self._stopping,
             streams=TaskStreams(watches),
         )
-        self.http = HttpServer(door.app(), self.settings.http_listen)
+        tls = self.settings.common.tls
+        files = CertificateFiles.of(tls)
+        self.http = HttpServer(door.app(), self.settings.http_listen, files)
         await self.http.start()
         self._life.server(self.http)
-        log.info("gateway serving HTTP/JSON on http://%s", self.http.address)
+        scheme = "https" if files else "http"
+        log.info("gateway serving HTTP/JSON on %s://%s", scheme, self.http.address)
 
     async def stop(self, grace: float = 5.0) -> None:
         self._stopping = True
@@ -147,6 +155,18 @@ class Gateway:
         log.info("gateway stopped")
 
 
+def listeners(settings: GatewaySettings) -> list[Listener]:
+    """Where the gateway listens: its gRPC and HTTP doors need TLS and authenticated
+    callers, its metrics TLS."""
+    tls = settings.common.tls
+    public = tls_missing(tls) + ((AUTH,) if settings.auth == "off" else ())
+    return [
+        Listener("GATEWAY_LISTEN", settings.listen, public),
+        Listener("HTTP_LISTEN", settings.http_listen, public),
+        Listener("METRICS_LISTEN", settings.metrics_listen, tls_missing(tls)),
+    ]
+
+
 def main() -> None:
     """``python -m gateway``: reads settings, sets up logging once and serves."""
-    run_service("gateway", load_environ(), GatewaySettings.from_env, Gateway)
+    run_service("gateway", load_environ(), GatewaySettings.from_env, Gateway, listeners)

@@ -34,6 +34,7 @@ from starlette.staticfiles import StaticFiles
 from conveyor import transcode
 from conveyor.errors import ConveyorError, FieldViolation, InvalidArgument
 from conveyor.server import internal_error, status_for
+from conveyor.tls import CertificateFiles
 from conveyor.transcode import Route
 from gateway.calls import Call, CallFailed
 from gateway.sse import TaskStreams
@@ -276,12 +277,19 @@ class _Server(uvicorn.Server):
 class HttpServer:
     """The door served on ``listen`` (host:port; port 0 picks one)."""
 
-    def __init__(self, app: Starlette, listen: str) -> None:
+    def __init__(self, app: Starlette, listen: str, tls: CertificateFiles | None = None) -> None:
         host, _, port = listen.rpartition(":")
         self._socket = socket.create_server((host.strip("[]"), int(port)), reuse_port=False)
         self._socket.setblocking(False)
+        # Our context rather than uvicorn's files: it follows a rotated certificate.
+        factory = None if tls is None else (lambda config, default: tls.ssl_context(["http/1.1"]))
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", server_header=False
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            ssl_context_factory=factory,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None

@@ -15,6 +15,7 @@ from nats.aio.client import Client as NATS
 from conveyor import jetstream, subjects, tracing
 from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from conveyor.config import SchedulerSettings, load_environ
+from conveyor.exposure import Listener, tls_missing
 from conveyor.intake.admission import Admission
 from conveyor.intake.catalog import TypeCatalog
 from conveyor.intake.submit import Submitter, task_finder
@@ -22,6 +23,7 @@ from conveyor.lifecycle import Lifecycle
 from conveyor.metrics import SchedulerMetrics
 from conveyor.schedules import ScheduleBook, ScheduleWatch
 from conveyor.server import Server, channel_options, run_service
+from conveyor.tls import service_channel
 from scheduler.periodic import PeriodicRunner
 from scheduler.queues import QueueProbe
 from scheduler.reconcile import Reconciler
@@ -50,7 +52,8 @@ class Scheduler:
 
     async def start(self) -> None:
         life = self._life
-        await self.metrics.serve(self.settings.metrics_listen)
+        tls = self.settings.common.tls
+        await self.metrics.serve(self.settings.metrics_listen, tls)
         life.on_stop(self.metrics.close)
         self.nc, js = await jetstream.setup(
             self.settings.common, "conveyor-scheduler", self.metrics
@@ -58,9 +61,10 @@ class Scheduler:
         life.on_stop(jetstream.close, self.nc)
         buckets = await jetstream.ensure_buckets(js, self.settings.common)
         keepalive = self.settings.common.grpc_keepalive_seconds
-        self.channel = grpc.aio.insecure_channel(
+        self.channel = service_channel(
             self.settings.store_addr,
-            options=channel_options(4 * 1024 * 1024, keepalive),
+            tls,
+            channel_options(4 * 1024 * 1024, keepalive),
             interceptors=tracing.client_interceptors(),
         )
         life.on_stop(self.channel.close)
@@ -85,7 +89,12 @@ class Scheduler:
         self.queue_probe = QueueProbe(js, types, self.metrics)
         life.task(self.queue_probe.run(), "queue-metrics")
         self.server = Server(
-            self.settings.listen, [], 4 * 1024 * 1024, self.metrics, keepalive_seconds=keepalive
+            self.settings.listen,
+            [],
+            4 * 1024 * 1024,
+            self.metrics,
+            keepalive_seconds=keepalive,
+            tls=tls,
         )
         await self.server.follow_nats(self.nc)
         await self.server.start()
@@ -97,6 +106,15 @@ class Scheduler:
         log.info("scheduler stopped")
 
 
+def listeners(settings: SchedulerSettings) -> list[Listener]:
+    """Where the scheduler listens: health and metrics, over TLS."""
+    tls = settings.common.tls
+    return [
+        Listener("SCHEDULER_LISTEN", settings.listen, tls_missing(tls)),
+        Listener("METRICS_LISTEN", settings.metrics_listen, tls_missing(tls)),
+    ]
+
+
 def main() -> None:
     """``python -m scheduler``: reads settings, sets up logging once and serves."""
-    run_service("scheduler", load_environ(), SchedulerSettings.from_env, Scheduler)
+    run_service("scheduler", load_environ(), SchedulerSettings.from_env, Scheduler, listeners)

@@ -12,6 +12,7 @@ from conveyor import jetstream, subjects
 from conveyor.api.store.v1 import watch_pb2, watch_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import StoreSettings, load_environ
+from conveyor.exposure import Listener, tls_missing
 from conveyor.lifecycle import Lifecycle
 from conveyor.metrics import StoreMetrics
 from conveyor.payloads import PayloadStore
@@ -57,7 +58,8 @@ class Store:
 
     async def start(self) -> None:
         life = self._life
-        await self.metrics.serve(self.settings.metrics_listen)
+        tls = self.settings.common.tls
+        await self.metrics.serve(self.settings.metrics_listen, tls)
         life.on_stop(self.metrics.close)
         self.engine = create_engine(self.settings.database_url)
         life.on_stop(self.engine.dispose)
@@ -84,6 +86,8 @@ class Store:
             self.settings.max_message_bytes,
             self.metrics,
             keepalive_seconds=common.grpc_keepalive_seconds,
+            tls=tls,
+            peers=tls.allowed_peers,
         )
         payloads = PayloadStore(await jetstream.object_store(js, common))
         self.purger = Purger(
@@ -132,6 +136,15 @@ def _redact(url: str) -> str:
     return url
 
 
+def listeners(settings: StoreSettings) -> list[Listener]:
+    """Where the store listens: its TaskService only for the services, by mutual TLS."""
+    tls = settings.common.tls
+    return [
+        Listener("STORE_LISTEN", settings.listen, tls_missing(tls, mutual=True)),
+        Listener("METRICS_LISTEN", settings.metrics_listen, tls_missing(tls)),
+    ]
+
+
 def main() -> None:
     """``python -m store``: reads settings, sets up logging once and serves."""
-    run_service("store", load_environ(), StoreSettings.from_env, Store)
+    run_service("store", load_environ(), StoreSettings.from_env, Store, listeners)

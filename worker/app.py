@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from conveyor import jetstream, subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.config import ConfigError, WorkerSettings, load_environ
+from conveyor.exposure import Listener, tls_missing
 from conveyor.lifecycle import Lifecycle
 from conveyor.metrics import WorkerMetrics
 from conveyor.payloads import PayloadStore
@@ -91,7 +92,7 @@ class Worker:
     async def start(self) -> None:
         common = self.settings.common
         life = self._life
-        await self.metrics.serve(self.settings.metrics_listen)
+        await self.metrics.serve(self.settings.metrics_listen, common.tls)
         life.on_stop(self.metrics.close)
         self.nc, js = await jetstream.setup(
             common, f"conveyor-worker-{self.settings.worker_id}", self.metrics
@@ -173,6 +174,7 @@ class Worker:
             4 * 1024 * 1024,
             self.metrics,
             keepalive_seconds=self.settings.common.grpc_keepalive_seconds,
+            tls=self.settings.common.tls,
         )
         life.server(self.server)
         life.on_stop_sync(self.processes.shutdown)
@@ -279,4 +281,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.listen:
         env["CONVEYOR_WORKER_LISTEN"] = args.listen
     sys.path.insert(0, "")  # --import finds modules of the working directory
-    run_service("worker", env, WorkerSettings.from_env, Worker)
+    run_service("worker", env, WorkerSettings.from_env, Worker, listeners)
+
+
+def listeners(settings: WorkerSettings) -> list[Listener]:
+    """Where a worker listens: health and metrics, over TLS."""
+    tls = settings.common.tls
+    return [
+        Listener("WORKER_LISTEN", settings.listen, tls_missing(tls)),
+        Listener("METRICS_LISTEN", settings.metrics_listen, tls_missing(tls)),
+    ]

@@ -59,6 +59,7 @@ SERVER_MODULES = (
     "PIL",
     "prometheus_client",
     "croniter",
+    "cryptography",
 )
 
 
@@ -124,7 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MissingExtra as exc:
         return _fail(str(exc), EXIT_FAILED)
     except Unavailable as exc:
-        hint = " (is the gateway running? set --addr or CONVEYOR_GATEWAY_ADDR)"
+        hint = (
+            " (is the gateway running? set --addr or CONVEYOR_GATEWAY_ADDR; one serving TLS "
+            "needs CONVEYOR_TLS_CA or CONVEYOR_TLS=1)"
+        )
         return _fail(describe(exc) + hint, EXIT_FAILED)
     except ConveyorError as exc:
         return _fail(describe(exc), EXIT_FAILED)

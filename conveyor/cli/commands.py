@@ -14,7 +14,9 @@ from conveyor.cli.requests import submit_request
 from conveyor.client import (
     AsyncClient,
 )
+from conveyor.config import ClientSettings, load_environ
 from conveyor.errors import FailedPrecondition
+from conveyor.tls import client_credentials
 
 
 async def _write_result(
@@ -185,5 +187,7 @@ COMMANDS = {
 
 async def run(args: argparse.Namespace, addr: str, out: Output) -> int:
     """Runs the parsed command against the gateway at addr."""
-    async with AsyncClient(addr) as client:
+    # The .env file's TLS settings count too, as its CONVEYOR_GATEWAY_ADDR does.
+    credentials = client_credentials(ClientSettings.from_env(load_environ()))
+    async with AsyncClient(addr, credentials=credentials) as client:
         return await COMMANDS[args.command](client, out, args)

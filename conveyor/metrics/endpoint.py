@@ -1,9 +1,16 @@
-"""The ``/metrics`` endpoint: a minimal HTTP server on the event loop."""
+"""The ``/metrics`` endpoint: a minimal HTTP server on the event loop.
+
+It also answers ``/livez`` and ``/readyz`` from the service's gRPC health (200 or 503):
+Kubernetes' gRPC probes speak no TLS, while its HTTPS probes work against this port
+when it serves TLS (they neither verify the certificate nor present one).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -23,14 +30,17 @@ class MetricsEndpoint:
         self.registry = registry
         self.address: str | None = None
         self._server: asyncio.Server | None = None
+        self.health: Callable[[], tuple[bool, bool]] | None = None
+        """(alive, ready), given by the service's gRPC server once it has one."""
 
-    async def start(self, listen: str) -> None:
-        """Listens on host:port; raises OSError with the address when it cannot."""
+    async def start(self, listen: str, tls: ssl.SSLContext | None = None) -> None:
+        """Listens on host:port (with TLS when given); raises OSError with the address when
+        it cannot."""
         host, _, port = listen.rpartition(":")
         host = host.strip("[]")
         try:
             self._server = await asyncio.start_server(
-                self._handle, host if host not in ("", "0.0.0.0") else None, int(port)
+                self._handle, host if host not in ("", "0.0.0.0") else None, int(port), ssl=tls
             )
         except OSError as exc:
             raise OSError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from exc
@@ -53,7 +63,7 @@ class MetricsEndpoint:
             await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             pass
-        except ConnectionError:
+        except (ConnectionError, ssl.SSLError):
             pass
         finally:
             writer.close()
@@ -71,13 +81,17 @@ class MetricsEndpoint:
         }
         if method not in ("GET", "HEAD"):
             return _http(405, "text/plain", b"only GET\n", method)
+        if path in ("/livez", "/readyz"):
+            alive, ready = self.health() if self.health is not None else (False, False)
+            ok = alive if path == "/livez" else ready
+            return _http(200 if ok else 503, "text/plain", b"ok\n" if ok else b"no\n", method)
         if path not in ("/metrics", "/"):
             return _http(404, "text/plain", b"metrics are on /metrics\n", method)
         encoder, content_type = choose_encoder(headers.get("accept", ""))
         return _http(200, content_type, encoder(self.registry), method)
 
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
 def _http(status: int, content_type: str, body: bytes, method: str) -> bytes:

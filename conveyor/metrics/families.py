@@ -18,7 +18,9 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from conveyor.config import TlsSettings
 from conveyor.metrics.endpoint import MetricsEndpoint
+from conveyor.tls import CertificateFiles
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +82,15 @@ class ServiceMetrics:
         """Where ``/metrics`` is served (host:port), or None when it is not."""
         return self.endpoint.address
 
-    async def serve(self, listen: str) -> None:
-        """Serves ``/metrics`` on ``listen`` (host:port, port 0 picks one); "" serves none."""
+    async def serve(self, listen: str, tls: TlsSettings | None = None) -> None:
+        """Serves ``/metrics`` on ``listen`` (host:port, port 0 picks one); "" serves none.
+        Over TLS when ``tls`` has a certificate (never asking for a client's: scrapers and
+        probes present none)."""
         if listen:
-            await self.endpoint.start(listen)
-            log.info("%s metrics on http://%s/metrics", self.service, self.address)
+            files = CertificateFiles(tls.cert, tls.key) if tls and tls.enabled else None
+            await self.endpoint.start(listen, files.ssl_context() if files else None)
+            scheme = "https" if files else "http"
+            log.info("%s metrics on %s://%s/metrics", self.service, scheme, self.address)
 
     async def close(self) -> None:
         """Stops serving ``/metrics``."""

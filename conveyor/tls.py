@@ -1,0 +1,164 @@
+"""TLS of every server and of the calls between services, from PEM files that may rotate.
+
+Servers read ``CONVEYOR_TLS_CERT``/``CONVEYOR_TLS_KEY`` (and ``CONVEYOR_TLS_CLIENT_CA`` for
+mutual TLS) through :class:`CertificateFiles`, which notices when the files change and
+serves the new certificate to the next connection: cert-manager renews a mounted Secret
+in place, and no service needs a restart for it. gRPC servers get the files through
+``grpc.dynamic_ssl_server_credentials``; the HTTP servers (``/metrics``, the gateway's
+HTTP door) through an ``ssl.SSLContext`` swapped during the handshake.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import grpc
+
+from conveyor.config import ClientSettings, TlsSettings
+
+log = logging.getLogger(__name__)
+
+SAN_KEY = "x509_subject_alternative_name"
+CN_KEY = "x509_common_name"
+
+
+class CertificateFiles:
+    """A certificate, its key and optionally a client CA, read again once they change."""
+
+    def __init__(self, cert: str, key: str, client_ca: str = "") -> None:
+        self.paths = [p for p in (cert, key, client_ca) if p]
+        self.cert, self.key, self.client_ca = cert, key, client_ca
+        self._stamp = self._stat()
+        self._pem = self._read()
+        self._context: ssl.SSLContext | None = None
+        self._alpn: list[str] = []
+        self.generation = 0
+        """Counts reloads, so each server using these files notices each one."""
+
+    @staticmethod
+    def of(tls: TlsSettings) -> CertificateFiles | None:
+        """The files of ``tls``, or None when it serves no TLS."""
+        return CertificateFiles(tls.cert, tls.key, tls.client_ca) if tls.enabled else None
+
+    def _stat(self) -> tuple[tuple[int, int], ...]:
+        # A mounted Secret changes by an atomic symlink swap: stat follows it.
+        return tuple((s.st_mtime_ns, s.st_size) for s in map(os.stat, self.paths))
+
+    def _read(self) -> tuple[bytes, bytes, bytes | None]:
+        cert, key = Path(self.cert).read_bytes(), Path(self.key).read_bytes()
+        ca = Path(self.client_ca).read_bytes() if self.client_ca else None
+        return cert, key, ca
+
+    def refresh(self) -> bool:
+        """Reads the files again if they changed and are a usable pair; True when they
+        did. A half-written or mismatched pair is logged and the previous one kept."""
+        try:
+            stamp = self._stat()
+            if stamp == self._stamp:
+                return False
+            self._stamp = stamp
+            context = self._new_context()
+            pem = self._read()
+        except (OSError, ssl.SSLError) as exc:
+            log.error("keeping the previous TLS certificate: cannot load the new one: %s", exc)
+            return False
+        self._pem, self._context = pem, context
+        self.generation += 1
+        log.info("TLS certificate reloaded from %s", self.cert)
+        return True
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        """gRPC server credentials serving the current files to each new connection, and
+        requiring a client certificate signed by the client CA when there is one."""
+
+        def configuration() -> grpc.ServerCertificateConfiguration:
+            cert, key, ca = self._pem
+            return grpc.ssl_server_certificate_configuration([(key, cert)], ca)
+
+        served = [self.generation]
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            # Called by gRPC before each handshake; None keeps the current configuration.
+            self.refresh()
+            if served[0] == self.generation:
+                return None
+            served[0] = self.generation
+            return configuration()
+
+        return grpc.dynamic_ssl_server_credentials(
+            configuration(), fetch, require_client_authentication=bool(self.client_ca)
+        )
+
+    def _new_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        if self.client_ca:
+            context.load_verify_locations(self.client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        if self._alpn:
+            context.set_alpn_protocols(self._alpn)
+        return context
+
+    def ssl_context(self, alpn: Iterable[str] = ()) -> ssl.SSLContext:
+        """A server SSLContext (HTTP): each new connection starts on it and moves, during
+        its handshake, to a context of the current files."""
+        self._alpn = list(alpn)
+        self._context = self._new_context()
+
+        def on_hello(sock: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
+            self.refresh()
+            if self._context is not None and sock.context is not self._context:
+                sock.context = self._context
+
+        entry = self._new_context()
+        # Called on every ClientHello, with or without a server name in it.
+        entry.sni_callback = on_hello
+        return entry
+
+
+def channel_credentials(
+    ca: str = "", cert: str = "", key: str = "", system_roots: bool = False
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials of a channel: trusting the PEM CA file ``ca`` (or the system's roots
+    when ``system_roots``), presenting the client certificate ``cert``/``key`` when given.
+    None when neither a CA nor system roots are asked for: a plaintext channel."""
+    if not ca and not system_roots:
+        return None
+    roots = Path(ca).read_bytes() if ca else None
+    chain = Path(cert).read_bytes() if cert else None
+    private = Path(key).read_bytes() if key else None
+    return grpc.ssl_channel_credentials(roots, private, chain)
+
+
+def client_credentials(settings: ClientSettings) -> grpc.ChannelCredentials | None:
+    """The SDK's and CLI's channel credentials from CONVEYOR_TLS_CA or CONVEYOR_TLS=1 (and
+    CONVEYOR_TLS_CLIENT_CERT/KEY); None (plaintext) when neither is set."""
+    return channel_credentials(
+        settings.tls_ca, settings.tls_client_cert, settings.tls_client_key, settings.tls
+    )
+
+
+def service_channel(
+    target: str,
+    tls: TlsSettings,
+    options: list[tuple[str, object]],
+    interceptors: Iterable[grpc.aio.ClientInterceptor] | None = None,
+) -> grpc.aio.Channel:
+    """A channel from one service to another (gateway and scheduler to the store): mutual
+    TLS with the service's own certificate when ``CONVEYOR_TLS_CA`` is set, else plaintext."""
+    credentials = channel_credentials(tls.ca, tls.cert, tls.key)
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
+
+
+def peer_names(auth_context: Mapping[str, Iterable[bytes]]) -> set[str]:
+    """The identities a verified client certificate claims: its SANs, else its CN."""
+    names = {v.decode("utf-8", "replace") for v in auth_context.get(SAN_KEY, ())}
+    if not names:
+        names = {v.decode("utf-8", "replace") for v in auth_context.get(CN_KEY, ())}
+    return names
