@@ -235,10 +235,12 @@ class Server:
         metrics: ServiceMetrics | None = None,
         keepalive_seconds: float = keepalive.DEFAULT_INTERVAL_SECONDS,
         pending_calls: int = PENDING_CALLS,
+        inner: Iterable[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         # The metrics interceptor goes first (outermost), so it sees the status that the
-        # error interceptor chose.
-        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
+        # error interceptor chose. ``inner`` ones run inside the error interceptor, so
+        # what they raise is answered as any handler's error.
+        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor(), *inner]
         if metrics is not None:
             interceptors.insert(0, MetricsInterceptor(metrics))
         # Tracing outermost of all: the call's span covers everything, and the caller's
