@@ -46,10 +46,18 @@ def requested_namespace(metadata: Iterable[tuple[str, Any]] | None, allow_all: b
     for key, value in metadata or ():
         if key == METADATA_NAMESPACE:
             text = value.decode() if isinstance(value, bytes) else str(value)
-            if allow_all and text == ALL_NAMESPACES:
-                return text
-            return check_namespace(text, METADATA_NAMESPACE)
+            return namespace_or_default(text, allow_all, METADATA_NAMESPACE)
     return DEFAULT_NAMESPACE
+
+
+def namespace_or_default(text: str, allow_all: bool = False, field: str = "namespace") -> str:
+    """``text`` as a namespace ("" is ``default``); INVALID_ARGUMENT naming ``field`` for
+    a name that is not a DNS label (``*`` only with ``allow_all``)."""
+    if not text:
+        return DEFAULT_NAMESPACE
+    if allow_all and text == ALL_NAMESPACES:
+        return text
+    return check_namespace(text, field)
 
 
 @contextlib.contextmanager

@@ -32,6 +32,8 @@ from nats.js.kv import KeyValue
 from conveyor import messages
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from conveyor.auth.namespaces import namespace_metadata
+from conveyor.auth.principal import DEFAULT_NAMESPACE, current_namespace
 from conveyor.errors import InvalidArgument, ResourceExhausted, Unavailable
 from conveyor.ids import new_task_id
 from conveyor.intake.admission import Admission
@@ -77,9 +79,13 @@ def _run_at(options: tasks_pb2.TaskOptions) -> dt.datetime | None:
     return when if when > now() else None
 
 
-def idempotency_bucket_key(key: str) -> str:
-    """KV keys have a small alphabet, so the client's key is stored by its hash."""
-    return hashlib.sha256(key.encode()).hexdigest()
+def idempotency_bucket_key(key: str, namespace: str = DEFAULT_NAMESPACE) -> str:
+    """KV keys have a small alphabet, so the client's key is stored by its hash, in its
+    namespace: the same key in two namespaces names two tasks. The default namespace's
+    keys are the bare hash, as before namespaces, so keys stored then still match; a
+    namespace is a DNS label (no dot), so ``<namespace>.<hash>`` never equals one."""
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return digest if namespace == DEFAULT_NAMESPACE else f"{namespace}.{digest}"
 
 
 async def _bounded(awaitable: Awaitable[Any]) -> Any:
@@ -91,11 +97,13 @@ async def _bounded(awaitable: Awaitable[Any]) -> Any:
 def task_finder(
     store: tasks_pb2_grpc.TaskServiceStub,
 ) -> Callable[[str], Awaitable[tasks_pb2.Task | None]]:
-    """Looks a task up in the store: the task, or None when it does not exist."""
+    """Looks a task up in the store, in the current namespace: the task, or None when it
+    does not exist there."""
 
     async def find(task_id: str) -> tasks_pb2.Task | None:
+        request = tasks_pb2.GetTaskRequest(task_id=task_id)
         try:
-            response = await store.GetTask(tasks_pb2.GetTaskRequest(task_id=task_id), timeout=10)
+            response = await store.GetTask(request, timeout=10, metadata=namespace_metadata())
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -193,6 +201,7 @@ class Submitter:
             create_time=timestamp(created),
             update_time=timestamp(created),
             version=1,
+            namespace=current_namespace(),
         )
         if run_at:
             task.run_at.CopyFrom(timestamp(run_at))
@@ -221,7 +230,7 @@ class Submitter:
         key = item.task.idempotency_key
         if not key:
             return None
-        bucket_key = idempotency_bucket_key(key)
+        bucket_key = idempotency_bucket_key(key, item.task.namespace)
         try:
             await _bounded(self._idempotency.create(bucket_key, item.task.id.encode()))
             return None
