@@ -140,6 +140,20 @@ class _Reader:
 
         return self._get(name, {}, parse)
 
+    def numbers_by_key(self, name: str) -> dict[str, float]:
+        """``key=number,...`` as numbers (>= 0) by key."""
+
+        def parse(raw: str) -> dict[str, float]:
+            values: dict[str, float] = {}
+            for item in raw.replace(",", " ").split():
+                key, sep, value = item.partition("=")
+                if not sep or not key or not float(value) >= 0:
+                    raise ValueError(f"expected name=number (>= 0), got {item!r}")
+                values[key] = float(value)
+            return values
+
+        return self._get(name, {}, parse)
+
     def words(self, name: str) -> tuple[str, ...]:
         raw = self.env.get(PREFIX + name, "")
         return tuple(w for w in raw.replace(",", " ").split() if w)
@@ -237,6 +251,39 @@ def _payload_inline_bytes(r: _Reader) -> int:
 
 
 @dataclass(frozen=True)
+class NamespaceQuotas:
+    """What one namespace may have queued and submit, checked by the gateway at submit
+    (conveyor.intake.quotas). 0: no limit. ``by_namespace`` overrides either for the
+    namespaces it names."""
+
+    max_queued: int = 0
+    """Unfinished tasks (pending, scheduled, running, retrying) of a namespace at most."""
+    submits_per_second: float = 0.0
+    """Tasks a namespace may submit per second through one gateway (bursts of one
+    second's worth)."""
+    max_queued_by_namespace: Mapping[str, int] = field(default_factory=dict)
+    submits_per_second_by_namespace: Mapping[str, float] = field(default_factory=dict)
+
+    def queued_limit(self, namespace: str) -> int:
+        return self.max_queued_by_namespace.get(namespace, self.max_queued)
+
+    def rate_limit(self, namespace: str) -> float:
+        return self.submits_per_second_by_namespace.get(namespace, self.submits_per_second)
+
+    @staticmethod
+    def read(r: _Reader) -> NamespaceQuotas:
+        queued = r.numbers_by_key("NAMESPACE_MAX_QUEUED_BY_NAMESPACE")
+        return NamespaceQuotas(
+            max_queued=r.integer("NAMESPACE_MAX_QUEUED", 0),
+            submits_per_second=r.number("NAMESPACE_SUBMITS_PER_SECOND", 0.0),
+            max_queued_by_namespace={key: int(value) for key, value in queued.items()},
+            submits_per_second_by_namespace=r.numbers_by_key(
+                "NAMESPACE_SUBMITS_PER_SECOND_BY_NAMESPACE"
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     """Settings of the gateway."""
 
@@ -252,6 +299,7 @@ class GatewaySettings:
     127.0.0.1:8000; constructed in code (tests) it is off unless given."""
     http_max_body_bytes: int = 16 * MIB
     http_cors_origins: tuple[str, ...] = ()
+    namespace_quotas: NamespaceQuotas = field(default_factory=NamespaceQuotas)
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> GatewaySettings:
@@ -268,6 +316,7 @@ class GatewaySettings:
                 "HTTP_MAX_BODY_BYTES", 16 * MIB, minimum=1024, maximum=256 * MIB
             ),
             http_cors_origins=r.words("HTTP_CORS_ORIGINS"),
+            namespace_quotas=NamespaceQuotas.read(r),
         )
         r.done()
         return settings

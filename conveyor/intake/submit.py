@@ -39,6 +39,7 @@ from conveyor.ids import new_task_id
 from conveyor.intake.admission import Admission
 from conveyor.intake.catalog import TypeCatalog
 from conveyor.intake.checks import unknown_type
+from conveyor.intake.quotas import Quotas
 from conveyor.messages import PUBLISH_TIMEOUT
 from conveyor.payloads import INPUT_CONTENT_TYPE, PayloadStore, abridge_input, input_name
 from conveyor.publish import AckedPublisher
@@ -127,7 +128,9 @@ class Submitter:
         inputs: PayloadStore | None = None,
         inline_bytes: int = 0,
         admission: Admission | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
+        self._quotas = quotas  # the gateway's per-namespace quotas; the scheduler has none
         self._inputs = inputs  # large inputs go there when set (the claim check)
         self._inline_bytes = inline_bytes
         self._admission = admission
@@ -147,13 +150,21 @@ class Submitter:
                 item.task.schedule_id = schedule_id
                 item.task.labels[SCHEDULE_LABEL] = schedule_id
         sizes = [(item.task.type, item.message.ByteSize()) for item in prepared]
-        if self._admission is not None:
-            await self._admission.admit(sizes)
+        namespace = current_namespace()
+        if self._quotas is not None:
+            await self._quotas.admit(namespace, len(prepared))
         try:
-            fresh, results = await self._publish_fresh(prepared)
-        except BaseException:
             if self._admission is not None:
-                self._admission.release(sizes)
+                await self._admission.admit(sizes)
+            try:
+                fresh, results = await self._publish_fresh(prepared)
+            except BaseException:
+                if self._admission is not None:
+                    self._admission.release(sizes)
+                raise
+        except BaseException:
+            if self._quotas is not None:
+                self._quotas.release(namespace, len(prepared))
             raise
         for index, item in fresh:
             results[index] = Accepted(item.task)
