@@ -56,7 +56,8 @@ _HISTORY = (
 
 # One range of the (namespace, state, create_time, id) index per unfinished state.
 _UNFINISHED = select(func.count()).where(
-    tasks.c.namespace == bindparam("namespace"),
+    # A value here: the IN list of literals is rendered when the statement is compiled.
+    tasks.c.namespace == bindparam("namespace", DEFAULT_NAMESPACE),
     tasks.c.state.in_([int(state) for state in State if not is_terminal(state)]),
 )
 
