@@ -29,7 +29,8 @@ async def wait_finished(
         request = S.WatchTaskRequest(task_id=task_id)
         async for update in stub.WatchTask(request, metadata=meta(namespace)):
             if is_terminal(update.task.state):
-                return update.task
+                task: S.Task = update.task
+                return task
     raise AssertionError(f"the watch of {task_id} ended before a terminal state")
 
 

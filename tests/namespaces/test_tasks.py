@@ -104,7 +104,10 @@ async def test_cancel_retry_and_delete_from_another_namespace_change_nothing(
     await not_found(stub.DeleteTask(S.DeleteTaskRequest(task_id=failed.id), metadata=meta(B)))
 
     async def get(task_id: str) -> S.Task:
-        return (await stub.GetTask(S.GetTaskRequest(task_id=task_id), metadata=meta(A))).task
+        task: S.Task = (
+            await stub.GetTask(S.GetTaskRequest(task_id=task_id), metadata=meta(A))
+        ).task
+        return task
 
     assert (await get(queued.id)).state == S.TASK_STATE_SCHEDULED
     assert (await get(queued.id)).cancel_requested is False
