@@ -15,6 +15,7 @@ from conveyor import subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.api.tasks.v1 import tasks_pb2_grpc
+from conveyor.auth.principal import METADATA_NAMESPACE
 from conveyor.ids import new_task_id
 from conveyor.tasks import duration, timestamp
 from scheduler.reconcile import LOST_MESSAGE, Reconciler
@@ -31,6 +32,9 @@ async def store_stub(cluster: Cluster) -> AsyncIterator[tasks_pb2_grpc.TaskServi
     """The store's TaskService, which the scheduler reconciles against (every namespace)."""
     async with grpc.aio.insecure_channel(cluster.store.address) as channel:
         yield tasks_pb2_grpc.TaskServiceStub(channel)
+
+
+TEAM_A = ((METADATA_NAMESPACE, "team-a"),)
 
 
 def orphan_event() -> events_pb2.TaskEvent:
@@ -105,6 +109,7 @@ async def test_a_lost_task_older_than_one_round_reads_is_found_by_a_later_round(
 ) -> None:
     await cluster.start(workers=1)
     orphan = orphan_event()
+    orphan.submitted.task.namespace = "team-a"  # reconciliation looks at every namespace
     delayed_request = sleep_request(0.1)
     delayed_request.options.delay.CopyFrom(duration(60))
     async with jetstream(cluster.nats_url) as js:
@@ -122,8 +127,14 @@ async def test_a_lost_task_older_than_one_round_reads_is_found_by_a_later_round(
             found = [await reconciler.reconcile_once() for _ in range(3)]
 
     assert found == [0, 0, 1]
-    failed = (await wait_finished(cluster.stub, [orphan.task_id], timeout=30))[orphan.task_id]
-    assert failed.error.type == "lost"
+    request = S.GetTaskRequest(task_id=orphan.task_id)
+    async with store_stub(cluster) as store, asyncio.timeout(30):
+        while True:
+            failed = (await store.GetTask(request, metadata=TEAM_A)).task
+            if failed.state == S.TASK_STATE_FAILED:
+                break
+            await asyncio.sleep(0.2)
+    assert failed.error.type == "lost" and failed.namespace == "team-a"
     for task_id in delayed:
         task = (await cluster.stub.GetTask(S.GetTaskRequest(task_id=task_id))).task
         assert task.state == S.TASK_STATE_SCHEDULED
