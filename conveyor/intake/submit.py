@@ -142,26 +142,19 @@ class Submitter:
     async def submit(
         self, requests: list[tuple[str, tasks_pb2.SubmitTaskRequest]], schedule_id: str = ""
     ) -> list[Accepted]:
-        """Accepts (field prefix, request) pairs; all are checked before anything is sent.
-        Tasks created by a periodic schedule carry its id, also as the label ``schedule``."""
+        """Accepts (field prefix, request) pairs in the current namespace; all are checked
+        before anything is sent. Tasks created by a periodic schedule carry its id, also as
+        the label ``schedule``."""
         prepared = [await self._prepare(prefix, request) for prefix, request in requests]
         if schedule_id:
             for item in prepared:
                 item.task.schedule_id = schedule_id
                 item.task.labels[SCHEDULE_LABEL] = schedule_id
-        sizes = [(item.task.type, item.message.ByteSize()) for item in prepared]
         namespace = current_namespace()
         if self._quotas is not None:
             await self._quotas.admit(namespace, len(prepared))
         try:
-            if self._admission is not None:
-                await self._admission.admit(sizes)
-            try:
-                fresh, results = await self._publish_fresh(prepared)
-            except BaseException:
-                if self._admission is not None:
-                    self._admission.release(sizes)
-                raise
+            fresh, results = await self._admit_and_publish(prepared)
         except BaseException:
             if self._quotas is not None:
                 self._quotas.release(namespace, len(prepared))
@@ -169,6 +162,20 @@ class Submitter:
         for index, item in fresh:
             results[index] = Accepted(item.task)
         return [r for r in results if r is not None]
+
+    async def _admit_and_publish(
+        self, prepared: list[_Prepared]
+    ) -> tuple[list[tuple[int, _Prepared]], list[Accepted | None]]:
+        """Checks the queue limits, then publishes (conveyor.intake.admission)."""
+        sizes = [(item.task.type, item.message.ByteSize()) for item in prepared]
+        if self._admission is not None:
+            await self._admission.admit(sizes)
+        try:
+            return await self._publish_fresh(prepared)
+        except BaseException:
+            if self._admission is not None:
+                self._admission.release(sizes)
+            raise
 
     async def _publish_fresh(
         self, prepared: list[_Prepared]

@@ -5,16 +5,12 @@ tasks that are queued, delayed or running are left alone."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
-import grpc
 import pytest
 
 from conveyor import subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2 as S
-from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from conveyor.auth.principal import METADATA_NAMESPACE
 from conveyor.ids import new_task_id
 from conveyor.tasks import duration, timestamp
@@ -25,13 +21,6 @@ from tests.support.nats_client import jetstream
 from tests.support.requests import sleep_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-@contextlib.asynccontextmanager
-async def store_stub(cluster: Cluster) -> AsyncIterator[tasks_pb2_grpc.TaskServiceStub]:
-    """The store's TaskService, which the scheduler reconciles against (every namespace)."""
-    async with grpc.aio.insecure_channel(cluster.store.address) as channel:
-        yield tasks_pb2_grpc.TaskServiceStub(channel)
 
 
 TEAM_A = ((METADATA_NAMESPACE, "team-a"),)
@@ -85,7 +74,7 @@ async def test_a_task_in_no_stream_is_failed_as_lost_and_can_be_re_driven(
         assert pending.state == S.TASK_STATE_PENDING
         await asyncio.sleep(1.5)
 
-        async with store_stub(cluster) as store:
+        async with cluster.store_stub() as store:
             lost = await Reconciler(js, store, quiet_for=1.0).reconcile_once()
 
     assert lost == 1
@@ -122,13 +111,13 @@ async def test_a_lost_task_older_than_one_round_reads_is_found_by_a_later_round(
         delayed = [(await cluster.stub.SubmitTask(delayed_request)).task.id for _ in range(10)]
         await asyncio.sleep(1.5)
 
-        async with store_stub(cluster) as store:
+        async with cluster.store_stub() as store:
             reconciler = Reconciler(js, store, quiet_for=1.0, max_pages=1, page_size=4)
             found = [await reconciler.reconcile_once() for _ in range(3)]
 
     assert found == [0, 0, 1]
     request = S.GetTaskRequest(task_id=orphan.task_id)
-    async with store_stub(cluster) as store, asyncio.timeout(30):
+    async with cluster.store_stub() as store, asyncio.timeout(30):
         while True:
             failed = (await store.GetTask(request, metadata=TEAM_A)).task
             if failed.state == S.TASK_STATE_FAILED:
