@@ -67,19 +67,23 @@ async def test_another_namespace_neither_sees_nor_changes_a_schedule(system: Sys
 
 async def test_ticks_create_tasks_in_the_schedules_namespace(system: System) -> None:
     schedules = await start(system, schedulers=1)
-    create = P.CreateScheduleRequest(schedule_id="often", spec=spec(1, "tick"))
+    slow = P.ScheduleSpec(
+        interval=duration(1),
+        task=custom("sleeper", seconds=3.5),
+        overlap=P.OVERLAP_POLICY_SKIP,
+    )
+    create = P.CreateScheduleRequest(schedule_id="slow", spec=slow)
     await schedules.CreateSchedule(create, metadata=meta(A))
-    request = S.ListTasksRequest(labels={"schedule": "often"})
-    async with asyncio.timeout(30):
-        while not (listed := await system.stub.ListTasks(request, metadata=meta(A))).tasks:
-            await asyncio.sleep(0.2)
-    await schedules.PauseSchedule(P.PauseScheduleRequest(schedule_id="often"), metadata=meta(A))
-    assert all(t.namespace == A for t in listed.tasks)
-    assert list((await system.stub.ListTasks(request)).tasks) == []  # none in default
+    await asyncio.sleep(4.2)
     schedule = (
-        await schedules.GetSchedule(P.GetScheduleRequest(schedule_id="often"), metadata=meta(A))
+        await schedules.GetSchedule(P.GetScheduleRequest(schedule_id="slow"), metadata=meta(A))
     ).schedule
-    assert schedule.namespace == A and schedule.created_tasks >= 1
+    # The scheduler found the previous run unfinished, looking in the schedule's namespace.
+    assert schedule.created_tasks == 1 and schedule.skipped_ticks >= 2
+    request = S.ListTasksRequest(labels={"schedule": "slow"})
+    listed = (await system.stub.ListTasks(request, metadata=meta(A))).tasks
+    assert [(t.id, t.namespace) for t in listed] == [(schedule.last_task_id, A)]
+    assert list((await system.stub.ListTasks(request)).tasks) == []  # none in default
 
 
 async def test_a_schedule_stored_before_namespaces_is_the_default_namespaces(
