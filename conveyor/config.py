@@ -162,6 +162,20 @@ class _Reader:
 
         return self._get(name, "", parse)
 
+    def numbers_by_key(self, name: str) -> dict[str, float]:
+        """``key=number,...`` as numbers (>= 0) by key."""
+
+        def parse(raw: str) -> dict[str, float]:
+            values: dict[str, float] = {}
+            for item in raw.replace(",", " ").split():
+                key, sep, value = item.partition("=")
+                if not sep or not key or not float(value) >= 0:
+                    raise ValueError(f"expected name=number (>= 0), got {item!r}")
+                values[key] = float(value)
+            return values
+
+        return self._get(name, {}, parse)
+
     def words(self, name: str) -> tuple[str, ...]:
         raw = self.env.get(PREFIX + name, "")
         return tuple(w for w in raw.replace(",", " ").split() if w)
@@ -310,6 +324,39 @@ def _payload_inline_bytes(r: _Reader) -> int:
 
 
 @dataclass(frozen=True)
+class NamespaceQuotas:
+    """What one namespace may have queued and submit, checked by the gateway at submit
+    (conveyor.intake.quotas). 0: no limit. ``by_namespace`` overrides either for the
+    namespaces it names."""
+
+    max_queued: int = 0
+    """Unfinished tasks (pending, scheduled, running, retrying) of a namespace at most."""
+    submits_per_second: float = 0.0
+    """Tasks a namespace may submit per second through one gateway (bursts of one
+    second's worth)."""
+    max_queued_by_namespace: Mapping[str, int] = field(default_factory=dict)
+    submits_per_second_by_namespace: Mapping[str, float] = field(default_factory=dict)
+
+    def queued_limit(self, namespace: str) -> int:
+        return self.max_queued_by_namespace.get(namespace, self.max_queued)
+
+    def rate_limit(self, namespace: str) -> float:
+        return self.submits_per_second_by_namespace.get(namespace, self.submits_per_second)
+
+    @staticmethod
+    def read(r: _Reader) -> NamespaceQuotas:
+        queued = r.numbers_by_key("NAMESPACE_MAX_QUEUED_BY_NAMESPACE")
+        return NamespaceQuotas(
+            max_queued=r.integer("NAMESPACE_MAX_QUEUED", 0),
+            submits_per_second=r.number("NAMESPACE_SUBMITS_PER_SECOND", 0.0),
+            max_queued_by_namespace={key: int(value) for key, value in queued.items()},
+            submits_per_second_by_namespace=r.numbers_by_key(
+                "NAMESPACE_SUBMITS_PER_SECOND_BY_NAMESPACE"
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     """Settings of the gateway."""
 
@@ -327,6 +374,7 @@ class GatewaySettings:
     http_cors_origins: tuple[str, ...] = ()
     auth: str = "off"
     """CONVEYOR_AUTH: how callers authenticate (off, keys, jwt or keys,jwt)."""
+    namespace_quotas: NamespaceQuotas = field(default_factory=NamespaceQuotas)
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> GatewaySettings:
@@ -344,6 +392,7 @@ class GatewaySettings:
             ),
             http_cors_origins=r.words("HTTP_CORS_ORIGINS"),
             auth=",".join(r.words("AUTH")).lower() or "off",
+            namespace_quotas=NamespaceQuotas.read(r),
         )
         r.done()
         return settings

@@ -3,6 +3,12 @@
 The gateway (create, pause, trigger...) and the scheduler (ticks) both change schedules;
 every change is a compare-and-set on the schedule's revision, so two schedulers, or a
 scheduler and an operator, never overwrite each other's updates.
+
+A schedule belongs to the namespace it was created in, and the book reads and writes
+only the current namespace's (conveyor.auth.principal): two namespaces may each have a
+schedule of the same id, and another namespace's is not found. Its key is its id in the
+default namespace (as schedules created before namespaces are stored, which belong to
+it) and ``<namespace>.<id>`` elsewhere: neither a namespace nor an id has a dot.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from nats.js.kv import KeyValue
 
 from conveyor import buckets
 from conveyor.api.schedules.v1 import schedules_pb2
+from conveyor.auth.principal import DEFAULT_NAMESPACE, current_namespace
 from conveyor.errors import AlreadyExists, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
@@ -43,7 +50,7 @@ class ScheduleWatch:
                 await self._task
 
     def schedules(self) -> list[schedules_pb2.Schedule]:
-        """The schedules as last seen, by id."""
+        """The schedules of every namespace as last seen, by key."""
         return [self._schedules[key] for key in sorted(self._schedules)]
 
     async def _follow(self) -> None:
@@ -54,7 +61,7 @@ class ScheduleWatch:
             self._schedules.pop(key, None)
             return
         try:
-            self._schedules[key] = schedules_pb2.Schedule.FromString(value)
+            self._schedules[key] = _with_namespace(schedules_pb2.Schedule.FromString(value))
         except Exception:
             log.error("schedule %r is not a Schedule; ignored", key)
 
@@ -66,29 +73,36 @@ class ScheduleBook:
         self._kv = kv
 
     async def create(self, schedule: schedules_pb2.Schedule) -> None:
-        """Adds a schedule; AlreadyExists when the id is taken."""
+        """Adds a schedule to the current namespace (which it is stamped with);
+        AlreadyExists when the id is taken there."""
+        schedule.namespace = current_namespace()
         try:
-            await self._kv.create(schedule.id, schedule.SerializeToString())
+            await self._kv.create(schedule_key(schedule.id), schedule.SerializeToString())
         except KeyWrongLastSequenceError:
             raise AlreadyExists(f"schedule {schedule.id!r} exists already") from None
 
     async def get(self, schedule_id: str) -> tuple[schedules_pb2.Schedule, int]:
-        """The schedule and its revision; NotFound when there is none."""
+        """The current namespace's schedule and its revision; NotFound when there is none."""
         try:
-            entry = await self._kv.get(schedule_id)
+            entry = await self._kv.get(schedule_key(schedule_id))
         except KeyNotFoundError:
             raise NotFound(f"schedule {schedule_id!r} does not exist") from None
         if not entry.value:
             raise NotFound(f"schedule {schedule_id!r} does not exist")
-        return schedules_pb2.Schedule.FromString(entry.value), int(entry.revision or 0)
+        schedule = _with_namespace(schedules_pb2.Schedule.FromString(entry.value))
+        if schedule.namespace != current_namespace():  # a key only its namespace makes
+            raise NotFound(f"schedule {schedule_id!r} does not exist")
+        return schedule, int(entry.revision or 0)
 
     async def all(self) -> list[schedules_pb2.Schedule]:
-        """Every schedule, by id."""
+        """Every schedule of the current namespace, by id."""
         keys = await buckets.keys(self._kv)
+        prefix = schedule_key("")
+        ids = [key[len(prefix) :] for key in keys if key.startswith(prefix)]
         schedules = []
-        for key in sorted(keys):
+        for schedule_id in sorted(i for i in ids if "." not in i):
             try:
-                schedules.append((await self.get(key))[0])
+                schedules.append((await self.get(schedule_id))[0])
             except NotFound:
                 continue  # deleted meanwhile
         return schedules
@@ -103,7 +117,8 @@ class ScheduleBook:
             if not change(schedule):
                 return schedule
             try:
-                await self._kv.update(schedule_id, schedule.SerializeToString(), last=revision)
+                key = schedule_key(schedule_id)
+                await self._kv.update(key, schedule.SerializeToString(), last=revision)
                 return schedule
             except KeyWrongLastSequenceError:
                 continue
@@ -112,4 +127,18 @@ class ScheduleBook:
     async def delete(self, schedule_id: str) -> None:
         """Removes a schedule; NotFound when there is none."""
         await self.get(schedule_id)
-        await self._kv.delete(schedule_id)
+        await self._kv.delete(schedule_key(schedule_id))
+
+
+def schedule_key(schedule_id: str) -> str:
+    """The bucket key of the current namespace's schedule ``schedule_id``."""
+    namespace = current_namespace()
+    return schedule_id if namespace == DEFAULT_NAMESPACE else f"{namespace}.{schedule_id}"
+
+
+def _with_namespace(schedule: schedules_pb2.Schedule) -> schedules_pb2.Schedule:
+    """The schedule with its namespace said: one stored before namespaces has none and
+    belongs to the default namespace."""
+    if not schedule.namespace:
+        schedule.namespace = DEFAULT_NAMESPACE
+    return schedule

@@ -245,13 +245,16 @@ class Server:
         pending_calls: int = PENDING_CALLS,
         tls: TlsSettings | None = None,
         peers: Collection[str] | None = None,
+        inner: Iterable[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         # The metrics interceptor goes first (outermost), so it sees the status that the
-        # error interceptor chose.
+        # error interceptor chose. ``inner`` ones run inside the error interceptor (after
+        # the peer check), so what they raise is answered as any handler's error.
         interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
         files = CertificateFiles.of(tls) if tls is not None else None
         if files is not None and files.client_ca and peers is not None:
             interceptors.append(PeerInterceptor(peers))
+        interceptors.extend(inner)
         if metrics is not None:
             interceptors.insert(0, MetricsInterceptor(metrics))
         # Tracing outermost of all: the call's span covers everything, and the caller's

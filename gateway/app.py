@@ -10,11 +10,14 @@ from nats.aio.client import Client as NATS
 from conveyor import jetstream, subjects, transcode
 from conveyor.api.queues.v1 import queues_pb2, queues_pb2_grpc
 from conveyor.api.schedules.v1 import schedules_pb2, schedules_pb2_grpc
+from conveyor.api.store.v1 import quotas_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from conveyor.auth.namespaces import NamespaceInterceptor
 from conveyor.config import GatewaySettings, load_environ
 from conveyor.exposure import AUTH, Listener, tls_missing
 from conveyor.intake.admission import Admission
 from conveyor.intake.catalog import TypeCatalog
+from conveyor.intake.quotas import Quotas, unfinished_counter
 from conveyor.intake.submit import Submitter, task_finder
 from conveyor.lifecycle import Lifecycle
 from conveyor.messages import PUBLISH_TIMEOUT
@@ -83,6 +86,11 @@ class Gateway:
         store = tasks_pb2_grpc.TaskServiceStub(self.channel)
 
         admission = Admission(js, common.stream_limits, self.metrics)
+        quotas = Quotas(
+            self.settings.namespace_quotas,
+            unfinished_counter(quotas_pb2_grpc.NamespaceCountServiceStub(self.channel)),
+            self.metrics,
+        )
         life.task(every(PROBE_INTERVAL, admission.poll, "the queue's limits"), "queue-limits")
         submitter = Submitter(
             js,
@@ -93,6 +101,7 @@ class Gateway:
             PayloadStore(await jetstream.object_store(js, common)),
             self.settings.payload_inline_bytes,
             admission,
+            quotas,
         )
         self.server = Server(
             self.settings.listen,
@@ -103,6 +112,10 @@ class Gateway:
             # Room for every watch allowed arriving at once, besides the usual backlog.
             pending_calls=PENDING_CALLS + self.settings.limits.max_watches,
             tls=tls,
+            # Until authentication binds the caller, each call is made in the namespace
+            # its metadata names (default when none): what the auth interceptor does
+            # when authentication is off.
+            inner=[NamespaceInterceptor()],
         )
         tasks = GatewayService(submitter, self.settings.limits, self.metrics)
         servicers: dict[str, object] = {

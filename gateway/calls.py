@@ -21,7 +21,7 @@ from google.rpc import status_pb2
 
 from conveyor.errors import ConveyorError
 from conveyor.server import internal_error, status_for, unimplemented
-from gateway.relay import STORE_CALL_TIMEOUT, trace_metadata
+from gateway.relay import STORE_CALL_TIMEOUT, store_metadata
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def store_call(channel: grpc.aio.Channel, method: MethodDescriptor) -> Call:
     async def call(request: Message) -> Message:
         try:
             response: Message = await unary(
-                request, timeout=STORE_CALL_TIMEOUT, metadata=trace_metadata()
+                request, timeout=STORE_CALL_TIMEOUT, metadata=store_metadata()
             )
             return response
         except grpc.aio.AioRpcError as err:

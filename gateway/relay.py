@@ -19,6 +19,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 
 from conveyor import tracing
+from conveyor.auth.namespaces import namespace_metadata
 
 Context = Any  # grpc.aio.ServicerContext; grpc ships no type information
 STORE_CALL_TIMEOUT = 10.0
@@ -71,7 +72,7 @@ def _relay_unary(
         try:
             remaining = context.time_remaining()
             timeout = STORE_CALL_TIMEOUT if remaining is None else max(remaining, 0.0)
-            return await call(request, timeout=timeout, metadata=trace_metadata())
+            return await call(request, timeout=timeout, metadata=store_metadata())
         except grpc.aio.AioRpcError as err:
             await abort_like(context, err)
             raise  # unreachable: abort raises
@@ -84,7 +85,7 @@ def _relay_stream(
 ) -> Callable[[bytes, Context], AsyncIterator[bytes]]:
     async def relay(request: bytes, context: Context) -> AsyncIterator[bytes]:
         # No default deadline: a stream (a large download) lasts as long as its reader needs.
-        relayed = call(request, timeout=context.time_remaining(), metadata=trace_metadata())
+        relayed = call(request, timeout=context.time_remaining(), metadata=store_metadata())
         try:
             async for response in relayed:
                 yield response
@@ -96,11 +97,12 @@ def _relay_stream(
     return relay
 
 
-def trace_metadata() -> tuple[tuple[str, str], ...]:
-    """The current trace context as call metadata: the store's span joins the caller's
-    trace. Sent by hand, not by client interceptors on the channel: grpc.aio's intercepted
-    calls cost several times a plain call's CPU."""
-    return tuple(tracing.inject().items())
+def store_metadata() -> tuple[tuple[str, str], ...]:
+    """The metadata of a call to the store: the caller's namespace, which the store limits
+    the call to (conveyor.auth.namespaces), and the current trace context, so the store's
+    span joins the caller's trace. Sent by hand, not by client interceptors on the
+    channel: grpc.aio's intercepted calls cost several times a plain call's CPU."""
+    return (*namespace_metadata(), *tracing.inject().items())
 
 
 async def abort_like(context: Context, err: grpc.aio.AioRpcError) -> None:

@@ -34,6 +34,7 @@ from grpc_status import rpc_status
 from conveyor import subjects
 from conveyor.api.store.v1 import watch_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.auth.principal import current_namespace
 from conveyor.config import Limits
 from conveyor.errors import ResourceExhausted
 from conveyor.tasks import is_terminal
@@ -101,10 +102,13 @@ class _Call:
             yield await self._requests.get()
 
     def start(self, request: tasks_pb2.WatchTaskRequest) -> _Watch:
+        """Starts a watch in the caller's namespace: the store limits it to that."""
         self._next_id += 1
         watch = self._watches[self._next_id] = _Watch(self._next_id)
         self._requests.put_nowait(
-            watch_pb2.WatchTasksRequest(watch_id=watch.watch_id, start=request)
+            watch_pb2.WatchTasksRequest(
+                watch_id=watch.watch_id, start=request, namespace=current_namespace()
+            )
         )
         return watch
 

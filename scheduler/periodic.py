@@ -16,6 +16,8 @@ import grpc
 
 from conveyor.api.schedules.v1 import schedules_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from conveyor.auth.namespaces import in_namespace, namespace_metadata
+from conveyor.auth.principal import DEFAULT_NAMESPACE
 from conveyor.errors import ConveyorError
 from conveyor.intake.control import TEMPLATE
 from conveyor.intake.submit import Accepted, Submitter
@@ -70,7 +72,12 @@ class PeriodicRunner:
             await asyncio.sleep(self._poll)
 
     async def tick(self, schedule: schedules_pb2.Schedule) -> None:
-        """Handles the due tick(s) of one schedule."""
+        """Handles the due tick(s) of one schedule, in its namespace: the book, the store
+        and the submitter all act in the current one, and its tasks belong to it."""
+        with in_namespace(schedule.namespace or DEFAULT_NAMESPACE):
+            await self._tick(schedule)
+
+    async def _tick(self, schedule: schedules_pb2.Schedule) -> None:
         spec = schedule.spec
         current = now()
         anchor = from_timestamp(schedule.create_time)
@@ -115,6 +122,7 @@ class PeriodicRunner:
             response = await self._store.GetTask(
                 tasks_pb2.GetTaskRequest(task_id=schedule.last_task_id, omit_payloads=True),
                 timeout=10,
+                metadata=namespace_metadata(),
             )
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:

@@ -20,9 +20,14 @@ from nats.js.errors import NotFoundError
 
 from conveyor import messages, subjects
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from conveyor.auth.namespaces import ALL_NAMESPACES
+from conveyor.auth.principal import METADATA_NAMESPACE
 from conveyor.tasks import from_timestamp, now
 
 log = logging.getLogger(__name__)
+
+EVERY_NAMESPACE = ((METADATA_NAMESPACE, ALL_NAMESPACES),)
+"""A lost task is lost whatever its namespace: reconciliation reads them all."""
 
 UNFINISHED = [
     tasks_pb2.TASK_STATE_PENDING,
@@ -94,7 +99,9 @@ class Reconciler:
             states=UNFINISHED, page_size=self.page_size, page_token=token
         )
         try:
-            page: tasks_pb2.ListTasksResponse = await self._store.ListTasks(request, timeout=30)
+            page: tasks_pb2.ListTasksResponse = await self._store.ListTasks(
+                request, timeout=30, metadata=EVERY_NAMESPACE
+            )
         except grpc.aio.AioRpcError as err:
             if token and err.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 self._token = ""  # a cursor the store no longer takes: sweep again from the top
@@ -120,7 +127,9 @@ class Reconciler:
         await asyncio.sleep(1.0)
         try:
             fresh = (
-                await self._store.GetTask(tasks_pb2.GetTaskRequest(task_id=task.id), timeout=10)
+                await self._store.GetTask(
+                    tasks_pb2.GetTaskRequest(task_id=task.id), timeout=10, metadata=EVERY_NAMESPACE
+                )
             ).task
         except grpc.aio.AioRpcError:
             return 0

@@ -9,8 +9,9 @@ from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conveyor import jetstream, subjects
-from conveyor.api.store.v1 import watch_pb2, watch_pb2_grpc
+from conveyor.api.store.v1 import quotas_pb2, quotas_pb2_grpc, watch_pb2, watch_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from conveyor.auth.namespaces import NamespaceInterceptor
 from conveyor.config import StoreSettings, load_environ
 from conveyor.exposure import Listener, tls_missing
 from conveyor.lifecycle import Lifecycle
@@ -23,7 +24,7 @@ from store.lag import EventLagProbe
 from store.mux import WatchMux
 from store.repository import TaskRepository
 from store.retention import Purger, RetentionPolicy, payload_deleter
-from store.service import StoreService
+from store.service import NamespaceCounts, StoreService
 from store.trim import EventTrimmer
 from store.watch import WatchHub
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
 WATCH_MUX_SERVICE = watch_pb2.DESCRIPTOR.services_by_name["WatchMuxService"].full_name
+COUNT_SERVICE = quotas_pb2.DESCRIPTOR.services_by_name["NamespaceCountService"].full_name
 
 
 class Store:
@@ -82,12 +84,16 @@ class Store:
         life.task(self.trimmer.run(), "trim-events")
         self.server = Server(
             self.settings.listen,
-            [SERVICE_NAME, WATCH_MUX_SERVICE],
+            [SERVICE_NAME, WATCH_MUX_SERVICE, COUNT_SERVICE],
             self.settings.max_message_bytes,
             self.metrics,
             keepalive_seconds=common.grpc_keepalive_seconds,
             tls=tls,
             peers=tls.allowed_peers,
+            # Each call is limited to the namespace its caller names. The store believes
+            # the name because only Conveyor's own services can call it (mutual TLS):
+            # the gateway names the namespace it authenticated the client in.
+            inner=[NamespaceInterceptor(allow_all=True)],
         )
         payloads = PayloadStore(await jetstream.object_store(js, common))
         self.purger = Purger(
@@ -113,6 +119,9 @@ class Store:
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(service, self.server.grpc)
         watch_pb2_grpc.add_WatchMuxServiceServicer_to_server(
             WatchMux(service, self.settings.max_message_bytes), self.server.grpc
+        )
+        quotas_pb2_grpc.add_NamespaceCountServiceServicer_to_server(
+            NamespaceCounts(repository), self.server.grpc
         )
         await self.server.follow_nats(self.nc)
         await self.server.start()

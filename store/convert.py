@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.auth.principal import DEFAULT_NAMESPACE
 from conveyor.payloads import describe
 from conveyor.tasks import now
 from store.transitions import Event, Kind, Progress, Snapshot, State
@@ -110,6 +111,8 @@ def _submitted_snapshot(event: events_pb2.TaskEvent, time: dt.datetime) -> Snaps
         timeout_seconds=(timeout.seconds * 1_000_000_000 + timeout.nanos) / 1e9,
         labels={key: labels[key] for key in labels},  # cheaper than dict(labels) on a map field
         run_at=_time(task.run_at) if task.HasField("run_at") else None,
+        # A gateway from before namespaces sends none: its tasks are the default's.
+        namespace=task.namespace or DEFAULT_NAMESPACE,
     )
 
 
@@ -155,6 +158,7 @@ _FIXED_FIELDS = (
     "timeout_seconds",
     "create_time",
     "run_at",
+    "namespace",
 )
 _FIXED = operator.attrgetter(*_FIXED_FIELDS)
 
@@ -167,6 +171,7 @@ def _fixed_task(s: Snapshot) -> tasks_pb2.Task:
         priority=s.priority,  # type: ignore[arg-type]
         idempotency_key=s.idempotency_key,
         schedule_id=s.schedule_id,
+        namespace=s.namespace,
     )
     labels = task.labels
     for key, value in s.labels.items():  # cheaper than Task(labels=...)'s update()

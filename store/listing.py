@@ -17,10 +17,14 @@ from store.pagination import Cursor
 from store.rows import LISTED_COLUMNS
 
 
-def _filters(states: int, typed: bool, labels: range) -> builtins.list[ColumnElement[bool]]:
-    """Conditions on ``states`` bound states (any of), the type, and the labels numbered
-    ``labels`` (all of), as named parameters: see list_values."""
+def _filters(
+    states: int, typed: bool, labels: range, namespaced: bool
+) -> builtins.list[ColumnElement[bool]]:
+    """Conditions on the namespace, ``states`` bound states (any of), the type, and the
+    labels numbered ``labels`` (all of), as named parameters: see list_values."""
     conditions: list[ColumnElement[bool]] = []
+    if namespaced:
+        conditions.append(tasks.c.namespace == bindparam("namespace"))
     if states == 1:
         conditions.append(tasks.c.state == bindparam("state_0"))
     elif states:
@@ -52,22 +56,25 @@ _NEWEST_FIRST = (tasks.c.create_time.desc(), tasks.c.id.desc())
 
 
 @functools.lru_cache(maxsize=512)
-def list_query(states: int, typed: bool, labels: int, after: bool) -> Select[Any]:
-    """The page query of one shape (how many states and labels, a type, a cursor), with
-    every value a named parameter (see list_values), so each shape is compiled once.
+def list_query(
+    states: int, typed: bool, labels: int, after: bool, namespaced: bool = True
+) -> Select[Any]:
+    """The page query of one shape (how many states and labels, a type, a cursor, one
+    namespace or all), with every value a named parameter (see list_values), so each
+    shape is compiled once.
 
     Each filter reads one index range in page order. By label: the first label's (key,
-    value, create_time, task_id) index drives, in order; the rest are filters. Several
-    states: one ordered range per state, merged (an IN over the (state, create_time, id)
-    index would sort every matching row). Otherwise the state or type index, or
-    (create_time, id) alone.
+    value, create_time, task_id) index drives, in order; the rest, the namespace among
+    them, are filters. Several states: one ordered range per state, merged (an IN over
+    the (namespace, state, create_time, id) index would sort every matching row).
+    Otherwise the namespace's state or type index, or (namespace, create_time, id).
     """
     limit = bindparam("limit", type_=Integer)
     if labels:
         label = task_labels.alias("driving_label")
         conditions = [label.c.key == bindparam("label_key_0")]
         conditions.append(label.c.value == bindparam("label_value_0"))
-        conditions += _filters(states, typed, range(1, labels))
+        conditions += _filters(states, typed, range(1, labels), namespaced)
         if after:
             conditions.append(_after(label.c.create_time, label.c.task_id))
         return (
@@ -82,7 +89,10 @@ def list_query(states: int, typed: bool, labels: int, after: bool) -> Select[Any
         parts = [
             select(
                 select(*LISTED_COLUMNS)
-                .where(tasks.c.state == bindparam(f"state_{i}"), *_filters(0, typed, range(0)))
+                .where(
+                    tasks.c.state == bindparam(f"state_{i}"),
+                    *_filters(0, typed, range(0), namespaced),
+                )
                 .where(*cursor)
                 .order_by(*_NEWEST_FIRST)
                 .limit(limit)
@@ -94,7 +104,7 @@ def list_query(states: int, typed: bool, labels: int, after: bool) -> Select[Any
         return select(merged).order_by(merged.c.create_time.desc(), merged.c.id.desc()).limit(limit)
     return (
         select(*LISTED_COLUMNS)
-        .where(*_filters(states, typed, range(0)), *cursor)
+        .where(*_filters(states, typed, range(0), namespaced), *cursor)
         .order_by(*_NEWEST_FIRST)
         .limit(limit)
     )
@@ -106,9 +116,12 @@ def list_values(
     labels: dict[str, str],
     cursor: Cursor | None,
     limit: int,
+    namespace: str | None = None,
 ) -> dict[str, Any]:
-    """The parameters of list_query for these filters."""
+    """The parameters of list_query for these filters (``namespace`` None: every one)."""
     values: dict[str, Any] = {"limit": limit}
+    if namespace is not None:
+        values["namespace"] = namespace
     for i, state in enumerate(states):
         values[f"state_{i}"] = state
     if task_type:

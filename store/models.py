@@ -112,13 +112,18 @@ class TaskRow(Base):
     run_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     next_attempt_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # Text, as schedule_id: the value comes from the submitted event (migration 0005).
+    namespace: Mapped[str] = mapped_column(Text, default="default", server_default="default")
 
     __table_args__ = (
-        # ListTasks reads newest first, optionally by state or type; each index ends with
-        # (create_time, id) so the keyset condition and the ORDER BY use it directly.
-        Index("ix_tasks_create_time_id", "create_time", "id"),
+        # ListTasks reads one namespace's tasks newest first, optionally by state or type;
+        # each index ends with (create_time, id) so the keyset condition and the ORDER BY
+        # use it directly. The state index without the namespace serves what looks at
+        # every namespace: retention and the scheduler's reconciliation.
+        Index("ix_tasks_namespace_create_time_id", "namespace", "create_time", "id"),
+        Index("ix_tasks_namespace_state_create_time_id", "namespace", "state", "create_time", "id"),
+        Index("ix_tasks_namespace_type_create_time_id", "namespace", "type", "create_time", "id"),
         Index("ix_tasks_state_create_time_id", "state", "create_time", "id"),
-        Index("ix_tasks_type_create_time_id", "type", "create_time", "id"),
         Index("ix_tasks_idempotency_key", "idempotency_key"),
     )
 

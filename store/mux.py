@@ -27,6 +27,7 @@ from google.rpc import status_pb2
 from conveyor import subjects
 from conveyor.api.store.v1 import watch_pb2, watch_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.auth.namespaces import in_namespace, namespace_or_default
 from conveyor.errors import ConveyorError, InvalidArgument, ResourceExhausted
 from conveyor.server import internal_error, status_for
 from store.service import StoreService
@@ -107,24 +108,26 @@ class WatchMux(watch_pb2_grpc.WatchMuxServiceServicer):
                     await outbox.put(_ended(watch_id, status_for(error)))
                 else:
                     watches[watch_id] = asyncio.create_task(
-                        self._run(watch_id, request.start, outbox, watches, limit)
+                        self._run(watch_id, request, outbox, watches, limit)
                     )
 
     async def _run(
         self,
         watch_id: int,
-        request: tasks_pb2.WatchTaskRequest,
+        request: watch_pb2.WatchTasksRequest,
         outbox: asyncio.Queue[tuple[watch_pb2.WatchUpdate, int]],
         watches: dict[int, asyncio.Task[None]],
         limit: int,
     ) -> None:
         try:
-            async for task in self._service.updates(request):
-                update = watch_pb2.WatchUpdate(watch_id=watch_id, task=task)
-                framed = update.ByteSize() + FRAME_BYTES
-                if framed > limit:
-                    raise _too_big(task, framed, limit)
-                await outbox.put((update, framed))
+            # Each watch of the call is made in its own caller's namespace.
+            with in_namespace(namespace_or_default(request.namespace)):
+                async for task in self._service.updates(request.start):
+                    update = watch_pb2.WatchUpdate(watch_id=watch_id, task=task)
+                    framed = update.ByteSize() + FRAME_BYTES
+                    if framed > limit:
+                        raise _too_big(task, framed, limit)
+                    await outbox.put((update, framed))
             end = _ended(watch_id)
         except ConveyorError as exc:
             end = _ended(watch_id, status_for(exc))

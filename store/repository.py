@@ -15,11 +15,13 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.auth.principal import DEFAULT_NAMESPACE
+from conveyor.tasks import is_terminal
 from store import convert, parking
 from store.batch import Batch, apply_one, write
 from store.bulk import load
@@ -36,6 +38,7 @@ from store.rows import (
     sqlite_time,
     task_of,
 )
+from store.transitions import State
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,13 @@ _HISTORY = (
         task_history.c.version > bindparam("after_version"),
     )
     .order_by(task_history.c.version)
+)
+
+# One range of the (namespace, state, create_time, id) index per unfinished state.
+_UNFINISHED = select(func.count()).where(
+    # A value here: the IN list of literals is rendered when the statement is compiled.
+    tasks.c.namespace == bindparam("namespace", DEFAULT_NAMESPACE),
+    tasks.c.state.in_([int(state) for state in State if not is_terminal(state)]),
 )
 
 
@@ -201,19 +211,22 @@ class TaskRepository:
         labels: dict[str, str] | None = None,
         page_size: int = 0,
         page_token: str = "",
+        namespace: str | None = DEFAULT_NAMESPACE,
     ) -> tuple[builtins.list[tasks_pb2.Task], str]:
         """One page of tasks, newest first, and the token of the next page ("" at the end).
 
-        Filters combine with AND: any of ``states``, the type, and all of ``labels``.
-        Listed tasks carry no result. Raises InvalidArgument for a malformed token.
+        Filters combine with AND: the namespace (None: every one), any of ``states``, the
+        type, and all of ``labels``. Listed tasks carry no result. Raises InvalidArgument
+        for a malformed token.
         """
         cursor = decode_token(page_token)
         size = page_size_of(page_size)
         wanted = sorted(set(states))
         labels = labels or {}
-        query = list_query(len(wanted), bool(task_type), len(labels), cursor is not None)
+        shape = (len(wanted), bool(task_type), len(labels), cursor is not None)
+        query = list_query(*shape, namespaced=namespace is not None)
         # one more than asked says whether there is a next page
-        values = list_values(wanted, task_type, labels, cursor, size + 1)
+        values = list_values(wanted, task_type, labels, cursor, size + 1, namespace)
         rows, raw = await self._reads.rows(query, values)
         page = [task_of(row, LISTED_NAMES, raw) for row in rows[:size]]
         token = ""
@@ -224,6 +237,11 @@ class TaskRepository:
                 create_time = sqlite_time(create_time)
             token = encode_token(Cursor(create_time, last[LISTED_NAMES.index("id")]))
         return page, token
+
+    async def count_unfinished(self, namespace: str) -> int:
+        """How many of the namespace's tasks are not in a terminal state."""
+        rows, _ = await self._reads.rows(_UNFINISHED, {"namespace": namespace})
+        return int(rows[0][0] or 0) if rows else 0
 
     async def history(self, task_id: str, after_version: int = 0) -> builtins.list[tasks_pb2.Task]:
         """The task as it was at each version after ``after_version``, oldest first."""

@@ -19,6 +19,7 @@ from nats.js.kv import KeyValue
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from conveyor.auth.principal import DEFAULT_NAMESPACE
 from conveyor.intake.submit import idempotency_bucket_key
 from conveyor.metrics import StoreMetrics
 from conveyor.payloads import PayloadStore
@@ -67,6 +68,7 @@ class Candidate:
 
     task_id: str
     idempotency_key: str = ""
+    namespace: str = DEFAULT_NAMESPACE
 
 
 @dataclass(frozen=True)
@@ -126,10 +128,12 @@ class Purger:
         states: Collection[int] = FINISHED,
         task_type: str = "",
         other_than: Collection[str] = (),
+        namespace: str | None = None,
     ) -> int:
         """Deletes every task in ``states`` (finished ones) that ended before
         ``finished_before`` (None: any time), of ``task_type`` if given and of none of
-        ``other_than``, a batch per transaction; returns how many."""
+        ``other_than``, in ``namespace`` if given, a batch per transaction; returns how
+        many."""
         total = 0
         while True:
             batch = await _candidates(
@@ -139,6 +143,7 @@ class Purger:
                 other_than,
                 finished_before,
                 self._batch_size,
+                namespace,
             )
             total += len(await self.remove(batch, reason))
             if len(batch) < self._batch_size:
@@ -180,7 +185,7 @@ class Purger:
 
     async def _release_key(self, candidate: Candidate) -> None:
         assert self._idempotency is not None
-        key = idempotency_bucket_key(candidate.idempotency_key)
+        key = idempotency_bucket_key(candidate.idempotency_key, candidate.namespace)
         try:
             entry = await self._idempotency.get(key)
         except KeyNotFoundError:  # expired or deleted (KeyDeletedError is a subclass)
@@ -226,10 +231,15 @@ async def _candidates(
     other_than: Collection[str],
     finished_before: dt.datetime | None,
     limit: int,
+    namespace: str | None = None,
 ) -> list[Candidate]:
     if not states:
         return []
-    query = select(tasks.c.id, tasks.c.idempotency_key).where(tasks.c.state.in_(states))
+    query = select(tasks.c.id, tasks.c.idempotency_key, tasks.c.namespace).where(
+        tasks.c.state.in_(states)
+    )
+    if namespace is not None:
+        query = query.where(tasks.c.namespace == namespace)
     if task_type:
         query = query.where(tasks.c.type == task_type)
     if other_than:
@@ -240,4 +250,4 @@ async def _candidates(
         query = query.where(tasks.c.create_time < finished_before, ended < finished_before)
     async with engine.connect() as conn:
         rows = (await conn.execute(query.limit(limit))).all()
-    return [Candidate(row[0], row[1] or "") for row in rows]
+    return [Candidate(row[0], row[1] or "", row[2]) for row in rows]

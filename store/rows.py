@@ -85,6 +85,7 @@ def snapshot_from_row(row: Mapping[Any, Any]) -> Snapshot:
         end_time=row["end_time"],
         run_at=row["run_at"],
         next_attempt_time=row["next_attempt_time"],
+        namespace=row["namespace"],
     )
 
 
@@ -141,6 +142,7 @@ def insert_row(s: Snapshot, task_input: bytes, policy: bytes, to_time: ToTime) -
         to_time(s.run_at),
         to_time(s.next_attempt_time),
         json.dumps(dict(s.labels)),
+        s.namespace,
     )
 
 
@@ -177,7 +179,7 @@ _ROW_ORDERS = (
     "cancel_requested", "idempotency_key", "schedule_id", "worker_id", "timeout_seconds",
     "input", "retry_policy", "result", "error", "attempt_errors", "progress_current",
     "progress_total", "progress_message", "create_time", "update_time", "start_time",
-    "end_time", "run_at", "next_attempt_time", "labels",
+    "end_time", "run_at", "next_attempt_time", "labels", "namespace",
 ), (
     "state", "attempt", "max_attempts", "attempt_offset", "version", "cancel_requested",
     "worker_id", "result", "error", "attempt_errors", "progress_current", "progress_total",
@@ -264,6 +266,7 @@ def task_of(row: Sequence[Any], names: Sequence[str], raw: bool) -> tasks_pb2.Ta
         cancel_requested=bool(r["cancel_requested"]),
         schedule_id=r["schedule_id"] or "",
         worker_id=r["worker_id"],
+        namespace=r["namespace"],
     )
     result = r.get("result")
     if result is not None:

@@ -1,6 +1,9 @@
 """The store's side of TaskService: reads, watches, cancel and re-drive.
 
-Submits go through the gateway; the store answers them UNIMPLEMENTED.
+Submits go through the gateway; the store answers them UNIMPLEMENTED. Every method sees
+only the namespace its call is made in (bound per call from the caller's metadata,
+conveyor.auth.namespaces): another namespace's task is NOT_FOUND, exactly as a task that
+does not exist, and lists, stats and purges hold only the namespace's tasks.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from conveyor import messages, subjects
+from conveyor.api.store.v1 import quotas_pb2, quotas_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from conveyor.auth.namespaces import ALL_NAMESPACES, visible
+from conveyor.auth.principal import current_namespace
 from conveyor.errors import FailedPrecondition, NotFound, Unavailable
 from conveyor.intake.reads import validate_list, validate_purge, validate_stats, validate_task_id
 from conveyor.messages import PUBLISH_TIMEOUT
@@ -71,14 +77,21 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
 
     async def _find(self, task_id: str, omit_payloads: bool = False) -> tasks_pb2.Task:
         """The task, waiting for the events published so far when it is not known yet:
-        a GetTask right after SubmitTask sees the task."""
-        task = await self._repository.get(task_id, omit_payloads=omit_payloads)
+        a GetTask right after SubmitTask sees the task. Every method reaches a task by id
+        through here, so this is where another namespace's task is not found."""
+        task = await self._get_visible(task_id, omit_payloads)
         if task is None:
             await self._catch_up()
-            task = await self._repository.get(task_id, omit_payloads=omit_payloads)
+            task = await self._get_visible(task_id, omit_payloads)
         if task is None:
             raise NotFound(f"task {task_id} does not exist")
         return task
+
+    async def _get_visible(self, task_id: str, omit_payloads: bool) -> tasks_pb2.Task | None:
+        # Another namespace's task is answered as an unknown one, after the same wait, so
+        # neither the answer nor its timing tells that the id exists.
+        task = await self._repository.get(task_id, omit_payloads=omit_payloads)
+        return task if task is not None and visible(task.namespace) else None
 
     async def _catch_up(self) -> bool:
         """Waits until every event published so far is applied (read your writes).
@@ -114,6 +127,7 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
             labels=dict(request.labels),
             page_size=page_size,
             page_token=request.page_token,
+            namespace=_namespace_filter(),
         )
         limit = self._max_response_bytes
         tasks = [bounded(task, limit - PAGE_OVERHEAD) for task in tasks]
@@ -264,14 +278,16 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
     ) -> tasks_pb2.GetTaskStatsResponse:
         window, top_errors = validate_stats(request)
         await self._catch_up()
-        return await task_stats(self._repository.engine, now() - window, request.type, top_errors)
+        return await task_stats(
+            self._repository.engine, now() - window, request.type, top_errors, _namespace_filter()
+        )
 
     async def DeleteTask(
         self, request: tasks_pb2.DeleteTaskRequest, context: Context
     ) -> tasks_pb2.DeleteTaskResponse:
         validate_task_id(request.task_id)
         task = await self._find(request.task_id, omit_payloads=True)
-        candidate = Candidate(task.id, task.idempotency_key)
+        candidate = Candidate(task.id, task.idempotency_key, task.namespace)
         if not is_terminal(task.state) or not await self._delete(candidate):
             task = await self._find(request.task_id, omit_payloads=True)  # re-driven meanwhile
             raise FailedPrecondition(
@@ -294,7 +310,9 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         await self._catch_up()
         before = now() - older_than if older_than else None
         try:
-            count = await self._purger.purge("purge", before, states, request.type)
+            count = await self._purger.purge(
+                "purge", before, states, request.type, namespace=_namespace_filter()
+            )
         except (TimeoutError, OSError) as exc:
             raise Unavailable(f"could not release idempotency keys: {exc}") from exc
         log.info("purged %d finished tasks", count)
@@ -309,6 +327,25 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
             await asyncio.wait_for(
                 self._js.purge_stream(subjects.STREAM_TASKS, subject=subject), PUBLISH_TIMEOUT
             )
+
+
+class NamespaceCounts(quotas_pb2_grpc.NamespaceCountServiceServicer):
+    """Counts for the gateway's per-namespace quotas (conveyor.intake.quotas)."""
+
+    def __init__(self, repository: TaskRepository) -> None:
+        self._repository = repository
+
+    async def CountUnfinishedTasks(
+        self, request: quotas_pb2.CountUnfinishedTasksRequest, context: Context
+    ) -> quotas_pb2.CountUnfinishedTasksResponse:
+        count = await self._repository.count_unfinished(current_namespace())
+        return quotas_pb2.CountUnfinishedTasksResponse(count=count)
+
+
+def _namespace_filter() -> str | None:
+    """The namespace a query is limited to: the call's, or None for every one."""
+    namespace = current_namespace()
+    return None if namespace == ALL_NAMESPACES else namespace
 
 
 async def _chunks_of(data: bytes) -> AsyncIterator[bytes]:

@@ -111,10 +111,16 @@ def _micros(dialect: str, later: Any, earlier: Any) -> Any:
 
 
 async def task_stats(
-    engine: AsyncEngine, since: dt.datetime, task_type: str = "", top_errors: int = 5
+    engine: AsyncEngine,
+    since: dt.datetime,
+    task_type: str = "",
+    top_errors: int = 5,
+    namespace: str | None = None,
 ) -> tasks_pb2.GetTaskStatsResponse:
-    """The analysis of tasks created at or after ``since``."""
+    """The analysis of tasks created at or after ``since`` (in ``namespace`` when given)."""
     window = [tasks.c.create_time >= since]
+    if namespace is not None:
+        window.append(tasks.c.namespace == namespace)
     if task_type:
         window.append(tasks.c.type == task_type)
     counts = (

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from conveyor.auth.principal import DEFAULT_NAMESPACE
 from conveyor.tasks import is_terminal
 
 
@@ -100,6 +101,7 @@ class Snapshot:
     end_time: dt.datetime | None = None
     run_at: dt.datetime | None = None
     next_attempt_time: dt.datetime | None = None
+    namespace: str = DEFAULT_NAMESPACE
 
     @property
     def terminal(self) -> bool:

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.auth.principal import DEFAULT_NAMESPACE
 from conveyor.client import AsyncClient
 from conveyor.jsonlike import printable_copy
 from conveyor.tasks import STATE_NAMES, from_timestamp, is_terminal, seconds
@@ -195,6 +196,8 @@ class Output:
         table.add_column(style="bold", no_wrap=True)
         table.add_column(overflow="fold")
         table.add_row("id", task.id)
+        # A store from before namespaces sends none: its tasks are the default namespace's.
+        table.add_row("namespace", escape(task.namespace or DEFAULT_NAMESPACE))
         table.add_row("type", escape(task.type))
         table.add_row(
             "state", _state(task.state) + (" (cancel requested)" if task.cancel_requested else "")

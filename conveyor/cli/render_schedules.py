@@ -15,6 +15,7 @@ from rich.table import Table
 from conveyor.api.queues.v1 import queues_pb2
 from conveyor.api.schedules.v1 import schedules_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.auth.principal import DEFAULT_NAMESPACE
 from conveyor.cli.render import Output, _state, _time
 from conveyor.client import CATCH_UP_POLICIES, OVERLAP_POLICIES
 from conveyor.tasks import seconds, task_type_of
@@ -92,6 +93,7 @@ def render_schedule(out: Output, schedule: schedules_pb2.Schedule, *, brief: boo
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     table.add_row("id", escape(schedule.id))
+    table.add_row("namespace", escape(schedule.namespace or DEFAULT_NAMESPACE))
     if spec.description:
         table.add_row("description", escape(spec.description))
     table.add_row("state", _paused(schedule.paused))

@@ -62,7 +62,7 @@ class _Reading:
     by_type: dict[str, int] = field(default_factory=dict)
 
 
-class _Cached(Generic[T]):
+class CachedReading(Generic[T]):
     """A count read from JetStream at most every ``REFRESH_SECONDS``, one read at a time,
     each reading handed to ``apply``. Only the first reading is waited for; later ones are
     made in the background, so a submit does not wait for JetStream's counts."""
@@ -123,8 +123,8 @@ class Admission:
         # What was admitted since the reading in flight began: it may be missing from
         # that reading, so it is added to it.
         self._since = _Reading()
-        self._streams = _Cached(self._read_streams, self._apply_streams, self._streams_start)
-        self._types: dict[str, _Cached[int]] = {}
+        self._streams = CachedReading(self._read_streams, self._apply_streams, self._streams_start)
+        self._types: dict[str, CachedReading[int]] = {}
         now = self._now
         metrics.track_limit(QUEUE_MAX_TASKS, "", limits.queue_max_tasks, lambda: now.tasks)
         metrics.track_limit(QUEUE_MAX_BYTES, "", limits.queue_max_bytes, lambda: now.task_bytes)
@@ -199,7 +199,7 @@ class Admission:
         for task_type in dict.fromkeys(task_types):
             cached = self._types.get(task_type)
             if cached is None:
-                cached = self._types[task_type] = _Cached(
+                cached = self._types[task_type] = CachedReading(
                     self._type_reader(task_type),
                     functools.partial(self._apply_type, task_type),
                     functools.partial(self._type_start, task_type),

@@ -32,11 +32,14 @@ from nats.js.kv import KeyValue
 from conveyor import messages
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from conveyor.auth.namespaces import namespace_metadata
+from conveyor.auth.principal import DEFAULT_NAMESPACE, current_namespace
 from conveyor.errors import InvalidArgument, ResourceExhausted, Unavailable
 from conveyor.ids import new_task_id
 from conveyor.intake.admission import Admission
 from conveyor.intake.catalog import TypeCatalog
 from conveyor.intake.checks import unknown_type
+from conveyor.intake.quotas import Quotas
 from conveyor.messages import PUBLISH_TIMEOUT
 from conveyor.payloads import INPUT_CONTENT_TYPE, PayloadStore, abridge_input, input_name
 from conveyor.publish import AckedPublisher
@@ -77,9 +80,13 @@ def _run_at(options: tasks_pb2.TaskOptions) -> dt.datetime | None:
     return when if when > now() else None
 
 
-def idempotency_bucket_key(key: str) -> str:
-    """KV keys have a small alphabet, so the client's key is stored by its hash."""
-    return hashlib.sha256(key.encode()).hexdigest()
+def idempotency_bucket_key(key: str, namespace: str = DEFAULT_NAMESPACE) -> str:
+    """KV keys have a small alphabet, so the client's key is stored by its hash, in its
+    namespace: the same key in two namespaces names two tasks. The default namespace's
+    keys are the bare hash, as before namespaces, so keys stored then still match; a
+    namespace is a DNS label (no dot), so ``<namespace>.<hash>`` never equals one."""
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return digest if namespace == DEFAULT_NAMESPACE else f"{namespace}.{digest}"
 
 
 async def _bounded(awaitable: Awaitable[Any]) -> Any:
@@ -91,11 +98,13 @@ async def _bounded(awaitable: Awaitable[Any]) -> Any:
 def task_finder(
     store: tasks_pb2_grpc.TaskServiceStub,
 ) -> Callable[[str], Awaitable[tasks_pb2.Task | None]]:
-    """Looks a task up in the store: the task, or None when it does not exist."""
+    """Looks a task up in the store, in the current namespace: the task, or None when it
+    does not exist there."""
 
     async def find(task_id: str) -> tasks_pb2.Task | None:
+        request = tasks_pb2.GetTaskRequest(task_id=task_id)
         try:
-            response = await store.GetTask(tasks_pb2.GetTaskRequest(task_id=task_id), timeout=10)
+            response = await store.GetTask(request, timeout=10, metadata=namespace_metadata())
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -119,7 +128,9 @@ class Submitter:
         inputs: PayloadStore | None = None,
         inline_bytes: int = 0,
         admission: Admission | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
+        self._quotas = quotas  # the gateway's per-namespace quotas; the scheduler has none
         self._inputs = inputs  # large inputs go there when set (the claim check)
         self._inline_bytes = inline_bytes
         self._admission = admission
@@ -131,25 +142,40 @@ class Submitter:
     async def submit(
         self, requests: list[tuple[str, tasks_pb2.SubmitTaskRequest]], schedule_id: str = ""
     ) -> list[Accepted]:
-        """Accepts (field prefix, request) pairs; all are checked before anything is sent.
-        Tasks created by a periodic schedule carry its id, also as the label ``schedule``."""
+        """Accepts (field prefix, request) pairs in the current namespace; all are checked
+        before anything is sent. Tasks created by a periodic schedule carry its id, also as
+        the label ``schedule``."""
         prepared = [await self._prepare(prefix, request) for prefix, request in requests]
         if schedule_id:
             for item in prepared:
                 item.task.schedule_id = schedule_id
                 item.task.labels[SCHEDULE_LABEL] = schedule_id
-        sizes = [(item.task.type, item.message.ByteSize()) for item in prepared]
-        if self._admission is not None:
-            await self._admission.admit(sizes)
+        namespace = current_namespace()
+        if self._quotas is not None:
+            await self._quotas.admit(namespace, len(prepared))
         try:
-            fresh, results = await self._publish_fresh(prepared)
+            fresh, results = await self._admit_and_publish(prepared)
         except BaseException:
-            if self._admission is not None:
-                self._admission.release(sizes)
+            if self._quotas is not None:
+                self._quotas.release(namespace, len(prepared))
             raise
         for index, item in fresh:
             results[index] = Accepted(item.task)
         return [r for r in results if r is not None]
+
+    async def _admit_and_publish(
+        self, prepared: list[_Prepared]
+    ) -> tuple[list[tuple[int, _Prepared]], list[Accepted | None]]:
+        """Checks the queue limits, then publishes (conveyor.intake.admission)."""
+        sizes = [(item.task.type, item.message.ByteSize()) for item in prepared]
+        if self._admission is not None:
+            await self._admission.admit(sizes)
+        try:
+            return await self._publish_fresh(prepared)
+        except BaseException:
+            if self._admission is not None:
+                self._admission.release(sizes)
+            raise
 
     async def _publish_fresh(
         self, prepared: list[_Prepared]
@@ -193,6 +219,7 @@ class Submitter:
             create_time=timestamp(created),
             update_time=timestamp(created),
             version=1,
+            namespace=current_namespace(),
         )
         if run_at:
             task.run_at.CopyFrom(timestamp(run_at))
@@ -221,7 +248,7 @@ class Submitter:
         key = item.task.idempotency_key
         if not key:
             return None
-        bucket_key = idempotency_bucket_key(key)
+        bucket_key = idempotency_bucket_key(key, item.task.namespace)
         try:
             await _bounded(self._idempotency.create(bucket_key, item.task.id.encode()))
             return None

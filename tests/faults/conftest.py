@@ -270,6 +270,13 @@ class Cluster:
     def stub(self) -> tasks_pb2_grpc.TaskServiceStub:
         return tasks_pb2_grpc.TaskServiceStub(self.channel)
 
+    @contextlib.asynccontextmanager
+    async def store_stub(self) -> AsyncIterator[tasks_pb2_grpc.TaskServiceStub]:
+        """The store's TaskService, which the scheduler reconciles against (every
+        namespace, which the gateway answers no client)."""
+        async with grpc.aio.insecure_channel(self.store.address) as channel:
+            yield tasks_pb2_grpc.TaskServiceStub(channel)
+
     async def wait_types_known(self, timeout: float = 30.0) -> None:
         """Waits until the gateway accepts the test's types (workers register them)."""
         probe = tasks_pb2.SubmitTaskRequest(

@@ -39,8 +39,8 @@ async def test_gateway_killed_under_load_loses_no_acknowledged_task(cluster: Clu
 
     # A submit that failed may have left a task the store knows but no stream holds (the
     # gateway died between its two publishes). Reconciliation must finish every such task.
-    async with jetstream(cluster.nats_url) as js:
-        reconciler = Reconciler(js, cluster.stub, quiet_for=1.0)
+    async with jetstream(cluster.nats_url) as js, cluster.store_stub() as store:
+        reconciler = Reconciler(js, store, quiet_for=1.0)
         await asyncio.sleep(1.5)
         lost = await reconciler.reconcile_once()
     tasks = await list_all(cluster.stub)

@@ -35,8 +35,8 @@ async def test_nats_server_killed_under_load_loses_no_acknowledged_task(
     assert cluster.dead() == {}
     await audit(cluster.stub, cluster.database, cluster.nats_url, load.accepted, timeout=120)
 
-    async with jetstream(cluster.nats_url) as js:
-        reconciler = Reconciler(js, cluster.stub, quiet_for=1.0)
+    async with jetstream(cluster.nats_url) as js, cluster.store_stub() as store:
+        reconciler = Reconciler(js, store, quiet_for=1.0)
         await asyncio.sleep(1.5)
         await reconciler.reconcile_once()
     unfinished = [t for t in await list_all(cluster.stub) if not is_terminal(t.state)]

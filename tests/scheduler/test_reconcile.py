@@ -11,6 +11,7 @@ import pytest
 from conveyor import subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2 as S
+from conveyor.auth.principal import METADATA_NAMESPACE
 from conveyor.ids import new_task_id
 from conveyor.tasks import duration, timestamp
 from scheduler.reconcile import LOST_MESSAGE, Reconciler
@@ -20,6 +21,9 @@ from tests.support.nats_client import jetstream
 from tests.support.requests import sleep_request
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+TEAM_A = ((METADATA_NAMESPACE, "team-a"),)
 
 
 def orphan_event() -> events_pb2.TaskEvent:
@@ -70,7 +74,8 @@ async def test_a_task_in_no_stream_is_failed_as_lost_and_can_be_re_driven(
         assert pending.state == S.TASK_STATE_PENDING
         await asyncio.sleep(1.5)
 
-        lost = await Reconciler(js, cluster.stub, quiet_for=1.0).reconcile_once()
+        async with cluster.store_stub() as store:
+            lost = await Reconciler(js, store, quiet_for=1.0).reconcile_once()
 
     assert lost == 1
     failed = (await wait_finished(cluster.stub, [orphan.task_id], timeout=30))[orphan.task_id]
@@ -93,6 +98,7 @@ async def test_a_lost_task_older_than_one_round_reads_is_found_by_a_later_round(
 ) -> None:
     await cluster.start(workers=1)
     orphan = orphan_event()
+    orphan.submitted.task.namespace = "team-a"  # reconciliation looks at every namespace
     delayed_request = sleep_request(0.1)
     delayed_request.options.delay.CopyFrom(duration(60))
     async with jetstream(cluster.nats_url) as js:
@@ -105,12 +111,19 @@ async def test_a_lost_task_older_than_one_round_reads_is_found_by_a_later_round(
         delayed = [(await cluster.stub.SubmitTask(delayed_request)).task.id for _ in range(10)]
         await asyncio.sleep(1.5)
 
-        reconciler = Reconciler(js, cluster.stub, quiet_for=1.0, max_pages=1, page_size=4)
-        found = [await reconciler.reconcile_once() for _ in range(3)]
+        async with cluster.store_stub() as store:
+            reconciler = Reconciler(js, store, quiet_for=1.0, max_pages=1, page_size=4)
+            found = [await reconciler.reconcile_once() for _ in range(3)]
 
     assert found == [0, 0, 1]
-    failed = (await wait_finished(cluster.stub, [orphan.task_id], timeout=30))[orphan.task_id]
-    assert failed.error.type == "lost"
+    request = S.GetTaskRequest(task_id=orphan.task_id)
+    async with cluster.store_stub() as store, asyncio.timeout(30):
+        while True:
+            failed = (await store.GetTask(request, metadata=TEAM_A)).task
+            if failed.state == S.TASK_STATE_FAILED:
+                break
+            await asyncio.sleep(0.2)
+    assert failed.error.type == "lost" and failed.namespace == "team-a"
     for task_id in delayed:
         task = (await cluster.stub.GetTask(S.GetTaskRequest(task_id=task_id))).task
         assert task.state == S.TASK_STATE_SCHEDULED

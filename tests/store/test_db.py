@@ -82,15 +82,19 @@ async def test_upgrade_from_0001_keeps_tasks_listable_by_label(engine_0001: Asyn
     old = [submitted(created=at(i), labels={"team": "a", "n": str(i)}) for i in range(5)]
     # Today's writer stands in for a 0001 store's: it writes the same task and label rows,
     # and only looks for parked events (0003) too, in a table made for it and dropped, and
-    # writes the cursor's time (0004) in a column made for it and dropped.
+    # writes the cursor's time (0004) and the namespace (0005) in columns made for them and
+    # dropped: the old tasks are listed below in the default namespace, which 0005 gives them.
     cursor_time = "ALTER TABLE store_cursor {} COLUMN applied_time_us"
+    namespace = "ALTER TABLE tasks {} COLUMN namespace"
     async with engine_0001.begin() as conn:
         await conn.run_sync(parked_events.create)
         await conn.exec_driver_sql(cursor_time.format("ADD") + " BIGINT")
+        await conn.exec_driver_sql(namespace.format("ADD") + " TEXT")
     await TaskRepository(engine_0001).apply(stream.number(*old))
     async with engine_0001.begin() as conn:
         await conn.run_sync(parked_events.drop)
         await conn.exec_driver_sql(cursor_time.format("DROP"))
+        await conn.exec_driver_sql(namespace.format("DROP"))
     await migrate(engine_0001)  # 0001 -> head, as a store upgrading in place does
     repository = TaskRepository(engine_0001)
     new = [submitted(created=at(10 + i), labels={"team": "a"}) for i in range(3)]

@@ -50,7 +50,7 @@ class ScheduleSpec(_message.Message):
     def __init__(self, cron: _Optional[str] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., time_zone: _Optional[str] = ..., task: _Optional[_Union[_tasks_pb2.SubmitTaskRequest, _Mapping]] = ..., overlap: _Optional[_Union[OverlapPolicy, str]] = ..., catch_up: _Optional[_Union[CatchUpPolicy, str]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Schedule(_message.Message):
-    __slots__ = ("id", "spec", "paused", "create_time", "next_tick_time", "last_tick_time", "last_task_id", "skipped_ticks", "created_tasks")
+    __slots__ = ("id", "spec", "paused", "create_time", "next_tick_time", "last_tick_time", "last_task_id", "skipped_ticks", "created_tasks", "namespace")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,7 @@ class Schedule(_message.Message):
     LAST_TASK_ID_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_TICKS_FIELD_NUMBER: _ClassVar[int]
     CREATED_TASKS_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: ScheduleSpec
     paused: bool
@@ -69,7 +70,8 @@ class Schedule(_message.Message):
     last_task_id: str
     skipped_ticks: int
     created_tasks: int
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[ScheduleSpec, _Mapping]] = ..., paused: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_tick_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_tick_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_task_id: _Optional[str] = ..., skipped_ticks: _Optional[int] = ..., created_tasks: _Optional[int] = ...) -> None: ...
+    namespace: str
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[ScheduleSpec, _Mapping]] = ..., paused: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_tick_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_tick_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_task_id: _Optional[str] = ..., skipped_ticks: _Optional[int] = ..., created_tasks: _Optional[int] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class CreateScheduleRequest(_message.Message):
     __slots__ = ("schedule_id", "spec")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from conveyor.api.tasks.v1 import tasks_pb2 as conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!conveyor/api/store/v1/watch.proto\x12\x15\x63onveyor.api.store.v1\x1a!conveyor/api/tasks/v1/tasks.proto\"y\n\x11WatchTasksRequest\x12\x10\n\x08watch_id\x18\x01 \x01(\x04\x12\x38\n\x05start\x18\x02 \x01(\x0b\x32\'.conveyor.api.tasks.v1.WatchTaskRequestH\x00\x12\x0e\n\x04stop\x18\x03 \x01(\x08H\x00\x42\x08\n\x06\x61\x63tion\"I\n\x12WatchTasksResponse\x12\x33\n\x07updates\x18\x01 \x03(\x0b\x32\".conveyor.api.store.v1.WatchUpdate\"c\n\x0bWatchUpdate\x12\x10\n\x08watch_id\x18\x01 \x01(\x04\x12+\n\x04task\x18\x02 \x01(\x0b\x32\x1b.conveyor.api.tasks.v1.TaskH\x00\x12\r\n\x03\x65nd\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04item2x\n\x0fWatchMuxService\x12\x65\n\nWatchTasks\x12(.conveyor.api.store.v1.WatchTasksRequest\x1a).conveyor.api.store.v1.WatchTasksResponse(\x01\x30\x01\x42\xbd\x01\n\x19\x64\x65v.conveyor.api.store.v1B\nWatchProtoP\x01ZAgithub.com/conveyor/conveyor/gen/go/conveyor/api/store/v1;storev1\xa2\x02\x03\x43\x41S\xaa\x02\x15\x43onveyor.Api.Store.V1\xca\x02\x15\x43onveyor\\Api\\Store\\V1\xea\x02\x18\x43onveyor::Api::Store::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!conveyor/api/store/v1/watch.proto\x12\x15\x63onveyor.api.store.v1\x1a!conveyor/api/tasks/v1/tasks.proto\"\x8c\x01\n\x11WatchTasksRequest\x12\x10\n\x08watch_id\x18\x01 \x01(\x04\x12\x38\n\x05start\x18\x02 \x01(\x0b\x32\'.conveyor.api.tasks.v1.WatchTaskRequestH\x00\x12\x0e\n\x04stop\x18\x03 \x01(\x08H\x00\x12\x11\n\tnamespace\x18\x04 \x01(\tB\x08\n\x06\x61\x63tion\"I\n\x12WatchTasksResponse\x12\x33\n\x07updates\x18\x01 \x03(\x0b\x32\".conveyor.api.store.v1.WatchUpdate\"c\n\x0bWatchUpdate\x12\x10\n\x08watch_id\x18\x01 \x01(\x04\x12+\n\x04task\x18\x02 \x01(\x0b\x32\x1b.conveyor.api.tasks.v1.TaskH\x00\x12\r\n\x03\x65nd\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04item2x\n\x0fWatchMuxService\x12\x65\n\nWatchTasks\x12(.conveyor.api.store.v1.WatchTasksRequest\x1a).conveyor.api.store.v1.WatchTasksResponse(\x01\x30\x01\x42\xbd\x01\n\x19\x64\x65v.conveyor.api.store.v1B\nWatchProtoP\x01ZAgithub.com/conveyor/conveyor/gen/go/conveyor/api/store/v1;storev1\xa2\x02\x03\x43\x41S\xaa\x02\x15\x43onveyor.Api.Store.V1\xca\x02\x15\x43onveyor\\Api\\Store\\V1\xea\x02\x18\x43onveyor::Api::Store::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +33,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.api.store.v1.watch
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\031dev.conveyor.api.store.v1B\nWatchProtoP\001ZAgithub.com/conveyor/conveyor/gen/go/conveyor/api/store/v1;storev1\242\002\003CAS\252\002\025Conveyor.Api.Store.V1\312\002\025Conveyor\\Api\\Store\\V1\352\002\030Conveyor::Api::Store::V1'
-  _globals['_WATCHTASKSREQUEST']._serialized_start=95
-  _globals['_WATCHTASKSREQUEST']._serialized_end=216
-  _globals['_WATCHTASKSRESPONSE']._serialized_start=218
-  _globals['_WATCHTASKSRESPONSE']._serialized_end=291
-  _globals['_WATCHUPDATE']._serialized_start=293
-  _globals['_WATCHUPDATE']._serialized_end=392
-  _globals['_WATCHMUXSERVICE']._serialized_start=394
-  _globals['_WATCHMUXSERVICE']._serialized_end=514
+  _globals['_WATCHTASKSREQUEST']._serialized_start=96
+  _globals['_WATCHTASKSREQUEST']._serialized_end=236
+  _globals['_WATCHTASKSRESPONSE']._serialized_start=238
+  _globals['_WATCHTASKSRESPONSE']._serialized_end=311
+  _globals['_WATCHUPDATE']._serialized_start=313
+  _globals['_WATCHUPDATE']._serialized_end=412
+  _globals['_WATCHMUXSERVICE']._serialized_start=414
+  _globals['_WATCHMUXSERVICE']._serialized_end=534
 # @@protoc_insertion_point(module_scope)

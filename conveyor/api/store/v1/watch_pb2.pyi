@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class WatchTasksRequest(_message.Message):
-    __slots__ = ("watch_id", "start", "stop")
+    __slots__ = ("watch_id", "start", "stop", "namespace")
     WATCH_ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     watch_id: int
     start: _tasks_pb2.WatchTaskRequest
     stop: bool
-    def __init__(self, watch_id: _Optional[int] = ..., start: _Optional[_Union[_tasks_pb2.WatchTaskRequest, _Mapping]] = ..., stop: _Optional[bool] = ...) -> None: ...
+    namespace: str
+    def __init__(self, watch_id: _Optional[int] = ..., start: _Optional[_Union[_tasks_pb2.WatchTaskRequest, _Mapping]] = ..., stop: _Optional[bool] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class WatchTasksResponse(_message.Message):
     __slots__ = ("updates",)

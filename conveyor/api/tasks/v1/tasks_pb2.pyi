@@ -378,7 +378,7 @@ class TaskProgress(_message.Message):
     def __init__(self, current: _Optional[int] = ..., total: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "type", "state", "attempt", "max_attempts", "priority", "labels", "idempotency_key", "result", "error", "attempt_errors", "progress", "timeout", "create_time", "update_time", "start_time", "end_time", "run_at", "next_attempt_time", "version", "cancel_requested", "schedule_id", "worker_id")
+    __slots__ = ("id", "type", "state", "attempt", "max_attempts", "priority", "labels", "idempotency_key", "result", "error", "attempt_errors", "progress", "timeout", "create_time", "update_time", "start_time", "end_time", "run_at", "next_attempt_time", "version", "cancel_requested", "schedule_id", "worker_id", "namespace")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -409,6 +409,7 @@ class Task(_message.Message):
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     state: TaskState
@@ -432,7 +433,8 @@ class Task(_message.Message):
     cancel_requested: bool
     schedule_id: str
     worker_id: str
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., priority: _Optional[_Union[TaskPriority, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., attempt_errors: _Optional[_Iterable[_Union[TaskError, _Mapping]]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., schedule_id: _Optional[str] = ..., worker_id: _Optional[str] = ...) -> None: ...
+    namespace: str
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., priority: _Optional[_Union[TaskPriority, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., attempt_errors: _Optional[_Iterable[_Union[TaskError, _Mapping]]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., schedule_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class SubmitTaskRequest(_message.Message):
     __slots__ = ("text_processing", "ai_summarization", "batch_processing", "image_processing", "custom", "options")
