@@ -8,9 +8,13 @@ Settings are computed with the services' own ``from_env``, never re-typed here.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from concurrent import futures
@@ -25,8 +29,9 @@ from dotenv import dotenv_values
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from conveyor import config
-from conveyor.server import LIVENESS_SERVICE
+from conveyor.exposure import refuse_insecure
 from tests.conftest import free_port
+from tests.support.tls import Pki
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -99,8 +104,26 @@ def nats_bytes(size: str) -> int:
     return int(match[1]) * UNITS[match[2]]
 
 
+TLS_MOUNT = "/etc/conveyor/tls"
+"""Where every pod mounts its conveyor-tls-<service> Secret (tls.crt, tls.key, ca.crt)."""
+
+
+@functools.cache
+def mounted_secret_files() -> Path:
+    """Files standing in for a mounted TLS Secret: the services' settings check that the
+    files they name are readable, which they are in a pod and must be here too."""
+    folder = Path(tempfile.mkdtemp(prefix="conveyor-deploy-tls-"))
+    pki = Pki.make(folder / "ca")
+    issued = pki.issue("gateway")
+    shutil.copy(issued.cert, folder / "tls.crt")
+    shutil.copy(issued.key, folder / "tls.key")
+    shutil.copy(pki.ca_file, folder / "ca.crt")
+    return folder
+
+
 def k8s_env(container: dict[str, Any]) -> dict[str, str]:
-    """The container's environment: its ConfigMaps, then its own entries (which win)."""
+    """The container's environment: its ConfigMaps, then its own entries (which win);
+    paths into the mounted TLS Secret point at stand-in files."""
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         env.update(find("ConfigMap", source["configMapRef"]["name"])["data"])
@@ -110,6 +133,11 @@ def k8s_env(container: dict[str, Any]) -> dict[str, str]:
         else:
             ref = item["valueFrom"]["secretKeyRef"]
             env[item["name"]] = find("Secret", ref["name"])["stringData"][ref["key"]]
+    mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+    for name, value in env.items():
+        if value.startswith(TLS_MOUNT + "/"):
+            assert TLS_MOUNT in mounts, f"{name} names {value}, which is not mounted"
+            env[name] = str(mounted_secret_files() / value.removeprefix(TLS_MOUNT + "/"))
     return env
 
 
@@ -183,27 +211,53 @@ def test_overlay_patches_replace_fields_that_exist() -> None:
 
 
 @pytest.mark.parametrize("deployment,container", list(conveyor_containers()))
-def test_grpc_probes_use_the_port_the_service_listens_on(
+def test_probes_ask_the_health_the_service_serves(
     deployment: dict[str, Any], container: dict[str, Any]
 ) -> None:
     service = container["args"][0]
     settings = SERVICES[service].from_env(k8s_env(container))  # raises on a bad variable
-    port = port_of(settings.listen)
-    declared = {p["containerPort"] for p in container["ports"]}
-    assert port in declared
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == port, f"{service} {probe}"
-    # Liveness asks for the name that stays SERVING while NATS is away; the others for
-    # the whole server, which does not.
-    assert container["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
-    assert "service" not in container["readinessProbe"]["grpc"]
-    metrics = getattr(settings, "metrics_listen", "")
+    declared = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert port_of(settings.listen) in declared.values()
+    # Health over HTTPS on the metrics port (kubelet's gRPC probes cannot speak TLS):
+    # liveness asks /livez, which stays 200 while NATS is away; the others /readyz.
+    assert settings.common.tls.enabled
+    metrics = port_of(settings.metrics_listen)
+    assert declared["metrics"] == metrics
+    for probe, path in (
+        ("startupProbe", "/readyz"),
+        ("readinessProbe", "/readyz"),
+        ("livenessProbe", "/livez"),
+    ):
+        check = container[probe]["httpGet"]
+        assert (check["port"], check["path"], check["scheme"]) == ("metrics", path, "HTTPS")
     annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
-    if metrics:
-        assert port_of(metrics) in declared
-        assert annotations["prometheus.io/port"] == str(port_of(metrics))
-    else:
-        assert "prometheus.io/port" not in annotations
+    assert annotations["prometheus.io/port"] == str(metrics)
+
+
+@pytest.mark.parametrize("deployment,container", list(conveyor_containers()))
+def test_every_service_would_start_listening_beyond_loopback(
+    deployment: dict[str, Any], container: dict[str, Any]
+) -> None:
+    """A service refuses to listen off loopback without TLS (mutual on the store) and,
+    on the gateway, authentication, unless CONVEYOR_INSECURE=1: the manifests give each
+    what it needs, without that escape."""
+    service = container["args"][0]
+    settings = SERVICES[service].from_env(k8s_env(container))
+    assert not settings.common.insecure
+    listeners = importlib.import_module(f"{service}.app").listeners
+    assert refuse_insecure(listeners(settings), insecure=False) == []
+
+
+def test_compose_runs_plaintext_only_behind_loopback_ports() -> None:
+    """Compose sets CONVEYOR_INSECURE=1 for its private network: then nothing it runs may
+    be published beyond this host."""
+    for name, spec in compose()["services"].items():
+        if spec.get("environment", {}).get("CONVEYOR_INSECURE") == "1" or name in (
+            "nats",
+            "postgres",
+        ):
+            for port in spec.get("ports", []):
+                assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port}"
 
 
 def reachable_from_other_hosts(address: str) -> bool:
