@@ -21,6 +21,8 @@ from grpc_status import rpc_status
 from nats.aio.client import Client as NATS
 
 from conveyor import jetstream, keepalive, reflection, tracing
+from conveyor.auth.authenticate import Authenticator
+from conveyor.auth.interceptor import AuthInterceptor
 from conveyor.config import CommonSettings, ConfigError
 from conveyor.errors import ConveyorError, InvalidArgument, ResourceExhausted, Unimplemented
 from conveyor.interceptors import CachingInterceptor
@@ -225,7 +227,12 @@ def _status(serving: bool) -> health_pb2.HealthCheckResponse.ServingStatus.Value
 
 
 class Server:
-    """A grpc.aio server with health and reflection, bound to ``listen`` (port 0 picks one)."""
+    """A grpc.aio server with health and reflection, bound to ``listen`` (port 0 picks one).
+
+    With an ``authenticator``, every call is checked against conveyor.auth.roles (a method
+    not in it is refused) and runs with its principal bound; without one (the store, the
+    scheduler, workers) calls are not checked here.
+    """
 
     def __init__(
         self,
@@ -235,10 +242,14 @@ class Server:
         metrics: ServiceMetrics | None = None,
         keepalive_seconds: float = keepalive.DEFAULT_INTERVAL_SECONDS,
         pending_calls: int = PENDING_CALLS,
+        authenticator: Authenticator | None = None,
     ) -> None:
         # The metrics interceptor goes first (outermost), so it sees the status that the
-        # error interceptor chose.
+        # error interceptor chose. The authenticator (the gateway's) goes innermost: the
+        # error interceptor answers what it refuses, and the metrics count the refusals.
         interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
+        if authenticator is not None:
+            interceptors.append(AuthInterceptor(authenticator))
         if metrics is not None:
             interceptors.insert(0, MetricsInterceptor(metrics))
         # Tracing outermost of all: the call's span covers everything, and the caller's
