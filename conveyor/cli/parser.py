@@ -92,6 +92,23 @@ class _ImageOp(argparse.Action):
         setattr(namespace, self.dest, ops)
 
 
+class _NoKeyHere(argparse.Action):
+    """``--api-key``: refused without echoing it (and without argparse taking it as an
+    abbreviation of ``--api-key-file``)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            "an API key on the command line shows in ps to every user: "
+            "set CONVEYOR_API_KEY or use --api-key-file"
+        )
+
+
 VALUED_GLOBALS = ("--addr", "--namespace", "--api-key-file")
 """Global flags that take a value (``dev_arguments`` steps over it)."""
 
@@ -115,6 +132,9 @@ def _common(namespace: bool = True) -> argparse.ArgumentParser:
         metavar="FILE",
         default=argparse.SUPPRESS,
         help="read the API key from FILE (default: $CONVEYOR_API_KEY)",
+    )
+    common.add_argument(
+        "--api-key", action=_NoKeyHere, default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
     if namespace:
         common.add_argument(
