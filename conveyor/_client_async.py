@@ -114,12 +114,12 @@ class AsyncClient(ScheduleQueueMixin, KeysMixin):
         settings = ClientSettings.from_env(os.environ)
         self.target = target or settings.gateway_addr
         self.namespace = settings.namespace if namespace is None else namespace
-        self._metadata = call_metadata(
-            settings.api_key if api_key is None else api_key, self.namespace
-        )
+        self._api_key = settings.api_key if api_key is None else api_key
+        self._metadata = call_metadata(self._api_key, self.namespace)
         self._credentials = credentials
         self.timeout = timeout
         self.watch_policy = watch_policy or WatchPolicy()
+        self._extra_args = list(channel_args)
         self._channel_args = [*channel_options(), *channel_args]
         self._channel: grpc.aio.Channel | None = None
         self._stubs: dict[StubFactory, Any] = {}
@@ -137,6 +137,19 @@ class AsyncClient(ScheduleQueueMixin, KeysMixin):
         if factory not in self._stubs:
             self._stubs[factory] = factory(self._channel)
         return self._stubs[factory]
+
+    def clone(self) -> AsyncClient:
+        """A client with the same target, credentials, namespace and options, on a
+        channel of its own (to spread many streams over several connections)."""
+        return AsyncClient(
+            self.target,
+            timeout=self.timeout,
+            watch_policy=self.watch_policy,
+            channel_args=self._extra_args,
+            credentials=self._credentials,
+            api_key=self._api_key,
+            namespace=self.namespace,
+        )
 
     async def _unary(
         self,

@@ -29,6 +29,8 @@ async def test_the_sdk_sends_its_key_on_every_call_watches_included(secured: Sec
         assert states[-1] == tasks_pb2.TASK_STATE_COMPLETED
         assert (await client.get(task.id)).result.text_processing.words == 2
         assert (await client.result(task.id)).text_processing.words == 2  # a stream too
+        async with client.clone() as same:  # another channel, the same credentials
+            assert (await same.get(task.id)).id == task.id
 
 
 async def test_the_sdk_reads_the_key_and_namespace_from_the_environment(
