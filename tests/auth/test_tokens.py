@@ -152,7 +152,7 @@ async def test_a_token_of_another_key_is_refused(verify: JwtVerifier) -> None:
 
 async def test_alg_none_is_refused(verify: JwtVerifier, issuer: Issuer) -> None:
     claims = jwt.decode(issuer.token(), options={"verify_signature": False})
-    unsigned = jwt.encode(claims, None, algorithm="none", headers={"kid": "one"})
+    unsigned = jwt.encode(claims, "", algorithm="none", headers={"kid": "one"})
     with pytest.raises(Unauthenticated, match="alg value is not allowed"):
         await verify.verify(unsigned)
 
