@@ -12,7 +12,8 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from conveyor import buckets, jetstream, subjects
-from conveyor.auth.keyring import KeyRing
+from conveyor.api.auth.v1 import auth_pb2
+from conveyor.auth.keyring import KeyRing, proto_role
 from conveyor.auth.keys import ApiKey, new_key, parse_key
 from conveyor.auth.principal import Principal, Role
 from conveyor.config import CommonSettings
@@ -151,3 +152,9 @@ async def test_list_filters_by_namespace_and_shows_no_secret(ring: KeyRing) -> N
     assert {k.key_id for k in everything} == {a.key_id, b.key_id}
     for listed in everything:
         assert a.secret not in str(listed) and b.secret not in str(listed)
+
+
+def test_the_proto_roles_are_the_principal_roles() -> None:
+    """Stored keys carry auth.proto's Role, read back as conveyor.auth.principal.Role."""
+    proto = {name: number for name, number in auth_pb2.Role.items() if number}
+    assert proto == {proto_role(role): role.value for role in Role}
