@@ -61,14 +61,11 @@ class KeyRing:
         self._keys: dict[str, keys_pb2.StoredKey] = {}
         self._misses: dict[str, float] = {}
         self._watch: asyncio.Task[None] | None = None
-        self.loaded = asyncio.Event()
-        """Set once the keys present at the start are in memory."""
 
     async def start(self) -> None:
-        """Loads every key and follows later changes."""
-        self._watch = asyncio.create_task(
-            buckets.follow(self._kv, self._changed, self.loaded.set), name="key-ring"
-        )
+        """Loads every key and follows later changes (until the watch has delivered a
+        key, :meth:`verify` reads it from the bucket)."""
+        self._watch = asyncio.create_task(buckets.follow(self._kv, self._changed), name="key-ring")
 
     async def stop(self) -> None:
         if self._watch is not None:
