@@ -29,10 +29,13 @@ from conveyor._client_builders import (
 )
 from conveyor._client_channel import WatchPolicy, channel_options
 from conveyor._client_errors import error_from_rpc
+from conveyor._client_keys import KeysMixin
 from conveyor._client_schedules import ScheduleQueueMixin, StubFactory
+from conveyor.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from conveyor.api.queues.v1 import queues_pb2, queues_pb2_grpc
 from conveyor.api.schedules.v1 import schedules_pb2, schedules_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from conveyor.auth.principal import METADATA_AUTHORIZATION, METADATA_NAMESPACE
 from conveyor.config import ClientSettings
 from conveyor.errors import DeadlineExceeded, Internal, Unavailable
 from conveyor.tasks import is_terminal
@@ -55,16 +58,31 @@ _SERVICES: dict[StubFactory, str] = {
     queues_pb2_grpc.QueueServiceStub: queues_pb2.DESCRIPTOR.services_by_name[
         "QueueService"
     ].full_name,
+    auth_pb2_grpc.AuthServiceStub: auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
 }
 """The full name of each service, by its stub: the names of the calls' spans."""
 _WATCH_TASK = f"/{_SERVICES[tasks_pb2_grpc.TaskServiceStub]}/WatchTask"
 _GET_TASK_PAYLOAD = f"/{_SERVICES[tasks_pb2_grpc.TaskServiceStub]}/GetTaskPayload"
 
 
-class AsyncClient(ScheduleQueueMixin):
-    """An asyncio client of the gateway's TaskService, ScheduleService and QueueService.
+def call_metadata(api_key: str, namespace: str) -> tuple[tuple[str, str], ...]:
+    """The metadata every call carries: the credentials and the namespace asked for."""
+    metadata: list[tuple[str, str]] = []
+    if api_key:
+        metadata.append((METADATA_AUTHORIZATION, f"Bearer {api_key.strip()}"))
+    if namespace:
+        metadata.append((METADATA_NAMESPACE, namespace))
+    return tuple(metadata)
+
+
+class AsyncClient(ScheduleQueueMixin, KeysMixin):
+    """An asyncio client of the gateway's TaskService, ScheduleService, QueueService and
+    AuthService.
 
     ``target`` is host:port (default: ``CONVEYOR_GATEWAY_ADDR``, else 127.0.0.1:50051);
+    ``api_key`` is sent with every call as ``authorization: Bearer <key>`` (default:
+    ``CONVEYOR_API_KEY``; a JWT works too), and ``namespace`` asks every call to run in
+    that namespace (default: ``CONVEYOR_NAMESPACE``, else the key's own);
     ``timeout`` bounds each unary call in seconds (None: no bound). The channel opens on
     first use, in the running event loop: TLS with ``credentials`` (channel credentials,
     possibly composed with call credentials such as a bearer token for a proxy that
@@ -76,6 +94,7 @@ class AsyncClient(ScheduleQueueMixin):
     ...     grpc.ssl_channel_credentials(), grpc.access_token_call_credentials("my-token")
     ... )
     >>> client = AsyncClient("conveyor.example.com:443", credentials=tls_with_token)
+    >>> client = AsyncClient("127.0.0.1:50051", api_key="cvk_...", namespace="team-a")
 
     >>> async def example() -> None:
     ...     async with AsyncClient("127.0.0.1:50051") as client:
@@ -92,13 +111,19 @@ class AsyncClient(ScheduleQueueMixin):
         watch_policy: WatchPolicy | None = None,
         channel_args: Sequence[tuple[str, Any]] = (),
         credentials: grpc.ChannelCredentials | None = None,
+        api_key: str | None = None,
+        namespace: str | None = None,
     ) -> None:
         settings = ClientSettings.from_env(os.environ)
         self.target = target or settings.gateway_addr
+        self.namespace = settings.namespace if namespace is None else namespace
+        self._api_key = settings.api_key if api_key is None else api_key
+        self._metadata = call_metadata(self._api_key, self.namespace)
         # Explicit credentials win; else CONVEYOR_TLS_CA / CONVEYOR_TLS=1, else plaintext.
         self._credentials = credentials or client_credentials(settings)
         self.timeout = timeout
         self.watch_policy = watch_policy or WatchPolicy()
+        self._extra_args = list(channel_args)
         self._channel_args = [*channel_options(), *channel_args]
         self._channel: grpc.aio.Channel | None = None
         self._stubs: dict[StubFactory, Any] = {}
@@ -117,6 +142,19 @@ class AsyncClient(ScheduleQueueMixin):
             self._stubs[factory] = factory(self._channel)
         return self._stubs[factory]
 
+    def clone(self) -> AsyncClient:
+        """A client with the same target, credentials, namespace and options, on a
+        channel of its own (to spread many streams over several connections)."""
+        return AsyncClient(
+            self.target,
+            timeout=self.timeout,
+            watch_policy=self.watch_policy,
+            channel_args=self._extra_args,
+            credentials=self._credentials,
+            api_key=self._api_key,
+            namespace=self.namespace,
+        )
+
     async def _unary(
         self,
         method: str,
@@ -128,7 +166,9 @@ class AsyncClient(ScheduleQueueMixin):
         timeout = timeout or self.timeout
         try:
             with tracing.client_call(f"/{_SERVICES[factory]}/{method}") as metadata:
-                return await getattr(stub, method)(request, timeout=timeout, metadata=metadata)
+                return await getattr(stub, method)(
+                    request, timeout=timeout, metadata=metadata + self._metadata
+                )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
 
@@ -220,7 +260,7 @@ class AsyncClient(ScheduleQueueMixin):
         size = 0
         try:
             with tracing.client_call(_GET_TASK_PAYLOAD) as metadata:
-                call = self._stub().GetTaskPayload(request, metadata=metadata)
+                call = self._stub().GetTaskPayload(request, metadata=metadata + self._metadata)
                 try:
                     async for response in call:
                         if response.HasField("payload"):
@@ -312,7 +352,7 @@ class AsyncClient(ScheduleQueueMixin):
             )
             try:
                 with tracing.client_call(_WATCH_TASK) as metadata:
-                    call = self._stub().WatchTask(request, metadata=metadata)
+                    call = self._stub().WatchTask(request, metadata=metadata + self._metadata)
                     try:
                         async for response in call:
                             task: tasks_pb2.Task = response.task

@@ -22,6 +22,7 @@ import grpc
 from conveyor._client_async import PURGE_TIMEOUT, AsyncClient
 from conveyor._client_builders import EnumArg, OptionArgs, Seconds
 from conveyor._client_channel import WatchPolicy
+from conveyor.api.auth.v1 import auth_pb2
 from conveyor.api.queues.v1 import queues_pb2
 from conveyor.api.schedules.v1 import schedules_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
@@ -176,10 +177,38 @@ class SyncScheduleQueueMixin:
         return self._loop.run(coro)
 
 
-class Client(SyncScheduleQueueMixin):
+class SyncKeysMixin:
+    """The blocking API key methods of :class:`Client`; see :class:`KeysMixin`."""
+
+    _loop: _LoopThread
+    _async: AsyncClient
+
+    def create_key(
+        self,
+        namespace: str,
+        role: str | int,
+        *,
+        ttl: Seconds | None = None,
+        description: str = "",
+    ) -> auth_pb2.CreateKeyResponse:
+        """Makes an API key; the response's ``api_key`` is its only copy."""
+        coro = self._async.create_key(namespace, role, ttl=ttl, description=description)
+        return self._loop.run(coro)
+
+    def list_keys(self, namespace: str = "") -> list[auth_pb2.ApiKey]:
+        """Every API key (of ``namespace`` if given); no secrets."""
+        return self._loop.run(self._async.list_keys(namespace))
+
+    def revoke_key(self, key_id: str) -> auth_pb2.ApiKey:
+        """Revokes an API key by its id."""
+        return self._loop.run(self._async.revoke_key(key_id))
+
+
+class Client(SyncScheduleQueueMixin, SyncKeysMixin):
     """A blocking client with the methods of :class:`AsyncClient`; iterators are plain.
 
-    The arguments are :class:`AsyncClient`'s, ``credentials`` for TLS and tokens included.
+    The arguments are :class:`AsyncClient`'s, ``credentials`` for TLS, ``api_key`` and
+    ``namespace`` included.
 
     >>> with Client("127.0.0.1:50051") as client:  # doctest: +SKIP
     ...     task = client.submit_text("Hello", transforms=["upper"])
@@ -195,6 +224,8 @@ class Client(SyncScheduleQueueMixin):
         watch_policy: WatchPolicy | None = None,
         channel_args: Sequence[tuple[str, Any]] = (),
         credentials: grpc.ChannelCredentials | None = None,
+        api_key: str | None = None,
+        namespace: str | None = None,
     ) -> None:
         self._loop = _LoopThread()
         self._async = AsyncClient(
@@ -203,6 +234,8 @@ class Client(SyncScheduleQueueMixin):
             watch_policy=watch_policy,
             channel_args=channel_args,
             credentials=credentials,
+            api_key=api_key,
+            namespace=namespace,
         )
         self.target = self._async.target
 

@@ -38,6 +38,11 @@ task type's queue::
 
     client.create_schedule("hourly-report", custom("report"), cron="0 * * * *")
     client.set_queue_limits("image_processing", max_concurrency=3)
+
+When the gateway authenticates callers, a client sends an API key (or a JWT) and may
+ask for a namespace; both default to ``CONVEYOR_API_KEY`` and ``CONVEYOR_NAMESPACE``::
+
+    client = Client("conveyor.example.com:50051", api_key="cvk_...", namespace="team-a")
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ from conveyor._client_builders import (
 )
 from conveyor._client_channel import MAX_MESSAGE_BYTES, WatchPolicy, channel_options
 from conveyor._client_errors import describe, error_from_rpc, field_violations
+from conveyor._client_keys import ROLES
 from conveyor._client_schedules import CATCH_UP_POLICIES, OVERLAP_POLICIES, schedule_spec
 from conveyor._client_sync import Client
 
@@ -75,6 +81,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "OVERLAP_POLICIES",
     "PRIORITIES",
+    "ROLES",
     "STATES",
     "TRANSFORMS",
     "AsyncClient",

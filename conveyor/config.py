@@ -319,6 +319,90 @@ class Limits:
         )
 
 
+AUTH_METHODS = ("keys", "jwt")
+"""The authenticators CONVEYOR_AUTH may turn on."""
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    """How the gateway validates OIDC/JWT bearer tokens (CONVEYOR_AUTH includes ``jwt``)."""
+
+    issuer: str = ""
+    """The ``iss`` every token must carry."""
+    audience: str = ""
+    """The ``aud`` every token must include."""
+    jwks: str = ""
+    """The issuer's signing keys: a JWKS file's path, or its https:// URL (http:// only
+    on loopback)."""
+    namespace_claim: str = "conveyor_namespace"
+    """The claim naming the caller's namespace (absent: ``default``)."""
+    role_claim: str = "conveyor_role"
+    """The claim naming the caller's role: reader, submitter, operator or admin."""
+    leeway_seconds: float = 30.0
+    """Clock skew tolerated on ``exp`` and ``nbf``."""
+
+    @staticmethod
+    def read(r: _Reader, required: bool) -> JwtSettings:
+        settings = JwtSettings(
+            issuer=r.text("JWT_ISSUER", ""),
+            audience=r.text("JWT_AUDIENCE", ""),
+            jwks=r.text("JWKS", ""),
+            namespace_claim=r.text("JWT_NAMESPACE_CLAIM", "conveyor_namespace"),
+            role_claim=r.text("JWT_ROLE_CLAIM", "conveyor_role"),
+            leeway_seconds=r.number("JWT_LEEWAY_SECONDS", 30.0),
+        )
+        if required:
+            for name, value in (
+                ("JWT_ISSUER", settings.issuer),
+                ("JWT_AUDIENCE", settings.audience),
+                ("JWKS", settings.jwks),
+            ):
+                if not value:
+                    r.problems.append(f"{PREFIX}{name} must be set when CONVEYOR_AUTH has jwt")
+        jwks = settings.jwks.lower()
+        if jwks.startswith("http://") and not jwks[7:].startswith(LOOPBACK_HOSTS):
+            r.problems.append(
+                f"{PREFIX}JWKS={settings.jwks!r}: signing keys come over https:// "
+                "(http:// only from a loopback address)"
+            )
+        return settings
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Who may call the gateway (docs/security.md). Off by default: ``conveyor dev`` on
+    loopback needs no credentials."""
+
+    methods: tuple[str, ...] = ()
+    """The authenticators on (CONVEYOR_AUTH: off, keys, jwt or keys,jwt); () is off."""
+    admin_key_file: str = ""
+    """A file holding an admin API key the gateway stores at start (a Kubernetes Secret,
+    ``conveyor dev --secure``), so the first keys can be made."""
+    jwt: JwtSettings = field(default_factory=JwtSettings)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.methods)
+
+    @staticmethod
+    def read(r: _Reader) -> AuthSettings:
+        words = tuple(w.lower() for w in r.words("AUTH"))
+        methods: tuple[str, ...] = ()
+        if words != ("off",):
+            unknown = [w for w in words if w not in AUTH_METHODS]
+            if unknown:
+                r.problems.append(
+                    f"{PREFIX}AUTH={','.join(words)!r}: must be off, keys, jwt or keys,jwt"
+                )
+            methods = tuple(m for m in AUTH_METHODS if m in words)
+        return AuthSettings(
+            methods=methods,
+            admin_key_file=r.text("ADMIN_KEY_FILE", ""),
+            jwt=JwtSettings.read(r, required="jwt" in methods),
+        )
+
+
 def _payload_inline_bytes(r: _Reader) -> int:
     return r.integer("PAYLOAD_INLINE_BYTES", 256 * 1024, minimum=1024, maximum=MIB)
 
@@ -372,8 +456,7 @@ class GatewaySettings:
     127.0.0.1:8000; constructed in code (tests) it is off unless given."""
     http_max_body_bytes: int = 16 * MIB
     http_cors_origins: tuple[str, ...] = ()
-    auth: str = "off"
-    """CONVEYOR_AUTH: how callers authenticate (off, keys, jwt or keys,jwt)."""
+    auth: AuthSettings = field(default_factory=AuthSettings)
     namespace_quotas: NamespaceQuotas = field(default_factory=NamespaceQuotas)
 
     @staticmethod
@@ -391,7 +474,7 @@ class GatewaySettings:
                 "HTTP_MAX_BODY_BYTES", 16 * MIB, minimum=1024, maximum=256 * MIB
             ),
             http_cors_origins=r.words("HTTP_CORS_ORIGINS"),
-            auth=",".join(r.words("AUTH")).lower() or "off",
+            auth=AuthSettings.read(r),
             namespace_quotas=NamespaceQuotas.read(r),
         )
         r.done()
@@ -527,6 +610,10 @@ class ClientSettings:
     """CONVEYOR_TLS_CLIENT_CERT: a PEM client certificate, for a gateway that asks."""
     tls_client_key: str = ""
     """CONVEYOR_TLS_CLIENT_KEY: the private key of ``tls_client_cert``."""
+    api_key: str = ""
+    """The API key sent with every call (CONVEYOR_API_KEY; "" sends none)."""
+    namespace: str = ""
+    """The namespace every call asks for (CONVEYOR_NAMESPACE; "" leaves it to the key)."""
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> ClientSettings:
@@ -537,6 +624,8 @@ class ClientSettings:
             tls=r.flag("TLS"),
             tls_client_cert=r.file("TLS_CLIENT_CERT"),
             tls_client_key=r.file("TLS_CLIENT_KEY"),
+            api_key=r.text("API_KEY", ""),
+            namespace=r.text("NAMESPACE", ""),
         )
         if bool(settings.tls_client_cert) != bool(settings.tls_client_key):
             r.problems.append(
@@ -544,3 +633,10 @@ class ClientSettings:
             )
         r.done()
         return settings
+
+    def __repr__(self) -> str:
+        shown = "<set>" if self.api_key else ""
+        return (
+            f"ClientSettings(gateway_addr={self.gateway_addr!r}, api_key={shown!r}, "
+            f"namespace={self.namespace!r})"
+        )

@@ -279,6 +279,7 @@ async def ensure_buckets(js: JetStreamContext, settings: CommonSettings) -> dict
         subjects.KV_QUEUES: await bucket(js, subjects.KV_QUEUES, settings),
         subjects.KV_PERMITS: await bucket(js, subjects.KV_PERMITS, settings),
         subjects.KV_SCHEDULES: await bucket(js, subjects.KV_SCHEDULES, settings),
+        subjects.KV_KEYS: await bucket(js, subjects.KV_KEYS, settings),
     }
 
 

@@ -21,6 +21,8 @@ from grpc_status import rpc_status
 from nats.aio.client import Client as NATS
 
 from conveyor import jetstream, keepalive, reflection, tracing
+from conveyor.auth.authenticate import Authenticator
+from conveyor.auth.interceptor import AuthInterceptor
 from conveyor.config import CommonSettings, ConfigError, TlsSettings
 from conveyor.errors import ConveyorError, InvalidArgument, ResourceExhausted, Unimplemented
 from conveyor.exposure import Listener, refuse_insecure
@@ -233,6 +235,9 @@ class Server:
     With ``tls`` serving TLS (its certificate files reloaded when they change), it
     requires client certificates of ``tls.client_ca`` when that is set; ``peers`` then
     names the client identities allowed to call anything but health (conveyor.peers).
+    With an ``authenticator``, every call is checked against conveyor.auth.roles (a method
+    not in it is refused) and runs with its principal bound; without one (the store, the
+    scheduler, workers) calls are not checked here.
     """
 
     def __init__(
@@ -246,15 +251,20 @@ class Server:
         tls: TlsSettings | None = None,
         peers: Collection[str] | None = None,
         inner: Iterable[grpc.aio.ServerInterceptor] = (),
+        authenticator: Authenticator | None = None,
     ) -> None:
         # The metrics interceptor goes first (outermost), so it sees the status that the
-        # error interceptor chose. ``inner`` ones run inside the error interceptor (after
-        # the peer check), so what they raise is answered as any handler's error.
+        # error interceptor chose. The rest run inside the error interceptor, so what they
+        # raise is answered as any handler's error and counted by the metrics: the peer
+        # check (the store's callers), ``inner`` ones, and innermost the authenticator
+        # (the gateway's), binding each call's principal.
         interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
         files = CertificateFiles.of(tls) if tls is not None else None
         if files is not None and files.client_ca and peers is not None:
             interceptors.append(PeerInterceptor(peers))
         interceptors.extend(inner)
+        if authenticator is not None:
+            interceptors.append(AuthInterceptor(authenticator))
         if metrics is not None:
             interceptors.insert(0, MetricsInterceptor(metrics))
         # Tracing outermost of all: the call's span covers everything, and the caller's

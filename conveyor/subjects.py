@@ -37,6 +37,9 @@ KV_PERMITS = "conveyor_permits"
 (rate.<type>)."""
 KV_SCHEDULES = "conveyor_schedules"
 """Periodic schedules: key = schedule id, value = Schedule."""
+KV_KEYS = "conveyor_keys"
+"""API keys: key = key id, value = StoredKey (the key's description and its secret's
+SHA-256, never the secret)."""
 OBJECT_PAYLOADS = "conveyor_payloads"
 """Object store of large results and inputs (the claim check): names
 ``<task id>/result/<attempt>`` and ``<task id>/input``."""

@@ -98,6 +98,7 @@ def routes(services: Iterable[ServiceDescriptor]) -> list[Route]:
 
 def public_services() -> list[ServiceDescriptor]:
     """The services the gateway serves to clients, whose annotations are the HTTP API."""
+    from conveyor.api.auth.v1 import auth_pb2
     from conveyor.api.queues.v1 import queues_pb2
     from conveyor.api.schedules.v1 import schedules_pb2
     from conveyor.api.tasks.v1 import tasks_pb2
@@ -106,6 +107,7 @@ def public_services() -> list[ServiceDescriptor]:
         tasks_pb2.DESCRIPTOR.services_by_name["TaskService"],
         schedules_pb2.DESCRIPTOR.services_by_name["ScheduleService"],
         queues_pb2.DESCRIPTOR.services_by_name["QueueService"],
+        auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
     ]
 
 

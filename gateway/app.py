@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import grpc
 from nats.aio.client import Client as NATS
 
 from conveyor import jetstream, subjects, transcode
+from conveyor.api.auth.v1 import auth_pb2, auth_pb2_grpc
 from conveyor.api.queues.v1 import queues_pb2, queues_pb2_grpc
 from conveyor.api.schedules.v1 import schedules_pb2, schedules_pb2_grpc
 from conveyor.api.store.v1 import quotas_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
-from conveyor.auth.namespaces import NamespaceInterceptor
-from conveyor.config import GatewaySettings, load_environ
+from conveyor.auth.authenticate import Authenticator
+from conveyor.auth.keyring import KeyRing
+from conveyor.auth.keys import ApiKey, parse_key
+from conveyor.auth.principal import DEFAULT_NAMESPACE, Role
+from conveyor.auth.tokens import JwtVerifier
+from conveyor.config import AuthSettings, GatewaySettings, load_environ
 from conveyor.exposure import AUTH, Listener, tls_missing
 from conveyor.intake.admission import Admission
 from conveyor.intake.catalog import TypeCatalog
@@ -29,6 +35,7 @@ from conveyor.server import PENDING_CALLS, Server, channel_options, run_service
 from conveyor.tls import CertificateFiles, service_channel
 from gateway.calls import method_calls
 from gateway.http import Door, HttpOptions, HttpServer
+from gateway.keys import AuthService
 from gateway.queues import QueueService
 from gateway.schedules import ScheduleService
 from gateway.service import GatewayService, add_task_service
@@ -40,6 +47,21 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
 SCHEDULE_SERVICE = schedules_pb2.DESCRIPTOR.services_by_name["ScheduleService"].full_name
 QUEUE_SERVICE = queues_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name
+AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
+SERVICE_NAMES = (SERVICE_NAME, SCHEDULE_SERVICE, QUEUE_SERVICE, AUTH_SERVICE)
+"""Every Conveyor service the gateway serves (besides health and reflection)."""
+
+
+def read_admin_key(path: str) -> ApiKey:
+    """The API key in the file CONVEYOR_ADMIN_KEY_FILE names."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise OSError(f"CONVEYOR_ADMIN_KEY_FILE={path}: {exc.strerror or exc}") from None
+    key = parse_key(text)
+    if key is None:
+        raise OSError(f"CONVEYOR_ADMIN_KEY_FILE={path} does not hold an API key (cvk_...)")
+    return key
 
 
 class Gateway:
@@ -51,6 +73,8 @@ class Gateway:
     channel: grpc.aio.Channel
     server: Server
     http: HttpServer
+    keyring: KeyRing
+    authenticator: Authenticator
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
@@ -103,19 +127,20 @@ class Gateway:
             admission,
             quotas,
         )
+        self.keyring = KeyRing(buckets[subjects.KV_KEYS])
+        await self.keyring.start()
+        life.on_stop(self.keyring.stop)
+        self.authenticator = await self._authenticator(self.settings.auth)
         self.server = Server(
             self.settings.listen,
-            [SERVICE_NAME, SCHEDULE_SERVICE, QUEUE_SERVICE],
+            SERVICE_NAMES,
             max_bytes,
             self.metrics,
             keepalive_seconds=common.grpc_keepalive_seconds,
             # Room for every watch allowed arriving at once, besides the usual backlog.
             pending_calls=PENDING_CALLS + self.settings.limits.max_watches,
             tls=tls,
-            # Until authentication binds the caller, each call is made in the namespace
-            # its metadata names (default when none): what the auth interceptor does
-            # when authentication is off.
-            inner=[NamespaceInterceptor()],
+            authenticator=self.authenticator,
         )
         tasks = GatewayService(submitter, self.settings.limits, self.metrics)
         servicers: dict[str, object] = {
@@ -127,6 +152,7 @@ class Gateway:
                 self.settings.limits,
             ),
             QUEUE_SERVICE: QueueService(js, buckets[subjects.KV_QUEUES], self.catalog),
+            AUTH_SERVICE: AuthService(self.keyring),
         }
         limits = self.settings.limits
         watches = StoreWatches(self.channel, limits.max_message_bytes, limits.max_watches)
@@ -137,12 +163,31 @@ class Gateway:
         queues_pb2_grpc.add_QueueServiceServicer_to_server(
             servicers[QUEUE_SERVICE], self.server.grpc
         )
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(servicers[AUTH_SERVICE], self.server.grpc)
         await self.server.follow_nats(self.nc)
         await self.server.start()
         life.server(self.server)
         log.info("gateway listening on %s (store %s)", self.address, self.settings.store_addr)
         if self.settings.http_listen:
             await self._serve_http(servicers, watches)
+
+    async def _authenticator(self, settings: AuthSettings) -> Authenticator:
+        """The authenticators CONVEYOR_AUTH turns on; the admin key of
+        CONVEYOR_ADMIN_KEY_FILE stored first, so a new deployment can make keys."""
+        if settings.admin_key_file:
+            key = read_admin_key(settings.admin_key_file)
+            description = "admin key of CONVEYOR_ADMIN_KEY_FILE"
+            if await self.keyring.ensure(key, Role.ADMIN, DEFAULT_NAMESPACE, description):
+                log.info("stored the admin API key %s of CONVEYOR_ADMIN_KEY_FILE", key.key_id)
+        verifier = None
+        if "jwt" in settings.methods:
+            verifier = JwtVerifier(settings.jwt)
+            await verifier.start()
+        if settings.enabled:
+            log.info("clients authenticate with: %s", ", ".join(settings.methods))
+        else:
+            log.warning("authentication is off (CONVEYOR_AUTH): every caller is an admin")
+        return Authenticator(self.keyring if "keys" in settings.methods else None, verifier)
 
     async def _serve_http(self, servicers: dict[str, object], watches: StoreWatches) -> None:
         services = transcode.public_services()
@@ -153,6 +198,7 @@ class Gateway:
             HttpOptions(self.settings.http_max_body_bytes, self.settings.http_cors_origins),
             ready=lambda: self.nc.is_connected and not self._stopping,
             streams=TaskStreams(watches),
+            authenticator=self.authenticator,
         )
         tls = self.settings.common.tls
         files = CertificateFiles.of(tls)
@@ -172,7 +218,7 @@ def listeners(settings: GatewaySettings) -> list[Listener]:
     """Where the gateway listens: its gRPC and HTTP doors need TLS and authenticated
     callers, its metrics TLS."""
     tls = settings.common.tls
-    public = tls_missing(tls) + ((AUTH,) if settings.auth == "off" else ())
+    public = tls_missing(tls) + ((AUTH,) if not settings.auth.enabled else ())
     return [
         Listener("GATEWAY_LISTEN", settings.listen, public),
         Listener("HTTP_LISTEN", settings.http_listen, public),

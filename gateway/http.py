@@ -32,7 +32,10 @@ from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
 
 from conveyor import transcode
-from conveyor.errors import ConveyorError, FieldViolation, InvalidArgument
+from conveyor.auth.authenticate import Authenticator
+from conveyor.auth.principal import METADATA_AUTHORIZATION, METADATA_NAMESPACE, Principal, bound
+from conveyor.auth.roles import method_path
+from conveyor.errors import ConveyorError, FieldViolation, InvalidArgument, Unauthenticated
 from conveyor.server import internal_error, status_for
 from conveyor.tls import CertificateFiles
 from conveyor.transcode import Route
@@ -123,8 +126,10 @@ class Door:
         options: HttpOptions,
         ready: Callable[[], bool],
         streams: TaskStreams | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.routes = transcode.routes(services)
+        self._authenticator = authenticator or Authenticator()
         self.aliases = _aliases(self.routes)
         self._calls = calls
         self._options = options
@@ -143,7 +148,12 @@ class Door:
                     CORSMiddleware,
                     allow_origins=list(self._options.cors_origins),
                     allow_methods=ALL_VERBS,
-                    allow_headers=["Content-Type", "Last-Event-ID"],
+                    allow_headers=[
+                        "Content-Type",
+                        "Last-Event-ID",
+                        "Authorization",
+                        METADATA_NAMESPACE,
+                    ],
                 )
             )
         routes: list[BaseRoute] = [
@@ -192,6 +202,22 @@ class Door:
         if isinstance(found, Response):
             return found
         route, variables = found
+        method = route.method
+        try:
+            principal = await self._authenticator.principal(
+                request.headers.get(METADATA_AUTHORIZATION),
+                request.headers.get(METADATA_NAMESPACE),
+                method_path(method.containing_service.full_name, method.name),
+            )
+        except ConveyorError as exc:
+            return refusal(exc)
+        with bound(principal):
+            return await self._answer(request, route, variables, principal)
+
+    async def _answer(
+        self, request: Request, route: Route, variables: dict[str, str], principal: Principal
+    ) -> Response:
+        """The route's call, made as ``principal``."""
         body: Any = None
         if route.body:
             body = await self._read_json(request)
@@ -206,7 +232,7 @@ class Door:
                 if self._streams is None or route.method.name != "WatchTask":
                     why = f"{route.method.name} is not served over HTTP"
                     return _problem(grpc.StatusCode.UNIMPLEMENTED, why, 501)
-                return await self._streams.respond(request_message, request)
+                return await self._streams.respond(request_message, request, principal)
             response = await self._calls[route.method.full_name](request_message)
         except ConveyorError as exc:
             return error_response(status_for(exc))
@@ -242,6 +268,14 @@ class Door:
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             message = f"the body is not valid JSON: {exc}"
             return _problem(grpc.StatusCode.INVALID_ARGUMENT, message, 400, field="body")
+
+
+def refusal(error: ConveyorError) -> Response:
+    """The answer to a call refused at the door: 401 asks for bearer credentials (RFC 6750)."""
+    response = error_response(status_for(error))
+    if isinstance(error, Unauthenticated):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="conveyor"'
+    return response
 
 
 def _too_large(limit: int) -> Response:

@@ -24,6 +24,7 @@ from starlette.responses import Response, StreamingResponse
 
 from conveyor import transcode
 from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.auth.principal import Principal, bound
 from conveyor.errors import FieldViolation, InvalidArgument
 from gateway.calls import CallFailed
 from gateway.watch import StoreWatches
@@ -85,9 +86,11 @@ class TaskStreams:
     def __init__(self, watches: StoreWatches) -> None:
         self._watches = watches
 
-    async def respond(self, message: Any, request: Request) -> Response:
-        """The event stream of a watch request; raises ConveyorError or CallFailed when
-        the watch cannot start (no such task, too many watches), for a JSON error."""
+    async def respond(self, message: Any, request: Request, principal: Principal) -> Response:
+        """The event stream of a watch request, read as ``principal`` (the response is
+        written after the door's call returns, so the caller is bound again there); raises
+        ConveyorError or CallFailed when the watch cannot start (no such task, too many
+        watches), for a JSON error."""
         assert isinstance(message, tasks_pb2.WatchTaskRequest)
         after_version(message, request.headers.get("last-event-id"))
         updates = self._watches.WatchTask(message, _StreamContext())
@@ -97,13 +100,22 @@ class TaskStreams:
             await updates.aclose()
             raise
         return StreamingResponse(
-            _events(first, updates), media_type="text/event-stream", headers=HEADERS
+            _events(first, updates, principal), media_type="text/event-stream", headers=HEADERS
         )
 
 
 async def _events(
-    first: bytes | None, updates: AsyncGenerator[bytes, None]
+    first: bytes | None, updates: AsyncGenerator[bytes, None], principal: Principal
 ) -> AsyncIterator[bytes]:
+    with bound(principal):
+        async with contextlib.aclosing(_event_lines(first, updates)) as lines:
+            async for chunk in lines:
+                yield chunk
+
+
+async def _event_lines(
+    first: bytes | None, updates: AsyncGenerator[bytes, None]
+) -> AsyncGenerator[bytes, None]:
     pending: asyncio.Future[bytes | None] | None = None
     try:
         data = first

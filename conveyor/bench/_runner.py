@@ -118,8 +118,9 @@ def _add_shares(report: Report) -> None:
             scenario.metrics.append(Metric("share of raw JetStream", e2e.value / raw * 100, "%"))
 
 
-async def run_bench(options: BenchOptions) -> Report:
-    """Runs the scenarios of ``options`` against the gateway at ``options.addr``.
+async def run_bench(options: BenchOptions, like: AsyncClient | None = None) -> Report:
+    """Runs the scenarios of ``options`` against the gateway at ``options.addr``, with
+    the credentials and namespace of ``like`` when given.
 
     Raises BenchError when the options are inconsistent, noop is not served, or tasks do
     not finish within ``options.timeout``; gRPC failures raise the SDK's errors.
@@ -134,7 +135,7 @@ async def run_bench(options: BenchOptions) -> Report:
         machine=machine(),
         options=options.to_dict(),
     )
-    async with AsyncClient(options.addr) as client:
+    async with AsyncClient(options.addr) if like is None else like.clone() as client:
         with Display(options.progress) as display:
             ctx = RunContext(client, options, report.run_id, display)
             if options.baseline:

@@ -21,7 +21,6 @@ from conveyor.bench._http import sse_watch
 from conveyor.bench._options import TARGET_WATCH_MISSED, TARGET_WATCH_P99, WATCH_FANOUT
 from conveyor.bench._results import Latency, Metric, ScenarioResult, latency_metrics
 from conveyor.bench._tracking import BenchError, RunContext, submit_batches, verify
-from conveyor.client import AsyncClient
 
 CHANNELS = 4
 """Client connections the watchers are spread over."""
@@ -67,7 +66,7 @@ async def watch_fanout(ctx: RunContext) -> ScenarioResult:
     submission = await submit_batches(ctx, WATCH_FANOUT, count, phase, run_at=run_at)
     phase.done()
     attach = ctx.display.phase(f"{WATCH_FANOUT}: attaching watchers", total=count)
-    clients = [AsyncClient(ctx.client.target) for _ in range(CHANNELS)]
+    clients = [ctx.client.clone() for _ in range(CHANNELS)]
     attached = 0
     all_attached = asyncio.Event()
 

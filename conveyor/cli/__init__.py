@@ -1,6 +1,6 @@
 """The ``conveyor`` command: submit, get, list, watch, cancel, retry and delete tasks, and
-``dev``; finished tasks in bulk (``purge``); periodic schedules (``schedule ...``) and each
-type's queue (``pause``, ``resume``, ``queues``, ``limit``).
+``dev``; finished tasks in bulk (``purge``); periodic schedules (``schedule ...``), each
+type's queue (``pause``, ``resume``, ``queues``, ``limit``) and API keys (``auth ...``).
 
 Every call goes through the SDK (:mod:`conveyor.client`). Failures print one line to
 stderr and exit 2 for a bad request (or command line), 1 for anything else; a task
@@ -24,6 +24,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from conveyor.cli.commands import run
 from conveyor.cli.errors import MissingExtra, UsageError
@@ -31,7 +32,7 @@ from conveyor.cli.parser import build_parser, dev_arguments
 from conveyor.cli.render import Output
 from conveyor.client import describe
 from conveyor.config import ClientSettings, ConfigError, load_environ
-from conveyor.errors import ConveyorError, InvalidArgument, Unavailable
+from conveyor.errors import ConveyorError, InvalidArgument, Unauthenticated, Unavailable
 
 __all__ = ["main"]
 
@@ -60,6 +61,7 @@ SERVER_MODULES = (
     "prometheus_client",
     "croniter",
     "cryptography",
+    "jwt",
 )
 
 
@@ -88,11 +90,21 @@ def _run_dev(argv: list[str]) -> int:
         return _fail(str(exc.code or "conveyor dev stopped"), EXIT_FAILED)
 
 
-def _address(args: argparse.Namespace) -> str:
+def _address(args: argparse.Namespace, settings: ClientSettings) -> str:
     addr = getattr(args, "addr", None)
-    if addr:
-        return str(addr)
-    return ClientSettings.from_env(load_environ()).gateway_addr
+    return str(addr) if addr else settings.gateway_addr
+
+
+def _api_key(args: argparse.Namespace, settings: ClientSettings) -> str:
+    """The key of --api-key-file, else CONVEYOR_API_KEY's (never one from the command
+    line, which every user of the machine can read in ``ps``)."""
+    path = getattr(args, "api_key_file", None)
+    if not path:
+        return settings.api_key
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read --api-key-file {path}: {exc.strerror or exc}") from None
 
 
 def _parse(argv: list[str]) -> argparse.Namespace | int:
@@ -114,8 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parse(arguments)
         if isinstance(args, int):
             return args
-        addr = _address(args)
-        return asyncio.run(run(args, addr, Output(bool(getattr(args, "json", False)))))
+        settings = ClientSettings.from_env(load_environ())
+        out = Output(bool(getattr(args, "json", False)))
+        namespace = getattr(args, "namespace", None) or settings.namespace
+        api_key = _api_key(args, settings)
+        return asyncio.run(run(args, _address(args, settings), out, api_key, namespace))
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
     except InvalidArgument as exc:
@@ -124,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     except MissingExtra as exc:
         return _fail(str(exc), EXIT_FAILED)
+    except Unauthenticated as exc:
+        hint = " (set CONVEYOR_API_KEY or --api-key-file)"
+        return _fail(describe(exc) + hint, EXIT_FAILED)
     except Unavailable as exc:
         hint = (
             " (is the gateway running? set --addr or CONVEYOR_GATEWAY_ADDR; one serving TLS "

@@ -171,7 +171,7 @@ async def run_command(client: AsyncClient, out: Output, args: argparse.Namespace
     problems = options.problems()
     if problems:
         raise UsageError("; ".join(problems))
-    report = await run_bench(options)
+    report = await run_bench(options, client)
     if out.as_json:
         out.json(report.to_dict())
     else:

@@ -158,6 +158,13 @@ async def schedules_and_queues(client: AsyncClient, out: Output, args: argparse.
     return await run_command(client, out, args)
 
 
+async def auth(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:
+    """``conveyor auth ...``: in :mod:`conveyor.cli.keys`."""
+    from conveyor.cli.keys import run_command
+
+    return await run_command(client, out, args)
+
+
 async def stats_and_top(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:
     """``conveyor stats`` and ``conveyor top``: in :mod:`conveyor.cli.stats`."""
     from conveyor.cli.stats import run_command
@@ -182,12 +189,18 @@ COMMANDS = {
     "limit": schedules_and_queues,
     "stats": stats_and_top,
     "top": stats_and_top,
+    "auth": auth,
 }
 
 
-async def run(args: argparse.Namespace, addr: str, out: Output) -> int:
-    """Runs the parsed command against the gateway at addr."""
+async def run(
+    args: argparse.Namespace, addr: str, out: Output, api_key: str = "", namespace: str = ""
+) -> int:
+    """Runs the parsed command against the gateway at addr, with ``api_key`` and in
+    ``namespace`` ("" sends none)."""
     # The .env file's TLS settings count too, as its CONVEYOR_GATEWAY_ADDR does.
     credentials = client_credentials(ClientSettings.from_env(load_environ()))
-    async with AsyncClient(addr, credentials=credentials) as client:
+    async with AsyncClient(
+        addr, api_key=api_key, namespace=namespace, credentials=credentials
+    ) as client:
         return await COMMANDS[args.command](client, out, args)

@@ -1,7 +1,8 @@
 """The command line of ``conveyor``: every subcommand and flag, and nothing else.
 
-``--addr`` and ``--json`` are accepted before or after the subcommand, as people type
-them in both places.
+``--addr``, ``--json``, ``--namespace`` and ``--api-key-file`` are accepted before or
+after the subcommand, as people type them in both places. There is no flag taking the
+API key itself: a command line shows in ``ps`` to everyone on the machine.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from conveyor.cli.bench import add_arguments as add_bench_arguments
+from conveyor.cli.keys import add_arguments as add_key_arguments
 from conveyor.cli.schedules import add_arguments as add_schedule_arguments
 from conveyor.cli.stats import add_arguments as add_stats_arguments
 from conveyor.cli.stats import window_seconds
@@ -40,6 +42,8 @@ examples:
   conveyor pause image_processing
   conveyor limit image_processing --max-concurrency 3 --max-per-second 10
   conveyor purge --state failed --older-than 30d
+  conveyor auth create-key --namespace team-a --role submitter --expires 90d
+  CONVEYOR_API_KEY=cvk_... conveyor --namespace team-a list
 """
 
 
@@ -88,7 +92,28 @@ class _ImageOp(argparse.Action):
         setattr(namespace, self.dest, ops)
 
 
-def _common() -> argparse.ArgumentParser:
+class _NoKeyHere(argparse.Action):
+    """``--api-key``: refused without echoing it (and without argparse taking it as an
+    abbreviation of ``--api-key-file``)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            "an API key on the command line shows in ps to every user: "
+            "set CONVEYOR_API_KEY or use --api-key-file"
+        )
+
+
+VALUED_GLOBALS = ("--addr", "--namespace", "--api-key-file")
+"""Global flags that take a value (``dev_arguments`` steps over it)."""
+
+
+def _common(namespace: bool = True) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS lets the flag sit before or after the subcommand without one hiding the other.
     common.add_argument(
@@ -102,6 +127,21 @@ def _common() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="machine output: one JSON document (JSON lines for watch)",
     )
+    common.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="read the API key from FILE (default: $CONVEYOR_API_KEY)",
+    )
+    common.add_argument(
+        "--api-key", action=_NoKeyHere, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    if namespace:
+        common.add_argument(
+            "--namespace",
+            default=argparse.SUPPRESS,
+            help="the namespace to work in (default: $CONVEYOR_NAMESPACE, else the key's own)",
+        )
     return common
 
 
@@ -240,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_schedule_arguments(sub, common, add_task_arguments)
     add_stats_arguments(sub, common)
+    add_key_arguments(sub, _common(namespace=False))
     return parser
 
 
@@ -252,9 +293,9 @@ def dev_arguments(argv: Sequence[str]) -> list[str] | None:
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg == "--addr":
+        if arg in VALUED_GLOBALS:
             i += 2
-        elif arg == "--json" or arg.startswith("--addr="):
+        elif arg == "--json" or arg.startswith(tuple(f"{flag}=" for flag in VALUED_GLOBALS)):
             i += 1
         else:
             return list(argv[i + 1 :]) if arg == "dev" else None
