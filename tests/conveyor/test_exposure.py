@@ -90,7 +90,7 @@ def test_the_gateway_off_loopback_needs_tls_and_authentication(pki: Pki) -> None
 def test_the_http_door_and_metrics_are_doors_too(pki: Pki) -> None:
     env = {
         **tls_env(pki, "gateway"),
-        "CONVEYOR_AUTH": "jwt",
+        "CONVEYOR_AUTH": "keys",
         "CONVEYOR_HTTP_LISTEN": "0.0.0.0:8000",
         "CONVEYOR_METRICS_LISTEN": "0.0.0.0:9091",
     }
