@@ -232,8 +232,12 @@ class Limits:
         )
 
 
+PAYLOAD_INLINE_MAX = MIB
+"""The largest CONVEYOR_PAYLOAD_INLINE_BYTES: a result or input past it is never inline."""
+
+
 def _payload_inline_bytes(r: _Reader) -> int:
-    return r.integer("PAYLOAD_INLINE_BYTES", 256 * 1024, minimum=1024, maximum=MIB)
+    return r.integer("PAYLOAD_INLINE_BYTES", 256 * 1024, minimum=1024, maximum=PAYLOAD_INLINE_MAX)
 
 
 @dataclass(frozen=True)
@@ -290,6 +294,9 @@ class StoreSettings:
     """How long finished tasks are kept; 0 keeps them forever."""
     retention_by_type: dict[str, float] = field(default_factory=dict)
     """Seconds to keep finished tasks of a type, over ``retention_seconds``."""
+    limits: Limits = field(default_factory=Limits)
+    """The gateway's input limits (the same CONVEYOR_MAX_* variables), which the store
+    holds every submitted task to (store.screen)."""
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> StoreSettings:
@@ -308,6 +315,7 @@ class StoreSettings:
             metrics_listen=r.listen_or_off("METRICS_LISTEN", "127.0.0.1:9092"),
             retention_seconds=r.number("RETENTION_DAYS", 7.0) * 86400,
             retention_by_type=r.ages("RETENTION_BY_TYPE"),
+            limits=Limits.read(r),
         )
         r.done()
         return settings

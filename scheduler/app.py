@@ -74,6 +74,7 @@ class Scheduler:
             buckets[subjects.KV_IDEMPOTENCY],
             task_finder(store),
             admission=Admission(js, self.settings.common.stream_limits),
+            source=subjects.SCHEDULER,
         )
         schedules_kv = buckets[subjects.KV_SCHEDULES]
         periodic = PeriodicRunner(

@@ -22,6 +22,7 @@ from store.lag import EventLagProbe
 from store.mux import WatchMux
 from store.repository import TaskRepository
 from store.retention import Purger, RetentionPolicy, payload_deleter
+from store.screen import EventScreen, Refusals
 from store.service import StoreService
 from store.trim import EventTrimmer
 from store.watch import WatchHub
@@ -62,14 +63,20 @@ class Store:
         self.engine = create_engine(self.settings.database_url)
         life.on_stop(self.engine.dispose)
         await migrate(self.engine)
-        repository = TaskRepository(self.engine)
+        refusals = Refusals(lambda reason: self.metrics.refused_events.labels(reason).inc())
+        repository = TaskRepository(self.engine, refusals)
         common = self.settings.common
         self.nc, js = await jetstream.setup(common, "conveyor-store", self.metrics)
         life.on_stop(jetstream.close, self.nc)
         buckets = await jetstream.ensure_buckets(js, common)
         self.hub = WatchHub()
         self.applier = EventApplier(
-            self.nc, js, repository, self.hub, self.settings.event_batch_size
+            self.nc,
+            js,
+            repository,
+            self.hub,
+            self.settings.event_batch_size,
+            EventScreen(self.settings.limits, refusals),
         )
         await self.applier.start()
         self._applying = life.task(self.applier.run(), "apply-events")

@@ -138,11 +138,16 @@ async def test_a_task_too_deep_for_the_store_call_reaches_its_watcher_and_ends_n
         watch_pb2.WatchTasksResponse.FromString(wire_field(1, wire_field(2, wire_field(9, result))))
     event = (
         events_pb2.TaskEvent(
-            task_id=deep.task.id, type="never", attempt=1, time=timestamp(), start_time=timestamp()
+            task_id=deep.task.id,
+            type="never",
+            attempt=1,
+            worker_id="w1",
+            time=timestamp(),
+            start_time=timestamp(),
         ).SerializeToString()
         + wire_field(14, wire_field(1, result))  # completed.result
     )
-    await js.publish(subjects.event_subject("never"), event)
+    await js.publish(subjects.event_subject(subjects.WORKER, "never"), event)
     async with asyncio.timeout(60):
         updates = await watch_all(stub, deep.task.id)
 
