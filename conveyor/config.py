@@ -140,6 +140,16 @@ class _Reader:
 
         return self._get(name, {}, parse)
 
+    def path(self, name: str) -> str:
+        """A file that must exist and be readable; "" when unset."""
+
+        def parse(raw: str) -> str:
+            if not os.access(raw, os.R_OK) or not Path(raw).is_file():
+                raise ValueError("must name a readable file")
+            return raw
+
+        return self._get(name, "", parse)
+
     def words(self, name: str) -> tuple[str, ...]:
         raw = self.env.get(PREFIX + name, "")
         return tuple(w for w in raw.replace(",", " ").split() if w)
@@ -193,10 +203,32 @@ class CommonSettings:
     grpc_keepalive_seconds: float = 30.0
     """How often gRPC servers and channels ping an idle connection (conveyor.keepalive)."""
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
+    nats_user: str = ""
+    """The NATS user (one per service role, conveyor.natsauth); its password is read from
+    ``nats_password_file``, never from the environment or a command line."""
+    nats_password_file: str = ""
+    nats_creds: str = ""
+    """A NATS ``.creds`` file (JWT and NKey seed), instead of a user and password."""
+    nats_tls_ca: str = ""
+    """CA certificate that verifies the NATS server; set, the connection uses TLS."""
+    nats_tls_cert: str = ""
+    nats_tls_key: str = ""
+    """A client certificate and key for NATS servers that verify clients."""
+
+    @property
+    def nats_authenticated(self) -> bool:
+        """Whether this service connects to NATS with credentials of its own role."""
+        return bool(self.nats_user or self.nats_creds)
 
     @staticmethod
     def read(r: _Reader) -> CommonSettings:
-        return CommonSettings(
+        settings = CommonSettings(
+            nats_user=r.text("NATS_USER", ""),
+            nats_password_file=r.path("NATS_PASSWORD_FILE"),
+            nats_creds=r.path("NATS_CREDS"),
+            nats_tls_ca=r.path("NATS_TLS_CA"),
+            nats_tls_cert=r.path("NATS_TLS_CERT"),
+            nats_tls_key=r.path("NATS_TLS_KEY"),
             nats_url=r.text("NATS_URL", DEFAULT_NATS_URL),
             log_level=r.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=r.choice("LOG_FORMAT", "text", ("text", "json")),
@@ -205,6 +237,13 @@ class CommonSettings:
             grpc_keepalive_seconds=r.number("GRPC_KEEPALIVE_SECONDS", 30.0, minimum=0.1),
             stream_limits=StreamLimits.read(r),
         )
+        if settings.nats_user and not settings.nats_password_file:
+            r.problems.append(
+                f"{PREFIX}NATS_USER is set: {PREFIX}NATS_PASSWORD_FILE must name its password file"
+            )
+        if bool(settings.nats_tls_cert) != bool(settings.nats_tls_key):
+            r.problems.append(f"{PREFIX}NATS_TLS_CERT and {PREFIX}NATS_TLS_KEY go together")
+        return settings
 
 
 @dataclass(frozen=True)

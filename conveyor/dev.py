@@ -25,6 +25,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from conveyor import natsauth, subjects
 from conveyor.config import MIB, load_environ
 from conveyor.supervise import Supervisor, describe_exit
 
@@ -66,17 +67,29 @@ def free_port(preferred: int) -> int:
     raise OSError("no free port")
 
 
-def nats_config(data_dir: Path, port: int) -> Path:
-    """A nats-server config file: JetStream on, data under data_dir, big payloads."""
+def nats_config(data_dir: Path, port: int) -> tuple[Path, dict[str, Path]]:
+    """A nats-server config file: JetStream on, data under data_dir, big payloads, and a
+    user per service role with only its permissions (conveyor.natsauth); and each role's
+    password file (0600, made once under ``data_dir/credentials``)."""
     store_dir = data_dir / "nats"
     store_dir.mkdir(parents=True, exist_ok=True)
+    passwords = natsauth.write_passwords(data_dir / "credentials")
     path = data_dir / "nats-server.conf"
+    path.touch(mode=0o600)
+    path.chmod(0o600)  # it holds the passwords
     path.write_text(
         f"listen: 127.0.0.1:{port}\n"
         f"max_payload: {NATS_MAX_PAYLOAD}\n"
-        f'jetstream {{ store_dir: "{store_dir}" }}\n'
+        f'jetstream {{ store_dir: "{store_dir}" }}\n' + natsauth.local_authorization(passwords)
     )
-    return path
+    return path, passwords
+
+
+def credentials_env(role: str, passwords: dict[str, Path]) -> dict[str, str]:
+    """A service's NATS identity: its role's user and password file (never the password)."""
+    if not passwords:
+        return {}
+    return {"CONVEYOR_NATS_USER": role, "CONVEYOR_NATS_PASSWORD_FILE": str(passwords[role])}
 
 
 def _running(process: subprocess.Popen[bytes] | None) -> bool:
@@ -146,10 +159,11 @@ def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], di
     base = dict(env)
     children: list[Child] = []
     summary: dict[str, str] = {}
+    passwords: dict[str, Path] = {}
     if "CONVEYOR_NATS_URL" not in env:
         nats_port = free_port(4222)
         server = find_nats_server()
-        config = nats_config(data_dir, nats_port)
+        config, passwords = nats_config(data_dir, nats_port)
         children.append(
             Child("nats-server", [server, "-c", str(config)], base, extra={"port": str(nats_port)})
         )
@@ -162,13 +176,23 @@ def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], di
     base["CONVEYOR_STORE_ADDR"] = f"127.0.0.1:{store_port}"
     python = sys.executable
     metrics, shown = metrics_env(env, 9092)
-    store_env = {**base, "CONVEYOR_STORE_LISTEN": f"127.0.0.1:{store_port}", **metrics}
+    store_env = {
+        **base,
+        "CONVEYOR_STORE_LISTEN": f"127.0.0.1:{store_port}",
+        **metrics,
+        **credentials_env(subjects.STORE, passwords),
+    }
     children.append(Child("store", [python, "-m", "store"], store_env, f"127.0.0.1:{store_port}"))
     summary["store"] = f"127.0.0.1:{store_port} ({base['CONVEYOR_DATABASE_URL']}){shown}"
     for index in range(args.workers):
         port = free_port(50054 + index)
         metrics, shown = metrics_env(env, 9094 + index)
-        worker_env = {**base, "CONVEYOR_WORKER_LISTEN": f"127.0.0.1:{port}", **metrics}
+        worker_env = {
+            **base,
+            "CONVEYOR_WORKER_LISTEN": f"127.0.0.1:{port}",
+            **metrics,
+            **credentials_env(subjects.WORKER, passwords),
+        }
         worker_env.setdefault("CONVEYOR_WORKER_ID", f"dev-worker-{index + 1}")
         worker_env.setdefault("CONVEYOR_WORKER_NICE", str(DEV_WORKER_NICE))
         name = f"worker-{index + 1}"
@@ -180,6 +204,7 @@ def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], di
         **base,
         "CONVEYOR_SCHEDULER_LISTEN": f"127.0.0.1:{scheduler_port}",
         **metrics,
+        **credentials_env(subjects.SCHEDULER, passwords),
     }
     children.append(
         Child(
@@ -190,7 +215,12 @@ def plan(args: argparse.Namespace, env: dict[str, str]) -> tuple[list[Child], di
     gateway_listen = env.get("CONVEYOR_GATEWAY_LISTEN", "127.0.0.1:50051")
     gateway_port = int(gateway_listen.rpartition(":")[2])
     metrics, shown = metrics_env(env, 9091)
-    gateway_env = {**base, "CONVEYOR_GATEWAY_LISTEN": gateway_listen, **metrics}
+    gateway_env = {
+        **base,
+        "CONVEYOR_GATEWAY_LISTEN": gateway_listen,
+        **metrics,
+        **credentials_env(subjects.GATEWAY, passwords),
+    }
     children.append(
         Child("gateway", [python, "-m", "gateway"], gateway_env, f"127.0.0.1:{gateway_port}")
     )

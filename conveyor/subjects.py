@@ -24,6 +24,8 @@ publishes it)."""
 REGISTER_SUBJECT = "conveyor.control.register"
 """Core NATS request subject: a worker sends a TaskTypeSpec here and the store, after
 checking it, writes it to the types bucket (workers cannot write the bucket)."""
+REGISTER_REFUSED = b"refused: "
+"""The start of the store's answer to a registration it refuses; an empty answer is yes."""
 REGISTER_QUEUE = "store"
 """The queue group of the stores answering registrations: one answers each."""
 

@@ -52,11 +52,10 @@ class Scheduler:
         life = self._life
         await self.metrics.serve(self.settings.metrics_listen)
         life.on_stop(self.metrics.close)
-        self.nc, js = await jetstream.setup(
-            self.settings.common, "conveyor-scheduler", self.metrics
-        )
+        common, role = self.settings.common, subjects.SCHEDULER
+        self.nc, js = await jetstream.setup(common, "conveyor-scheduler", self.metrics, role)
         life.on_stop(jetstream.close, self.nc)
-        buckets = await jetstream.ensure_buckets(js, self.settings.common)
+        buckets = await jetstream.ensure_buckets(js, common, jetstream.declares(common, role))
         keepalive = self.settings.common.grpc_keepalive_seconds
         self.channel = grpc.aio.insecure_channel(
             self.settings.store_addr,
@@ -82,7 +81,7 @@ class Scheduler:
         )
         life.task(Reconciler(js, store).run(), "reconcile")
         life.task(periodic.run(), "schedules")
-        types = await jetstream.bucket(js, subjects.KV_TYPES, self.settings.common)
+        types = buckets[subjects.KV_TYPES]
         self.queue_probe = QueueProbe(js, types, self.metrics)
         life.task(self.queue_probe.run(), "queue-metrics")
         self.server = Server(
