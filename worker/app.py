@@ -163,13 +163,21 @@ class Worker:
             consumers.append(consumer)
         self.consumers = consumers
 
+        types_bucket = buckets[subjects.KV_TYPES]
+
         async def register(_: JetStreamContext | None = None) -> None:
-            """Registers the served types through the store (again after a reconnect: a
-            server that came back without its JetStream state has an empty bucket); with
-            no store answering yet, goes on in the background until one does."""
+            """Registers the served types (again after a reconnect: a server that came
+            back without its JetStream state has an empty bucket). With credentials of
+            its own the worker cannot write the bucket: the store checks and writes each
+            type (store.registrar), and with no store answering yet this goes on in the
+            background until one does. Without, anyone may write it, and so does the
+            worker."""
             served = [self.registry.get(name) for name in self.types]
             specs = [type_spec(t) for t in served if t is not None]
-            if not await registration.register(self.nc, specs):
+            if not common.nats_authenticated:
+                for spec in specs:
+                    await types_bucket.put(spec.type, spec.SerializeToString())
+            elif not await registration.register(self.nc, specs):
                 log.info("no store answered yet: registering %s once one does", self.types)
                 if self._registering is None or self._registering.done():
                     self._registering = asyncio.create_task(

@@ -16,7 +16,7 @@ from conveyor.api.events.v1 import events_pb2
 log = logging.getLogger(__name__)
 
 REGISTER_TIMEOUT = 5.0
-RETRY_EVERY = 1.0
+RETRY_EVERY = 0.25
 WAIT_LOG_EVERY = 10.0
 
 
