@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from conveyor import subjects
 
@@ -48,6 +49,9 @@ class Permissions:
     subscribe: tuple[str, ...]
     allow_responses: bool = False
     """Whether it may answer requests sent to it (to their reply subject, once)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "publish", tuple(dict.fromkeys(self.publish)))
 
 
 def _kv_stream(bucket: str) -> str:
@@ -202,7 +206,9 @@ def permissions(role: str) -> Permissions:
 
 
 def _quoted(items: Iterable[str]) -> str:
-    return "[" + ", ".join(json.dumps(item) for item in items) + "]"
+    """A list, one quoted subject a line (quoted, a ``$`` is no variable)."""
+    indent = "\n" + " " * 10
+    return "[" + "".join(f"{indent}{json.dumps(item)}," for item in items) + "\n        ]"
 
 
 def authorization(password_of: Callable[[str], str]) -> str:
@@ -253,6 +259,32 @@ def env_authorization() -> str:
 def password_variable(role: str) -> str:
     """The nats-server environment variable holding a role's password in deploy/."""
     return f"NATS_{role.upper()}_PASSWORD"
+
+
+SECRET_NAME = "conveyor-nats-users"
+"""The Kubernetes Secret holding each role's password under the role's name."""
+
+
+def helm_values() -> dict[str, Any]:
+    """The values of the NATS Helm chart (nats-io/k8s) that add every role's user: the
+    users under ``config.merge.authorization`` (``<< $VAR >>`` passes the variable to
+    nats-server unquoted) and each password from the Secret in ``container.env``."""
+    users = []
+    for role in ROLES:
+        p = permissions(role)
+        granted: dict[str, Any] = {
+            "publish": {"allow": list(p.publish)},
+            "subscribe": {"allow": list(p.subscribe)},
+        }
+        if p.allow_responses:
+            granted["allow_responses"] = {"max": 1}
+        password = f"<< ${password_variable(role)} >>"
+        users.append({"user": role, "password": password, "permissions": granted})
+    env = {
+        password_variable(role): {"valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": role}}}
+        for role in ROLES
+    }
+    return {"config": {"merge": {"authorization": {"users": users}}}, "container": {"env": env}}
 
 
 if __name__ == "__main__":
