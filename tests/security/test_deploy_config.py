@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nats
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from conveyor import jetstream, natsauth, subjects
 from conveyor.config import CommonSettings
