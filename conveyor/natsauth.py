@@ -3,7 +3,7 @@ its service uses. The one source of the permission set: ``conveyor dev`` writes 
 its nats-server config, the tests run nats-server with it, and
 deploy/nats/nats-server.conf is rendered from it (``python -m conveyor.natsauth``).
 
-Who may do what (docs/security.md has the table):
+Who may do what (docs/nats-security.md has the table):
 
 - the **gateway** publishes submissions (the ``submitted`` event and the task), reads the
   streams' counts, and keeps idempotency keys, schedules and queue controls;
