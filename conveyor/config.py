@@ -278,10 +278,32 @@ class CommonSettings:
     insecure: bool = False
     """CONVEYOR_INSECURE=1: listen on a non-loopback address without TLS (or without
     authentication) anyway, with a warning at start (conveyor.exposure)."""
+    nats_user: str = ""
+    """The NATS user (one per service role, conveyor.natsauth); its password is read from
+    ``nats_password_file``, never from the environment or a command line."""
+    nats_password_file: str = ""
+    nats_creds: str = ""
+    """A NATS ``.creds`` file (JWT and NKey seed), instead of a user and password."""
+    nats_tls_ca: str = ""
+    """CA certificate that verifies the NATS server; set, the connection uses TLS."""
+    nats_tls_cert: str = ""
+    nats_tls_key: str = ""
+    """A client certificate and key for NATS servers that verify clients."""
+
+    @property
+    def nats_authenticated(self) -> bool:
+        """Whether this service connects to NATS with credentials of its own role."""
+        return bool(self.nats_user or self.nats_creds)
 
     @staticmethod
     def read(r: _Reader) -> CommonSettings:
-        return CommonSettings(
+        settings = CommonSettings(
+            nats_user=r.text("NATS_USER", ""),
+            nats_password_file=r.file("NATS_PASSWORD_FILE"),
+            nats_creds=r.file("NATS_CREDS"),
+            nats_tls_ca=r.file("NATS_TLS_CA"),
+            nats_tls_cert=r.file("NATS_TLS_CERT"),
+            nats_tls_key=r.file("NATS_TLS_KEY"),
             nats_url=r.text("NATS_URL", DEFAULT_NATS_URL),
             log_level=r.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=r.choice("LOG_FORMAT", "text", ("text", "json")),
@@ -292,6 +314,13 @@ class CommonSettings:
             tls=TlsSettings.read(r),
             insecure=r.flag("INSECURE"),
         )
+        if settings.nats_user and not settings.nats_password_file:
+            r.problems.append(
+                f"{PREFIX}NATS_USER is set: {PREFIX}NATS_PASSWORD_FILE must name its password file"
+            )
+        if bool(settings.nats_tls_cert) != bool(settings.nats_tls_key):
+            r.problems.append(f"{PREFIX}NATS_TLS_CERT and {PREFIX}NATS_TLS_KEY go together")
+        return settings
 
 
 @dataclass(frozen=True)
@@ -403,8 +432,12 @@ class AuthSettings:
         )
 
 
+PAYLOAD_INLINE_MAX = MIB
+"""The largest CONVEYOR_PAYLOAD_INLINE_BYTES: a result or input past it is never inline."""
+
+
 def _payload_inline_bytes(r: _Reader) -> int:
-    return r.integer("PAYLOAD_INLINE_BYTES", 256 * 1024, minimum=1024, maximum=MIB)
+    return r.integer("PAYLOAD_INLINE_BYTES", 256 * 1024, minimum=1024, maximum=PAYLOAD_INLINE_MAX)
 
 
 @dataclass(frozen=True)
@@ -498,6 +531,9 @@ class StoreSettings:
     """How long finished tasks are kept; 0 keeps them forever."""
     retention_by_type: dict[str, float] = field(default_factory=dict)
     """Seconds to keep finished tasks of a type, over ``retention_seconds``."""
+    limits: Limits = field(default_factory=Limits)
+    """The gateway's input limits (the same CONVEYOR_MAX_* variables), which the store
+    holds every submitted task to (store.screen)."""
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> StoreSettings:
@@ -516,6 +552,7 @@ class StoreSettings:
             metrics_listen=r.listen_or_off("METRICS_LISTEN", "127.0.0.1:9092"),
             retention_seconds=r.number("RETENTION_DAYS", 7.0) * 86400,
             retention_by_type=r.ages("RETENTION_BY_TYPE"),
+            limits=Limits.read(r),
         )
         r.done()
         return settings

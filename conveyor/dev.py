@@ -27,6 +27,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from conveyor import natsauth, subjects
 from conveyor.config import MIB, load_environ
 from conveyor.devsecure import SecureDev
 from conveyor.supervise import Supervisor, describe_exit
@@ -69,17 +70,29 @@ def free_port(preferred: int) -> int:
     raise OSError("no free port")
 
 
-def nats_config(data_dir: Path, port: int) -> Path:
-    """A nats-server config file: JetStream on, data under data_dir, big payloads."""
+def nats_config(data_dir: Path, port: int) -> tuple[Path, dict[str, Path]]:
+    """A nats-server config file: JetStream on, data under data_dir, big payloads, and a
+    user per service role with only its permissions (conveyor.natsauth); and each role's
+    password file (0600, made once under ``data_dir/credentials``)."""
     store_dir = data_dir / "nats"
     store_dir.mkdir(parents=True, exist_ok=True)
+    passwords = natsauth.write_passwords(data_dir / "credentials")
     path = data_dir / "nats-server.conf"
+    path.touch(mode=0o600)
+    path.chmod(0o600)  # it holds the passwords
     path.write_text(
         f"listen: 127.0.0.1:{port}\n"
         f"max_payload: {NATS_MAX_PAYLOAD}\n"
-        f'jetstream {{ store_dir: "{store_dir}" }}\n'
+        f'jetstream {{ store_dir: "{store_dir}" }}\n' + natsauth.local_authorization(passwords)
     )
-    return path
+    return path, passwords
+
+
+def credentials_env(role: str, passwords: dict[str, Path]) -> dict[str, str]:
+    """A service's NATS identity: its role's user and password file (never the password)."""
+    if not passwords:
+        return {}
+    return {"CONVEYOR_NATS_USER": role, "CONVEYOR_NATS_PASSWORD_FILE": str(passwords[role])}
 
 
 def _running(process: subprocess.Popen[bytes] | None) -> bool:
@@ -167,10 +180,11 @@ def plan(
 
     children: list[Child] = []
     summary: dict[str, str] = {}
+    passwords: dict[str, Path] = {}
     if "CONVEYOR_NATS_URL" not in env:
         nats_port = free_port(4222)
         server = find_nats_server()
-        config = nats_config(data_dir, nats_port)
+        config, passwords = nats_config(data_dir, nats_port)
         children.append(
             Child("nats-server", [server, "-c", str(config)], base, extra={"port": str(nats_port)})
         )
@@ -188,6 +202,7 @@ def plan(
         "CONVEYOR_STORE_LISTEN": f"127.0.0.1:{store_port}",
         **metrics,
         **extra("store"),
+        **credentials_env(subjects.STORE, passwords),
     }
     children.append(Child("store", [python, "-m", "store"], store_env, f"127.0.0.1:{store_port}"))
     summary["store"] = f"127.0.0.1:{store_port} ({base['CONVEYOR_DATABASE_URL']}){shown}"
@@ -199,6 +214,7 @@ def plan(
             "CONVEYOR_WORKER_LISTEN": f"127.0.0.1:{port}",
             **metrics,
             **extra("worker"),
+            **credentials_env(subjects.WORKER, passwords),
         }
         worker_env.setdefault("CONVEYOR_WORKER_ID", f"dev-worker-{index + 1}")
         worker_env.setdefault("CONVEYOR_WORKER_NICE", str(DEV_WORKER_NICE))
@@ -212,6 +228,7 @@ def plan(
         "CONVEYOR_SCHEDULER_LISTEN": f"127.0.0.1:{scheduler_port}",
         **metrics,
         **extra("scheduler"),
+        **credentials_env(subjects.SCHEDULER, passwords),
     }
     children.append(
         Child(
@@ -227,6 +244,7 @@ def plan(
         "CONVEYOR_GATEWAY_LISTEN": gateway_listen,
         **metrics,
         **extra("gateway"),
+        **credentials_env(subjects.GATEWAY, passwords),
     }
     children.append(
         Child("gateway", [python, "-m", "gateway"], gateway_env, f"127.0.0.1:{gateway_port}")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import ssl
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NATS
@@ -24,11 +27,13 @@ from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from conveyor import subjects
+from conveyor import natsauth, subjects
 from conveyor.config import MIB, CommonSettings
 
 if TYPE_CHECKING:  # for the annotation only: the metrics package never imports this module
     from conveyor.metrics import ServiceMetrics
+
+T = TypeVar("T")
 
 CANCELLED_TTL = 7 * 24 * 3600.0
 """How long a cancel marker lives in the conveyor_cancelled bucket."""
@@ -109,15 +114,16 @@ async def backoff(nc: NATS, delay: float) -> None:
         waiting.discard(woken)
 
 
-async def _declare_again(nc: NATS, settings: CommonSettings) -> None:
+async def _declare_again(nc: NATS, settings: CommonSettings, create: bool) -> None:
     js = nc.jetstream(timeout=10)
     delay = 0.5
     try:
         for attempt in range(1, REDECLARE_ATTEMPTS + 1):
             try:
-                await ensure_streams(js, settings)
-                await ensure_buckets(js, settings)
-                await object_store(js, settings)
+                if create:
+                    await ensure_streams(js, settings)
+                    await ensure_buckets(js, settings)
+                    await object_store(js, settings)
                 for hook in _after_reconnect.get(nc, []):
                     await hook(js)
                 return
@@ -132,11 +138,47 @@ async def _declare_again(nc: NATS, settings: CommonSettings) -> None:
             woken.set()
 
 
+def declares(settings: CommonSettings, role: str) -> bool:
+    """Whether a service of ``role`` declares the streams and buckets: the store always;
+    the others only when they connect without credentials (then whichever starts first
+    does). With credentials they may not (conveyor.natsauth) and wait for the store."""
+    return role == subjects.STORE or not settings.nats_authenticated
+
+
+def _tls(settings: CommonSettings) -> ssl.SSLContext | None:
+    if not settings.nats_tls_ca:
+        return None
+    context = ssl.create_default_context(cafile=settings.nats_tls_ca)
+    if settings.nats_tls_cert:
+        context.load_cert_chain(settings.nats_tls_cert, settings.nats_tls_key)
+    return context
+
+
+def _credentials(settings: CommonSettings, role: str) -> dict[str, Any]:
+    """nats.connect's options for this service's identity: its user and password (read
+    from its file here, so it is never in the environment), or a .creds file; and the
+    inbox prefix its role's permissions allow."""
+    options: dict[str, Any] = {}
+    if role:
+        options["inbox_prefix"] = natsauth.inbox_prefix(role)
+    if settings.nats_creds:
+        options["user_credentials"] = settings.nats_creds
+    elif settings.nats_user:
+        options["user"] = settings.nats_user
+        options["password"] = Path(settings.nats_password_file).read_text().strip()
+    tls = _tls(settings)
+    if tls is not None:
+        options["tls"] = tls
+    return options
+
+
 async def connect(
-    settings: CommonSettings, name: str, metrics: ServiceMetrics | None = None
+    settings: CommonSettings, name: str, metrics: ServiceMetrics | None = None, role: str = ""
 ) -> NATS:
     """A NATS connection that keeps reconnecting for as long as the process lives, and
-    declares the streams and buckets again after each reconnect (``after_reconnect``)."""
+    declares the streams and buckets again after each reconnect (``after_reconnect``), if
+    ``role`` declares them (:func:`declares`). ``role`` (a ``subjects.PUBLISHERS`` role)
+    picks the inbox prefix its NATS user may use; "" keeps nats-py's."""
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
@@ -155,7 +197,8 @@ async def connect(
         if metrics is not None:
             metrics.nats_changed(connected=True)
         await _connection_changed(nc, True)
-        task = asyncio.create_task(_declare_again(nc, settings), name="declare-again")
+        again = _declare_again(nc, settings, declares(settings, role))
+        task = asyncio.create_task(again, name="declare-again")
         _redeclaring.add(task)
         task.add_done_callback(_redeclaring.discard)
 
@@ -172,6 +215,7 @@ async def connect(
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
+        **_credentials(settings, role),
     )
     if metrics is not None:
         metrics.nats_changed(connected=True, reconnect=False)
@@ -249,9 +293,11 @@ async def _add_or_update_once(js: JetStreamContext, config: StreamConfig) -> Non
 
 
 async def bucket(
-    js: JetStreamContext, name: str, settings: CommonSettings, **options: Any
+    js: JetStreamContext, name: str, settings: CommonSettings, create: bool = True, **options: Any
 ) -> KeyValue:
-    """The KV bucket ``name``, created if missing."""
+    """The KV bucket ``name``, created if missing (without ``create``: waited for)."""
+    if not create:
+        return await _declared(f"the {name} bucket", lambda: js.key_value(name))
     try:
         return await js.key_value(name)
     except nats.js.errors.BucketNotFoundError:
@@ -268,23 +314,57 @@ async def bucket(
         return await js.key_value(name)  # another process created it first
 
 
-async def ensure_buckets(js: JetStreamContext, settings: CommonSettings) -> dict[str, KeyValue]:
-    """Every KV bucket Conveyor uses, by name."""
-    return {
-        subjects.KV_TYPES: await bucket(js, subjects.KV_TYPES, settings),
-        subjects.KV_IDEMPOTENCY: await bucket(
-            js, subjects.KV_IDEMPOTENCY, settings, ttl=30 * 24 * 3600.0
-        ),
-        subjects.KV_CANCELLED: await bucket(js, subjects.KV_CANCELLED, settings, ttl=CANCELLED_TTL),
-        subjects.KV_QUEUES: await bucket(js, subjects.KV_QUEUES, settings),
-        subjects.KV_PERMITS: await bucket(js, subjects.KV_PERMITS, settings),
-        subjects.KV_SCHEDULES: await bucket(js, subjects.KV_SCHEDULES, settings),
-        subjects.KV_KEYS: await bucket(js, subjects.KV_KEYS, settings),
-    }
+async def ensure_buckets(
+    js: JetStreamContext, settings: CommonSettings, create: bool = True
+) -> dict[str, KeyValue]:
+    """Every KV bucket Conveyor uses, by name (created if missing, or waited for)."""
+    ttls = {subjects.KV_IDEMPOTENCY: 30 * 24 * 3600.0, subjects.KV_CANCELLED: CANCELLED_TTL}
+    found: dict[str, KeyValue] = {}
+    for name in BUCKETS:
+        options = {"ttl": ttls[name]} if name in ttls else {}
+        found[name] = await bucket(js, name, settings, create, **options)
+    return found
 
 
-async def object_store(js: JetStreamContext, settings: CommonSettings) -> ObjectStore:
-    """The object store of large payloads, created if missing."""
+BUCKETS = (
+    subjects.KV_TYPES,
+    subjects.KV_IDEMPOTENCY,
+    subjects.KV_CANCELLED,
+    subjects.KV_QUEUES,
+    subjects.KV_PERMITS,
+    subjects.KV_SCHEDULES,
+    subjects.KV_KEYS,
+)
+"""Every KV bucket, in the order they are declared."""
+WAIT_LOG_EVERY = 10.0
+"""Seconds between two logs of a service waiting for the store to declare something."""
+
+
+async def _declared(what: str, find: Callable[[], Awaitable[T]]) -> T:
+    """What ``find`` finds, once the store has declared it: a service whose credentials
+    may not declare streams and buckets waits for them, whatever the start-up order."""
+    logged = 0.0
+    while True:
+        try:
+            return await find()
+        except (nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
+            now = asyncio.get_running_loop().time()
+            if now - logged >= WAIT_LOG_EVERY:
+                log.info("waiting for the store to declare %s", what)
+                logged = now
+            await asyncio.sleep(0.5)
+
+
+async def object_store(
+    js: JetStreamContext, settings: CommonSettings, create: bool = True
+) -> ObjectStore:
+    """The object store of large payloads, created if missing (or waited for)."""
+    if not create:
+        found: ObjectStore = await _declared(
+            f"the {subjects.OBJECT_PAYLOADS} object store",
+            lambda: js.object_store(subjects.OBJECT_PAYLOADS),
+        )
+        return found
     try:
         return await js.object_store(subjects.OBJECT_PAYLOADS)
     except nats.js.errors.BucketNotFoundError:
@@ -297,13 +377,18 @@ async def object_store(js: JetStreamContext, settings: CommonSettings) -> Object
 
 
 async def setup(
-    settings: CommonSettings, name: str, metrics: ServiceMetrics | None = None
+    settings: CommonSettings, name: str, metrics: ServiceMetrics | None = None, role: str = ""
 ) -> tuple[NATS, JetStreamContext]:
-    """Connects, declares streams and buckets, and returns the connection and context."""
-    nc = await connect(settings, name, metrics)
+    """Connects, declares the streams (or waits for the store to, :func:`declares`), and
+    returns the connection and context."""
+    nc = await connect(settings, name, metrics, role)
     js = nc.jetstream(timeout=10)
     try:
-        await ensure_streams(js, settings)
+        if declares(settings, role):
+            await ensure_streams(js, settings)
+        else:
+            for stream in (subjects.STREAM_TASKS, subjects.STREAM_EVENTS):
+                await _declared(f"the {stream} stream", functools.partial(js.stream_info, stream))
     except BaseException:
         await close(nc)
         raise

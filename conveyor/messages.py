@@ -31,6 +31,8 @@ PUBLISH_TIMEOUT = 5.0
 reply pending forever."""
 SCHEDULER_ID = "scheduler"
 """The worker id of events the scheduler publishes for a task no worker holds."""
+LOST_ERROR = "lost"
+"""The error type of the ``failed`` event of a task that no stream holds."""
 
 Message = tuple[str, bytes, dict[str, str]]
 """A message to publish: subject, data, headers."""
@@ -106,7 +108,7 @@ def worker_event(
         **kind,
     )
     return (
-        subjects.event_subject(message.type),
+        subjects.event_subject(subjects.WORKER, message.type),
         task_event.SerializeToString(),
         headers(worker_event_id(message.task_id, attempt, run, key)),
     )
@@ -142,16 +144,23 @@ def event(
     return events_pb2.TaskEvent(task_id=task_id, type=task_type, time=when, **kind)
 
 
-def event_message(task_type: str, msg_id: str, task_event: events_pb2.TaskEvent) -> Message:
-    """An event as the message to publish on EVENTS."""
-    return subjects.event_subject(task_type), task_event.SerializeToString(), headers(msg_id)
+def event_message(
+    publisher: str, task_type: str, msg_id: str, task_event: events_pb2.TaskEvent
+) -> Message:
+    """An event as the message ``publisher`` (a ``subjects.PUBLISHERS`` role) puts on EVENTS."""
+    subject = subjects.event_subject(publisher, task_type)
+    return subject, task_event.SerializeToString(), headers(msg_id)
 
 
 def submit_messages(
-    task: tasks_pb2.Task, message: events_pb2.TaskMessage, retry_policy: events_pb2.RetryPolicy
+    task: tasks_pb2.Task,
+    message: events_pb2.TaskMessage,
+    retry_policy: events_pb2.RetryPolicy,
+    publisher: str,
 ) -> tuple[Message, Message]:
-    """The two messages of a submit: the ``submitted`` event (the whole task, for the
-    store) and the task itself (for a worker; a message schedule for a delayed task)."""
+    """The two messages of a submit by ``publisher`` (the gateway or the scheduler): the
+    ``submitted`` event (the whole task, for the store) and the task itself (for a worker;
+    a message schedule for a delayed task)."""
     # Built here rather than by event(): this runs for every submitted task.
     submitted = events_pb2.TaskEvent(
         task_id=task.id,
@@ -167,7 +176,7 @@ def submit_messages(
         task_headers.update(subjects.schedule_headers(task.run_at.ToDatetime(dt.UTC), target))
     return (
         (
-            subjects.event_subject(task.type),
+            subjects.event_subject(publisher, task.type),
             submitted.SerializeToString(),
             headers(task_event_id(task.id, "submitted")),
         ),
@@ -178,14 +187,16 @@ def submit_messages(
 def cancel_requested(task: tasks_pb2.Task) -> Message:
     """The ``cancel_requested`` event of a cancel: one per version of the task."""
     cancel = event(task.id, task.type, cancel_requested=events_pb2.CancelRequested())
-    return event_message(task.type, task_event_id(task.id, f"cancel:{task.version}"), cancel)
+    msg_id = task_event_id(task.id, f"cancel:{task.version}")
+    return event_message(subjects.STORE, task.type, msg_id, cancel)
 
 
 def redriven(task: tasks_pb2.Task, max_attempts: int) -> Message:
     """The ``redriven`` event of a re-drive of ``task``, counting on from its attempts."""
     redrive = events_pb2.Redriven(attempt_offset=task.attempt, max_attempts=max_attempts)
     again = event(task.id, task.type, redriven=redrive)
-    return event_message(task.type, task_event_id(task.id, f"redrive:{redrive_of(task)}"), again)
+    msg_id = task_event_id(task.id, f"redrive:{redrive_of(task)}")
+    return event_message(subjects.STORE, task.type, msg_id, again)
 
 
 def rerun_message(task: tasks_pb2.Task, message: events_pb2.TaskMessage) -> Message:
@@ -198,7 +209,7 @@ def lost(task: tasks_pb2.Task, message: str) -> Message:
     """The ``failed`` event of a task that no stream holds (error type ``lost``), from the
     scheduler: one per version of the task it looked at."""
     error = tasks_pb2.TaskError(
-        attempt=task.attempt, type="lost", message=message, time=timestamp()
+        attempt=task.attempt, type=LOST_ERROR, message=message, time=timestamp()
     )
     failed = event(
         task.id,
@@ -207,4 +218,5 @@ def lost(task: tasks_pb2.Task, message: str) -> Message:
         worker_id=SCHEDULER_ID,
         failed=events_pb2.Failed(error=error),
     )
-    return event_message(task.type, task_event_id(task.id, f"lost:{task.version}"), failed)
+    msg_id = task_event_id(task.id, f"lost:{task.version}")
+    return event_message(subjects.SCHEDULER, task.type, msg_id, failed)

@@ -19,7 +19,23 @@ DELAYED_PREFIX = "conveyor.delayed"
 """Delayed tasks wait here as NATS message schedules until the server moves them to
 their task subject at their time."""
 CANCEL_SUBJECT = "conveyor.control.cancel"
-"""Core NATS subject: a task id published here stops a running handler."""
+"""Core NATS subject: a task id published here stops a running handler (only the store
+publishes it)."""
+REGISTER_SUBJECT = "conveyor.control.register"
+"""Core NATS request subject: a worker sends a TaskTypeSpec here and the store, after
+checking it, writes it to the types bucket (workers cannot write the bucket)."""
+REGISTER_REFUSED = b"refused: "
+"""The start of the store's answer to a registration it refuses; an empty answer is yes."""
+REGISTER_QUEUE = "store"
+"""The queue group of the stores answering registrations: one answers each."""
+
+GATEWAY = "gateway"
+SCHEDULER = "scheduler"
+STORE = "store"
+WORKER = "worker"
+PUBLISHERS = (GATEWAY, SCHEDULER, STORE, WORKER)
+"""The service roles, each a NATS user of its own, and the token an event's subject
+names its publisher by (NATS permissions let each role publish only its own)."""
 
 STORE_CONSUMER = "store"
 """Durable consumer of EVENTS owned by the store."""
@@ -76,9 +92,34 @@ def task_type_filter(task_type: str, priority: str | None = None) -> str:
     return f"{TASKS_PREFIX}.{task_type}.{priority}.>"
 
 
-def event_subject(task_type: str) -> str:
-    """The subject events of tasks of this type are published on."""
-    return f"{EVENTS_PREFIX}.{task_type}"
+def event_subject(publisher: str, task_type: str) -> str:
+    """The subject ``publisher`` (one of PUBLISHERS) puts events of tasks of this type on:
+    ``conveyor.events.<publisher>.<type>``."""
+    return f"{EVENTS_PREFIX}.{publisher}.{task_type}"
+
+
+def event_filter(publisher: str) -> str:
+    """Every event subject of one publisher (what its NATS user may publish to)."""
+    return f"{EVENTS_PREFIX}.{publisher}.>"
+
+
+LEGACY_PUBLISHER = ""
+"""The publisher of an event on the subject before publishers were named
+(``conveyor.events.<type>``): nobody may publish there any more, so only events stored
+before the upgrade come on it."""
+
+
+def event_origin(subject: str) -> tuple[str | None, str]:
+    """(publisher, task type) of an event subject: LEGACY_PUBLISHER for the old form,
+    None for a subject that is neither form."""
+    tokens = subject.split(".")
+    if ".".join(tokens[:2]) != EVENTS_PREFIX:
+        return None, ""
+    if len(tokens) == 4 and tokens[3] and tokens[2] in PUBLISHERS:
+        return tokens[2], tokens[3]
+    if len(tokens) == 3 and tokens[2]:
+        return LEGACY_PUBLISHER, tokens[2]
+    return None, ""
 
 
 def worker_consumer(task_type: str, priority: str) -> str:

@@ -92,9 +92,11 @@ class Gateway:
         tls = common.tls
         await self.metrics.serve(self.settings.metrics_listen, tls)
         life.on_stop(self.metrics.close)
-        self.nc, js = await jetstream.setup(common, "conveyor-gateway", self.metrics)
+        role = subjects.GATEWAY
+        self.nc, js = await jetstream.setup(common, "conveyor-gateway", self.metrics, role)
         life.on_stop(jetstream.close, self.nc)
-        buckets = await jetstream.ensure_buckets(js, common)
+        create = jetstream.declares(common, role)
+        buckets = await jetstream.ensure_buckets(js, common, create)
         max_bytes = self.settings.limits.max_message_bytes
         # No client interceptors: relayed calls carry the trace context as metadata
         # (gateway.relay), at a fraction of an intercepted call's cost.
@@ -122,7 +124,7 @@ class Gateway:
             buckets[subjects.KV_IDEMPOTENCY],
             task_finder(store),
             AckedPublisher(self.nc, PUBLISH_TIMEOUT),
-            PayloadStore(await jetstream.object_store(js, common)),
+            PayloadStore(await jetstream.object_store(js, common, create)),
             self.settings.payload_inline_bytes,
             admission,
             quotas,

@@ -55,11 +55,10 @@ class Scheduler:
         tls = self.settings.common.tls
         await self.metrics.serve(self.settings.metrics_listen, tls)
         life.on_stop(self.metrics.close)
-        self.nc, js = await jetstream.setup(
-            self.settings.common, "conveyor-scheduler", self.metrics
-        )
+        common, role = self.settings.common, subjects.SCHEDULER
+        self.nc, js = await jetstream.setup(common, "conveyor-scheduler", self.metrics, role)
         life.on_stop(jetstream.close, self.nc)
-        buckets = await jetstream.ensure_buckets(js, self.settings.common)
+        buckets = await jetstream.ensure_buckets(js, common, jetstream.declares(common, role))
         keepalive = self.settings.common.grpc_keepalive_seconds
         self.channel = service_channel(
             self.settings.store_addr,
@@ -78,6 +77,7 @@ class Scheduler:
             buckets[subjects.KV_IDEMPOTENCY],
             task_finder(store),
             admission=Admission(js, self.settings.common.stream_limits),
+            source=subjects.SCHEDULER,
         )
         schedules_kv = buckets[subjects.KV_SCHEDULES]
         periodic = PeriodicRunner(
@@ -85,7 +85,7 @@ class Scheduler:
         )
         life.task(Reconciler(js, store).run(), "reconcile")
         life.task(periodic.run(), "schedules")
-        types = await jetstream.bucket(js, subjects.KV_TYPES, self.settings.common)
+        types = buckets[subjects.KV_TYPES]
         self.queue_probe = QueueProbe(js, types, self.metrics)
         life.task(self.queue_probe.run(), "queue-metrics")
         self.server = Server(

@@ -22,8 +22,10 @@ from store.consumer import EventApplier
 from store.db import create_engine, migrate
 from store.lag import EventLagProbe
 from store.mux import WatchMux
+from store.registrar import TypeRegistrar
 from store.repository import TaskRepository
 from store.retention import Purger, RetentionPolicy, payload_deleter
+from store.screen import EventScreen, Refusals
 from store.service import NamespaceCounts, StoreService
 from store.trim import EventTrimmer
 from store.watch import WatchHub
@@ -66,14 +68,20 @@ class Store:
         self.engine = create_engine(self.settings.database_url)
         life.on_stop(self.engine.dispose)
         await migrate(self.engine)
-        repository = TaskRepository(self.engine)
+        refusals = Refusals(lambda reason: self.metrics.refused_events.labels(reason).inc())
+        repository = TaskRepository(self.engine, refusals)
         common = self.settings.common
-        self.nc, js = await jetstream.setup(common, "conveyor-store", self.metrics)
+        self.nc, js = await jetstream.setup(common, "conveyor-store", self.metrics, subjects.STORE)
         life.on_stop(jetstream.close, self.nc)
         buckets = await jetstream.ensure_buckets(js, common)
         self.hub = WatchHub()
         self.applier = EventApplier(
-            self.nc, js, repository, self.hub, self.settings.event_batch_size
+            self.nc,
+            js,
+            repository,
+            self.hub,
+            self.settings.event_batch_size,
+            EventScreen(self.settings.limits, refusals),
         )
         await self.applier.start()
         self._applying = life.task(self.applier.run(), "apply-events")
@@ -103,6 +111,9 @@ class Store:
             self.metrics,
             delete_payloads=payload_deleter(payloads),
         )
+        registrar = TypeRegistrar(self.nc, buckets[subjects.KV_TYPES])
+        await registrar.start()
+        life.on_stop(registrar.stop)
         policy = RetentionPolicy(self.settings.retention_seconds, self.settings.retention_by_type)
         life.task(self.purger.run_retention(policy), "retention")
         service = StoreService(

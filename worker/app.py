@@ -24,6 +24,7 @@ from conveyor.payloads import PayloadStore
 from conveyor.registry import Registry, TaskType, default_registry
 from conveyor.server import Server, run_service
 from conveyor.tasks import duration, timestamp
+from worker import registration
 from worker.cancelled import CancelledTasks
 from worker.consumer import Slots, TypeConsumer
 from worker.events import EventPublisher
@@ -88,19 +89,26 @@ class Worker:
         self._in_flight = self.slots.running
         self.metrics = WorkerMetrics(settings.concurrency)
         self._life = Lifecycle()
+        self._registering: asyncio.Task[None] | None = None
+
+    async def _stop_registering(self) -> None:
+        if self._registering is not None:
+            await _cancel_quietly(self._registering)
 
     async def start(self) -> None:
         common = self.settings.common
         life = self._life
         await self.metrics.serve(self.settings.metrics_listen, common.tls)
         life.on_stop(self.metrics.close)
+        role = subjects.WORKER
         self.nc, js = await jetstream.setup(
-            common, f"conveyor-worker-{self.settings.worker_id}", self.metrics
+            common, f"conveyor-worker-{self.settings.worker_id}", self.metrics, role
         )
         life.on_stop(jetstream.close, self.nc)
-        buckets = await jetstream.ensure_buckets(js, common)
+        create = jetstream.declares(common, role)
+        buckets = await jetstream.ensure_buckets(js, common, create)
         invoker = Invoker(self.processes)
-        payloads = PayloadStore(await jetstream.object_store(js, common))
+        payloads = PayloadStore(await jetstream.object_store(js, common, create))
         check = ResultCheck(
             payloads, self.settings.payload_inline_bytes, self.settings.max_result_bytes
         )
@@ -155,17 +163,30 @@ class Worker:
             await consumer.declare()
             consumers.append(consumer)
         self.consumers = consumers
+
         types_bucket = buckets[subjects.KV_TYPES]
 
         async def register(_: JetStreamContext | None = None) -> None:
             """Registers the served types (again after a reconnect: a server that came
-            back without its JetStream state has an empty bucket)."""
-            for name in self.types:
-                task_type = self.registry.get(name)
-                assert task_type is not None
-                await types_bucket.put(name, type_spec(task_type).SerializeToString())
+            back without its JetStream state has an empty bucket). With credentials of
+            its own the worker cannot write the bucket: the store checks and writes each
+            type (store.registrar), and with no store answering yet this goes on in the
+            background until one does. Without, anyone may write it, and so does the
+            worker."""
+            served = [self.registry.get(name) for name in self.types]
+            specs = [type_spec(t) for t in served if t is not None]
+            if not common.nats_authenticated:
+                for spec in specs:
+                    await types_bucket.put(spec.type, spec.SerializeToString())
+            elif not await registration.register(self.nc, specs):
+                log.info("no store answered yet: registering %s once one does", self.types)
+                if self._registering is None or self._registering.done():
+                    self._registering = asyncio.create_task(
+                        registration.register_until_done(self.nc, specs), name="register-types"
+                    )
 
         await register()
+        life.on_stop(self._stop_registering)
         jetstream.after_reconnect(self.nc, register)
         # Made before the loops start, so that it stops after they have drained.
         self.server = Server(

@@ -29,7 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from conveyor import messages
+from conveyor import messages, subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.auth.namespaces import namespace_metadata
@@ -129,8 +129,10 @@ class Submitter:
         inline_bytes: int = 0,
         admission: Admission | None = None,
         quotas: Quotas | None = None,
+        source: str = subjects.GATEWAY,
     ) -> None:
         self._quotas = quotas  # the gateway's per-namespace quotas; the scheduler has none
+        self._source = source  # the role publishing the submits: the gateway or the scheduler
         self._inputs = inputs  # large inputs go there when set (the claim check)
         self._inline_bytes = inline_bytes
         self._admission = admission
@@ -272,7 +274,9 @@ class Submitter:
         outgoing = [
             message
             for item in items
-            for message in messages.submit_messages(item.task, item.message, item.retry_policy)
+            for message in messages.submit_messages(
+                item.task, item.message, item.retry_policy, self._source
+            )
         ]
         try:
             for start in range(0, len(outgoing), PUBLISH_WINDOW):

@@ -53,7 +53,8 @@ _MAX_TIMESTAMP_SECONDS = 253_402_300_799
 _NANOS = 1_000_000_000
 
 
-def _check_options(c: Collector, msg: tasks_pb2.TaskOptions, now: dt.datetime) -> None:
+def check_options(c: Collector, msg: tasks_pb2.TaskOptions, now: dt.datetime) -> None:
+    """Reports every invalid option (the store checks a submitted task's with it too)."""
     check_at_most(c, "max_attempts", msg.max_attempts, MAX_ATTEMPTS)
     if msg.HasField("timeout") and (problem := duration_error(msg.timeout, MAX_TIMEOUT)):
         c.add("timeout", problem)
@@ -88,7 +89,7 @@ def _check_submit(
 ) -> None:
     check_input(c, request, limits)
     if request.HasField("options"):
-        _check_options(c.child("options."), request.options, now)
+        check_options(c.child("options."), request.options, now)
     for field, description in unknown_fields_of(request):
         c.add(field, description)
 

@@ -288,6 +288,13 @@ class StoreMetrics(ServiceMetrics):
             ["table"],
             registry=r,
         )
+        self.refused_events = Counter(
+            "conveyor_store_refused_events_total",
+            "Events on EVENTS that no legitimate publisher can produce, acknowledged and "
+            "not applied, by reason (store.screen)",
+            ["reason"],
+            registry=r,
+        )
         for reason in ("retention", "delete", "purge"):
             self.purged_tasks.labels(reason)  # a series from the start, at 0
         for table in ("tasks", "task_history", "task_labels"):

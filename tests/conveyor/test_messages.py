@@ -32,7 +32,9 @@ def test_each_redrive_is_a_new_message_even_at_the_same_offset() -> None:
     again = task(attempt=0, version=6)  # and again, later
     message = messages.task_message(first, tasks_pb2.TaskInput(), events_pb2.RetryPolicy(), 3)
     ids = {
-        msg_id(messages.submit_messages(first, message, events_pb2.RetryPolicy())[1]),
+        msg_id(
+            messages.submit_messages(first, message, events_pb2.RetryPolicy(), subjects.GATEWAY)[1]
+        ),
         msg_id(messages.rerun_message(first, message)),
         msg_id(messages.rerun_message(again, message)),
         msg_id(messages.redriven(first, 3)),

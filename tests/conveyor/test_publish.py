@@ -19,7 +19,7 @@ async def test_a_publish_is_stored_once_before_it_returns(
 ) -> None:
     nc, js = nats_connection
     publisher = AckedPublisher(nc, 5.0)
-    subject = subjects.event_subject("greet")
+    subject = subjects.event_subject(subjects.WORKER, "greet")
     before = (await js.stream_info(subjects.STREAM_EVENTS)).state.messages
     headers = {subjects.HEADER_MSG_ID: "gateway-publish-test:1"}
     await publisher.publish(subject, b"first", headers)
@@ -37,7 +37,9 @@ async def test_refusals_raise(nats_connection: tuple[NATS, JetStreamContext]) ->
     # The stream refuses a message that expects another stream: an error answer.
     with pytest.raises(APIError):
         await publisher.publish(
-            subjects.event_subject("greet"), b"x", {"Nats-Expected-Stream": "NOT_THIS_ONE"}
+            subjects.event_subject(subjects.WORKER, "greet"),
+            b"x",
+            {"Nats-Expected-Stream": "NOT_THIS_ONE"},
         )
 
 
@@ -55,7 +57,10 @@ async def test_messages_published_together_are_all_stored_before_it_returns(
 ) -> None:
     nc, js = nats_connection
     publisher = AckedPublisher(nc, 5.0)
-    event, task = subjects.event_subject("greet"), subjects.task_subject("greet", 2, "t-42")
+    event, task = (
+        subjects.event_subject(subjects.WORKER, "greet"),
+        subjects.task_subject("greet", 2, "t-42"),
+    )
     await publisher.publish_all(
         [
             (event, b"submitted", {subjects.HEADER_MSG_ID: "publish-all-test:event"}),
@@ -71,7 +76,7 @@ async def test_one_refused_message_of_several_raises(
 ) -> None:
     nc, js = nats_connection
     publisher = AckedPublisher(nc, 5.0)
-    event = subjects.event_subject("greet")
+    event = subjects.event_subject(subjects.WORKER, "greet")
     with pytest.raises(NoRespondersError):
         await publisher.publish_all([(event, b"fine", {}), ("nowhere.at.all", b"x", {})])
     # The other message was still stored: a caller retrying with the same ids is deduplicated.

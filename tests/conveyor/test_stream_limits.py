@@ -23,7 +23,7 @@ async def test_streams_declared_without_limits_get_them_in_place(common: CommonS
         # EVENTS as an earlier version declared it: no size, old messages dropped first.
         old = next(c for c in jetstream.stream_configs(common) if c.name == subjects.STREAM_EVENTS)
         await js.add_stream(replace(old, max_bytes=-1, discard=DiscardPolicy.OLD))
-        await js.publish(subjects.event_subject("greet"), b"kept")
+        await js.publish(subjects.event_subject(subjects.WORKER, "greet"), b"kept")
 
         limited = replace(common, stream_limits=LIMITS)
         await jetstream.ensure_streams(js, limited)

@@ -220,7 +220,9 @@ async def events_of(system: System, task_type: str, task_id: str) -> list[events
     """The task's events as the EVENTS stream holds them, in order."""
     assert system.gateway is not None and system.gateway.nc is not None
     js = system.gateway.nc.jetstream()
-    sub = await js.pull_subscribe(subjects.event_subject(task_type), stream=subjects.STREAM_EVENTS)
+    sub = await js.pull_subscribe(
+        f"{subjects.EVENTS_PREFIX}.*.{task_type}", stream=subjects.STREAM_EVENTS
+    )
     found: list[events_pb2.TaskEvent] = []
     try:
         while True:

@@ -19,6 +19,7 @@ from conveyor.api.store.v1 import watch_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.config import MIB
 from conveyor.tasks import duration, timestamp
+from store import screen
 from tests.conftest import System
 from tests.support import custom_handlers
 from tests.support.helpers import varint, watch_all, wire_field
@@ -75,10 +76,12 @@ async def assert_completed(watches: list[Watching]) -> None:
 
 
 async def test_an_update_too_big_for_the_store_call_ends_only_its_own_watch(
-    system: System, caplog: pytest.LogCaptureFixture
+    system: System, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The store's messages are capped at 1 MiB; a result of about 1.5 MiB, kept inline and
-    # not abridged (both bounds raised past it), cannot go out.
+    # not abridged (both bounds raised past it, the worker's past what its settings
+    # allow, and the store's screen of inline results with it), cannot go out.
+    monkeypatch.setattr(screen, "MAX_RESULT_BYTES", 8 * MIB)
     await system.start_store(max_message_bytes=MIB, max_response_bytes=4 * MIB)
     await system.start_worker(payload_inline_bytes=4 * MIB)
     await system.start_gateway()
@@ -138,11 +141,16 @@ async def test_a_task_too_deep_for_the_store_call_reaches_its_watcher_and_ends_n
         watch_pb2.WatchTasksResponse.FromString(wire_field(1, wire_field(2, wire_field(9, result))))
     event = (
         events_pb2.TaskEvent(
-            task_id=deep.task.id, type="never", attempt=1, time=timestamp(), start_time=timestamp()
+            task_id=deep.task.id,
+            type="never",
+            attempt=1,
+            worker_id="w1",
+            time=timestamp(),
+            start_time=timestamp(),
         ).SerializeToString()
         + wire_field(14, wire_field(1, result))  # completed.result
     )
-    await js.publish(subjects.event_subject("never"), event)
+    await js.publish(subjects.event_subject(subjects.WORKER, "never"), event)
     async with asyncio.timeout(60):
         updates = await watch_all(stub, deep.task.id)
 

@@ -60,7 +60,7 @@ async def test_a_task_in_no_stream_is_failed_as_lost_and_can_be_re_driven(
     orphan = orphan_event()
     async with jetstream(cluster.nats_url) as js:
         await js.publish(
-            subjects.event_subject(orphan.type),
+            subjects.event_subject(subjects.GATEWAY, orphan.type),
             orphan.SerializeToString(),
             headers={subjects.HEADER_MSG_ID: f"{orphan.task_id}:submitted"},
         )
@@ -103,7 +103,7 @@ async def test_a_lost_task_older_than_one_round_reads_is_found_by_a_later_round(
     delayed_request.options.delay.CopyFrom(duration(60))
     async with jetstream(cluster.nats_url) as js:
         await js.publish(
-            subjects.event_subject(orphan.type),
+            subjects.event_subject(subjects.GATEWAY, orphan.type),
             orphan.SerializeToString(),
             headers={subjects.HEADER_MSG_ID: f"{orphan.task_id}:submitted"},
         )

@@ -64,6 +64,7 @@ class FakeStream:
         self.reads.append(sequence)
         return SimpleNamespace(
             data=submitted(f"01jn0000000000000000000{sequence:03d}").SerializeToString(),
+            subject="conveyor.events.gateway.text_processing",
             time=None,
         )
 
@@ -75,6 +76,7 @@ def message(sequence: int) -> Any:
     data = submitted(f"01jn0000000000000000000{sequence:03d}").SerializeToString()
     return SimpleNamespace(
         data=data,
+        subject="conveyor.events.gateway.text_processing",
         reply=f"$JS.ACK.EVENTS.store.1.{sequence}.{sequence}.1764300000000000000.0",
         headers=None,
         ack=ack,

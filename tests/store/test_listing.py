@@ -47,15 +47,17 @@ async def make_tasks(repository: TaskRepository, count: int = 30) -> list[Made]:
         events.append(submitted(task_id, task_type=task_type, created=created, labels=labels))
         state = PENDING
         if i % 4 in (1, 2):
-            events.append(worker_event(task_id, at(100), 1, started=events_pb2.Started()))
+            events.append(
+                worker_event(task_id, at(100), 1, task_type=task_type, started=events_pb2.Started())
+            )
         if i % 4 == 1:
             state = COMPLETED
             result = events_pb2.Completed(result=text_result(words=i))
-            events.append(worker_event(task_id, at(101), 1, completed=result))
+            events.append(worker_event(task_id, at(101), 1, task_type=task_type, completed=result))
         elif i % 4 == 2:
             state = FAILED
             failed = events_pb2.Failed(error=error(1, "bad", at(101)))
-            events.append(worker_event(task_id, at(101), 1, failed=failed))
+            events.append(worker_event(task_id, at(101), 1, task_type=task_type, failed=failed))
         made.append(Made(task_id, created, task_type, state, labels))
     await repository.apply(Stream().number(*events))
     return made

@@ -214,8 +214,16 @@ async def test_get_can_leave_out_image_bytes(repository: TaskRepository) -> None
     await repository.apply(
         Stream().number(
             submitted(task_id, task_type="image_processing", image=image),
-            worker_event(task_id, at(1), 1, started=events_pb2.Started()),
-            worker_event(task_id, at(2), 1, completed=events_pb2.Completed(result=result)),
+            worker_event(
+                task_id, at(1), 1, task_type="image_processing", started=events_pb2.Started()
+            ),
+            worker_event(
+                task_id,
+                at(2),
+                1,
+                task_type="image_processing",
+                completed=events_pb2.Completed(result=result),
+            ),
         )
     )
     full = await repository.get(task_id)
@@ -250,6 +258,7 @@ async def test_a_redrive_runs_again_and_ignores_the_previous_run(
         stream.number(
             events_pb2.TaskEvent(
                 task_id=task_id,
+                type="text_processing",
                 time=timestamp(at(3)),
                 redriven=events_pb2.Redriven(attempt_offset=task.attempt, max_attempts=per_run),
             ),

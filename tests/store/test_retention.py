@@ -32,17 +32,20 @@ def finished(
     submit = submitted(task_type=task_type, created=created, labels={"team": "search"})
     task_id = submit.task_id
     ran = created + dt.timedelta(minutes=1)
-    outcome = (
-        worker_event(task_id, ran, 1, failed=events_pb2.Failed(error=error(1, "bad", ran)))
+    kind = (
+        {"failed": events_pb2.Failed(error=error(1, "bad", ran))}
         if failed
-        else worker_event(task_id, ran, 1, completed=events_pb2.Completed(result=text_result(3)))
+        else {"completed": events_pb2.Completed(result=text_result(3))}
     )
-    return [submit, worker_event(task_id, ran, 1, started=events_pb2.Started()), outcome]
+    outcome = worker_event(task_id, ran, 1, task_type=task_type, **kind)
+    started = worker_event(task_id, ran, 1, task_type=task_type, started=events_pb2.Started())
+    return [submit, started, outcome]
 
 
 def running(task_type: str, created: dt.datetime) -> list[events_pb2.TaskEvent]:
     submit = submitted(task_type=task_type, created=created)
-    return [submit, worker_event(submit.task_id, created, 1, started=events_pb2.Started())]
+    start = events_pb2.Started()
+    return [submit, worker_event(submit.task_id, created, 1, task_type=task_type, started=start)]
 
 
 async def count(engine: AsyncEngine, table: object, task_id: str) -> int:

@@ -63,12 +63,17 @@ def submitted(
 
 
 def worker_event(
-    task_id: str, when: dt.datetime, attempt: int, worker: str = "worker-1", **kind: object
+    task_id: str,
+    when: dt.datetime,
+    attempt: int,
+    worker: str = "worker-1",
+    task_type: str = "text_processing",
+    **kind: object,
 ) -> events_pb2.TaskEvent:
     """An event of one attempt, such as ``started=events_pb2.Started()``."""
     return events_pb2.TaskEvent(
         task_id=task_id,
-        type="text_processing",
+        type=task_type,
         time=timestamp(when),
         attempt=attempt,
         worker_id=worker,

@@ -24,7 +24,9 @@ async def test_an_event_is_stored_once_before_publish_returns(
     await publisher.publish(message, 1, "started", started=events_pb2.Started())  # a repeat
     info = await js.stream_info(subjects.STREAM_EVENTS)
     assert info.state.messages == before + 1
-    stored = await js.get_last_msg(subjects.STREAM_EVENTS, subjects.event_subject("greet"))
+    stored = await js.get_last_msg(
+        subjects.STREAM_EVENTS, subjects.event_subject(subjects.WORKER, "greet")
+    )
     event = events_pb2.TaskEvent.FromString(stored.data or b"")
     assert event.task_id == "t1" and event.worker_id == "w1" and event.HasField("started")
     assert event.time.seconds > 0
@@ -34,7 +36,7 @@ async def test_a_publish_no_stream_takes_raises(
     nats_connection: tuple[NATS, JetStreamContext], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     nc, js = nats_connection
-    monkeypatch.setattr(subjects, "event_subject", lambda task_type: "nowhere.at.all")
+    monkeypatch.setattr(subjects, "event_subject", lambda publisher, task_type: "nowhere.at.all")
     publisher = EventPublisher(js, "w1", nc)
     message = events_pb2.TaskMessage(task_id="t2", type="greet")
     with pytest.raises(NoRespondersError):
