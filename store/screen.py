@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError
 from conveyor import subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
+from conveyor.auth.principal import NAMESPACE_PATTERN
 from conveyor.config import PAYLOAD_INLINE_MAX, Limits
 from conveyor.ids import is_task_id
 from conveyor.intake.checks import Collector
@@ -97,6 +98,8 @@ def _submitted_problem(event: events_pb2.TaskEvent, limits: Limits) -> Problem |
         return "state", f"submitted in state {task.state}"
     if not 1 <= task.max_attempts <= MAX_ATTEMPTS:
         return "options", f"max_attempts {task.max_attempts}"
+    if task.namespace and not NAMESPACE_PATTERN.match(task.namespace):
+        return "namespace", f"namespace {task.namespace[:64]!r} is not one the gateway accepts"
     c = Collector()
     options = tasks_pb2.TaskOptions(
         max_attempts=task.max_attempts,

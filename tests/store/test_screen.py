@@ -106,6 +106,15 @@ def test_a_submitted_task_is_held_to_the_gateways_rules() -> None:
     assert reason(GATEWAY, abridged) is None
 
 
+def test_a_submitted_task_names_a_namespace_the_gateway_accepts() -> None:
+    named = submitted(TASK)
+    named.submitted.task.namespace = "team-a"
+    assert reason(GATEWAY, named) is None
+    for bad in ("../../etc", "Team", "x" * 64, "*"):
+        named.submitted.task.namespace = bad
+        assert reason(GATEWAY, named) == "namespace", bad
+
+
 def test_worker_events_need_an_attempt_a_worker_and_an_inline_sized_result() -> None:
     assert reason(WORKER, worker_event(TASK, at(1), 0, started=events_pb2.Started())) == "attempt"
     assert (
