@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
+
+# Imported here, at collection's shallow stack: the hypothesis plugin imports it lazily at
+# the end of a run that has not, and under pytest's assertion rewriting CPython 3.11.7's
+# ast.parse can then fail with "AST constructor recursion depth mismatch", a CPython bug.
+import hypothesis  # noqa: F401
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext

@@ -1,4 +1,4 @@
-"""``conveyor auth create-key|list-keys|revoke-key``: API keys, with an admin key.
+"""``conveyor auth create-key|list-keys|revoke-key|new-key``: API keys, with an admin key.
 
 A new key is printed once, alone on stdout (so it can be piped into a secret store), and
 never again: only its hash is kept.
@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from conveyor.api.auth.v1 import auth_pb2
+from conveyor.auth import keys
 from conveyor.cli.render import Output, _time
 from conveyor.cli.stats import window_seconds
 from conveyor.client import ROLES, AsyncClient
@@ -59,6 +60,14 @@ def add_arguments(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     revoke = actions.add_parser("revoke-key", parents=[common], help="revoke an API key")
     revoke.add_argument("key_id", metavar="KEY_ID", help="the 12 hex digits after cvk_")
+    actions.add_parser(
+        "new-key",
+        parents=[common],
+        help="print a fresh key for CONVEYOR_ADMIN_KEY_FILE (contacts nothing)",
+        description="Print a fresh random key, made here and sent nowhere: the first admin "
+        "key, for the file (a Kubernetes Secret) CONVEYOR_ADMIN_KEY_FILE names. The gateway "
+        "stores its hash when it starts.",
+    )
 
 
 def _role(key: auth_pb2.ApiKey) -> str:
@@ -126,7 +135,18 @@ async def revoke_key(client: AsyncClient, out: Output, args: argparse.Namespace)
     return 0
 
 
-_ACTIONS = {"create-key": create_key, "list-keys": list_keys, "revoke-key": revoke_key}
+async def new_key(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:
+    print(keys.new_key())
+    out.note("a new key for CONVEYOR_ADMIN_KEY_FILE; the gateway stores its hash at start")
+    return 0
+
+
+_ACTIONS = {
+    "create-key": create_key,
+    "list-keys": list_keys,
+    "revoke-key": revoke_key,
+    "new-key": new_key,
+}
 
 
 async def run_command(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:

@@ -13,8 +13,10 @@ from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.auth.principal import Role
 from conveyor.cli import main as cli_main
 from conveyor.client import AsyncClient, Client
+from conveyor.config import AuthSettings
 from conveyor.errors import PermissionDenied, Unauthenticated
 from tests.auth.conftest import Secured
+from tests.conftest import System
 
 pytestmark = [pytest.mark.integration]
 
@@ -107,3 +109,22 @@ def test_the_cli_takes_no_key_on_its_command_line(capsys: pytest.CaptureFixture[
     assert "CONVEYOR_API_KEY" in err and "cvk_x" not in err
     assert cli_main(["list", "--api-key=cvk_x"]) == 2
     assert "cvk_x" not in capsys.readouterr().err
+
+
+async def test_a_key_from_new_key_bootstraps_a_gateway(
+    system: System, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await cli(["auth", "new-key"]) == 0  # contacts nothing: no gateway runs yet
+    out, err = capsys.readouterr()
+    key = out.strip()
+    assert "CONVEYOR_ADMIN_KEY_FILE" in err
+    assert await cli(["auth", "new-key"]) == 0
+    assert capsys.readouterr().out.strip() != key
+    key_file = tmp_path / "admin.key"
+    key_file.write_text(key + "\n")
+    await system.start_store()
+    await system.start_gateway(auth=AuthSettings(methods=("keys",), admin_key_file=str(key_file)))
+    assert system.gateway is not None
+    async with AsyncClient(system.gateway.address, api_key=key) as client:
+        created = await client.create_key("team-n", "reader")
+        assert created.key.namespace == "team-n"

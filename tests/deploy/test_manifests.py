@@ -104,14 +104,13 @@ def nats_bytes(size: str) -> int:
     return int(match[1]) * UNITS[match[2]]
 
 
-TLS_MOUNT = "/etc/conveyor/tls"
-"""Where every pod mounts its conveyor-tls-<service> Secret (tls.crt, tls.key, ca.crt)."""
+TLS_SECRET = "conveyor-tls-"
+"""Each pod's TLS Secret (tls.crt, tls.key, ca.crt), made by cert-manager or the operator."""
 
 
 @functools.cache
-def mounted_secret_files() -> Path:
-    """Files standing in for a mounted TLS Secret: the services' settings check that the
-    files they name are readable, which they are in a pod and must be here too."""
+def tls_stand_ins() -> Path:
+    """Files standing in for a TLS Secret, which no manifest holds."""
     folder = Path(tempfile.mkdtemp(prefix="conveyor-deploy-tls-"))
     pki = Pki.make(folder / "ca")
     issued = pki.issue("gateway")
@@ -121,9 +120,42 @@ def mounted_secret_files() -> Path:
     return folder
 
 
+def pod_spec_of(container: dict[str, Any]) -> dict[str, Any]:
+    for obj in k8s_objects():
+        if obj["kind"] in ("Deployment", "StatefulSet"):
+            spec: dict[str, Any] = obj["spec"]["template"]["spec"]
+            if any(c["name"] == container["name"] for c in spec["containers"]):
+                return spec
+    raise AssertionError(f"no workload runs {container['name']}")
+
+
+def mounted_files(container: dict[str, Any]) -> dict[str, Path]:
+    """Each file the container's Secret volumes put in its file system, by path in the
+    container, written out here: the services check that the files they are given are
+    readable, which they are in a pod and must be in the test too."""
+    volumes = {v["name"]: v for v in pod_spec_of(container).get("volumes", [])}
+    files: dict[str, Path] = {}
+    for mount in container.get("volumeMounts", []):
+        secret = volumes[mount["name"]].get("secret")
+        if secret is None:
+            continue
+        name = secret["secretName"]
+        if name.startswith(TLS_SECRET):
+            contents = {f.name: f.read_bytes() for f in tls_stand_ins().iterdir() if f.is_file()}
+        else:
+            data = find("Secret", name)["stringData"]
+            contents = {key: value.encode() for key, value in data.items()}
+        paths = {i["key"]: i["path"] for i in secret.get("items", [])} or {k: k for k in contents}
+        folder = Path(tempfile.mkdtemp(prefix=f"conveyor-deploy-{name}-"))
+        for key, path in paths.items():
+            (folder / path).write_bytes(contents[key])
+            files[f"{mount['mountPath']}/{path}"] = folder / path
+    return files
+
+
 def k8s_env(container: dict[str, Any]) -> dict[str, str]:
     """The container's environment: its ConfigMaps, then its own entries (which win);
-    paths into the mounted TLS Secret point at stand-in files."""
+    paths into mounted Secrets point at their files written out here."""
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         env.update(find("ConfigMap", source["configMapRef"]["name"])["data"])
@@ -133,11 +165,11 @@ def k8s_env(container: dict[str, Any]) -> dict[str, str]:
         else:
             ref = item["valueFrom"]["secretKeyRef"]
             env[item["name"]] = find("Secret", ref["name"])["stringData"][ref["key"]]
-    mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+    files = mounted_files(container)
     for name, value in env.items():
-        if value.startswith(TLS_MOUNT + "/"):
-            assert TLS_MOUNT in mounts, f"{name} names {value}, which is not mounted"
-            env[name] = str(mounted_secret_files() / value.removeprefix(TLS_MOUNT + "/"))
+        if value.startswith("/etc/conveyor/"):
+            assert value in files, f"{name}={value}: no mounted Secret has that file"
+            env[name] = str(files[value])
     return env
 
 
@@ -153,6 +185,19 @@ def conveyor_containers() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
 def compose() -> dict[str, Any]:
     [doc] = load(DEPLOY / "compose.yaml")
     return dict(doc)
+
+
+def compose_env(spec: dict[str, Any]) -> dict[str, str]:
+    """A compose service's environment, its secrets' paths pointing at their files here."""
+    env = dict(spec["environment"])
+    secrets = {
+        f"/run/secrets/{s['target']}": DEPLOY / compose()["secrets"][s["source"]]["file"]
+        for s in spec.get("secrets", [])
+    }
+    for name, value in env.items():
+        if value in secrets:
+            env[name] = str(secrets[value])
+    return env
 
 
 def compose_conveyor_services() -> dict[str, dict[str, Any]]:
@@ -269,7 +314,7 @@ def test_deployments_listen_beyond_loopback() -> None:
     container reaches: every deployment sets its own listen addresses."""
     environments = [(c["args"][0], k8s_env(c)) for _, c in conveyor_containers()]
     environments += [
-        (s["command"][0], s["environment"]) for s in compose_conveyor_services().values()
+        (s["command"][0], compose_env(s)) for s in compose_conveyor_services().values()
     ]
     assert len(environments) == 8
     for service, env in environments:
@@ -365,10 +410,10 @@ def test_production_stream_replicas_match_the_nats_cluster() -> None:
 def test_compose_services_are_valid_and_health_checked(name: str) -> None:
     spec = compose_conveyor_services()[name]
     [service] = spec["command"][:1]
-    settings = SERVICES[service].from_env(spec["environment"])
+    settings = SERVICES[service].from_env(compose_env(spec))
     assert spec["healthcheck"]["test"][-1] == str(port_of(settings.listen))
     store_host, _, store_port = spec["environment"]["CONVEYOR_STORE_ADDR"].partition(":")
-    store = config.StoreSettings.from_env(compose_conveyor_services()[store_host]["environment"])
+    store = config.StoreSettings.from_env(compose_env(compose_conveyor_services()[store_host]))
     assert int(store_port) == port_of(store.listen)
     assert spec["environment"]["CONVEYOR_NATS_URL"].split("//")[1].split(":")[0] == "nats"
     if service == "worker":
@@ -380,7 +425,25 @@ def test_compose_nats_runs_the_deploy_config() -> None:
     nats_service = compose()["services"]["nats"]
     mounts = dict(v.rsplit(":", 2)[:2] for v in nats_service["volumes"] if v.startswith("./"))
     config_path = nats_service["command"][nats_service["command"].index("--config") + 1]
-    assert mounts == {"./nats/nats-server.conf": config_path}
+    assert mounts == {
+        "./nats/nats-server.conf": config_path,
+        "./nats/authorization.conf": str(Path(config_path).parent / "authorization.conf"),
+    }
+
+
+def test_compose_services_use_the_password_nats_expects() -> None:
+    services = compose()["services"]
+    nats_env = services["nats"]["environment"]
+    for name, spec in compose_conveyor_services().items():
+        role = spec["environment"]["CONVEYOR_NATS_USER"]
+        assert role == spec["command"][0]
+        [secret] = spec["secrets"]
+        assert (
+            spec["environment"]["CONVEYOR_NATS_PASSWORD_FILE"] == "/run/secrets/" + secret["target"]
+        )
+        source = compose()["secrets"][secret["source"]]["file"]
+        password = (DEPLOY / source).read_text().strip()
+        assert nats_env[f"NATS_{role.upper()}_PASSWORD"] == password, name
 
 
 # --- image -----------------------------------------------------------------------------------
@@ -466,7 +529,13 @@ def nats_configs() -> dict[str, str]:
 async def test_nats_config_accepts_the_largest_task_on_file_storage(
     where: str, tmp_path: Path
 ) -> None:
-    text = nats_configs()[where].replace("/data", str(tmp_path / "js"))
+    # Without its users (tests/security runs them): this checks payloads and storage.
+    text = "".join(
+        line
+        for line in nats_configs()[where].splitlines(keepends=True)
+        if not line.strip().startswith("include ")
+    )
+    text = text.replace("/data", str(tmp_path / "js"))
     text = text.replace("/var/run/nats", str(tmp_path))
     (tmp_path / "nats.conf").write_text(text)
     port = free_port()

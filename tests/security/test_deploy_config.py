@@ -19,10 +19,28 @@ from tests.conftest import free_port
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
-def test_the_nats_authorization_file_is_the_generated_one() -> None:
+def k8s_nats_config() -> dict[str, str]:
+    """The files of the nats-single component's ConfigMap."""
+    [config_map] = [
+        doc
+        for doc in yaml.safe_load_all(
+            (DEPLOY / "kubernetes/components/nats-single/nats.yaml").read_text()
+        )
+        if doc and doc["kind"] == "ConfigMap"
+    ]
+    return dict(config_map["data"])
+
+
+def test_the_nats_authorization_files_are_the_generated_one() -> None:
     text = (DEPLOY / "nats/authorization.conf").read_text()
     body = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#"))
     assert body == natsauth.env_authorization()
+    assert k8s_nats_config()["authorization.conf"] == natsauth.env_authorization()
+    for config in (
+        (DEPLOY / "nats/nats-server.conf").read_text(),
+        k8s_nats_config()["nats-server.conf"],
+    ):
+        assert "include ./authorization.conf" in config
 
 
 def test_the_helm_values_carry_the_generated_users_and_their_secrets() -> None:
@@ -35,12 +53,26 @@ def test_the_helm_values_carry_the_generated_users_and_their_secrets() -> None:
 
 
 @pytest.mark.integration
-async def test_nats_server_runs_the_deploy_config_with_its_users(tmp_path: Path) -> None:
-    base = (DEPLOY / "nats/nats-server.conf").read_text().replace("/data", str(tmp_path / "js"))
+@pytest.mark.parametrize("where", ["compose", "kubernetes"])
+async def test_nats_server_runs_the_deploy_config_with_its_users(
+    where: str, tmp_path: Path
+) -> None:
+    if where == "compose":
+        files = {
+            "nats.conf": (DEPLOY / "nats/nats-server.conf").read_text(),
+            "authorization.conf": (DEPLOY / "nats/authorization.conf").read_text(),
+        }
+    else:
+        k8s = k8s_nats_config()
+        files = {
+            "nats.conf": k8s["nats-server.conf"],
+            "authorization.conf": k8s["authorization.conf"],
+        }
+    for name, text in files.items():
+        # An include is found relative to the including file.
+        text = text.replace("/data", str(tmp_path / "js")).replace("/var/run/nats", str(tmp_path))
+        (tmp_path / name).write_text(text)
     config = tmp_path / "nats.conf"
-    # An include is found relative to the including file.
-    (tmp_path / "authorization.conf").write_text((DEPLOY / "nats/authorization.conf").read_text())
-    config.write_text(f"{base}\ninclude ./authorization.conf\n")
     passwords = {role: f"secret-of-{role}" for role in natsauth.ROLES}
     env = {**os.environ, **{natsauth.password_variable(r): p for r, p in passwords.items()}}
     port = free_port()
