@@ -8,24 +8,18 @@ store, and API keys on the gateway with a generated admin key it stores at start
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
+from conveyor.auth.keys import new_key
 from conveyor.certs import Issued, LocalCA, service_identity
 from conveyor.tls import channel_credentials
 
 SERVICES = ("gateway", "store", "scheduler", "worker")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
 ADMIN_KEY_FILE = "admin.key"
-
-
-def new_admin_key() -> str:
-    """A fresh API key in the gateway's format, ``cvk_<12 hex digits>_<secret>``
-    (conveyor.auth.keys parses it)."""
-    return f"cvk_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
 
 
 def admin_key(folder: Path) -> Path:
@@ -35,7 +29,7 @@ def admin_key(folder: Path) -> Path:
         return path
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(new_admin_key() + "\n")
+        f.write(f"{new_key()}\n")
     return path
 
 
