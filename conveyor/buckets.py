@@ -86,6 +86,7 @@ async def follow(
     at the start are delivered (:func:`follow_once`). The watch is started again, a second
     after it ends or fails (NATS away)."""
     while True:
+        honour_cancel()
         try:
             await follow_once(kv, on_change, on_loaded)
         except asyncio.CancelledError:
@@ -115,11 +116,26 @@ async def follow_once(
             for key, value in (await entries(kv)).items():
                 await on_change(key, value)
             on_loaded()
+        # Checked before every wait for a change: that wait only ends with a change, so
+        # a cancel lost on the way here would leave the watch running for good.
+        honour_cancel()
         async for entry in watcher:
-            if entry is None or entry.key is None:
-                continue
-            deleted = entry.operation in ("DEL", "PURGE") or not entry.value
-            await on_change(entry.key, None if deleted else entry.value)
+            if entry is not None and entry.key is not None:
+                deleted = entry.operation in ("DEL", "PURGE") or not entry.value
+                await on_change(entry.key, None if deleted else entry.value)
+            honour_cancel()
     finally:
         with contextlib.suppress(Exception):
             await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+def honour_cancel() -> None:
+    """Raises CancelledError in a task that was cancelled, even if nobody raised it.
+
+    On Python 3.11, ``asyncio.wait_for`` returns the result instead of raising when the
+    cancel arrives in the loop turn that completes what it waits for (CPython issue
+    86296), and every nats-py request waits that way: a watch stopped while it starts can
+    lose the cancel and wait for changes forever. ``Task.cancelling()`` still counts it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

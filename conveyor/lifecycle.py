@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, Protocol
 
 P = ParamSpec("P")
+
+log = logging.getLogger(__name__)
 
 
 class GracefulServer(Protocol):
@@ -62,8 +65,23 @@ class Lifecycle:
         await self._stack.aclose()
 
 
+CANCEL_AGAIN = 1.0
+"""Seconds a cancelled task has to end before it is cancelled again."""
+
+
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancels ``task`` and waits for it to end; its cancellation is not an error."""
+    """Cancels ``task`` and waits for it to end; its cancellation is not an error.
+
+    Cancelled again while it runs on: on Python 3.11 a cancel that arrives in the loop
+    turn that answers an ``asyncio.wait_for`` (every nats-py request) is lost (CPython
+    issue 86296), and a loop that lost it would otherwise keep stop() waiting forever."""
     task.cancel()
+    while not (await asyncio.wait({task}, timeout=CANCEL_AGAIN))[0]:
+        log.warning(
+            "task %s still runs %.0f s after it was cancelled; cancelling it again",
+            task.get_name(),
+            CANCEL_AGAIN,
+        )
+        task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

@@ -14,7 +14,6 @@ it) and ``<namespace>.<id>`` elsewhere: neither a namespace nor an id has a dot.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -25,6 +24,7 @@ from conveyor import buckets
 from conveyor.api.schedules.v1 import schedules_pb2
 from conveyor.auth.principal import DEFAULT_NAMESPACE, current_namespace
 from conveyor.errors import AlreadyExists, NotFound, Unavailable
+from conveyor.lifecycle import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,8 @@ class ScheduleWatch:
         self._task = asyncio.create_task(self._follow(), name="schedule-watch")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._task is not None:
+            await cancel_and_wait(self._task)
 
     def schedules(self) -> list[schedules_pb2.Schedule]:
         """The schedules of every namespace as last seen, by key."""

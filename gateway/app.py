@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import grpc
@@ -20,6 +21,7 @@ from conveyor.auth.keys import ApiKey, parse_key
 from conveyor.auth.principal import DEFAULT_NAMESPACE, Role
 from conveyor.auth.tokens import JwtVerifier
 from conveyor.config import AuthSettings, GatewaySettings, load_environ
+from conveyor.errors import Unavailable
 from conveyor.exposure import AUTH, Listener, tls_missing
 from conveyor.intake.admission import Admission
 from conveyor.intake.catalog import TypeCatalog
@@ -50,6 +52,8 @@ QUEUE_SERVICE = queues_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name
 AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 SERVICE_NAMES = (SERVICE_NAME, SCHEDULE_SERVICE, QUEUE_SERVICE, AUTH_SERVICE)
 """Every Conveyor service the gateway serves (besides health and reflection)."""
+ADMIN_KEY_WAIT = 30.0
+"""Seconds the start keeps trying to store the admin key while NATS does not answer."""
 
 
 def read_admin_key(path: str) -> ApiKey:
@@ -177,10 +181,7 @@ class Gateway:
         """The authenticators CONVEYOR_AUTH turns on; the admin key of
         CONVEYOR_ADMIN_KEY_FILE stored first, so a new deployment can make keys."""
         if settings.admin_key_file:
-            key = read_admin_key(settings.admin_key_file)
-            description = "admin key of CONVEYOR_ADMIN_KEY_FILE"
-            if await self.keyring.ensure(key, Role.ADMIN, DEFAULT_NAMESPACE, description):
-                log.info("stored the admin API key %s of CONVEYOR_ADMIN_KEY_FILE", key.key_id)
+            await self._store_admin_key(read_admin_key(settings.admin_key_file))
         verifier = None
         if "jwt" in settings.methods:
             verifier = JwtVerifier(settings.jwt)
@@ -190,6 +191,26 @@ class Gateway:
         else:
             log.warning("authentication is off (CONVEYOR_AUTH): every caller is an admin")
         return Authenticator(self.keyring if "keys" in settings.methods else None, verifier)
+
+    async def _store_admin_key(self, key: ApiKey) -> None:
+        """Stores the admin key, retrying while NATS does not answer, for ADMIN_KEY_WAIT
+        at most: then the start fails saying why rather than waiting on."""
+        description = "admin key of CONVEYOR_ADMIN_KEY_FILE"
+        deadline = time.monotonic() + ADMIN_KEY_WAIT
+        while True:
+            try:
+                added = await self.keyring.ensure(key, Role.ADMIN, DEFAULT_NAMESPACE, description)
+                break
+            except Unavailable as exc:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"could not store the admin key of CONVEYOR_ADMIN_KEY_FILE in "
+                        f"{ADMIN_KEY_WAIT:.0f} s: {exc.message}"
+                    ) from exc
+                log.warning("storing the admin key failed (%s); trying again", exc.message)
+                await jetstream.backoff(self.nc, 1.0)
+        if added:
+            log.info("stored the admin API key %s of CONVEYOR_ADMIN_KEY_FILE", key.key_id)
 
     async def _serve_http(self, servicers: dict[str, object], watches: StoreWatches) -> None:
         services = transcode.public_services()

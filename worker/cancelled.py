@@ -14,6 +14,7 @@ from nats.js.kv import KeyValue
 
 from conveyor import buckets
 from conveyor.jetstream import CANCELLED_TTL
+from conveyor.lifecycle import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,7 @@ class CancelledTasks:
 
     async def stop(self) -> None:
         if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            await cancel_and_wait(self._watch)
 
     def _restart(self) -> None:
         self._live_at = None

@@ -21,6 +21,7 @@ from nats.js.kv import KeyValue
 
 from conveyor import buckets
 from conveyor.api.queues.v1 import queues_pb2
+from conveyor.lifecycle import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,8 @@ class QueueControls:
             await asyncio.wait_for(self._loaded.wait(), 5.0)
 
     async def stop(self) -> None:
-        if self._watch:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        if self._watch is not None:
+            await cancel_and_wait(self._watch)
 
     async def _follow(self) -> None:
         await buckets.follow(self._kv, self._apply, self._loaded.set)

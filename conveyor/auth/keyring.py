@@ -11,12 +11,13 @@ latency (milliseconds on a healthy cluster).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+import nats.errors
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from conveyor import buckets
@@ -25,9 +26,12 @@ from conveyor.api.events.v1 import keys_pb2
 from conveyor.auth.keys import ApiKey, matches, new_key
 from conveyor.auth.principal import Principal, Role
 from conveyor.errors import AlreadyExists, NotFound, Unauthenticated, Unavailable
+from conveyor.lifecycle import cancel_and_wait
 from conveyor.tasks import timestamp
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MISS_SECONDS = 1.0
 """How long a key id found nowhere is refused without asking the bucket again."""
@@ -35,6 +39,14 @@ MAX_MISSES = 10_000
 """Remembered misses at most; the memory is cleared past it (a flood of made-up ids)."""
 BUCKET_TIMEOUT = 5.0
 """The longest wait for the bucket on a miss or a change."""
+UNREACHABLE = (
+    TimeoutError,  # nats.errors.TimeoutError too
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    ServiceUnavailableError,
+)
+"""What a bucket call raises when NATS or JetStream does not answer (now)."""
 INVALID = "invalid API key"
 """The one answer to an unknown key id or a wrong secret, so neither can be told apart."""
 
@@ -69,9 +81,7 @@ class KeyRing:
 
     async def stop(self) -> None:
         if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            await cancel_and_wait(self._watch)
 
     async def _changed(self, key_id: str, value: bytes | None) -> None:
         if value is None:
@@ -114,7 +124,7 @@ class KeyRing:
             entry = None
         except Exception as exc:
             # Refused, not let through: an unreachable bucket must not open the door.
-            log.warning("API key lookup of %s failed: %s", key_id, exc)
+            log.warning("API key lookup of %s failed: %r", key_id, exc)
             raise Unavailable("API keys cannot be checked now; retry") from exc
         if entry is None or not entry.value:
             if len(self._misses) >= MAX_MISSES:
@@ -147,7 +157,7 @@ class KeyRing:
         in a file); True when it was added. A key id already stored with another secret is
         an error, and a revoked one stays revoked."""
         try:
-            entry = await asyncio.wait_for(self._kv.get(key.key_id), BUCKET_TIMEOUT)
+            entry = await _bucket(self._kv.get(key.key_id))
         except KeyNotFoundError:
             entry = None
         if entry is not None and entry.value:
@@ -172,9 +182,7 @@ class KeyRing:
 
     async def _put_new(self, stored: keys_pb2.StoredKey) -> None:
         try:
-            await asyncio.wait_for(
-                self._kv.create(stored.key.key_id, stored.SerializeToString()), BUCKET_TIMEOUT
-            )
+            await _bucket(self._kv.create(stored.key.key_id, stored.SerializeToString()))
         except KeyWrongLastSequenceError:
             raise AlreadyExists(f"API key {stored.key.key_id} exists") from None
         self._keys[stored.key.key_id] = stored
@@ -182,7 +190,7 @@ class KeyRing:
     async def list(self, namespace: str = "") -> list[auth_pb2.ApiKey]:
         """Every key (of ``namespace`` if given), read from the bucket itself."""
         found = []
-        for key_id, value in (await buckets.entries(self._kv)).items():
+        for key_id, value in (await _bucket(buckets.entries(self._kv))).items():
             stored = self._remember(key_id, value)
             if stored is not None and namespace in ("", stored.key.namespace):
                 found.append(stored.key)
@@ -193,7 +201,7 @@ class KeyRing:
         """Marks a key revoked (kept, so list-keys shows it); NotFound if there is none."""
         for _ in range(10):
             try:
-                entry = await asyncio.wait_for(self._kv.get(key_id), BUCKET_TIMEOUT)
+                entry = await _bucket(self._kv.get(key_id))
             except KeyNotFoundError:
                 entry = None
             if entry is None or not entry.value:
@@ -203,12 +211,20 @@ class KeyRing:
                 stored.key.revoked = True
                 stored.key.revoke_time.CopyFrom(timestamp())
             try:
-                await asyncio.wait_for(
-                    self._kv.update(key_id, stored.SerializeToString(), last=entry.revision),
-                    BUCKET_TIMEOUT,
+                await _bucket(
+                    self._kv.update(key_id, stored.SerializeToString(), last=entry.revision)
                 )
             except KeyWrongLastSequenceError:
                 continue
             self._keys[key_id] = stored
             return stored.key
         raise Unavailable(f"API key {key_id} keeps changing; try again")
+
+
+async def _bucket(call: Awaitable[T]) -> T:
+    """``call`` on the keys bucket, given BUCKET_TIMEOUT; Unavailable when NATS does not
+    answer, so a caller (or the gateway's start) learns why instead of a bare timeout."""
+    try:
+        return await asyncio.wait_for(call, BUCKET_TIMEOUT)
+    except UNREACHABLE as exc:
+        raise Unavailable(f"the API keys bucket did not answer ({exc!r}); retry") from exc

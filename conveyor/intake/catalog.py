@@ -9,7 +9,6 @@ nobody ever registered is refused at submit instead of being queued forever.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from nats.js.errors import KeyNotFoundError
@@ -17,6 +16,7 @@ from nats.js.kv import KeyValue
 
 from conveyor import buckets
 from conveyor.api.events.v1 import events_pb2
+from conveyor.lifecycle import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,8 @@ class TypeCatalog:
         self._watch_task = asyncio.create_task(self._follow(), name="type-catalog")
 
     async def stop(self) -> None:
-        if self._watch_task:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+        if self._watch_task is not None:
+            await cancel_and_wait(self._watch_task)
 
     async def _follow(self) -> None:
         await buckets.follow(self._kv, self._changed)

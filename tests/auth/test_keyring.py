@@ -13,11 +13,12 @@ from nats.js.kv import KeyValue
 
 from conveyor import buckets, jetstream, subjects
 from conveyor.api.auth.v1 import auth_pb2
-from conveyor.auth.keyring import KeyRing, proto_role
+from conveyor.auth.keyring import BUCKET_TIMEOUT, KeyRing, proto_role
 from conveyor.auth.keys import ApiKey, new_key, parse_key
 from conveyor.auth.principal import Principal, Role
 from conveyor.config import CommonSettings
-from conveyor.errors import AlreadyExists, NotFound, Unauthenticated
+from conveyor.errors import AlreadyExists, NotFound, Unauthenticated, Unavailable
+from tests.conftest import NatsServer
 
 pytestmark = [pytest.mark.integration]
 
@@ -156,3 +157,30 @@ def test_the_proto_roles_are_the_principal_roles() -> None:
     """Stored keys carry auth.proto's Role, read back as conveyor.auth.principal.Role."""
     proto = {name: number for name, number in auth_pb2.Role.items() if number}
     assert proto == {proto_role(role): role.value for role in Role}
+
+
+async def test_a_key_ring_stopped_as_it_starts_always_stops(kv: KeyValue) -> None:
+    """A gateway stopping while its key ring's watch starts: a stop that comes with NATS's
+    reply was lost (Python 3.11's wait_for), and the stop waited forever."""
+    for _ in range(200):
+        ring = KeyRing(kv)
+        await ring.start()
+        with pytest.raises(Unauthenticated):
+            await ring.verify(new_key())  # one read of the bucket, as the watch starts
+        stopping = asyncio.create_task(ring.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=5)
+        assert stopping in done, "the key ring's stop waited on its watch"
+
+
+async def test_an_unreachable_bucket_is_unavailable_in_bounded_time(
+    ring: KeyRing, nats_server: NatsServer
+) -> None:
+    """NATS gone as the gateway starts: storing the provided admin key says so within
+    BUCKET_TIMEOUT (the gateway retries, then fails its start saying why)."""
+    nats_server.kill()
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="API keys bucket did not answer"):
+        await ring.ensure(new_key(), Role.ADMIN, "default", "bootstrap")
+    assert time.monotonic() - started < BUCKET_TIMEOUT + 2
+    async with asyncio.timeout(5):
+        await ring.stop()

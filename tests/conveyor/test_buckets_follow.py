@@ -67,3 +67,45 @@ async def test_loaded_comes_after_every_entry_present_and_changes_follow(
     finally:
         following.cancel()
         await asyncio.gather(following, return_exceptions=True)
+
+
+class StartAnswered:
+    """The bucket, with a watch whose last set-up reply arrives in the loop turn the test
+    stops the watch, awaited as nats-py awaits each reply (``asyncio.wait_for``)."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+        self.asking = asyncio.Event()
+        self.reply: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def watchall(self) -> Any:
+        watcher = await self.kv.watchall()
+        self.asking.set()
+        await asyncio.wait_for(self.reply, 5)
+        return watcher
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kv, name)
+
+
+@pytest.mark.parametrize("loaded", [False, True], ids=["watch", "watch-and-load"])
+async def test_a_watch_stopped_as_nats_answers_its_start_still_stops(
+    bucket: KeyValue, loaded: bool
+) -> None:
+    """On Python 3.11, ``wait_for`` loses a cancel that comes with the reply (CPython issue
+    86296): the watch went on to wait for changes, and whoever stopped it waited forever."""
+    kv = StartAnswered(bucket)
+
+    async def on_change(key: str, value: bytes | None) -> None:
+        pass
+
+    following = asyncio.create_task(
+        buckets.follow(kv, on_change, (lambda: None) if loaded else None)  # type: ignore[arg-type]
+    )
+    async with asyncio.timeout(10):
+        await kv.asking.wait()
+    kv.reply.set_result(None)
+    following.cancel()
+    done, _ = await asyncio.wait({following}, timeout=5)
+    assert following in done, "the watch ran on after it was stopped"
+    assert following.cancelled()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -47,3 +48,24 @@ async def test_a_failing_step_does_not_stop_the_rest() -> None:
     with pytest.raises(RuntimeError, match="catalog stuck"):
         await life.stop()
     assert done == ["metrics"]
+
+
+async def test_a_task_that_lost_its_cancel_is_cancelled_again() -> None:
+    """A loop that lost its cancel (as ``asyncio.wait_for`` can on Python 3.11, CPython
+    issue 86296) still ends at stop instead of holding the stop forever."""
+    lost = asyncio.Event()
+
+    async def poll_forever() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        lost.set()
+        while True:
+            await asyncio.sleep(0.05)
+
+    life = Lifecycle()
+    running = life.task(poll_forever(), "poll")
+    await asyncio.sleep(0)
+    stopping = asyncio.create_task(life.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=10)
+    assert stopping in done, "stop waited on a task that lost its cancel"
+    assert lost.is_set() and running.cancelled()
