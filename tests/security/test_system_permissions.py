@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 from google.protobuf import struct_pb2
 from nats.aio.client import Client as NATS
 
@@ -117,10 +118,13 @@ async def test_the_system_runs_every_path_with_its_roles_permissions_and_no_viol
         messages.headers(f"{orphan.task_id}:submitted"),
     )
     await jetstream.close(gateway_nc)
-    reconciler = Reconciler(
-        scheduler.nc.jetstream(), tasks_pb2_grpc.TaskServiceStub(secure_system.channel), quiet_for=0
-    )
-    assert await reconciler.reconcile_once() >= 1
+    # The reconciler reads every namespace from the store, as the scheduler does.
+    assert secure_system.store is not None
+    async with grpc.aio.insecure_channel(secure_system.store.address) as store_channel:
+        reconciler = Reconciler(
+            scheduler.nc.jetstream(), tasks_pb2_grpc.TaskServiceStub(store_channel), quiet_for=0
+        )
+        assert await reconciler.reconcile_once() >= 1
     lost = await wait_terminal(stub, orphan.task_id)
     assert lost.state == S.TASK_STATE_FAILED and lost.error.type == "lost"
 
