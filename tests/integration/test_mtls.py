@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import replace
+from typing import Any
 
 import grpc
 import httpx
 import pytest
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
@@ -18,6 +21,7 @@ from conveyor.client import AsyncClient
 from conveyor.config import SchedulerSettings
 from conveyor.ids import new_task_id
 from scheduler.app import Scheduler
+from store.app import COUNT_SERVICE, SERVICE_NAME, WATCH_MUX_SERVICE
 from tests.conftest import System
 from tests.support.tls import Pki
 
@@ -25,6 +29,13 @@ pytestmark = pytest.mark.integration
 
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 UNKNOWN = tasks_pb2.GetTaskRequest(task_id=new_task_id())
+STORE_SERVICES = [
+    SERVICE_NAME,
+    WATCH_MUX_SERVICE,
+    COUNT_SERVICE,
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+]
 
 
 @pytest.fixture
@@ -148,3 +159,52 @@ async def test_the_sdk_and_cli_take_tls_from_the_environment(
     code = await asyncio.to_thread(cli_main, ["--addr", address, "get", task.id])
     assert code == 1
     assert "CONVEYOR_TLS_CA" in capsys.readouterr().err
+
+
+def store_methods() -> list[MethodDescriptor]:
+    """Every method of every service the store serves, health and reflection included."""
+    pool = descriptor_pool.Default()
+    names = [*STORE_SERVICES, "grpc.health.v1.Health"]
+    methods = [m for name in names for m in pool.FindServiceByName(name).methods]
+    assert len(methods) > 10
+    return methods
+
+
+async def answer(channel: grpc.aio.Channel, method: MethodDescriptor) -> str:
+    """The status code one call of ``method`` with an empty request gets."""
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    if method.client_streaming:
+        call: Any = channel.stream_stream(path)(iter([b""]), timeout=3)
+    elif method.server_streaming:
+        call = channel.unary_stream(path)(b"", timeout=3)
+    else:
+        call = channel.unary_unary(path)(b"", timeout=3)
+    try:
+        if method.server_streaming:
+            async for _ in call:
+                break
+        else:
+            await call
+    except grpc.aio.AioRpcError as exc:
+        return str(exc.code().name)
+    return "OK"
+
+
+async def test_every_method_of_the_store_answers_only_the_services(
+    system: System, pki: Pki
+) -> None:
+    """The store's side of the role table: every method it serves, but health, refuses a
+    certificate of the CA that names no service, and answers the gateway's."""
+    await secure_system(system, pki)
+    assert system.store is not None
+    store = system.store.address
+    async with (
+        grpc.aio.secure_channel(store, pki.credentials("intruder")) as intruder,
+        grpc.aio.secure_channel(store, pki.credentials("gateway")) as gateway,
+    ):
+        for method in store_methods():
+            public = method.containing_service.full_name == "grpc.health.v1.Health"
+            refused = await answer(intruder, method)
+            allowed = await answer(gateway, method)
+            assert (refused == "PERMISSION_DENIED") != public, (method.full_name, refused)
+            assert allowed not in ("PERMISSION_DENIED", "UNAUTHENTICATED"), method.full_name
