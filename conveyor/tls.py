@@ -79,7 +79,7 @@ class CertificateFiles:
             return False
         self._pem, self._context = pem, context
         self.generation += 1
-        log.info("TLS certificate reloaded from %s", self.cert)
+        log.info("TLS certificate reloaded from %s", self.paths[0])
         return True
 
     def server_credentials(self) -> grpc.ServerCredentials:

@@ -206,6 +206,27 @@ async def test_a_broken_renewal_keeps_the_current_certificate(
         await channel.close()
 
 
+async def test_a_channel_without_a_client_certificate_follows_its_ca(
+    system: System, pki: Pki, tmp_path: Path
+) -> None:
+    await system.start_store(common=replace(system.common, tls=pki.settings("store")))
+    assert system.store is not None
+    other = Pki.make(tmp_path / "other")
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(Path(other.ca_file).read_bytes())
+    tls = TlsSettings(ca=str(ca), reload_seconds=RELOAD)
+    channel = service_channel(system.store.address, tls, options=[])
+    try:
+        stub = tasks_pb2_grpc.TaskServiceStub(channel)
+        get = lambda: stub.GetTask(UNKNOWN, timeout=5)  # noqa: E731
+        # Trusting another CA, the channel does not believe the store.
+        assert await get_status(get) == grpc.StatusCode.UNAVAILABLE
+        ca.write_bytes(Path(pki.ca_file).read_bytes())
+        await eventually(get, grpc.StatusCode.NOT_FOUND, within=10 * RELOAD)
+    finally:
+        await channel.close()
+
+
 async def test_a_plaintext_channel_watches_no_files() -> None:
     channel = service_channel("127.0.0.1:1", TlsSettings(), options=[])
     try:
