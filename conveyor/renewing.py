@@ -90,7 +90,11 @@ class RenewingChannel(grpc.aio.Channel):  # type: ignore[misc]
     async def _follow(self) -> None:
         while True:
             await asyncio.sleep(self._reload_seconds)
-            self.renew()
+            try:
+                self.renew()
+            except Exception:
+                # A loop that died here would leave the service to its certificate's expiry.
+                log.exception("checking the TLS files of the channel to %s failed", self.target)
 
     def renew(self) -> bool:
         """Opens a channel with the files if they changed and load (True); otherwise keeps
