@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
@@ -79,18 +81,22 @@ async def test_the_gateway_presents_its_renewed_certificate_without_a_restart(
     # Its first certificate names an identity the store does not answer.
     secret = tmp_path / "gateway-secret"
     tls = mounted_tls(pki, "gateway-before", secret)
-    await system.start_gateway(common=replace(system.common, tls=tls))
+    await system.start_gateway(common=replace(system.common, tls=tls), http_listen="127.0.0.1:0")
     assert system.gateway is not None
     address = system.gateway.address
+    port = system.gateway.http.address.rpartition(":")[2]
+    url = f"https://localhost:{port}/v1/tasks/{UNKNOWN.task_id}"
     async with (
         AsyncClient(address, credentials=pki.credentials()) as client,
         grpc.aio.secure_channel(address, pki.credentials()) as channel,
+        httpx.AsyncClient(verify=ssl.create_default_context(cafile=pki.ca_file)) as http,
     ):
         stub = tasks_pb2_grpc.TaskServiceStub(channel)
         get = lambda: stub.GetTask(UNKNOWN, timeout=5)  # noqa: E731
         assert await get_status(get) == grpc.StatusCode.PERMISSION_DENIED
         await asyncio.sleep(3 * RELOAD)
         assert await get_status(get) == grpc.StatusCode.PERMISSION_DENIED
+        assert (await http.get(url)).status_code == 403  # the HTTP door's way to the store
 
         # cert-manager renews the Secret, with the identity the store answers.
         mount(pki.issue("gateway"), secret)
@@ -103,6 +109,7 @@ async def test_the_gateway_presents_its_renewed_certificate_without_a_restart(
         done = await client.wait(task.id, timeout=30)
         assert done.state == tasks_pb2.TASK_STATE_COMPLETED
         assert (await client.get(task.id)).state == tasks_pb2.TASK_STATE_COMPLETED
+        assert (await http.get(url)).status_code == 404
 
 
 async def test_a_watch_open_across_a_renewal_sees_its_task_complete(
