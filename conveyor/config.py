@@ -239,6 +239,9 @@ class TlsSettings:
     allowed_peers: tuple[str, ...] = DEFAULT_ALLOWED_PEERS
     """CONVEYOR_TLS_ALLOWED_PEERS: the client identities the store answers under mutual
     TLS; any other certificate of the CA gets PERMISSION_DENIED."""
+    reload_seconds: float = 30.0
+    """How often the channels to other services look for renewed files (conveyor.renewing);
+    not read from the environment: tests shorten it."""
 
     @property
     def enabled(self) -> bool:

@@ -5,7 +5,8 @@ mutual TLS) through :class:`CertificateFiles`, which notices when the files chan
 serves the new certificate to the next connection: cert-manager renews a mounted Secret
 in place, and no service needs a restart for it. gRPC servers get the files through
 ``grpc.dynamic_ssl_server_credentials``; the HTTP servers (``/metrics``, the gateway's
-HTTP door) through an ``ssl.SSLContext`` swapped during the handshake.
+HTTP door) through an ``ssl.SSLContext`` swapped during the handshake. Channels to other
+services follow the same files by moving to a new channel (conveyor.renewing).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ CN_KEY = "x509_common_name"
 
 
 class CertificateFiles:
-    """A certificate, its key and optionally a client CA, read again once they change."""
+    """A certificate, its key and optionally a client CA, read again once they change.
+
+    A channel's files (:meth:`of_calls`) are the client certificate, if any, and in
+    ``client_ca`` the CA that verifies the server called: the peer's CA either way."""
 
     def __init__(self, cert: str, key: str, client_ca: str = "") -> None:
         self.paths = [p for p in (cert, key, client_ca) if p]
@@ -44,12 +48,19 @@ class CertificateFiles:
         """The files of ``tls``, or None when it serves no TLS."""
         return CertificateFiles(tls.cert, tls.key, tls.client_ca) if tls.enabled else None
 
+    @staticmethod
+    def of_calls(tls: TlsSettings) -> CertificateFiles | None:
+        """The files of ``tls``'s calls to other services, or None when they are plaintext."""
+        return CertificateFiles(tls.cert, tls.key, tls.ca) if tls.ca else None
+
     def _stat(self) -> tuple[tuple[int, int], ...]:
         # A mounted Secret changes by an atomic symlink swap: stat follows it.
         return tuple((s.st_mtime_ns, s.st_size) for s in map(os.stat, self.paths))
 
     def _read(self) -> tuple[bytes, bytes, bytes | None]:
-        cert, key = Path(self.cert).read_bytes(), Path(self.key).read_bytes()
+        # Only a channel's files may lack a certificate: a server's always have one.
+        cert = Path(self.cert).read_bytes() if self.cert else b""
+        key = Path(self.key).read_bytes() if self.key else b""
         ca = Path(self.client_ca).read_bytes() if self.client_ca else None
         return cert, key, ca
 
@@ -68,7 +79,7 @@ class CertificateFiles:
             return False
         self._pem, self._context = pem, context
         self.generation += 1
-        log.info("TLS certificate reloaded from %s", self.cert)
+        log.info("TLS certificate reloaded from %s", self.paths[0])
         return True
 
     def server_credentials(self) -> grpc.ServerCredentials:
@@ -93,9 +104,16 @@ class CertificateFiles:
             configuration(), fetch, require_client_authentication=bool(self.client_ca)
         )
 
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        """Channel credentials of the current files: trusting the CA, presenting the
+        certificate when there is one."""
+        cert, key, ca = self._pem
+        return grpc.ssl_channel_credentials(ca, key or None, cert or None)
+
     def _new_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.cert, self.key)
+        if self.cert:
+            context.load_cert_chain(self.cert, self.key)
         if self.client_ca:
             context.load_verify_locations(self.client_ca)
             context.verify_mode = ssl.CERT_REQUIRED
@@ -140,20 +158,6 @@ def client_credentials(settings: ClientSettings) -> grpc.ChannelCredentials | No
     return channel_credentials(
         settings.tls_ca, settings.tls_client_cert, settings.tls_client_key, settings.tls
     )
-
-
-def service_channel(
-    target: str,
-    tls: TlsSettings,
-    options: list[tuple[str, object]],
-    interceptors: Iterable[grpc.aio.ClientInterceptor] | None = None,
-) -> grpc.aio.Channel:
-    """A channel from one service to another (gateway and scheduler to the store): mutual
-    TLS with the service's own certificate when ``CONVEYOR_TLS_CA`` is set, else plaintext."""
-    credentials = channel_credentials(tls.ca, tls.cert, tls.key)
-    if credentials is None:
-        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
-    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
 
 
 def peer_names(auth_context: Mapping[str, Iterable[bytes]]) -> set[str]:

@@ -32,9 +32,10 @@ from conveyor.messages import PUBLISH_TIMEOUT
 from conveyor.metrics import PROBE_INTERVAL, GatewayMetrics, every
 from conveyor.payloads import PayloadStore
 from conveyor.publish import AckedPublisher
+from conveyor.renewing import service_channel
 from conveyor.schedules import ScheduleBook
 from conveyor.server import PENDING_CALLS, Server, channel_options, run_service
-from conveyor.tls import CertificateFiles, service_channel
+from conveyor.tls import CertificateFiles
 from gateway.calls import method_calls
 from gateway.http import Door, HttpOptions, HttpServer
 from gateway.keys import AuthService

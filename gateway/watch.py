@@ -8,7 +8,9 @@ has taken what was held, started again after the last version it got (the store 
 rest from the history), so a slow client costs memory for a bounded number of updates
 and loses none. When the call to the store breaks, every watch on it ends UNAVAILABLE, as
 a relayed WatchTask did: clients resume after the last version they saw (the SDK does so
-itself), on a new call.
+itself), on a new call. A call broken because its channel was replaced by one with a
+renewed certificate (conveyor.renewing) is no such failure: its watches go on, on a call
+of the new channel, from the last version each sent, and their clients notice nothing.
 
 What goes wrong with one watch ends that watch only. The store is told the largest message
 this gateway takes (call metadata), so it never sends one that would end the call, and it
@@ -37,6 +39,7 @@ from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.auth.principal import current_namespace
 from conveyor.config import Limits
 from conveyor.errors import ResourceExhausted
+from conveyor.renewing import generation
 from conveyor.tasks import is_terminal
 from gateway.relay import abort_like
 
@@ -88,7 +91,9 @@ class _Watch:
 class _Call:
     """One WatchTasks call to the store and the watches running on it."""
 
-    def __init__(self, method: Any, max_message_bytes: int) -> None:
+    def __init__(self, method: Any, max_message_bytes: int, generation: int) -> None:
+        self.generation = generation
+        """The channel's generation the call runs on (conveyor.renewing)."""
         self._requests: asyncio.Queue[watch_pb2.WatchTasksRequest] = asyncio.Queue()
         self._watches: dict[int, _Watch] = {}
         self._next_id = 0
@@ -162,6 +167,7 @@ class StoreWatches:
     ) -> None:
         self.max_watches = max_watches
         self.open = 0
+        self._channel = channel
         self._method = channel.stream_stream(
             _WATCH_TASKS,
             request_serializer=watch_pb2.WatchTasksRequest.SerializeToString,
@@ -172,8 +178,9 @@ class StoreWatches:
         self._call: _Call | None = None
 
     def _current(self) -> _Call:
-        if self._call is None or self._call.closed:
-            self._call = _Call(self._method, self._max_message_bytes)
+        now = generation(self._channel)
+        if self._call is None or self._call.closed or self._call.generation != now:
+            self._call = _Call(self._method, self._max_message_bytes, now)
         return self._call
 
     async def WatchTask(
@@ -219,7 +226,9 @@ class StoreWatches:
                     if is_terminal(update.task.state):
                         return
             except grpc.aio.AioRpcError as err:
-                await abort_like(context, err)
+                if call.generation == generation(self._channel):
+                    await abort_like(context, err)
+                # Else its channel was replaced: resumed on the new one.
             finally:
                 call.stop(watch)
 

@@ -21,9 +21,9 @@ from conveyor.intake.catalog import TypeCatalog
 from conveyor.intake.submit import Submitter, task_finder
 from conveyor.lifecycle import Lifecycle
 from conveyor.metrics import SchedulerMetrics
+from conveyor.renewing import service_channel
 from conveyor.schedules import ScheduleBook, ScheduleWatch
 from conveyor.server import Server, channel_options, run_service
-from conveyor.tls import service_channel
 from scheduler.periodic import PeriodicRunner
 from scheduler.queues import QueueProbe
 from scheduler.reconcile import Reconciler

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,24 +12,14 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conveyor.certs import Issued
-from conveyor.config import TlsSettings
 from conveyor.metrics import ServiceMetrics
 from conveyor.server import Server
-from tests.support.tls import Pki
+from tests.support.tls import Pki, mount
 
 pytestmark = pytest.mark.integration
 
 # A fresh connection per channel: gRPC would otherwise share one between equal channels.
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
-
-
-def mount(issued: Issued, folder: Path) -> TlsSettings:
-    """Puts a certificate where a mounted Secret would be, replacing what is there."""
-    for source, name in ((issued.cert, "tls.crt"), (issued.key, "tls.key")):
-        shutil.copy(source, folder / f".{name}")
-        os.replace(folder / f".{name}", folder / name)
-    return TlsSettings(cert=str(folder / "tls.crt"), key=str(folder / "tls.key"))
 
 
 @pytest.fixture

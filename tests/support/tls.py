@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,14 @@ from conveyor.config import TlsSettings
 from conveyor.tls import channel_credentials
 
 LOOPBACK = ["localhost", "127.0.0.1"]
+
+
+def mount(issued: Issued, folder: Path) -> TlsSettings:
+    """Puts a certificate where a mounted Secret would be, replacing what is there."""
+    for source, name in ((issued.cert, "tls.crt"), (issued.key, "tls.key")):
+        shutil.copy(source, folder / f".{name}")
+        os.replace(folder / f".{name}", folder / name)
+    return TlsSettings(cert=str(folder / "tls.crt"), key=str(folder / "tls.key"))
 
 
 @dataclass
