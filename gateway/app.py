@@ -22,7 +22,7 @@ from conveyor.auth.principal import DEFAULT_NAMESPACE, Role
 from conveyor.auth.tokens import JwtVerifier
 from conveyor.config import AuthSettings, GatewaySettings, load_environ
 from conveyor.errors import Unavailable
-from conveyor.exposure import AUTH, Listener, tls_missing
+from conveyor.exposure import AUTH, Listener, is_loopback, tls_missing
 from conveyor.intake.admission import Admission
 from conveyor.intake.catalog import TypeCatalog
 from conveyor.intake.quotas import Quotas, unfinished_counter
@@ -190,7 +190,14 @@ class Gateway:
         if settings.enabled:
             log.info("clients authenticate with: %s", ", ".join(settings.methods))
         else:
-            log.warning("authentication is off (CONVEYOR_AUTH): every caller is an admin")
+            # Off loopback only with CONVEYOR_INSECURE=1 (conveyor.exposure): worth a warning.
+            doors = [d for d in listeners(self.settings) if d.setting != "METRICS_LISTEN"]
+            exposed = any(d.address and not is_loopback(d.address) for d in doors)
+            log.log(
+                logging.WARNING if exposed else logging.INFO,
+                "authentication is off (CONVEYOR_AUTH): every caller%s is an admin",
+                "" if exposed else " on this machine",
+            )
         return Authenticator(self.keyring if "keys" in settings.methods else None, verifier)
 
     async def _store_admin_key(self, key: ApiKey) -> None:
