@@ -36,9 +36,22 @@ PAYLOAD = b"\x00" * 128
 
 
 async def _connect(url: str, name: str) -> NATS:
+    refusals: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        refusals.append(str(exc))
+
     try:
-        nc: NATS = await nats.connect(url, name=name, connect_timeout=5, max_reconnect_attempts=2)
+        nc: NATS = await nats.connect(
+            url, name=name, connect_timeout=5, max_reconnect_attempts=2, error_cb=on_error
+        )
     except Exception as exc:
+        if any("Authorization Violation" in r for r in refusals):
+            raise BenchError(
+                f"{BASELINE}: the NATS server at {url} takes only its users (conveyor dev "
+                "runs one per service): point --nats-url at a nats-server of the bench's "
+                "own, as scripts/bench does, or leave --baseline out"
+            ) from None
         raise BenchError(f"{BASELINE}: cannot connect to NATS at {url}: {exc}") from None
     return nc
 
