@@ -320,22 +320,12 @@ async def ensure_buckets(
     """Every KV bucket Conveyor uses, by name (created if missing, or waited for)."""
     ttls = {subjects.KV_IDEMPOTENCY: 30 * 24 * 3600.0, subjects.KV_CANCELLED: CANCELLED_TTL}
     found: dict[str, KeyValue] = {}
-    for name in BUCKETS:
+    for name in subjects.KV_BUCKETS:
         options = {"ttl": ttls[name]} if name in ttls else {}
         found[name] = await bucket(js, name, settings, create, **options)
     return found
 
 
-BUCKETS = (
-    subjects.KV_TYPES,
-    subjects.KV_IDEMPOTENCY,
-    subjects.KV_CANCELLED,
-    subjects.KV_QUEUES,
-    subjects.KV_PERMITS,
-    subjects.KV_SCHEDULES,
-    subjects.KV_KEYS,
-)
-"""Every KV bucket, in the order they are declared."""
 WAIT_LOG_EVERY = 10.0
 """Seconds between two logs of a service waiting for the store to declare something."""
 

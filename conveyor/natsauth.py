@@ -1,7 +1,7 @@
 """NATS users and permissions: one user per service role, each allowed only the subjects
 its service uses. The one source of the permission set: ``conveyor dev`` writes it into
 its nats-server config, the tests run nats-server with it, and
-deploy/nats/nats-server.conf is rendered from it (``python -m conveyor.natsauth``).
+deploy/'s copies are written from it by scripts/generate-nats-auth.
 
 Who may do what (docs/nats-security.md has the table):
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,16 +95,7 @@ def _objects(write: bool) -> list[str]:
     return found
 
 
-_ALL_BUCKETS = (
-    subjects.KV_TYPES,
-    subjects.KV_IDEMPOTENCY,
-    subjects.KV_CANCELLED,
-    subjects.KV_QUEUES,
-    subjects.KV_PERMITS,
-    subjects.KV_SCHEDULES,
-    subjects.KV_KEYS,
-)
-_STORE_READS = tuple(b for b in _ALL_BUCKETS if b != subjects.KV_KEYS)
+_STORE_READS = tuple(b for b in subjects.KV_BUCKETS if b != subjects.KV_KEYS)
 """The API keys' hashes are the gateway's alone: the store only declares their bucket."""
 _TASK_SUBJECTS = [f"{subjects.TASKS_PREFIX}.>", f"{subjects.DELAYED_PREFIX}.>"]
 _STREAMS = (subjects.STREAM_TASKS, subjects.STREAM_EVENTS)
@@ -113,7 +103,7 @@ _STREAMS = (subjects.STREAM_TASKS, subjects.STREAM_EVENTS)
 
 def _declare() -> list[str]:
     """Creating and updating the streams, the buckets and the object store."""
-    names = [*_STREAMS, *(_kv_stream(b) for b in _ALL_BUCKETS), OBJECT_STREAM]
+    names = [*_STREAMS, *(_kv_stream(b) for b in subjects.KV_BUCKETS), OBJECT_STREAM]
     return [f"{API}.STREAM.{op}.{name}" for name in names for op in ("CREATE", "UPDATE")]
 
 
@@ -142,7 +132,7 @@ def permissions(role: str) -> Permissions:
                 *_submitter(role),
                 *_read_kv(subjects.KV_SCHEDULES, subjects.KV_QUEUES, subjects.KV_KEYS),
                 *_write_kv(subjects.KV_SCHEDULES, subjects.KV_QUEUES, subjects.KV_KEYS),
-                *_stream_info(*(_kv_stream(b) for b in _ALL_BUCKETS)),
+                *_stream_info(*(_kv_stream(b) for b in subjects.KV_BUCKETS)),
                 *_objects(write=True),
             ),
             subscribe=(inbox,),
@@ -157,7 +147,7 @@ def permissions(role: str) -> Permissions:
                 f"{API}.DIRECT.GET.{subjects.STREAM_TASKS}.>",
                 *_read_kv(subjects.KV_SCHEDULES),
                 *_write_kv(subjects.KV_SCHEDULES),
-                *_stream_info(*(_kv_stream(b) for b in _ALL_BUCKETS)),
+                *_stream_info(*(_kv_stream(b) for b in subjects.KV_BUCKETS)),
             ),
             subscribe=(inbox,),
         )
@@ -177,7 +167,7 @@ def permissions(role: str) -> Permissions:
                 *_read_kv(subjects.KV_TYPES, subjects.KV_CANCELLED),
                 *_read_kv(subjects.KV_QUEUES, subjects.KV_PERMITS),
                 *_write_kv(subjects.KV_PERMITS),
-                *_stream_info(*(_kv_stream(b) for b in _ALL_BUCKETS)),
+                *_stream_info(*(_kv_stream(b) for b in subjects.KV_BUCKETS)),
                 *_objects(write=True),
             ),
             subscribe=(inbox, subjects.CANCEL_SUBJECT),
@@ -289,7 +279,3 @@ def helm_values() -> dict[str, Any]:
         for role in ROLES
     }
     return {"config": {"merge": {"authorization": {"users": users}}}, "container": {"env": env}}
-
-
-if __name__ == "__main__":
-    sys.stdout.write(env_authorization())

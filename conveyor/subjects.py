@@ -59,6 +59,16 @@ SHA-256, never the secret)."""
 OBJECT_PAYLOADS = "conveyor_payloads"
 """Object store of large results and inputs (the claim check): names
 ``<task id>/result/<attempt>`` and ``<task id>/input``."""
+KV_BUCKETS = (
+    KV_TYPES,
+    KV_IDEMPOTENCY,
+    KV_CANCELLED,
+    KV_QUEUES,
+    KV_PERMITS,
+    KV_SCHEDULES,
+    KV_KEYS,
+)
+"""Every KV bucket, in the order they are declared."""
 
 HEADER_MSG_ID = "Nats-Msg-Id"
 MAX_MESSAGE_METADATA = "conveyor-max-message-bytes"

@@ -140,17 +140,11 @@ class KeyRing:
     ) -> tuple[auth_pb2.ApiKey, ApiKey]:
         """A new key, stored as its hash; returns its description and the key itself."""
         key = new_key()
-        info = auth_pb2.ApiKey(
-            key_id=key.key_id,
-            namespace=namespace,
-            role=proto_role(role),
-            create_time=timestamp(),
-            description=description,
-        )
+        stored = _stored(key, role, namespace, description)
         if ttl_seconds > 0:
-            info.expire_time.FromNanoseconds(int((self._clock() + ttl_seconds) * 1e9))
-        await self._put_new(keys_pb2.StoredKey(key=info, secret_sha256=key.secret_sha256))
-        return info, key
+            stored.key.expire_time.FromNanoseconds(int((self._clock() + ttl_seconds) * 1e9))
+        await self._put_new(stored)
+        return stored.key, key
 
     async def ensure(self, key: ApiKey, role: Role, namespace: str, description: str) -> bool:
         """Makes sure ``key`` is stored with ``role`` (the admin key a deployment provides
@@ -167,15 +161,8 @@ class KeyRing:
             if stored.key.revoked:
                 log.warning("the provided admin key %s is revoked: it will be refused", key.key_id)
             return False
-        info = auth_pb2.ApiKey(
-            key_id=key.key_id,
-            namespace=namespace,
-            role=proto_role(role),
-            create_time=timestamp(),
-            description=description,
-        )
         try:
-            await self._put_new(keys_pb2.StoredKey(key=info, secret_sha256=key.secret_sha256))
+            await self._put_new(_stored(key, role, namespace, description))
         except AlreadyExists:
             return await self.ensure(key, role, namespace, description)  # another gateway won
         return True
@@ -228,3 +215,15 @@ async def _bucket(call: Awaitable[T]) -> T:
         return await asyncio.wait_for(call, BUCKET_TIMEOUT)
     except UNREACHABLE as exc:
         raise Unavailable(f"the API keys bucket did not answer ({exc!r}); retry") from exc
+
+
+def _stored(key: ApiKey, role: Role, namespace: str, description: str) -> keys_pb2.StoredKey:
+    """What the bucket keeps of a new key: its description and the hash of its secret."""
+    info = auth_pb2.ApiKey(
+        key_id=key.key_id,
+        namespace=namespace,
+        role=proto_role(role),
+        create_time=timestamp(),
+        description=description,
+    )
+    return keys_pb2.StoredKey(key=info, secret_sha256=key.secret_sha256)

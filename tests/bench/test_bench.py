@@ -13,11 +13,12 @@ import os
 import pytest
 
 from conveyor.bench import SCENARIOS, BenchError, BenchOptions, Latency, Target, run_bench
+from conveyor.bench._baseline import _connect
 from conveyor.bench._tracking import probe_indexes
 from conveyor.bench.noop import NOOP, register
 from conveyor.client import AsyncClient
 from conveyor.registry import Registry
-from tests.conftest import System
+from tests.conftest import NatsServer, System
 
 TASKS = 12
 WATCHERS = 6
@@ -227,3 +228,9 @@ async def test_http_submits_are_timed_beside_grpc_in_the_same_run(system: System
     assert fanout.details["updates_missed"] == 0
     assert fanout.details["watchers_out_of_order"] == 0
     assert "Server-Sent Events" in " ".join(fanout.notes)
+
+
+@pytest.mark.integration
+async def test_the_baseline_says_why_a_nats_with_users_refuses_it(secure_nats: NatsServer) -> None:
+    with pytest.raises(BenchError, match=r"takes only its users.*scripts/bench"):
+        await _connect(secure_nats.url, "conveyor-bench-producer")
