@@ -31,7 +31,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
 
-from conveyor import transcode
+from conveyor import jsonlike, transcode
 from conveyor.auth.authenticate import Authenticator
 from conveyor.auth.principal import METADATA_AUTHORIZATION, METADATA_NAMESPACE, Principal, bound
 from conveyor.auth.roles import method_path
@@ -102,7 +102,8 @@ class HttpOptions:
 
 def brief_submit(body: Any, task_fields: frozenset[str]) -> Any:
     """The quick-start's ``{"task_type": ..., "payload": {...}}`` as a SubmitTaskRequest's
-    JSON: the payload is the built-in type's input, or a custom type's payload."""
+    JSON: the payload is the built-in type's input, or a custom type's arguments, passed on
+    as JSON text so that its integers keep every digit."""
     if not isinstance(body, dict) or "task_type" not in body:
         return body
     rest = dict(body)
@@ -112,8 +113,18 @@ def brief_submit(body: Any, task_fields: frozenset[str]) -> Any:
     if task_type in task_fields:
         rest[task_type] = payload
     else:
-        rest["custom"] = {"type": task_type, "payload": payload}
+        rest["custom"] = {"type": task_type, "json": _custom_json(payload)}
     return rest
+
+
+def _custom_json(payload: Any) -> str:
+    if not isinstance(payload, dict):
+        raise InvalidArgument.for_fields([FieldViolation("payload", "must be a JSON object")])
+    try:
+        return jsonlike.dumps(payload)
+    except jsonlike.NotJsonLike as exc:
+        where = "payload" + "".join(exc.path[::-1])
+        raise InvalidArgument.for_fields([FieldViolation(where, exc.reason)]) from exc
 
 
 class Door:
