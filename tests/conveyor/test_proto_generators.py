@@ -1,4 +1,5 @@
-"""The public API's numbers in other languages: every 64-bit integer field is a string in
+"""The protos for other languages' generators: every file names its Go, Java and C# home
+(protoc-gen-go refuses a file without go_package), and every 64-bit integer field is a string in
 JavaScript (``jstype = JS_STRING``, as proto3 JSON writes it), so a protobuf-es message holding
 one goes through JSON.stringify; and a custom task's data is JSON text, never a Struct's
 doubles. A field added without the option fails here, naming it."""
@@ -19,6 +20,17 @@ _64_BIT = {
     FieldDescriptor.TYPE_FIXED64,
     FieldDescriptor.TYPE_SFIXED64,
 }
+
+
+def test_every_file_declares_the_options_generators_need() -> None:
+    files = {service.file for service in public_services()}
+    assert len(files) == 4
+    for file in files:
+        options = file.GetOptions()
+        assert options.go_package.endswith(file.package.split(".")[-2] + "v1"), file.name
+        assert options.java_package == "dev." + file.package, file.name
+        assert options.java_multiple_files, file.name
+        assert options.csharp_namespace.startswith("Conveyor.Api."), file.name
 
 
 def _messages(message: Descriptor) -> Iterator[Descriptor]:
