@@ -41,6 +41,17 @@ async def test_the_sdk_sends_and_gets_back_integers_past_2_53_exactly(system: Sy
     assert '"past_double":9007199254740993' in done.result.custom.json
 
 
+async def test_a_payload_kept_in_the_object_store_keeps_its_integers(system: System) -> None:
+    await start(system)
+    assert system.gateway is not None
+    sent = {"text": "x" * 300_000, "n": 2**53 + 1}  # past the 256 KiB kept inline
+    async with AsyncClient(system.gateway.address, timeout=30) as client:
+        task = await client.submit_custom("echo", sent)
+        done = await client.wait(task.id, timeout=60)
+        assert done.state == S.TASK_STATE_COMPLETED, done.error
+        assert custom_result(await client.result(task.id)) == sent
+
+
 async def test_a_raw_client_sends_json_text_and_reads_it_back(system: System) -> None:
     await start(system)
     text = '{"n": 9007199254740993, "list": [18446744073709551615]}'
