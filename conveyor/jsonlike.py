@@ -44,6 +44,10 @@ class NotJsonLike(ValueError):
         self.reason = reason
         self.path: list[str] = []  # innermost first, while the error rises
 
+    def field(self, root: str) -> str:
+        """Where the offending value is, below ``root``: ``payload["a"][1]``."""
+        return root + "".join(self.path[::-1])
+
     def __str__(self) -> str:
         path = self.path[::-1]
         if len(path) > 6:

@@ -123,8 +123,8 @@ def _custom_json(payload: Any) -> str:
     try:
         return jsonlike.dumps(payload)
     except jsonlike.NotJsonLike as exc:
-        where = "payload" + "".join(exc.path[::-1])
-        raise InvalidArgument.for_fields([FieldViolation(where, exc.reason)]) from exc
+        violation = FieldViolation(exc.field("payload"), exc.reason)
+        raise InvalidArgument.for_fields([violation]) from exc
 
 
 class Door:

@@ -212,6 +212,18 @@ def test_flags_of_another_type_are_refused(
     assert fake.submits == []
 
 
+def test_a_custom_payload_goes_as_json_text_with_its_integers_exact(
+    gateway: tuple[FakeGateway, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, addr = gateway
+    assert run(addr, "submit", "report", "--payload", '{"id": 9007199254740993}') == 0
+    assert [sent.custom.json for sent in fake.submits] == ['{"id":9007199254740993}']
+    assert run(addr, "submit", "report", "--payload", '{"x": [NaN]}') == 2
+    err = capsys.readouterr().err
+    assert err == 'error: payload["x"][0]: nan is not a JSON number (NaN and infinities are not)\n'
+    assert len(fake.submits) == 1
+
+
 def test_not_found_exits_1_with_one_line(
     gateway: tuple[FakeGateway, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
