@@ -132,3 +132,31 @@ def _violations(response: httpx.Response) -> list[tuple[str, str]]:
         if detail.Unpack(bad):
             found += [(v.field, v.description) for v in bad.field_violations]
     return found
+
+
+async def test_every_http_body_passes_custom_payloads_on_as_json_text(system: System) -> None:
+    await system.start_store()
+    await system.start_worker(custom_handlers.registry())
+    await system.start_gateway(http_listen="127.0.0.1:0")
+    assert system.gateway is not None
+    big = '{"type": "echo", "payload": {"n": 9007199254740993}}'
+    headers = {"content-type": "application/json"}
+    base = f"http://{system.gateway.http.address}"
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        one = await http.post("/v1/tasks", content=f'{{"custom": {big}}}', headers=headers)
+        batch = f'{{"requests": [{{"custom": {big}}}, {{"custom": {big}}}]}}'
+        many = await http.post("/v1/tasks:batch", content=batch, headers=headers)
+        spec = f'{{"interval": "3600s", "task": {{"custom": {big}}}}}'
+        schedule = f'{{"schedule_id": "exact", "spec": {spec}}}'
+        created = await http.post("/v1/schedules", content=schedule, headers=headers)
+        nan = '{"requests": [{}, {"custom": {"type": "echo", "payload": {"x": NaN}}}]}'
+        refused = await http.post("/v1/tasks:batch", content=nan, headers=headers)
+    assert one.status_code == 200 and many.status_code == 200, (one.text, many.text)
+    ids = [one.json()["task"]["id"], *(task["id"] for task in many.json()["tasks"])]
+    for task_id in ids:
+        done = await wait_terminal(system.stub, task_id)
+        assert done.result.custom.json == '{"n":9007199254740993}', done.error
+    assert created.status_code == 200, created.text
+    assert created.json()["schedule"]["spec"]["task"]["custom"]["json"] == '{"n":9007199254740993}'
+    nan_is = "nan is not a JSON number (NaN and infinities are not)"
+    assert _violations(refused) == [('requests[1].custom.payload["x"]', nan_is)]
