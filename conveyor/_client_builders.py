@@ -20,6 +20,7 @@ from typing import Any, TypedDict, Unpack
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from conveyor import jsonlike
 from conveyor.api.tasks.v1 import tasks_pb2
 
 EnumArg = str | int
@@ -197,12 +198,27 @@ def image_processing(
 def custom(
     task_type: str, payload: Mapping[str, Any] | None = None, **opts: Unpack[OptionArgs]
 ) -> tasks_pb2.SubmitTaskRequest:
-    """A request for a user-registered task type; ``payload`` must be JSON-like.
+    """A request for a user-registered task type; ``payload`` must be JSON-like (a
+    ``conveyor.jsonlike.NotJsonLike``, a ValueError, says where it is not). It travels as
+    JSON text, so integers up to 64 bits arrive exactly.
 
-    >>> custom("send_email", {"to": "a@example.com"}).custom.payload["to"]
-    'a@example.com'
+    >>> custom("send_email", {"to": "a@example.com", "id": 2**53 + 1}).custom.json
+    '{"to":"a@example.com","id":9007199254740993}'
     """
     request = _request(opts)
     request.custom.type = task_type
-    request.custom.payload.update(dict(payload or {}))
+    request.custom.json = jsonlike.dumps(payload or {})
     return request
+
+
+def custom_result(result: tasks_pb2.TaskResult) -> dict[str, Any]:
+    """A custom task's result as the dict its handler returned, integers exact (a result
+    too large for one message comes abridged: pass ``client.result(task_id)`` then).
+
+    >>> done = tasks_pb2.TaskResult(custom=tasks_pb2.CustomTaskResult(json='{"n": 12}'))
+    >>> custom_result(done)
+    {'n': 12}
+    """
+    if result.WhichOneof("result") != "custom":
+        raise ValueError("not the result of a custom task type")
+    return jsonlike.loads(result.custom.json or "{}")

@@ -1,14 +1,17 @@
-"""JSON-like data as a protobuf ``Struct``, checked so that every reader can take it back.
+"""JSON-like data as JSON text, checked so that every reader can take it back exactly.
 
-A custom task's payload and result travel as ``google.protobuf.Struct``. Protobuf accepts
-more than JSON and more than its own parsers read back: NaN and infinities (which the JSON
-mapping refuses to print), integers past 2**53 (silently rounded to a double), and nesting
-deeper than the parsers' limit of 100 messages (an event that no store can read).
-:func:`to_struct` refuses all of these, naming where the offending value is.
+A custom task's arguments and result travel as the text of a JSON object, so an integer
+keeps every digit in every language (a ``google.protobuf.Struct`` would make it a double).
+Python accepts more than JSON and more than other languages' decoders read back: NaN and
+infinities (not JSON), integers past 64 bits (Go's and Java's decoders refuse them),
+non-string keys, and nesting deeper than a handler should walk. :func:`dumps` refuses all of
+these, naming where the offending value is; :func:`loads` refuses the same in text.
 
->>> to_struct({"count": 3, "tags": ["a", "b"]}).fields["count"].number_value
-3.0
->>> to_struct({"ratio": float("nan")})
+>>> dumps({"count": 2**53 + 1, "tags": ["a", "b"]})
+'{"count":9007199254740993,"tags":["a","b"]}'
+>>> loads('{"count": 9007199254740993}')["count"] == 2**53 + 1
+True
+>>> dumps({"ratio": float("nan")})
 Traceback (most recent call last):
 ...
 conveyor.jsonlike.NotJsonLike: ["ratio"]: nan is not a JSON number (NaN and infinities are not)
@@ -22,15 +25,13 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 MAX_DEPTH = 32
-"""Levels of dicts and lists below the top-level dict. A task's Struct sits five messages
-deep in the deepest envelope it travels in (a submitted event, the store's watch call),
-each level costs up to three, and parsers stop at 100."""
-MAX_EXACT_INTEGER = 2**53
-"""Larger integers are not kept exactly: a Struct number is a double."""
+"""Levels of dicts and lists below the top-level dict."""
+MIN_INTEGER = -(2**63)
+MAX_INTEGER = 2**64 - 1
+"""Integers from int64's least to uint64's greatest: what 64-bit decoders take back."""
 MessageT = TypeVar("MessageT", bound=Message)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -43,6 +44,10 @@ class NotJsonLike(ValueError):
         self.reason = reason
         self.path: list[str] = []  # innermost first, while the error rises
 
+    def field(self, root: str) -> str:
+        """Where the offending value is, below ``root``: ``payload["a"][1]``."""
+        return root + "".join(self.path[::-1])
+
     def __str__(self) -> str:
         path = self.path[::-1]
         if len(path) > 6:
@@ -50,12 +55,32 @@ class NotJsonLike(ValueError):
         return f"{''.join(path) or '(top level)'}: {self.reason}"
 
 
-def to_struct(data: Mapping[str, Any]) -> struct_pb2.Struct:
-    """A Struct holding ``data``; raises NotJsonLike naming the first value that JSON (or
-    a protobuf parser) cannot hold."""
-    struct = struct_pb2.Struct()
-    _fill_struct(struct, data, 1)
-    return struct
+def dumps(data: Mapping[str, Any]) -> str:
+    """``data`` as compact JSON text; raises NotJsonLike naming the first value that JSON
+    (or a 64-bit decoder) cannot hold."""
+    if not isinstance(data, Mapping):
+        raise NotJsonLike(f"a {type(data).__name__} is not a JSON object (use a dict)")
+    _check_object(data, 1)
+    return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def loads(text: str) -> dict[str, Any]:
+    """The JSON object ``text`` holds, integers exact; raises NotJsonLike for text that is
+    not a JSON object or holds what :func:`dumps` refuses."""
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except NotJsonLike:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise NotJsonLike(f"not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise NotJsonLike(f"must be a JSON object, not {type(data).__name__}")
+    _check_object(data, 1)
+    return data
+
+
+def _refuse_constant(name: str) -> Any:
+    raise NotJsonLike(f"{name} is not a JSON number (NaN and infinities are not)")
 
 
 def valid_text(text: str) -> str:
@@ -68,67 +93,62 @@ def valid_text(text: str) -> str:
     return text
 
 
-def _fill_struct(struct: struct_pb2.Struct, data: Mapping[Any, Any], depth: int) -> None:
-    fields = struct.fields
+def _check_object(data: Mapping[Any, Any], depth: int) -> None:
     for key, item in data.items():
         if not isinstance(key, str):
             raise NotJsonLike(f"key {key!r} is of type {type(key).__name__}, not a string")
         try:
-            value = fields[key]
-        except ValueError as exc:  # lone surrogates
-            raise NotJsonLike(f"key {key!r} is not valid UTF-8") from exc
-        try:
-            _set(value, item, depth)
+            if _SURROGATE.search(key):
+                raise NotJsonLike(f"key {key!r} is not valid UTF-8")
+            _check(item, depth)
         except NotJsonLike as exc:
             exc.path.append(f"[{json.dumps(key[:64], ensure_ascii=False)}]")
             raise
 
 
-def _set(value: struct_pb2.Value, item: Any, depth: int) -> None:
+def _check(item: Any, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise NotJsonLike(f"nested deeper than {MAX_DEPTH} levels of dicts and lists")
     if isinstance(item, Mapping):
-        value.struct_value.SetInParent()
-        _fill_struct(value.struct_value, item, depth + 1)
+        _check_object(item, depth + 1)
     elif isinstance(item, list | tuple):
-        values = value.list_value.values
-        value.list_value.SetInParent()
         for i, element in enumerate(item):
             try:
-                _set(values.add(), element, depth + 1)
+                _check(element, depth + 1)
             except NotJsonLike as exc:
                 exc.path.append(f"[{i}]")
                 raise
     else:
-        _set_scalar(value, item)
+        _check_scalar(item)
 
 
-def _set_scalar(value: struct_pb2.Value, item: Any) -> None:
-    if item is None:
-        value.null_value = struct_pb2.NULL_VALUE
-    elif isinstance(item, bool):
-        value.bool_value = item
-    elif isinstance(item, int):
-        if abs(item) > MAX_EXACT_INTEGER:
+def _check_scalar(item: Any) -> None:
+    if item is None or isinstance(item, bool):
+        return
+    if isinstance(item, int):
+        if not MIN_INTEGER <= item <= MAX_INTEGER:
             raise NotJsonLike(
-                f"integer {item} is beyond ±2**53 and would not be kept exactly; "
-                "store it as a string"
+                f"integer {_digits(item)} is beyond 64 bits (-2**63..2**64-1), which other "
+                "languages' decoders refuse; store it as a string"
             )
-        value.number_value = item
     elif isinstance(item, float):
         if not math.isfinite(item):
             raise NotJsonLike(f"{item} is not a JSON number (NaN and infinities are not)")
-        value.number_value = item
     elif isinstance(item, str):
-        try:
-            value.string_value = item
-        except ValueError as exc:
-            raise NotJsonLike("the string is not valid UTF-8 (lone surrogates)") from exc
+        if _SURROGATE.search(item):
+            raise NotJsonLike("the string is not valid UTF-8 (lone surrogates)")
     else:
         raise NotJsonLike(
             f"a value of type {type(item).__name__} is not JSON "
             "(use dict, list, str, int, float, bool or None)"
         )
+
+
+def _digits(number: int) -> str:
+    """The integer, shortened past 40 digits (str() refuses past 4300)."""
+    if number.bit_length() > 132:
+        return f"of {number.bit_length()} bits"
+    return str(number)
 
 
 _JSON_SPELLINGS = {math.inf: "Infinity", -math.inf: "-Infinity"}

@@ -60,13 +60,13 @@ def describe(data: bytes, name: str = "", content_type: str = CONTENT_TYPE) -> t
 
 
 _INPUT_BULK = {
-    "text_processing": "text",
-    "ai_summarization": "text",
-    "batch_processing": "items",
-    "image_processing": "image",
-    "custom": "payload",
+    "text_processing": ("text",),
+    "ai_summarization": ("text",),
+    "batch_processing": ("items",),
+    "image_processing": ("image",),
+    "custom": ("payload", "json"),
 }
-"""The field of each input that can be large."""
+"""The fields of each input that can be large."""
 
 
 def abridge_input(
@@ -77,7 +77,8 @@ def abridge_input(
     slim.CopyFrom(task_input)
     kind = slim.WhichOneof("input")
     if kind is not None:
-        getattr(slim, kind).ClearField(_INPUT_BULK[kind])
+        for field in _INPUT_BULK[kind]:
+            getattr(slim, kind).ClearField(field)
     slim.payload.CopyFrom(payload)
     return slim
 

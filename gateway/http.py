@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 import uvicorn
-from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 from google.rpc import status_pb2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -31,7 +31,8 @@ from starlette.routing import BaseRoute, Mount
 from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
 
-from conveyor import transcode
+from conveyor import jsonlike, transcode
+from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.auth.authenticate import Authenticator
 from conveyor.auth.principal import METADATA_AUTHORIZATION, METADATA_NAMESPACE, Principal, bound
 from conveyor.auth.roles import method_path
@@ -64,6 +65,8 @@ HTTP_STATUS = {
     grpc.StatusCode.DATA_LOSS: 500,
 }
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+_CUSTOM_INPUT = tasks_pb2.CustomTaskInput.DESCRIPTOR.full_name
+_WKT = "google.protobuf."
 DOCS_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Conveyor HTTP API</title>
 <link rel="stylesheet" href="/docs/static/swagger-ui.css">
@@ -102,7 +105,8 @@ class HttpOptions:
 
 def brief_submit(body: Any, task_fields: frozenset[str]) -> Any:
     """The quick-start's ``{"task_type": ..., "payload": {...}}`` as a SubmitTaskRequest's
-    JSON: the payload is the built-in type's input, or a custom type's payload."""
+    JSON: the payload is the built-in type's input, or a custom type's arguments, passed on
+    as JSON text so that its integers keep every digit."""
     if not isinstance(body, dict) or "task_type" not in body:
         return body
     rest = dict(body)
@@ -112,8 +116,40 @@ def brief_submit(body: Any, task_fields: frozenset[str]) -> Any:
     if task_type in task_fields:
         rest[task_type] = payload
     else:
-        rest["custom"] = {"type": task_type, "payload": payload}
+        rest["custom"] = {"type": task_type, "json": _custom_json(payload)}
     return rest
+
+
+def exact_custom_payloads(body: Any, message: Descriptor, at: str = "") -> None:
+    """Passes each custom input's ``payload`` object in a request's JSON on as ``json`` text,
+    in place: parsed into a Struct, its integers past 2**53 would be rounded to doubles. Only
+    the request's own message fields are walked, so the depth is the schema's."""
+    if not isinstance(body, dict):
+        return
+    for field in message.fields:
+        kind = field.message_type
+        if kind is None or kind.GetOptions().map_entry or kind.full_name.startswith(_WKT):
+            continue
+        value = body.get(field.json_name, body.get(field.name))
+        path = at + field.name
+        if kind.full_name == _CUSTOM_INPUT:
+            if isinstance(value, dict) and "json" not in value and "payload" in value:
+                value["json"] = _custom_json(value.pop("payload"), f"{path}.payload")
+        elif field.is_repeated:
+            for i, item in enumerate(value if isinstance(value, list) else []):
+                exact_custom_payloads(item, kind, f"{path}[{i}].")
+        else:
+            exact_custom_payloads(value, kind, f"{path}.")
+
+
+def _custom_json(payload: Any, field: str = "payload") -> str:
+    if not isinstance(payload, dict):
+        raise InvalidArgument.for_fields([FieldViolation(field, "must be a JSON object")])
+    try:
+        return jsonlike.dumps(payload)
+    except jsonlike.NotJsonLike as exc:
+        violation = FieldViolation(exc.field(field), exc.reason)
+        raise InvalidArgument.for_fields([violation]) from exc
 
 
 class Door:
@@ -227,6 +263,8 @@ class Door:
         try:
             if route in self.aliases and route.method.name == "SubmitTask":
                 body = brief_submit(body, self._task_fields)
+            if route.body == "*":
+                exact_custom_payloads(body, route.method.input_type)
             request_message = transcode.build_request(route, variables, query, body)
             if route.method.server_streaming:
                 if self._streams is None or route.method.name != "WatchTask":

@@ -16,11 +16,11 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from conveyor import jsonlike
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.context import TaskContext
 from conveyor.errors import NonRetryable
-from conveyor.jsonlike import NotJsonLike, to_struct
 from conveyor.registry import TaskType
 from conveyor.tasks import CUSTOM_FIELD
 
@@ -106,7 +106,13 @@ def handler_argument(message: events_pb2.TaskMessage) -> Any:
     if field is None:
         raise NonRetryable("the task has no input")
     if field == CUSTOM_FIELD:
-        return json_format.MessageToDict(message.input.custom.payload)
+        custom = message.input.custom
+        if not custom.json:
+            return json_format.MessageToDict(custom.payload)
+        try:
+            return jsonlike.loads(custom.json)
+        except jsonlike.NotJsonLike as exc:
+            raise NonRetryable(f"the task's arguments are not a JSON object: {exc}") from exc
     return getattr(message.input, field)
 
 
@@ -120,10 +126,9 @@ def to_result(message: events_pb2.TaskMessage, output: Any) -> tasks_pb2.TaskRes
         if not isinstance(output, dict):
             raise NonRetryable(f"handler returned {type(output).__name__}, expected a dict")
         try:
-            struct = to_struct(output)
-        except NotJsonLike as exc:
+            result.custom.json = jsonlike.dumps(output)
+        except jsonlike.NotJsonLike as exc:
             raise NonRetryable(f"the handler's result cannot be stored as JSON: {exc}") from exc
-        result.custom.CopyFrom(struct)
         return result
     expected = type(getattr(result, str(field)))
     if not isinstance(output, expected):

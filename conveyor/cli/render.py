@@ -137,7 +137,7 @@ def _typed_rows(result: tasks_pb2.TaskResult) -> list[tuple[str, str]]:
             ("original", f"{i.original_width}x{i.original_height} {original}"),
         ]
     if which == "custom":
-        return [("result", _clip(json.dumps(to_dict(result.custom)), 1000))]
+        return [("result", _clip(result.custom.json or "{}", 1000))]
     return []
 
 

@@ -18,6 +18,7 @@ from conveyor.client import (
     image_processing,
     text_processing,
 )
+from conveyor.jsonlike import NotJsonLike
 from conveyor.tasks import BUILTIN_TYPES
 
 # Input flags and the task types they apply to; "custom" stands for any non-built-in type.
@@ -111,4 +112,7 @@ def submit_request(args: argparse.Namespace) -> tasks_pb2.SubmitTaskRequest:
     if kind == "image_processing":
         image = _read_bytes(args.image) if args.image else b""
         return image_processing(image, args.image_ops or (), args.format, **opts)
-    return custom(args.type, _payload(args), **opts)
+    try:
+        return custom(args.type, _payload(args), **opts)
+    except NotJsonLike as exc:
+        raise UsageError(f"{exc.field('payload')}: {exc.reason}") from None

@@ -11,6 +11,7 @@ import math
 
 from google.protobuf import struct_pb2
 
+from conveyor import jsonlike
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.config import Limits
 from conveyor.intake.checks import (
@@ -214,12 +215,29 @@ def _check_custom(c: Collector, msg: tasks_pb2.CustomTaskInput, limits: Limits) 
         c.add("type", f"{msg.type} is built in: set the {msg.type} field instead of custom")
     else:
         check_type_name(c, "type", msg.type)
+    if msg.json:
+        _check_custom_json(c, msg, limits)
+        return
     size = msg.payload.ByteSize()
     if size > limits.max_text_bytes:
         c.add("payload", f"must be at most {limits.max_text_bytes} bytes encoded (got {size})")
         return
     for key, value in msg.payload.fields.items():
         _check_payload_value(c, f"payload[{quote(key)}]", value, 1)
+
+
+def _check_custom_json(c: Collector, msg: tasks_pb2.CustomTaskInput, limits: Limits) -> None:
+    """The arguments as JSON text: one JSON object the handler's decoder takes back exactly."""
+    if msg.HasField("payload"):
+        c.add("payload", "set payload or json, not both")
+    size = utf8_size(msg.json)
+    if size > limits.max_text_bytes:
+        c.add("json", f"must be at most {limits.max_text_bytes} bytes (got {size})")
+        return
+    try:
+        jsonlike.loads(msg.json)
+    except jsonlike.NotJsonLike as exc:
+        c.add("json", str(exc))
 
 
 def check_input(c: Collector, request: tasks_pb2.SubmitTaskRequest, limits: Limits) -> None:

@@ -1,8 +1,10 @@
 """A Python client of Conveyor with the SDK (``pip install conveyor``, no server stack).
 
 Submits each built-in task type, watches them to completion with progress, reads a 9 MB
-image result, lists, cancels and retries a delayed task, and reads the field violations of
-an invalid request. Exits non-zero when anything is off::
+image result, lists, cancels and retries a delayed task, reads the field violations of an
+invalid request, and sends a custom payload with an integer past 2**53 through the
+``echo`` type of example_tasks.py (skipped when no worker serves it). Exits non-zero when
+anything is off::
 
     CONVEYOR_GATEWAY_ADDR=127.0.0.1:50051 python examples/python/main.py
 """
@@ -13,7 +15,7 @@ import struct
 import sys
 
 from conveyor.api.tasks.v1 import tasks_pb2
-from conveyor.client import Client, resize
+from conveyor.client import Client, custom_result, resize
 from conveyor.errors import InvalidArgument
 
 
@@ -87,6 +89,18 @@ def main() -> None:
                 print(f"bad request: {violation.field}: {violation.description}")
         else:
             sys.exit("an empty text was accepted")
+
+        # 6. A custom type's payload, a dict in and a dict out, integers exact.
+        sent = {"n": 2**53 + 1, "items": [{"id": 2**64 - 1}]}
+        try:
+            echo = client.submit_custom("echo", sent)
+        except InvalidArgument as error:
+            print(f"custom echo: skipped ({error})")
+        else:
+            done = client.wait(echo.id, timeout=60)
+            check(done.state == tasks_pb2.TASK_STATE_COMPLETED, f"echo {done.error.message}")
+            check(custom_result(done.result) == sent, f"echo gave {done.result.custom.json}")
+            print(f"custom echo: {custom_result(done.result)['n']} intact")
     print("python example: ok")
 
 

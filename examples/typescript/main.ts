@@ -2,7 +2,9 @@
 // (protobuf-es) and Connect for Node over the gRPC protocol, every setting at its default.
 // It submits each built-in task type, watches an image task whose result is larger than
 // the usual 4 MiB receive limit to completion with its progress, lists, cancels and
-// retries, and decodes a google.rpc.BadRequest. Exits non-zero when anything is off.
+// retries, decodes a google.rpc.BadRequest, and sends a custom payload holding 2^53+1 through
+// the echo type of examples/python/example_tasks.py (skipped when no worker serves it).
+// Exits non-zero when anything is off.
 //
 //   npm ci && CONVEYOR_GATEWAY_ADDR=127.0.0.1:50051 npm start
 import { fromBinary, type MessageInitShape, toJsonString } from "@bufbuild/protobuf";
@@ -64,6 +66,19 @@ function bmp(width: number, height: number): Uint8Array {
   return out;
 }
 
+// JSON.parse with the integers of 16 digits or more (past what a double holds exactly)
+// read as bigint: quoted first, outside strings, then converted.
+function parseExact(text: string): unknown {
+  const long = /("(?:[^"\\]|\\.)*")|(?<=[:,[]\s*)(-?\d{16,})(?=\s*[,\]}])/g;
+  const quoted = text.replace(long, (_match, string?: string, digits?: string) =>
+    string ?? `{"$bigint":"${digits}"}`,
+  );
+  return JSON.parse(quoted, (_key, value: unknown) => {
+    const wrapped = value as { $bigint?: unknown } | null;
+    return typeof wrapped?.$bigint === "string" ? BigInt(wrapped.$bigint) : value;
+  });
+}
+
 async function submit(input: Input, delaySeconds = 0): Promise<Task> {
   const response = await client.submitTask({
     input,
@@ -73,16 +88,20 @@ async function submit(input: Input, delaySeconds = 0): Promise<Task> {
   return response.task;
 }
 
-// Watches a task to its terminal state, printing each version and its progress.
+// Watches a task to its terminal state, printing each version and its progress. The API's
+// 64-bit integers (version, progress, sizes, counts) are strings (jstype = JS_STRING), so a
+// message holding them goes through JSON.stringify; Number() makes them numbers.
 async function watch(taskId: string): Promise<Task> {
   let last: Task | undefined;
   for await (const update of client.watchTask({ taskId })) {
     const task = update.task;
     if (task === undefined) continue;
-    const progress = task.progress
-      ? ` progress ${task.progress.current}/${task.progress.total}`
-      : "";
-    console.log(`  watch ${task.id} v${task.version} ${stateName(task.state)}${progress}`);
+    const done = Number(task.progress?.current ?? 0);
+    const total = Number(task.progress?.total ?? 0);
+    const percent = total > 0 ? ` ${Math.round((100 * done) / total)}%` : "";
+    const state = stateName(task.state);
+    const line = JSON.stringify({ version: task.version, state, progress: task.progress });
+    console.log(`  watch ${task.id} ${line} progress ${done}/${total}${percent}`);
     last = task;
   }
   check(last !== undefined, "the watch saw the task");
@@ -92,13 +111,13 @@ async function watch(taskId: string): Promise<Task> {
 // The complete result of a task whose result is too large for one message.
 async function payload(taskId: string): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
-  let size = 0n;
+  let size = 0;
   for await (const response of client.getTaskPayload({ taskId })) {
-    if (response.payload) size = response.payload.sizeBytes;
+    if (response.payload) size = Number(response.payload.sizeBytes);
     chunks.push(response.data);
   }
   const total = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
-  check(BigInt(total) === size, `payload of ${total} bytes, announced ${size}`);
+  check(total === size, `payload of ${total} bytes, announced ${size}`);
   const out = new Uint8Array(total);
   let at = 0;
   for (const chunk of chunks) {
@@ -144,12 +163,13 @@ async function main(): Promise<void> {
   const finals = await Promise.all(submitted.map((task) => watch(task.id)));
   for (const final of finals) {
     check(final.state === TaskState.COMPLETED, `${final.type} ${stateName(final.state)}`);
-    // uint64 fields are bigint: toJsonString writes them as strings, JSON.stringify throws.
+    // Timestamps and durations hold int64 seconds, a bigint in protobuf-es: a whole task
+    // goes to JSON through toJsonString (or toJson), which JSON.stringify cannot do.
     console.log(toJsonString(TaskSchema, final, { alwaysEmitImplicit: false }).slice(0, 160));
   }
   const image = finals[3];
   let result = image.result;
-  if (result?.payload && result.payload.sizeBytes > 0n) {
+  if (result?.payload && Number(result.payload.sizeBytes) > 0) {
     result = fromBinary(TaskResultSchema, await payload(image.id));
   }
   check(result?.result.case === "imageProcessing", "an image result");
@@ -182,6 +202,27 @@ async function main(): Promise<void> {
     const violations = error.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations);
     check(violations.length > 0, "a BadRequest detail");
     for (const v of violations) console.log(`bad request: ${v.field}: ${v.description}`);
+  }
+
+  // 6. A custom type's payload travels as JSON text, so integers past 2^53 keep every digit.
+  // JSON.parse would round them: parseExact reads the long ones as bigint.
+  const big = 2n ** 53n + 1n;
+  const sent = `{"n":${big},"label":"2^53+1"}`;
+  let echo: Task | undefined;
+  try {
+    echo = await submit({ case: "custom", value: { type: "echo", json: sent } });
+  } catch (err) {
+    const error = ConnectError.from(err);
+    if (error.code !== Code.InvalidArgument) throw err;
+    console.log(`custom echo: skipped (${error.rawMessage})`);
+  }
+  if (echo !== undefined) {
+    const done = await watch(echo.id);
+    check(done.result?.result.case === "custom", `echo ${stateName(done.state)}`);
+    const text = done.result.result.value.json;
+    const echoed = parseExact(text) as { n: bigint; label: string };
+    check(echoed.n === big, `echo gave ${text}`);
+    console.log(`custom echo: ${echoed.n} intact`);
   }
   console.log("typescript example: ok");
 }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -12,14 +11,12 @@ from typing import TypeAlias
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2
 from grpc_status import rpc_status
 
 from conveyor import payloads
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.cli import main
 from conveyor.errors import FieldViolation, InvalidArgument, NotFound
-from conveyor.jsonlike import to_struct
 from conveyor.server import status_for
 
 Context: TypeAlias = "grpc.ServicerContext"
@@ -215,6 +212,18 @@ def test_flags_of_another_type_are_refused(
     assert fake.submits == []
 
 
+def test_a_custom_payload_goes_as_json_text_with_its_integers_exact(
+    gateway: tuple[FakeGateway, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, addr = gateway
+    assert run(addr, "submit", "report", "--payload", '{"id": 9007199254740993}') == 0
+    assert [sent.custom.json for sent in fake.submits] == ['{"id":9007199254740993}']
+    assert run(addr, "submit", "report", "--payload", '{"x": [NaN]}') == 2
+    err = capsys.readouterr().err
+    assert err == 'error: payload["x"][0]: nan is not a JSON number (NaN and infinities are not)\n'
+    assert len(fake.submits) == 1
+
+
 def test_not_found_exits_1_with_one_line(
     gateway: tuple[FakeGateway, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -353,29 +362,26 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert "conveyor submit text_processing" in capsys.readouterr().out
 
 
+ODD_RESULT = (
+    '{"big":9007199254740993,"huge":1180591620717411303424,"deep":' + "[" * 30 + "]" * 30 + "}"
+)
+"""A custom result with integers past 2**53 (and past 64 bits: any JSON) and deep nesting."""
+
+
 def odd_custom_task() -> tasks_pb2.Task:
-    """A completed custom task whose result holds what JSON cannot (an older worker stored
-    it), with the deepest nesting a worker stores and numbers past 2**53."""
-    result = struct_pb2.Struct()
-    result.update(
-        {"nan": math.nan, "values": [1, math.inf, {"low": -math.inf}], "big": float(2**70)}
-    )
-    deep: dict[str, object] = {"leaf": "end"}
-    for _ in range(30):
-        deep = {"d": deep}
-    result.MergeFrom(to_struct({"deep": deep}))
+    """A completed custom task whose result is JSON text."""
     return tasks_pb2.Task(
         id=TASK_ID,
         type="report",
         state=tasks_pb2.TASK_STATE_COMPLETED,
         attempt=1,
         version=3,
-        result=tasks_pb2.TaskResult(custom=result),
+        result=tasks_pb2.TaskResult(custom=tasks_pb2.CustomTaskResult(json=ODD_RESULT)),
     )
 
 
 @pytest.mark.parametrize("as_json", [True, False])
-def test_get_shows_a_result_json_cannot_hold(
+def test_get_shows_a_custom_result_with_its_integers_exact(
     gateway: tuple[FakeGateway, str], capsys: pytest.CaptureFixture[str], as_json: bool
 ) -> None:
     fake, addr = gateway
@@ -383,9 +389,6 @@ def test_get_shows_a_result_json_cannot_hold(
     assert run(addr, *(["--json"] if as_json else []), "get", TASK_ID) == 0
     out = capsys.readouterr().out
     if as_json:
-        custom = json.loads(out)["result"]["custom"]
-        assert custom["nan"] == "NaN"
-        assert custom["values"] == [1, "Infinity", {"low": "-Infinity"}]
-        assert custom["big"] == float(2**70)
+        assert json.loads(out)["result"]["custom"]["json"] == ODD_RESULT
     else:
-        assert '"nan": "NaN"' in out and '"low": "-Infinity"' in out
+        assert '{"big":9007199254740993,"huge":1180591620717411303424,' in out

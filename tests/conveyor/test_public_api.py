@@ -52,6 +52,7 @@ CLIENT = [
     "batch_processing",
     "channel_options",
     "custom",
+    "custom_result",
     "describe",
     "enum_value",
     "error_from_rpc",

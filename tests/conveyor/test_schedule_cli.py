@@ -115,7 +115,7 @@ def test_create_interval_with_a_custom_type(
     assert spec.overlap == schedules_pb2.OVERLAP_POLICY_SKIP
     assert spec.catch_up == schedules_pb2.CATCH_UP_POLICY_SKIP
     assert spec.task.custom.type == "purge_old"
-    assert spec.task.custom.payload["days"] == 30
+    assert spec.task.custom.json == '{"days":30}'
     assert spec.task.options.delay.seconds == 5
     out = capsys.readouterr().out
     assert row(out, "timing") == ["timing", "every 1m30s"]

@@ -1,12 +1,14 @@
 """The client examples run against a real `conveyor dev`, each with its language's default
 client settings (a 4 MiB receive limit in grpc-go): examples/typescript (protobuf-es and
 Connect for Node), examples/go (grpc-go in GOPATH mode over Debian's packages) and
-examples/python (the SDK). .ci/run installs the Node and Go toolchains; elsewhere a missing
-one is a skip."""
+examples/python (the SDK). The dev's workers also serve examples/python/example_tasks.py's
+``echo`` type, through which each example sends a custom payload holding 2**53+1. .ci/run
+installs the Node and Go toolchains; elsewhere a missing one is a skip."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,6 +27,7 @@ from tests.conftest import free_port
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_TASKS = ROOT / "examples" / "python"
 TYPESCRIPT = ROOT / "examples" / "typescript"
 GO = ROOT / "examples" / "go"
 DEBIAN_GO = Path("/usr/share/gocode")
@@ -59,6 +62,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env |= {"CONVEYOR_GATEWAY_LISTEN": address, "CONVEYOR_METRICS_LISTEN": "off"}
     env["CONVEYOR_HTTP_LISTEN"] = "off"  # the examples use gRPC; :8000 may be someone else's
+    env["CONVEYOR_WORKER_IMPORTS"] = "example_tasks"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(EXAMPLE_TASKS), env.get("PYTHONPATH")]))
     argv = [sys.executable, "-m", "conveyor.cli", "dev", "--workers", "1", "--data-dir", str(data)]
     process = subprocess.Popen(argv, env=env, cwd=data)
     try:
@@ -90,8 +95,13 @@ def test_the_typescript_example_runs_the_whole_flow(gateway: str) -> None:
     if shutil.which("node") is None or not tsx.exists():
         _missing("node and examples/typescript/node_modules (npm ci)")
     out = _run([str(tsx), "main.ts"], TYPESCRIPT, gateway)
+    # 64-bit integers are strings in protobuf-es (jstype = JS_STRING): JSON.stringify takes a
+    # message holding them, and the batch task's progress is shown as numbers.
+    assert re.search(r'\{"version":"\d+","state":"COMPLETED","progress":\{', out), out
+    assert "progress 3/3 100%" in out
     assert "image 2048x1536, 9437238 bytes" in out
     assert "bad request: text_processing.text: must not be empty" in out
+    assert "custom echo: 9007199254740993 intact" in out
     assert out.rstrip().endswith("typescript example: ok")
 
 
@@ -105,6 +115,7 @@ def test_the_go_example_runs_the_whole_flow(gateway: str, tmp_path: Path) -> Non
     out = _run([go, "run", "main.go"], GO, gateway, **env)
     assert "image 2048x1536, 9437238 bytes" in out
     assert "bad request: text_processing.text: must not be empty" in out
+    assert "custom echo: 9007199254740993 intact" in out
     assert out.rstrip().endswith("go example: ok")
 
 
@@ -112,4 +123,5 @@ def test_the_python_example_runs_the_whole_flow(gateway: str) -> None:
     out = _run([sys.executable, "main.py"], ROOT / "examples" / "python", gateway)
     assert "image 2048x1536, 9437238 bytes" in out
     assert "bad request: text_processing.text: must not be empty" in out
+    assert "custom echo: 9007199254740993 intact" in out
     assert out.rstrip().endswith("python example: ok")

@@ -67,6 +67,10 @@ def custom(type_: str, payload: dict[str, Any] | None = None) -> Request:
     return request
 
 
+def custom_json(text: str, type_: str = "t") -> Request:
+    return Request(custom=tasks_pb2.CustomTaskInput(type=type_, json=text))
+
+
 def transforms(*values: Any) -> Request:
     request = text()
     request.text_processing.transforms.extend(values)
@@ -96,6 +100,10 @@ VALID: list[tuple[str, Callable[[], Request]]] = [
         ),
     ),
     ("custom", lambda: custom("send_email", {"to": ["a@b.c"], "n": 1.5, "x": None})),
+    (
+        "custom json",
+        lambda: custom_json('{"id": 18446744073709551615, "min": -9223372036854775808}'),
+    ),
     ("run_at in the past runs now", lambda: with_options(run_at=at(NOW - dt.timedelta(days=9)))),
     ("run_at within a year", lambda: with_options(run_at=at(NOW + dt.timedelta(days=364)))),
     (
@@ -163,6 +171,22 @@ INVALID: list[tuple[str, Callable[[], Request], str]] = [
     ("custom type builtin", lambda: custom("text_processing"), "custom.type"),
     ("custom payload too big", lambda: custom("t", {"a": "x" * 200}), "custom.payload"),
     ("custom payload NaN", lambda: custom("t", {"a": [1, math.inf]}), 'custom.payload["a"][1]'),
+    ("custom json not JSON", lambda: custom_json("{'a': 1}"), "custom.json"),
+    ("custom json a list", lambda: custom_json("[1]"), "custom.json"),
+    ("custom json NaN", lambda: custom_json('{"a": NaN}'), "custom.json"),
+    ("custom json Infinity", lambda: custom_json('{"a": 1e999}'), "custom.json"),
+    ("custom json past 64 bits", lambda: custom_json('{"a": 18446744073709551616}'), "custom.json"),
+    (
+        "custom json too deep",
+        lambda: custom_json('{"a":' + "[" * 40 + "]" * 40 + "}"),
+        "custom.json",
+    ),
+    ("custom json too big", lambda: custom_json('{"a": "' + "x" * 200 + '"}'), "custom.json"),
+    (
+        "custom json and payload",
+        lambda: Request(custom=tasks_pb2.CustomTaskInput(type="t", json="{}", payload={"a": 1})),
+        "custom.payload",
+    ),
     ("max_attempts", lambda: with_options(max_attempts=101), "options.max_attempts"),
     ("negative timeout", lambda: with_options(timeout=duration(-1)), "options.timeout"),
     ("timeout over 24h", lambda: with_options(timeout=duration(86_401)), "options.timeout"),

@@ -12,6 +12,7 @@ import pytest
 from conveyor import subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2 as S
+from conveyor.client import custom_result
 from conveyor.tasks import duration, from_timestamp
 from tests.conftest import System
 from tests.support import custom_handlers
@@ -27,7 +28,7 @@ async def test_user_defined_type_round_trip(system: System) -> None:
     submitted = await system.stub.SubmitTask(custom("greet", name="Ada"))
     task = await wait_terminal(system.stub, submitted.task.id)
     assert task.state == S.TASK_STATE_COMPLETED
-    assert dict(task.result.custom) == {"greeting": "hello Ada", "attempt": 1.0}
+    assert custom_result(task.result) == {"greeting": "hello Ada", "attempt": 1}
 
 
 async def test_failing_attempts_are_retried_with_their_errors_kept(system: System) -> None:
@@ -163,7 +164,7 @@ async def test_retry_runs_after_the_cancelled_run_finished_unrecorded(system: Sy
     await system.stub.RetryTask(S.RetryTaskRequest(task_id=task_id))
     task = await wait_terminal(system.stub, task_id, timeout=30)
     assert task.state == S.TASK_STATE_COMPLETED
-    assert dict(task.result.custom) == {"run": 2.0}
+    assert custom_result(task.result) == {"run": 2}
 
 
 async def test_delayed_task_is_scheduled_and_starts_after_its_time(system: System) -> None:

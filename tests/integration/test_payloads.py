@@ -11,15 +11,14 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2
 from nats.js.errors import ObjectNotFoundError
 from PIL import Image
 
-from conveyor import payloads, subjects
+from conveyor import jsonlike, payloads, subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.cli import main
-from conveyor.client import AsyncClient, Client
+from conveyor.client import AsyncClient, Client, custom_result
 from conveyor.context import TaskContext
 from conveyor.errors import FailedPrecondition, NonRetryable, NotFound
 from conveyor.registry import Registry
@@ -52,9 +51,8 @@ def blob_registry() -> Registry:
 
 def blob_result(size: int) -> bytes:
     """The serialized TaskResult the blob handler makes."""
-    struct = struct_pb2.Struct()
-    struct.update({"blob": "x" * size})
-    return tasks_pb2.TaskResult(custom=struct).SerializeToString()
+    custom = tasks_pb2.CustomTaskResult(json=jsonlike.dumps({"blob": "x" * size}))
+    return tasks_pb2.TaskResult(custom=custom).SerializeToString()
 
 
 def default_stub(system: System) -> tuple[grpc.aio.Channel, tasks_pb2_grpc.TaskServiceStub]:
@@ -367,7 +365,7 @@ async def test_a_task_with_a_large_input_runs_again_from_the_stored_input(
     await system.stub.RetryTask(tasks_pb2.RetryTaskRequest(task_id=task_id))
     task = await wait_terminal(system.stub, task_id)
     assert task.state == tasks_pb2.TASK_STATE_COMPLETED, task.error
-    assert task.result.custom["length"] == 400_000
+    assert custom_result(task.result)["length"] == 400_000
 
 
 async def test_deleting_a_task_deletes_its_stored_input_and_result(system: System) -> None:

@@ -11,6 +11,7 @@ import pytest
 from conveyor import subjects
 from conveyor.api.schedules.v1 import schedules_pb2 as P
 from conveyor.api.tasks.v1 import tasks_pb2 as S
+from conveyor.client import custom_result
 from conveyor.tasks import duration, now, timestamp
 from tests.conftest import System
 from tests.namespaces.support import A, B, meta, not_found, wait_finished
@@ -57,7 +58,7 @@ async def test_another_namespace_neither_sees_nor_changes_a_schedule(system: Sys
     )
     assert triggered.task.namespace == A
     done = await wait_finished(system.stub, A, triggered.task.id)
-    assert dict(done.result.custom)["greeting"] == "hello a"
+    assert custom_result(done.result)["greeting"] == "hello a"
     await not_found(system.stub.GetTask(S.GetTaskRequest(task_id=done.id), metadata=meta(B)))
 
     await schedules.DeleteSchedule(P.DeleteScheduleRequest(schedule_id=sid), metadata=meta(A))

@@ -9,6 +9,7 @@ import pytest
 
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.auth.principal import METADATA_NAMESPACE
+from conveyor.client import custom_result
 from conveyor.ids import new_task_id
 from conveyor.tasks import duration
 from tests.conftest import System
@@ -35,7 +36,7 @@ async def test_a_task_is_stamped_with_its_namespace_and_only_it_sees_the_task(
     assert default.namespace == "default"
 
     got = (await stub.GetTask(S.GetTaskRequest(task_id=mine.id), metadata=meta(A))).task
-    assert got.namespace == A and dict(got.result.custom)["greeting"] == "hello Ada"
+    assert got.namespace == A and custom_result(got.result)["greeting"] == "hello Ada"
     # From another namespace the task is answered as one that does not exist.
     unknown = new_task_id()
     for namespace in (B, "default"):

@@ -12,6 +12,7 @@ from google.protobuf import struct_pb2
 from conveyor.api.schedules.v1 import schedules_pb2 as P
 from conveyor.api.schedules.v1 import schedules_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2 as S
+from conveyor.client import custom_result
 from conveyor.tasks import duration
 from tests.conftest import System
 from tests.support import custom_handlers
@@ -67,7 +68,7 @@ async def test_interval_schedule_creates_one_task_per_tick_with_two_schedulers(
     for task in tasks:
         done = await wait_terminal(system.stub, task.id)
         assert done.state == S.TASK_STATE_COMPLETED
-        assert dict(done.result.custom)["greeting"] == "hello tick"
+        assert custom_result(done.result)["greeting"] == "hello tick"
     await asyncio.sleep(2)  # paused: nothing more
     assert len(await tasks_of(system, "every-second")) == len(tasks)
 

@@ -242,9 +242,7 @@ async def test_a_forged_outcome_from_worker_credentials_is_refused_when_impossib
     sleeper = (
         await stub.SubmitTask(S.SubmitTaskRequest(custom=S.CustomTaskInput(type="sleeper")))
     ).task
-    result = S.TaskResult(
-        custom=struct_pb2.Struct(fields={"forged": struct_pb2.Value(bool_value=True)})
-    )
+    result = S.TaskResult(custom=S.CustomTaskResult(json='{"forged":true}'))
 
     def forged(
         task_id: str, task_type: str, outcome: events_pb2.Completed, attempt: int = 1
@@ -261,9 +259,7 @@ async def test_a_forged_outcome_from_worker_credentials_is_refused_when_impossib
     await publish(
         worker_nc, subjects.WORKER, forged(sleeper.id, "sleeper", completed, attempt=99)
     )  # attempt past its budget
-    huge = S.TaskResult(
-        custom=struct_pb2.Struct(fields={"x": struct_pb2.Value(string_value="y" * 2 * 1024 * 1024)})
-    )
+    huge = S.TaskResult(custom=S.CustomTaskResult(json='{"x":"' + "y" * 2 * 1024 * 1024 + '"}'))
     await publish(
         worker_nc,
         subjects.WORKER,
@@ -281,7 +277,7 @@ async def test_a_forged_outcome_from_worker_credentials_is_refused_when_impossib
     assert refused(running, "size") == 1
     assert refused(running, "publisher") == 1
     after = (await stub.GetTask(S.GetTaskRequest(task_id=done.id))).task
-    assert after.version == done.version and "forged" not in after.result.custom.fields
+    assert after.version == done.version and "forged" not in after.result.custom.json
     current = (await stub.GetTask(S.GetTaskRequest(task_id=sleeper.id))).task
     assert current.state != S.TASK_STATE_COMPLETED
     # What a worker's credentials can still do: report an outcome for a task that runs.

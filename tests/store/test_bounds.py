@@ -43,9 +43,8 @@ def test_a_large_result_is_abridged_with_a_reference_to_all_of_it() -> None:
 
 
 def test_a_result_too_large_even_abridged_is_left_out_but_referenced() -> None:
-    struct = {"blob": "x" * 200_000}
     task = tasks_pb2.Task(id="t1", result=tasks_pb2.TaskResult())
-    task.result.custom.update(struct)
+    task.result.custom.json = '{"blob":"' + "x" * 200_000 + '"}'
     slim = bounded(task, LIMIT)
     assert slim.ByteSize() <= LIMIT
     assert slim.result.WhichOneof("result") is None

@@ -122,7 +122,7 @@ def test_worker_events_need_an_attempt_a_worker_and_an_inline_sized_result() -> 
         == "worker"
     )
     huge = S.TaskResult()
-    huge.custom.update({"x": "y" * (2 * 1024 * 1024)})
+    huge.custom.json = '{"x":"' + "y" * (2 * 1024 * 1024) + '"}'
     done = worker_event(TASK, at(2), 1, completed=events_pb2.Completed(result=huge))
     assert reason(WORKER, done) == "size"
 

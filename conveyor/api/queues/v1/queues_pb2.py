@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#conveyor/api/queues/v1/queues.proto\x12\x16\x63onveyor.api.queues.v1\x1a\x1cgoogle/api/annotations.proto\">\n\x0bQueueLimits\x12\x17\n\x0fmax_concurrency\x18\x01 \x01(\r\x12\x16\n\x0emax_per_second\x18\x02 \x01(\x01\"\x93\x01\n\x05Queue\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12\x33\n\x06limits\x18\x04 \x01(\x0b\x32#.conveyor.api.queues.v1.QueueLimits\x12\x0f\n\x07waiting\x18\x05 \x03(\x04\x12\x11\n\tin_flight\x18\x06 \x01(\x04\"\x13\n\x11ListQueuesRequest\"C\n\x12ListQueuesResponse\x12-\n\x06queues\x18\x01 \x03(\x0b\x32\x1d.conveyor.api.queues.v1.Queue\"!\n\x11PauseQueueRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\"B\n\x12PauseQueueResponse\x12,\n\x05queue\x18\x01 \x01(\x0b\x32\x1d.conveyor.api.queues.v1.Queue\"\"\n\x12ResumeQueueRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\"C\n\x13ResumeQueueResponse\x12,\n\x05queue\x18\x01 \x01(\x0b\x32\x1d.conveyor.api.queues.v1.Queue\"Z\n\x15SetQueueLimitsRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x33\n\x06limits\x18\x02 \x01(\x0b\x32#.conveyor.api.queues.v1.QueueLimits\"F\n\x16SetQueueLimitsResponse\x12,\n\x05queue\x18\x01 \x01(\x0b\x32\x1d.conveyor.api.queues.v1.Queue2\xb9\x04\n\x0cQueueService\x12w\n\nListQueues\x12).conveyor.api.queues.v1.ListQueuesRequest\x1a*.conveyor.api.queues.v1.ListQueuesResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/queues\x12\x87\x01\n\nPauseQueue\x12).conveyor.api.queues.v1.PauseQueueRequest\x1a*.conveyor.api.queues.v1.PauseQueueResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/queues/{type}:pause:\x01*\x12\x8b\x01\n\x0bResumeQueue\x12*.conveyor.api.queues.v1.ResumeQueueRequest\x1a+.conveyor.api.queues.v1.ResumeQueueResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/queues/{type}:resume:\x01*\x12\x97\x01\n\x0eSetQueueLimits\x12-.conveyor.api.queues.v1.SetQueueLimitsRequest\x1a..conveyor.api.queues.v1.SetQueueLimitsResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/queues/{type}:setLimits:\x01*B\xc4\x01\n\x1a\x64\x65v.conveyor.api.queues.v1B\x0bQueuesProtoP\x01ZCgithub.com/conveyor/conveyor/gen/go/conveyor/api/queues/v1;queuesv1\xa2\x02\x03\x43\x41Q\xaa\x02\x16\x43onveyor.Api.Queues.V1\xca\x02\x16\x43onveyor\\Api\\Queues\\V1\xea\x02\x19\x43onveyor::Api::Queues::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#conveyor/api/queues/v1/queues.proto\x12\x16\x63onveyor.api.queues.v1\x1a\x1cgoogle/api/annotations.proto\">\n\x0bQueueLimits\x12\x17\n\x0fmax_concurrency\x18\x01 \x01(\r\x12\x16\n\x0emax_per_second\x18\x02 \x01(\x01\"\x9b\x01\n\x05Queue\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12\x33\n\x06limits\x18\x04 \x01(\x0b\x32#.conveyor.api.queues.v1.QueueLimits\x12\x13\n\x07waiting\x18\x05 \x03(\x04\x42\x02\x30\x01\x12\x15\n\tin_flight\x18\x06 \x01(\x04\x42\x02\x30\x01\"\x13\n\x11ListQueuesRequest\"C\n\x12ListQueuesResponse\x12-\n\x06queues\x18\x01 \x03(\x0b\x32\x1d.conveyor.api.queues.v1.Queue\"!\n\x11PauseQueueRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\"B\n\x12PauseQueueResponse\x12,\n\x05queue\x18\x01 \x01(\x0b\x32\x1d.conveyor.api.queues.v1.Queue\"\"\n\x12ResumeQueueRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\"C\n\x13ResumeQueueResponse\x12,\n\x05queue\x18\x01 \x01(\x0b\x32\x1d.conveyor.api.queues.v1.Queue\"Z\n\x15SetQueueLimitsRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x33\n\x06limits\x18\x02 \x01(\x0b\x32#.conveyor.api.queues.v1.QueueLimits\"F\n\x16SetQueueLimitsResponse\x12,\n\x05queue\x18\x01 \x01(\x0b\x32\x1d.conveyor.api.queues.v1.Queue2\xb9\x04\n\x0cQueueService\x12w\n\nListQueues\x12).conveyor.api.queues.v1.ListQueuesRequest\x1a*.conveyor.api.queues.v1.ListQueuesResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/queues\x12\x87\x01\n\nPauseQueue\x12).conveyor.api.queues.v1.PauseQueueRequest\x1a*.conveyor.api.queues.v1.PauseQueueResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/queues/{type}:pause:\x01*\x12\x8b\x01\n\x0bResumeQueue\x12*.conveyor.api.queues.v1.ResumeQueueRequest\x1a+.conveyor.api.queues.v1.ResumeQueueResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/queues/{type}:resume:\x01*\x12\x97\x01\n\x0eSetQueueLimits\x12-.conveyor.api.queues.v1.SetQueueLimitsRequest\x1a..conveyor.api.queues.v1.SetQueueLimitsResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/v1/queues/{type}:setLimits:\x01*B\xc4\x01\n\x1a\x64\x65v.conveyor.api.queues.v1B\x0bQueuesProtoP\x01ZCgithub.com/conveyor/conveyor/gen/go/conveyor/api/queues/v1;queuesv1\xa2\x02\x03\x43\x41Q\xaa\x02\x16\x43onveyor.Api.Queues.V1\xca\x02\x16\x43onveyor\\Api\\Queues\\V1\xea\x02\x19\x43onveyor::Api::Queues::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.api.queues.v1.queu
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\032dev.conveyor.api.queues.v1B\013QueuesProtoP\001ZCgithub.com/conveyor/conveyor/gen/go/conveyor/api/queues/v1;queuesv1\242\002\003CAQ\252\002\026Conveyor.Api.Queues.V1\312\002\026Conveyor\\Api\\Queues\\V1\352\002\031Conveyor::Api::Queues::V1'
+  _globals['_QUEUE'].fields_by_name['waiting']._loaded_options = None
+  _globals['_QUEUE'].fields_by_name['waiting']._serialized_options = b'0\001'
+  _globals['_QUEUE'].fields_by_name['in_flight']._loaded_options = None
+  _globals['_QUEUE'].fields_by_name['in_flight']._serialized_options = b'0\001'
   _globals['_QUEUESERVICE'].methods_by_name['ListQueues']._loaded_options = None
   _globals['_QUEUESERVICE'].methods_by_name['ListQueues']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/queues'
   _globals['_QUEUESERVICE'].methods_by_name['PauseQueue']._loaded_options = None
@@ -44,23 +48,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUEUELIMITS']._serialized_start=93
   _globals['_QUEUELIMITS']._serialized_end=155
   _globals['_QUEUE']._serialized_start=158
-  _globals['_QUEUE']._serialized_end=305
-  _globals['_LISTQUEUESREQUEST']._serialized_start=307
-  _globals['_LISTQUEUESREQUEST']._serialized_end=326
-  _globals['_LISTQUEUESRESPONSE']._serialized_start=328
-  _globals['_LISTQUEUESRESPONSE']._serialized_end=395
-  _globals['_PAUSEQUEUEREQUEST']._serialized_start=397
-  _globals['_PAUSEQUEUEREQUEST']._serialized_end=430
-  _globals['_PAUSEQUEUERESPONSE']._serialized_start=432
-  _globals['_PAUSEQUEUERESPONSE']._serialized_end=498
-  _globals['_RESUMEQUEUEREQUEST']._serialized_start=500
-  _globals['_RESUMEQUEUEREQUEST']._serialized_end=534
-  _globals['_RESUMEQUEUERESPONSE']._serialized_start=536
-  _globals['_RESUMEQUEUERESPONSE']._serialized_end=603
-  _globals['_SETQUEUELIMITSREQUEST']._serialized_start=605
-  _globals['_SETQUEUELIMITSREQUEST']._serialized_end=695
-  _globals['_SETQUEUELIMITSRESPONSE']._serialized_start=697
-  _globals['_SETQUEUELIMITSRESPONSE']._serialized_end=767
-  _globals['_QUEUESERVICE']._serialized_start=770
-  _globals['_QUEUESERVICE']._serialized_end=1339
+  _globals['_QUEUE']._serialized_end=313
+  _globals['_LISTQUEUESREQUEST']._serialized_start=315
+  _globals['_LISTQUEUESREQUEST']._serialized_end=334
+  _globals['_LISTQUEUESRESPONSE']._serialized_start=336
+  _globals['_LISTQUEUESRESPONSE']._serialized_end=403
+  _globals['_PAUSEQUEUEREQUEST']._serialized_start=405
+  _globals['_PAUSEQUEUEREQUEST']._serialized_end=438
+  _globals['_PAUSEQUEUERESPONSE']._serialized_start=440
+  _globals['_PAUSEQUEUERESPONSE']._serialized_end=506
+  _globals['_RESUMEQUEUEREQUEST']._serialized_start=508
+  _globals['_RESUMEQUEUEREQUEST']._serialized_end=542
+  _globals['_RESUMEQUEUERESPONSE']._serialized_start=544
+  _globals['_RESUMEQUEUERESPONSE']._serialized_end=611
+  _globals['_SETQUEUELIMITSREQUEST']._serialized_start=613
+  _globals['_SETQUEUELIMITSREQUEST']._serialized_end=703
+  _globals['_SETQUEUELIMITSRESPONSE']._serialized_start=705
+  _globals['_SETQUEUELIMITSRESPONSE']._serialized_end=775
+  _globals['_QUEUESERVICE']._serialized_start=778
+  _globals['_QUEUESERVICE']._serialized_end=1347
 # @@protoc_insertion_point(module_scope)

@@ -28,7 +28,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)conveyor/api/schedules/v1/schedules.proto\x12\x19\x63onveyor.api.schedules.v1\x1a\x1cgoogle/api/annotations.proto\x1a!conveyor/api/tasks/v1/tasks.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x02\n\x0cScheduleSpec\x12\x0e\n\x04\x63ron\x18\x01 \x01(\tH\x00\x12-\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\x11\n\ttime_zone\x18\x03 \x01(\t\x12\x36\n\x04task\x18\x04 \x01(\x0b\x32(.conveyor.api.tasks.v1.SubmitTaskRequest\x12\x39\n\x07overlap\x18\x05 \x01(\x0e\x32(.conveyor.api.schedules.v1.OverlapPolicy\x12:\n\x08\x63\x61tch_up\x18\x06 \x01(\x0e\x32(.conveyor.api.schedules.v1.CatchUpPolicy\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\tB\x08\n\x06timing\"\xcd\x02\n\x08Schedule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x35\n\x04spec\x18\x02 \x01(\x0b\x32\'.conveyor.api.schedules.v1.ScheduleSpec\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0enext_tick_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_tick_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0clast_task_id\x18\x07 \x01(\t\x12\x15\n\rskipped_ticks\x18\x08 \x01(\x04\x12\x15\n\rcreated_tasks\x18\t \x01(\x04\x12\x11\n\tnamespace\x18\n \x01(\t\"c\n\x15\x43reateScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12\x35\n\x04spec\x18\x02 \x01(\x0b\x32\'.conveyor.api.schedules.v1.ScheduleSpec\"O\n\x16\x43reateScheduleResponse\x12\x35\n\x08schedule\x18\x01 \x01(\x0b\x32#.conveyor.api.schedules.v1.Schedule\")\n\x12GetScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"L\n\x13GetScheduleResponse\x12\x35\n\x08schedule\x18\x01 \x01(\x0b\x32#.conveyor.api.schedules.v1.Schedule\"\x16\n\x14ListSchedulesRequest\"O\n\x15ListSchedulesResponse\x12\x36\n\tschedules\x18\x01 \x03(\x0b\x32#.conveyor.api.schedules.v1.Schedule\"+\n\x14PauseScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"N\n\x15PauseScheduleResponse\x12\x35\n\x08schedule\x18\x01 \x01(\x0b\x32#.conveyor.api.schedules.v1.Schedule\",\n\x15ResumeScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"O\n\x16ResumeScheduleResponse\x12\x35\n\x08schedule\x18\x01 \x01(\x0b\x32#.conveyor.api.schedules.v1.Schedule\",\n\x15\x44\x65leteScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse\"-\n\x16TriggerScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"D\n\x17TriggerScheduleResponse\x12)\n\x04task\x18\x01 \x01(\x0b\x32\x1b.conveyor.api.tasks.v1.Task*b\n\rOverlapPolicy\x12\x1e\n\x1aOVERLAP_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13OVERLAP_POLICY_SKIP\x10\x01\x12\x18\n\x14OVERLAP_POLICY_ALLOW\x10\x02*h\n\rCatchUpPolicy\x12\x1f\n\x1b\x43\x41TCH_UP_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43\x41TCH_UP_POLICY_SKIP\x10\x01\x12\x1c\n\x18\x43\x41TCH_UP_POLICY_RUN_ONCE\x10\x02\x32\xd5\x08\n\x0fScheduleService\x12\x8f\x01\n\x0e\x43reateSchedule\x12\x30.conveyor.api.schedules.v1.CreateScheduleRequest\x1a\x31.conveyor.api.schedules.v1.CreateScheduleResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/v1/schedules:\x01*\x12\x91\x01\n\x0bGetSchedule\x12-.conveyor.api.schedules.v1.GetScheduleRequest\x1a..conveyor.api.schedules.v1.GetScheduleResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/schedules/{schedule_id}\x12\x89\x01\n\rListSchedules\x12/.conveyor.api.schedules.v1.ListSchedulesRequest\x1a\x30.conveyor.api.schedules.v1.ListSchedulesResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/schedules\x12\xa0\x01\n\rPauseSchedule\x12/.conveyor.api.schedules.v1.PauseScheduleRequest\x1a\x30.conveyor.api.schedules.v1.PauseScheduleResponse\",\x82\xd3\xe4\x93\x02&\"!/v1/schedules/{schedule_id}:pause:\x01*\x12\xa4\x01\n\x0eResumeSchedule\x12\x30.conveyor.api.schedules.v1.ResumeScheduleRequest\x1a\x31.conveyor.api.schedules.v1.ResumeScheduleResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/schedules/{schedule_id}:resume:\x01*\x12\x9a\x01\n\x0e\x44\x65leteSchedule\x12\x30.conveyor.api.schedules.v1.DeleteScheduleRequest\x1a\x31.conveyor.api.schedules.v1.DeleteScheduleResponse\"#\x82\xd3\xe4\x93\x02\x1d*\x1b/v1/schedules/{schedule_id}\x12\xa8\x01\n\x0fTriggerSchedule\x12\x31.conveyor.api.schedules.v1.TriggerScheduleRequest\x1a\x32.conveyor.api.schedules.v1.TriggerScheduleResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/schedules/{schedule_id}:trigger:\x01*B\xd9\x01\n\x1d\x64\x65v.conveyor.api.schedules.v1B\x0eSchedulesProtoP\x01ZIgithub.com/conveyor/conveyor/gen/go/conveyor/api/schedules/v1;schedulesv1\xa2\x02\x03\x43\x41S\xaa\x02\x19\x43onveyor.Api.Schedules.V1\xca\x02\x19\x43onveyor\\Api\\Schedules\\V1\xea\x02\x1c\x43onveyor::Api::Schedules::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)conveyor/api/schedules/v1/schedules.proto\x12\x19\x63onveyor.api.schedules.v1\x1a\x1cgoogle/api/annotations.proto\x1a!conveyor/api/tasks/v1/tasks.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x02\n\x0cScheduleSpec\x12\x0e\n\x04\x63ron\x18\x01 \x01(\tH\x00\x12-\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\x11\n\ttime_zone\x18\x03 \x01(\t\x12\x36\n\x04task\x18\x04 \x01(\x0b\x32(.conveyor.api.tasks.v1.SubmitTaskRequest\x12\x39\n\x07overlap\x18\x05 \x01(\x0e\x32(.conveyor.api.schedules.v1.OverlapPolicy\x12:\n\x08\x63\x61tch_up\x18\x06 \x01(\x0e\x32(.conveyor.api.schedules.v1.CatchUpPolicy\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\tB\x08\n\x06timing\"\xd5\x02\n\x08Schedule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x35\n\x04spec\x18\x02 \x01(\x0b\x32\'.conveyor.api.schedules.v1.ScheduleSpec\x12\x0e\n\x06paused\x18\x03 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0enext_tick_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_tick_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0clast_task_id\x18\x07 \x01(\t\x12\x19\n\rskipped_ticks\x18\x08 \x01(\x04\x42\x02\x30\x01\x12\x19\n\rcreated_tasks\x18\t \x01(\x04\x42\x02\x30\x01\x12\x11\n\tnamespace\x18\n \x01(\t\"c\n\x15\x43reateScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12\x35\n\x04spec\x18\x02 \x01(\x0b\x32\'.conveyor.api.schedules.v1.ScheduleSpec\"O\n\x16\x43reateScheduleResponse\x12\x35\n\x08schedule\x18\x01 \x01(\x0b\x32#.conveyor.api.schedules.v1.Schedule\")\n\x12GetScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"L\n\x13GetScheduleResponse\x12\x35\n\x08schedule\x18\x01 \x01(\x0b\x32#.conveyor.api.schedules.v1.Schedule\"\x16\n\x14ListSchedulesRequest\"O\n\x15ListSchedulesResponse\x12\x36\n\tschedules\x18\x01 \x03(\x0b\x32#.conveyor.api.schedules.v1.Schedule\"+\n\x14PauseScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"N\n\x15PauseScheduleResponse\x12\x35\n\x08schedule\x18\x01 \x01(\x0b\x32#.conveyor.api.schedules.v1.Schedule\",\n\x15ResumeScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"O\n\x16ResumeScheduleResponse\x12\x35\n\x08schedule\x18\x01 \x01(\x0b\x32#.conveyor.api.schedules.v1.Schedule\",\n\x15\x44\x65leteScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse\"-\n\x16TriggerScheduleRequest\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\"D\n\x17TriggerScheduleResponse\x12)\n\x04task\x18\x01 \x01(\x0b\x32\x1b.conveyor.api.tasks.v1.Task*b\n\rOverlapPolicy\x12\x1e\n\x1aOVERLAP_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13OVERLAP_POLICY_SKIP\x10\x01\x12\x18\n\x14OVERLAP_POLICY_ALLOW\x10\x02*h\n\rCatchUpPolicy\x12\x1f\n\x1b\x43\x41TCH_UP_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43\x41TCH_UP_POLICY_SKIP\x10\x01\x12\x1c\n\x18\x43\x41TCH_UP_POLICY_RUN_ONCE\x10\x02\x32\xd5\x08\n\x0fScheduleService\x12\x8f\x01\n\x0e\x43reateSchedule\x12\x30.conveyor.api.schedules.v1.CreateScheduleRequest\x1a\x31.conveyor.api.schedules.v1.CreateScheduleResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/v1/schedules:\x01*\x12\x91\x01\n\x0bGetSchedule\x12-.conveyor.api.schedules.v1.GetScheduleRequest\x1a..conveyor.api.schedules.v1.GetScheduleResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/schedules/{schedule_id}\x12\x89\x01\n\rListSchedules\x12/.conveyor.api.schedules.v1.ListSchedulesRequest\x1a\x30.conveyor.api.schedules.v1.ListSchedulesResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/schedules\x12\xa0\x01\n\rPauseSchedule\x12/.conveyor.api.schedules.v1.PauseScheduleRequest\x1a\x30.conveyor.api.schedules.v1.PauseScheduleResponse\",\x82\xd3\xe4\x93\x02&\"!/v1/schedules/{schedule_id}:pause:\x01*\x12\xa4\x01\n\x0eResumeSchedule\x12\x30.conveyor.api.schedules.v1.ResumeScheduleRequest\x1a\x31.conveyor.api.schedules.v1.ResumeScheduleResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/schedules/{schedule_id}:resume:\x01*\x12\x9a\x01\n\x0e\x44\x65leteSchedule\x12\x30.conveyor.api.schedules.v1.DeleteScheduleRequest\x1a\x31.conveyor.api.schedules.v1.DeleteScheduleResponse\"#\x82\xd3\xe4\x93\x02\x1d*\x1b/v1/schedules/{schedule_id}\x12\xa8\x01\n\x0fTriggerSchedule\x12\x31.conveyor.api.schedules.v1.TriggerScheduleRequest\x1a\x32.conveyor.api.schedules.v1.TriggerScheduleResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/schedules/{schedule_id}:trigger:\x01*B\xd9\x01\n\x1d\x64\x65v.conveyor.api.schedules.v1B\x0eSchedulesProtoP\x01ZIgithub.com/conveyor/conveyor/gen/go/conveyor/api/schedules/v1;schedulesv1\xa2\x02\x03\x43\x41S\xaa\x02\x19\x43onveyor.Api.Schedules.V1\xca\x02\x19\x43onveyor\\Api\\Schedules\\V1\xea\x02\x1c\x43onveyor::Api::Schedules::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.api.schedules.v1.s
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\035dev.conveyor.api.schedules.v1B\016SchedulesProtoP\001ZIgithub.com/conveyor/conveyor/gen/go/conveyor/api/schedules/v1;schedulesv1\242\002\003CAS\252\002\031Conveyor.Api.Schedules.V1\312\002\031Conveyor\\Api\\Schedules\\V1\352\002\034Conveyor::Api::Schedules::V1'
+  _globals['_SCHEDULE'].fields_by_name['skipped_ticks']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['skipped_ticks']._serialized_options = b'0\001'
+  _globals['_SCHEDULE'].fields_by_name['created_tasks']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['created_tasks']._serialized_options = b'0\001'
   _globals['_SCHEDULESERVICE'].methods_by_name['CreateSchedule']._loaded_options = None
   _globals['_SCHEDULESERVICE'].methods_by_name['CreateSchedule']._serialized_options = b'\202\323\344\223\002\022\"\r/v1/schedules:\001*'
   _globals['_SCHEDULESERVICE'].methods_by_name['GetSchedule']._loaded_options = None
@@ -50,42 +54,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCHEDULESERVICE'].methods_by_name['DeleteSchedule']._serialized_options = b'\202\323\344\223\002\035*\033/v1/schedules/{schedule_id}'
   _globals['_SCHEDULESERVICE'].methods_by_name['TriggerSchedule']._loaded_options = None
   _globals['_SCHEDULESERVICE'].methods_by_name['TriggerSchedule']._serialized_options = b'\202\323\344\223\002(\"#/v1/schedules/{schedule_id}:trigger:\001*'
-  _globals['_OVERLAPPOLICY']._serialized_start=1692
-  _globals['_OVERLAPPOLICY']._serialized_end=1790
-  _globals['_CATCHUPPOLICY']._serialized_start=1792
-  _globals['_CATCHUPPOLICY']._serialized_end=1896
+  _globals['_OVERLAPPOLICY']._serialized_start=1700
+  _globals['_OVERLAPPOLICY']._serialized_end=1798
+  _globals['_CATCHUPPOLICY']._serialized_start=1800
+  _globals['_CATCHUPPOLICY']._serialized_end=1904
   _globals['_SCHEDULESPEC']._serialized_start=203
   _globals['_SCHEDULESPEC']._serialized_end=505
   _globals['_SCHEDULE']._serialized_start=508
-  _globals['_SCHEDULE']._serialized_end=841
-  _globals['_CREATESCHEDULEREQUEST']._serialized_start=843
-  _globals['_CREATESCHEDULEREQUEST']._serialized_end=942
-  _globals['_CREATESCHEDULERESPONSE']._serialized_start=944
-  _globals['_CREATESCHEDULERESPONSE']._serialized_end=1023
-  _globals['_GETSCHEDULEREQUEST']._serialized_start=1025
-  _globals['_GETSCHEDULEREQUEST']._serialized_end=1066
-  _globals['_GETSCHEDULERESPONSE']._serialized_start=1068
-  _globals['_GETSCHEDULERESPONSE']._serialized_end=1144
-  _globals['_LISTSCHEDULESREQUEST']._serialized_start=1146
-  _globals['_LISTSCHEDULESREQUEST']._serialized_end=1168
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=1170
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=1249
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1251
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1294
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=1296
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1374
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1376
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1420
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1422
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1501
-  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1503
-  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1547
-  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1549
-  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1573
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1575
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=1620
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=1622
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=1690
-  _globals['_SCHEDULESERVICE']._serialized_start=1899
-  _globals['_SCHEDULESERVICE']._serialized_end=3008
+  _globals['_SCHEDULE']._serialized_end=849
+  _globals['_CREATESCHEDULEREQUEST']._serialized_start=851
+  _globals['_CREATESCHEDULEREQUEST']._serialized_end=950
+  _globals['_CREATESCHEDULERESPONSE']._serialized_start=952
+  _globals['_CREATESCHEDULERESPONSE']._serialized_end=1031
+  _globals['_GETSCHEDULEREQUEST']._serialized_start=1033
+  _globals['_GETSCHEDULEREQUEST']._serialized_end=1074
+  _globals['_GETSCHEDULERESPONSE']._serialized_start=1076
+  _globals['_GETSCHEDULERESPONSE']._serialized_end=1152
+  _globals['_LISTSCHEDULESREQUEST']._serialized_start=1154
+  _globals['_LISTSCHEDULESREQUEST']._serialized_end=1176
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=1178
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=1257
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1259
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1302
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=1304
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1382
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1384
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1428
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1430
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1509
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1511
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1555
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1557
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1581
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1583
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=1628
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=1630
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=1698
+  _globals['_SCHEDULESERVICE']._serialized_start=1907
+  _globals['_SCHEDULESERVICE']._serialized_end=3016
 # @@protoc_insertion_point(module_scope)

@@ -169,12 +169,20 @@ class ImageProcessingInput(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., operations: _Optional[_Iterable[_Union[ImageOperation, _Mapping]]] = ..., output_format: _Optional[_Union[ImageFormat, str]] = ...) -> None: ...
 
 class CustomTaskInput(_message.Message):
-    __slots__ = ("type", "payload")
+    __slots__ = ("type", "payload", "json")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
     type: str
     payload: _struct_pb2.Struct
-    def __init__(self, type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    json: str
+    def __init__(self, type: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., json: _Optional[str] = ...) -> None: ...
+
+class CustomTaskResult(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
 
 class TaskOptions(_message.Message):
     __slots__ = ("max_attempts", "timeout", "priority", "idempotency_key", "labels", "run_at", "delay")
@@ -351,9 +359,9 @@ class TaskResult(_message.Message):
     ai_summarization: AiSummarizationResult
     batch_processing: BatchProcessingResult
     image_processing: ImageProcessingResult
-    custom: _struct_pb2.Struct
+    custom: CustomTaskResult
     payload: Payload
-    def __init__(self, text_processing: _Optional[_Union[TextProcessingResult, _Mapping]] = ..., ai_summarization: _Optional[_Union[AiSummarizationResult, _Mapping]] = ..., batch_processing: _Optional[_Union[BatchProcessingResult, _Mapping]] = ..., image_processing: _Optional[_Union[ImageProcessingResult, _Mapping]] = ..., custom: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
+    def __init__(self, text_processing: _Optional[_Union[TextProcessingResult, _Mapping]] = ..., ai_summarization: _Optional[_Union[AiSummarizationResult, _Mapping]] = ..., batch_processing: _Optional[_Union[BatchProcessingResult, _Mapping]] = ..., image_processing: _Optional[_Union[ImageProcessingResult, _Mapping]] = ..., custom: _Optional[_Union[CustomTaskResult, _Mapping]] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
 
 class TaskError(_message.Message):
     __slots__ = ("attempt", "type", "message", "time")
