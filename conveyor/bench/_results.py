@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from conveyor.bench._compare import SideBySide
 
 _SECOND_MS = 1000.0
 
@@ -161,6 +164,8 @@ class Report:
     machine: dict[str, Any]
     options: dict[str, Any]
     scenarios: list[ScenarioResult] = field(default_factory=list)
+    side_by_side: SideBySide | None = None
+    """With ``--peers``: the peers measured in the same run, and the ratios of issue 20."""
 
     @property
     def counts_exact(self) -> bool:
@@ -181,4 +186,5 @@ class Report:
             "options": self.options,
             "counts_exact": self.counts_exact,
             "scenarios": [s.to_dict() for s in self.scenarios],
+            "side_by_side": None if self.side_by_side is None else self.side_by_side.to_dict(),
         }
