@@ -170,6 +170,17 @@ def test_a_pid_below_one_is_a_usage_error(pid: str, capsys: pytest.CaptureFixtur
     assert f"--pid {pid} is not a process id" in capsys.readouterr().err
 
 
+def test_pids_alone_add_cpu_figures_not_the_memory_scenario() -> None:
+    from conveyor.bench import DEFAULT_SCENARIOS
+    from conveyor.cli.bench import options_from_args
+    from conveyor.cli.parser import build_parser
+
+    args = build_parser().parse_args(["bench", "--pid", "12", "34", "--peers", "/tmp/peers"])
+    options = options_from_args(args, "127.0.0.1:1")
+    assert options.scenarios == DEFAULT_SCENARIOS and options.pids == (12, 34)
+    assert options.peers_dir == "/tmp/peers"
+
+
 # The peers side.
 
 FLOOR_OUTPUT = "sequential: p50 0.530 ms  p99 0.810 ms  rate 1826/s\n64 in flight: 5291 calls/s\n"
