@@ -4,108 +4,27 @@ measured in one run on one machine (the peers harness, the bare gRPC floor, the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from conveyor.bench._options import (
     SUBMIT_LATENCY,
     THROUGHPUT_BATCH,
     THROUGHPUT_UNARY,
     WATCH_FANOUT,
 )
-from conveyor.bench._peers import CELERY_STATEFUL, TASKIQ_BATCH, TASKIQ_STATEFUL, PeerRow, PeerRun
+from conveyor.bench._peers import CELERY_STATEFUL, TASKIQ_BATCH, TASKIQ_STATEFUL
 from conveyor.bench._proc import LISTED
-from conveyor.bench._results import Report, Target
+from conveyor.bench._results import (
+    Comparison,
+    PeerRow,
+    PeerRun,
+    Report,
+    SideBySide,
+    System,
+    Target,
+)
 
 WATCH_WATCHERS = 10_000
 """The watchers issue 20's watch target is set for."""
 WATCH_P99_MS = 100.0
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One target of issue 20: Conveyor's figure against a reference measured in the run
-    (``target`` bounds their ratio), or against a fixed value (``target`` bounds the figure).
-    """
-
-    goal: str
-    measured: float | None
-    unit: str
-    target: Target
-    reference: str = ""
-    reference_value: float | None = None
-
-    @property
-    def relative(self) -> bool:
-        """True when the target is on a ratio to a measured reference."""
-        return bool(self.reference)
-
-    @property
-    def value(self) -> float | None:
-        """The figure the target is judged on: the ratio, or the measured value itself."""
-        if self.measured is None:
-            return None
-        if not self.relative:
-            return self.measured
-        if not self.reference_value:
-            return None
-        return self.measured / self.reference_value
-
-    @property
-    def met(self) -> bool | None:
-        """Whether the target is reached; None when a figure is missing."""
-        value = self.value
-        return None if value is None else self.target.met(value)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for JSON."""
-        value = self.value
-        return {
-            "goal": self.goal,
-            "measured": None if self.measured is None else round(self.measured, 3),
-            "unit": self.unit,
-            "reference": self.reference,
-            "reference_value": self.reference_value,
-            "value": None if value is None else round(value, 3),
-            "target": {"op": self.target.op, "value": self.target.value},
-            "met": self.met,
-        }
-
-
-@dataclass(frozen=True)
-class System:
-    """A row of the systems table, like the one issue 20 opens with."""
-
-    name: str
-    e2e: float | None
-    submit_p50: float | None = None
-    submit_p99: float | None = None
-    cpu_ms_per_task: float | None = None
-    """Conveyor only: CPU per task of every process given with --pid."""
-
-
-@dataclass
-class SideBySide:
-    """The systems measured in the run and each target's comparison."""
-
-    peers: PeerRun
-    systems: list[System] = field(default_factory=list)
-    comparisons: list[Comparison] = field(default_factory=list)
-
-    @property
-    def met(self) -> int:
-        """How many targets were reached."""
-        return sum(c.met is True for c in self.comparisons)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for JSON."""
-        return {
-            "peers": self.peers.to_dict(),
-            "systems": [vars(s) for s in self.systems],
-            "comparisons": [c.to_dict() for c in self.comparisons],
-            "met": self.met,
-            "targets": len(self.comparisons),
-        }
 
 
 def _figure(report: Report, scenario: str, metric: str) -> float | None:

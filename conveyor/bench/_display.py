@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
@@ -20,10 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from conveyor.bench._results import Metric, Report
-
-if TYPE_CHECKING:
-    from conveyor.bench._compare import SideBySide
+from conveyor.bench._results import Metric, Report, SideBySide
 
 REPORT_WIDTH = 110
 """Columns of the table when stdout is not a terminal."""

@@ -15,11 +15,10 @@ import json
 import os
 import re
 import sys
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from conveyor.bench._display import Display
+from conveyor.bench._results import Floor, PeerRow, PeerRun
 from conveyor.bench._tracking import BenchError
 
 CELERY_STATEFUL = "celery_redis_stateful"
@@ -36,81 +35,6 @@ _SEQUENTIAL = re.compile(
     r"sequential: p50 (?P<p50>[\d.]+) ms\s+p99 (?P<p99>[\d.]+) ms\s+rate (?P<rate>[\d.]+)/s"
 )
 _IN_FLIGHT = re.compile(r"(?P<n>\d+) in flight: (?P<rate>[\d.]+) calls/s")
-
-
-@dataclass(frozen=True)
-class PeerRow:
-    """One row of the harness: a peer in one configuration."""
-
-    peer: str
-    """The harness's name for the benchmark (its PEERS entry), e.g. celery_redis_stateful."""
-    name: str
-    """The row's own label, e.g. "celery_redis_stateful (solo)"."""
-    e2e: float | None
-    enqueue: float | None
-    submit_p50: float | None
-    submit_p99: float | None
-    foreign_cpu_pct: float | None
-    machine_busy_pct: float | None
-
-    @staticmethod
-    def of(peer: str, data: dict[str, Any]) -> PeerRow:
-        """The row from one JSON line of a peer script."""
-
-        def number(key: str) -> float | None:
-            value = data.get(key)
-            return float(value) if isinstance(value, int | float) else None
-
-        return PeerRow(
-            peer=peer,
-            name=str(data.get("peer", peer)),
-            e2e=number("e2e_per_s"),
-            enqueue=number("enqueue_per_s"),
-            submit_p50=number("submit_p50_ms"),
-            submit_p99=number("submit_p99_ms"),
-            foreign_cpu_pct=number("foreign_cpu_pct"),
-            machine_busy_pct=number("machine_busy_pct"),
-        )
-
-
-@dataclass(frozen=True)
-class Floor:
-    """A bare grpc.aio unary call (``grpc_floor.py``): back to back, and many in flight."""
-
-    p50: float
-    p99: float
-    rate: float
-    in_flight: int
-    in_flight_rate: float
-
-
-@dataclass
-class PeerRun:
-    """What the harness measured in this run."""
-
-    directory: str
-    rows: list[PeerRow] = field(default_factory=list)
-    floor: Floor | None = None
-    missing: list[str] = field(default_factory=list)
-    """Peers asked for that reported no row (their log says why)."""
-    log_dir: str = ""
-    notes: list[str] = field(default_factory=list)
-
-    def best_e2e(self, peer: str) -> PeerRow | None:
-        """The fastest end-to-end row of ``peer`` (Celery has one per worker pool)."""
-        rows = [r for r in self.rows if r.peer == peer and r.e2e is not None]
-        return max(rows, key=lambda r: r.e2e or 0.0, default=None)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for JSON."""
-        return {
-            "directory": self.directory,
-            "rows": [asdict(r) for r in self.rows],
-            "floor": None if self.floor is None else asdict(self.floor),
-            "missing": self.missing,
-            "log_dir": self.log_dir,
-            "notes": self.notes,
-        }
 
 
 def parse_floor(text: str) -> Floor:

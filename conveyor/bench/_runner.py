@@ -25,9 +25,9 @@ from conveyor.bench._options import (
     WATCH_FANOUT,
     BenchOptions,
 )
-from conveyor.bench._peers import PeerRun, check_directory, run_peers
+from conveyor.bench._peers import check_directory, run_peers
 from conveyor.bench._proc import cpu_seconds
-from conveyor.bench._results import Metric, Report, ScenarioResult
+from conveyor.bench._results import Metric, PeerRun, Report, ScenarioResult
 from conveyor.bench._scenarios import (
     read_latency,
     submit_latency,

@@ -23,7 +23,7 @@ from rich.console import Console
 from conveyor.bench import BenchError, BenchOptions, Metric, Report, ScenarioResult, run_bench
 from conveyor.bench._compare import side_by_side
 from conveyor.bench._display import Display, print_report
-from conveyor.bench._peers import DEFAULT_PEERS, PeerRow, PeerRun, parse_floor, run_peers
+from conveyor.bench._peers import DEFAULT_PEERS, parse_floor, run_peers
 from conveyor.bench._proc import (
     BENCH,
     LISTED,
@@ -33,6 +33,7 @@ from conveyor.bench._proc import (
     labels,
     parse_stat_cpu,
 )
+from conveyor.bench._results import PeerRow, PeerRun
 
 # Burns CPU (user time) until its own account reaches the amount read from stdin, prints
 # that account, and waits for the next amount; an empty line ends it.
