@@ -1,15 +1,18 @@
 """Where a process's CPU goes, from a py-spy profile in raw (collapsed stack) form.
 
-    py-spy record --pid <gateway pid> --rate 500 --format raw --threads --nonblocking \\
-        --duration 20 -o gateway.txt
+    py-spy record --pid <gateway pid> --rate 500 --format raw --threads --native \\
+        --duration 15 -o gateway.txt
     python -m benchmarks.profile_breakdown gateway.txt [--cpu-per-call-ms 1.03]
 
-Each sample is one stack, root first. A sample counts towards a part when one of the
-part's markers (a substring of a frame, such as a file path or a function name) is in its
-stack; "own" counts each sample once, towards the innermost part found, so the "own"
-column adds up to 100 %. With ``--cpu-per-call-ms`` (the process's CPU per call, which
+Each sample is one stack, root first. Samples whose innermost frame is a wait for events
+(``epoll_wait`` and the like: py-spy's ``--native`` mode records idle threads too) are
+left out. Each other sample counts once, towards a part: the innermost frame that belongs
+to one of the first-tier parts (Conveyor's code, nats-py, protobuf) decides; a sample with
+none of those goes to the innermost second-tier part (gRPC's Cython and C core, the event
+loop, the interpreter). With ``--cpu-per-call-ms`` (the process's CPU per call, which
 ``conveyor bench --pid`` reports as "CPU/task <role>"), each share is also given in ms of
-CPU per call.
+CPU per call. Without ``--native`` native code is invisible and lands on the Python frame
+that called it.
 """
 
 from __future__ import annotations
@@ -18,19 +21,38 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("grpc poller thread", ("_poller_thread", "poll_wrapper")),
-    ("interceptors", ("interceptors.py", "interceptor.py", "tracing.py", "metrics/")),
-    ("validation", ("intake/validation.py", "intake/checks.py", "validate_submit")),
+Part = tuple[str, tuple[str, ...]]
+FIRST_TIER: tuple[Part, ...] = (
+    ("protobuf (upb): parse, build, serialise", ("_message.abi3", "upb_", "well_known_types")),
+    ("NATS socket writes (nats-py flusher task)", ("TcpTransport.write", "Client._flusher")),
+    ("nats-py: publish, read loop, acks", ("nats/",)),
+    ("our publisher (conveyor/publish.py)", ("conveyor/publish.py",)),
+    (
+        "building the task and its messages",
+        ("conveyor/messages.py", "Submitter._prepare", "conveyor/tasks.py", "conveyor/ids.py"),
+    ),
+    (
+        "validation",
+        ("intake/validation.py", "intake/checks.py", "intake/unknown.py", "intake/inputs.py"),
+    ),
     ("admission and quotas", ("intake/admission.py", "intake/quotas.py")),
-    ("building the task and its messages", ("messages.py", "intake/submit.py (_prepare")),
-    ("NATS publish and ack (nats-py)", ("publish.py", "nats/")),
-    ("store call (gRPC client)", ("renewing.py", "task_finder", "_find_task")),
-    ("SubmitTask handler", ("service.py (SubmitTask", "intake/submit.py")),
-    ("grpc.aio server (Python side)", ("grpc/aio/", "grpc/_")),
-    ("event loop", ("uvloop", "asyncio/", "run_forever", "_run_once")),
+    ("SubmitTask handler, the rest", ("gateway/service.py", "intake/submit.py")),
+    ("store call", ("conveyor/renewing.py", "gateway/relay.py")),
+    ("tracing (OpenTelemetry)", ("conveyor/tracing.py", "opentelemetry", "trace/", "sampling.py")),
+    ("metrics", ("conveyor/metrics/", "prometheus_client")),
+    (
+        "other interceptors (errors, auth, caching)",
+        ("conveyor/auth/interceptor.py", "conveyor/interceptors.py", "_wrap_unary", "_tolerant"),
+    ),
 )
-"""Parts of a submit, outermost first: the innermost one found in a stack owns the sample."""
+"""Conveyor's own code, nats-py and protobuf: the innermost frame of one of these decides."""
+SECOND_TIER: tuple[Part, ...] = (
+    ("gRPC: Cython layer and C core", ("cygrpc", "grpc/", "libgrpc")),
+    ("event loop (uvloop, asyncio)", ("uvloop", "loop.c", "asyncio", "uv_", "uv__")),
+    ("CPython interpreter", ("libpython", "object.h", "ceval", "Python/")),
+)
+IDLE = ("epoll_wait", "epoll_pwait", "poll (", "ppoll", "select (", "nanosleep")
+"""Innermost frames of a thread waiting for something to do."""
 
 
 def read(path: Path) -> Counter[str]:
@@ -43,23 +65,26 @@ def read(path: Path) -> Counter[str]:
     return stacks
 
 
-def breakdown(stacks: Counter[str]) -> tuple[int, Counter[str], Counter[str]]:
-    """Total samples, and samples per part: inclusive, and owned by the innermost part."""
-    inclusive: Counter[str] = Counter()
-    own: Counter[str] = Counter()
+def _innermost(frames: list[str], parts: tuple[Part, ...]) -> str | None:
+    for frame in reversed(frames):
+        for name, marks in parts:
+            if any(mark in frame for mark in marks):
+                return name
+    return None
+
+
+def breakdown(stacks: Counter[str]) -> tuple[int, int, Counter[str]]:
+    """Samples in all, samples busy (not waiting), and busy samples per part."""
+    parts: Counter[str] = Counter()
+    busy = 0
     for stack, count in stacks.items():
         frames = stack.split(";")
-        found = [name for name, marks in PARTS if any(m in f for f in frames for m in marks)]
-        for name in found:
-            inclusive[name] += count
-        innermost = "other"
-        for frame in reversed(frames):
-            match = next((n for n, marks in PARTS if any(m in frame for m in marks)), None)
-            if match is not None:
-                innermost = match
-                break
-        own[innermost] += count
-    return sum(stacks.values()), inclusive, own
+        if any(mark in frames[-1] for mark in IDLE):
+            continue
+        busy += count
+        name = _innermost(frames, FIRST_TIER) or _innermost(frames, SECOND_TIER) or "other"
+        parts[name] += count
+    return sum(stacks.values()), busy, parts
 
 
 def main() -> None:
@@ -68,17 +93,18 @@ def main() -> None:
     parser.add_argument("profile", type=Path, help="py-spy record --format raw output")
     parser.add_argument("--cpu-per-call-ms", type=float, default=0.0, metavar="MS")
     args = parser.parse_args()
-    total, inclusive, own = breakdown(read(args.profile))
-    if not total:
-        raise SystemExit(f"{args.profile}: no samples")
+    total, busy, parts = breakdown(read(args.profile))
+    if not busy:
+        raise SystemExit(f"{args.profile}: no busy samples")
     per_call = args.cpu_per_call_ms
-    print(f"{total:,} samples" + (f"; {per_call:g} ms of CPU per call" if per_call else ""))
-    print("| part | inclusive | own | own, ms per call |")
-    print("|---|---:|---:|---:|")
-    for name in [n for n, _ in PARTS] + ["other"]:
-        share = own[name] / total
+    shown = f"; {per_call:g} ms of CPU per call" if per_call else ""
+    print(f"{total:,} samples, {busy:,} busy{shown}")
+    print("| part | share of busy samples | ms of CPU per call |")
+    print("|---|---:|---:|")
+    for name in [n for n, _ in FIRST_TIER + SECOND_TIER] + ["other"]:
+        share = parts[name] / busy
         ms = f"{share * per_call:.3f}" if per_call else "-"
-        print(f"| {name} | {inclusive[name] / total:.1%} | {share:.1%} | {ms} |")
+        print(f"| {name} | {share:.1%} | {ms} |")
 
 
 if __name__ == "__main__":
