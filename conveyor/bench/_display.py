@@ -19,10 +19,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from conveyor.bench._results import Metric, Report
+from conveyor.bench._results import Metric, Report, SideBySide
 
 REPORT_WIDTH = 110
 """Columns of the table when stdout is not a terminal."""
+SIDE_BY_SIDE_WIDTH = 150
+"""Columns of the side-by-side tables when stdout is not a terminal (their names are long)."""
 
 
 class Phase:
@@ -153,8 +155,63 @@ def results_table(report: Report) -> Table:
     return table
 
 
+def _cell(value: float | None, unit: str) -> str:
+    return "-" if value is None else _format(value, unit)
+
+
+def systems_table(side: SideBySide) -> Table:
+    """Every system measured in the run: peers, the bare gRPC floor, Conveyor's rows."""
+    table = Table(
+        title=f"side by side, one run on this machine (peers: {side.peers.directory})",
+        box=box.SIMPLE_HEAVY,
+        title_justify="left",
+    )
+    for name in ("system", "e2e tasks/s", "submit p50", "submit p99", "CPU/task"):
+        table.add_column(name, justify="left" if name == "system" else "right", no_wrap=True)
+    for system in side.systems:
+        table.add_row(
+            escape(system.name),
+            _cell(system.e2e, ""),
+            _cell(system.submit_p50, "ms"),
+            _cell(system.submit_p99, "ms"),
+            _cell(system.cpu_ms_per_task, "ms"),
+        )
+    return table
+
+
+def ratios_table(side: SideBySide) -> Table:
+    """Each target of issue 20: Conveyor's figure, what it is compared with, the ratio."""
+    table = Table(
+        title=f"issue 20 targets: {side.met} of {len(side.comparisons)} met",
+        box=box.SIMPLE_HEAVY,
+        title_justify="left",
+    )
+    table.add_column("target", no_wrap=True)
+    table.add_column("Conveyor", justify="right", no_wrap=True)
+    table.add_column("compared with")
+    for name in ("its figure", "ratio", "goal"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("", justify="center")
+    for c in side.comparisons:
+        value = c.value
+        mark = "" if c.met is None else ("[green]✓[/]" if c.met else "[red]✗[/]")
+        goal = c.target.value
+        table.add_row(
+            escape(c.goal),
+            _cell(c.measured, c.unit),
+            escape(c.reference) if c.relative else "",
+            _cell(c.reference_value, c.unit) if c.relative else "",
+            "-" if value is None else (f"{value:.2f}x" if c.relative else ""),
+            f"{c.target.op} {goal:g}x"
+            if c.relative
+            else f"{c.target.op} {goal:g} {c.unit}".strip(),
+            mark,
+        )
+    return table
+
+
 def print_report(console: Console, report: Report) -> None:
-    """The results table, then each scenario's notes."""
+    """The results table, then each scenario's notes (and the side-by-side tables)."""
     if not console.is_terminal:
         # Redirected, rich would assume 80 columns and cut every row.
         console = Console(file=console.file, width=REPORT_WIDTH, highlight=False)
@@ -162,5 +219,16 @@ def print_report(console: Console, report: Report) -> None:
     for scenario in report.scenarios:
         for note in scenario.notes:
             console.print(f"[dim]{escape(scenario.name)}:[/] {escape(note)}")
+    side = report.side_by_side
+    if side is not None:
+        if not console.is_terminal:
+            console = Console(file=console.file, width=SIDE_BY_SIDE_WIDTH, highlight=False)
+        console.print(systems_table(side))
+        console.print(ratios_table(side))
+        for note in side.peers.notes:
+            console.print(f"[dim]peers:[/] {escape(note)}")
+        if side.peers.missing:
+            missing = ", ".join(side.peers.missing)
+            console.print(f"[dim]peers:[/] no figures from {missing}; see {side.peers.log_dir}")
     if not report.counts_exact:
         console.print("[bold red]some submitted tasks did not complete: see the table[/]")

@@ -1,9 +1,9 @@
 """The memory scenario: resident memory of given processes while tasks flow through.
 
-RSS is read from ``/proc/<pid>/status`` (VmRSS), so no extra dependency is needed; it
-works for processes of the same machine only. The workload runs in ten rounds, each
-waited for, and RSS is sampled after every round and every SAMPLE_INTERVAL in between:
-"flat" compares the end with the first round, when caches and pools are warm.
+RSS is read from ``/proc/<pid>/status`` (VmRSS, see :mod:`conveyor.bench._proc`). The
+workload runs in ten rounds, each waited for, and RSS is sampled after every round and
+every SAMPLE_INTERVAL in between: "flat" compares the end with the first round, when
+caches and pools are warm.
 """
 
 from __future__ import annotations
@@ -12,40 +12,14 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from conveyor.bench._options import MEMORY, TARGET_GROWTH_PERCENT, TARGET_WORKER_IDLE_MB
+from conveyor.bench._proc import role, rss_mb
 from conveyor.bench._results import Metric, ScenarioResult
 from conveyor.bench._tracking import BenchError, RunContext, submit_batches, verify, wait_finished
 
 SAMPLE_INTERVAL = 0.25
 ROUNDS = 10
-_ROLES = ("worker", "store", "gateway", "scheduler")
-
-
-def rss_mb(pid: int) -> float:
-    """The resident set size of a process in MiB; raises BenchError if it is gone."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError as exc:
-        raise BenchError(f"cannot read the memory of process {pid}: {exc.strerror}") from None
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0  # kB
-    raise BenchError(f"process {pid} reports no VmRSS (a kernel thread or a zombie?)")
-
-
-def role(pid: int) -> str:
-    """What the process is, from its command line: worker, store, ... or its name."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return "process"
-    words = [a.decode(errors="replace") for a in argv if a]
-    for name in _ROLES:
-        if any(words[i] == "-m" and words[i + 1] == name for i in range(len(words) - 1)):
-            return name
-    return Path(words[0]).name if words else "process"
 
 
 @dataclass

@@ -78,6 +78,10 @@ class BenchOptions:
     submit_pause_ms: float = 0.0
     """submit-latency: idle time after each call before the next (0: back to back)."""
     pids: tuple[int, ...] = ()
+    """The processes of the system under test: their CPU per task in submit-latency and the
+    throughput scenarios, their memory in the memory scenario."""
+    peers_dir: str = ""
+    """A peers harness (run_all.sh, grpc_floor.py) to run first, for the side-by-side table."""
     http_url: str = ""
     """submit-latency: also submit over the gateway's HTTP door at this URL, interleaved;
     watch-fanout: watch over its Server-Sent Events instead of WatchTask."""
@@ -106,6 +110,7 @@ class BenchOptions:
             "--reads": self.reads,
         }
         found += [f"{flag} must be at least 1" for flag, v in positive.items() if v < 1]
+        found += [f"--pid {pid} is not a process id" for pid in self.pids if pid < 1]
         if self.batch_size > 1000:
             found.append("--batch-size must be at most 1000 (the gateway's default limit)")
         if self.seed < 0 or self.warmup < 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 _SECOND_MS = 1000.0
@@ -151,6 +151,167 @@ class ScenarioResult:
         }
 
 
+@dataclass(frozen=True)
+class PeerRow:
+    """One row of the harness: a peer in one configuration."""
+
+    peer: str
+    """The harness's name for the benchmark (its PEERS entry), e.g. celery_redis_stateful."""
+    name: str
+    """The row's own label, e.g. "celery_redis_stateful (solo)"."""
+    e2e: float | None
+    enqueue: float | None
+    submit_p50: float | None
+    submit_p99: float | None
+    foreign_cpu_pct: float | None
+    machine_busy_pct: float | None
+
+    @staticmethod
+    def of(peer: str, data: dict[str, Any]) -> PeerRow:
+        """The row from one JSON line of a peer script."""
+
+        def number(key: str) -> float | None:
+            value = data.get(key)
+            return float(value) if isinstance(value, int | float) else None
+
+        return PeerRow(
+            peer=peer,
+            name=str(data.get("peer", peer)),
+            e2e=number("e2e_per_s"),
+            enqueue=number("enqueue_per_s"),
+            submit_p50=number("submit_p50_ms"),
+            submit_p99=number("submit_p99_ms"),
+            foreign_cpu_pct=number("foreign_cpu_pct"),
+            machine_busy_pct=number("machine_busy_pct"),
+        )
+
+
+@dataclass(frozen=True)
+class Floor:
+    """A bare grpc.aio unary call (``grpc_floor.py``): back to back, and many in flight."""
+
+    p50: float
+    p99: float
+    rate: float
+    in_flight: int
+    in_flight_rate: float
+
+
+@dataclass
+class PeerRun:
+    """What the harness measured in this run."""
+
+    directory: str
+    rows: list[PeerRow] = field(default_factory=list)
+    floor: Floor | None = None
+    missing: list[str] = field(default_factory=list)
+    """Peers asked for that reported no row (their log says why)."""
+    log_dir: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def best_e2e(self, peer: str) -> PeerRow | None:
+        """The fastest end-to-end row of ``peer`` (Celery has one per worker pool)."""
+        rows = [r for r in self.rows if r.peer == peer and r.e2e is not None]
+        return max(rows, key=lambda r: r.e2e or 0.0, default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {
+            "directory": self.directory,
+            "rows": [asdict(r) for r in self.rows],
+            "floor": None if self.floor is None else asdict(self.floor),
+            "missing": self.missing,
+            "log_dir": self.log_dir,
+            "notes": self.notes,
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One target of issue 20: Conveyor's figure against a reference measured in the run
+    (``target`` bounds their ratio), or against a fixed value (``target`` bounds the figure).
+    """
+
+    goal: str
+    measured: float | None
+    unit: str
+    target: Target
+    reference: str = ""
+    reference_value: float | None = None
+
+    @property
+    def relative(self) -> bool:
+        """True when the target is on a ratio to a measured reference."""
+        return bool(self.reference)
+
+    @property
+    def value(self) -> float | None:
+        """The figure the target is judged on: the ratio, or the measured value itself."""
+        if self.measured is None:
+            return None
+        if not self.relative:
+            return self.measured
+        if not self.reference_value:
+            return None
+        return self.measured / self.reference_value
+
+    @property
+    def met(self) -> bool | None:
+        """Whether the target is reached; None when a figure is missing."""
+        value = self.value
+        return None if value is None else self.target.met(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        value = self.value
+        return {
+            "goal": self.goal,
+            "measured": None if self.measured is None else round(self.measured, 3),
+            "unit": self.unit,
+            "reference": self.reference,
+            "reference_value": self.reference_value,
+            "value": None if value is None else round(value, 3),
+            "target": {"op": self.target.op, "value": self.target.value},
+            "met": self.met,
+        }
+
+
+@dataclass(frozen=True)
+class System:
+    """A row of the systems table, like the one issue 20 opens with."""
+
+    name: str
+    e2e: float | None
+    submit_p50: float | None = None
+    submit_p99: float | None = None
+    cpu_ms_per_task: float | None = None
+    """Conveyor only: CPU per task of every process given with --pid."""
+
+
+@dataclass
+class SideBySide:
+    """The systems measured in the run and each target's comparison."""
+
+    peers: PeerRun
+    systems: list[System] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    @property
+    def met(self) -> int:
+        """How many targets were reached."""
+        return sum(c.met is True for c in self.comparisons)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {
+            "peers": self.peers.to_dict(),
+            "systems": [vars(s) for s in self.systems],
+            "comparisons": [c.to_dict() for c in self.comparisons],
+            "met": self.met,
+            "targets": len(self.comparisons),
+        }
+
+
 @dataclass
 class Report:
     """Everything one ``conveyor bench`` run measured."""
@@ -161,6 +322,8 @@ class Report:
     machine: dict[str, Any]
     options: dict[str, Any]
     scenarios: list[ScenarioResult] = field(default_factory=list)
+    side_by_side: SideBySide | None = None
+    """With ``--peers``: the peers measured in the same run, and the ratios of issue 20."""
 
     @property
     def counts_exact(self) -> bool:
@@ -181,4 +344,5 @@ class Report:
             "options": self.options,
             "counts_exact": self.counts_exact,
             "scenarios": [s.to_dict() for s in self.scenarios],
+            "side_by_side": None if self.side_by_side is None else self.side_by_side.to_dict(),
         }

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.bench._baseline import baseline
+from conveyor.bench._compare import side_by_side
 from conveyor.bench._display import Display
 from conveyor.bench._memory import memory
 from conveyor.bench._options import (
@@ -24,7 +25,9 @@ from conveyor.bench._options import (
     WATCH_FANOUT,
     BenchOptions,
 )
-from conveyor.bench._results import Metric, Report, ScenarioResult
+from conveyor.bench._peers import check_directory, run_peers
+from conveyor.bench._proc import cpu_seconds
+from conveyor.bench._results import Metric, PeerRun, Report, ScenarioResult
 from conveyor.bench._scenarios import (
     read_latency,
     submit_latency,
@@ -126,8 +129,12 @@ async def run_bench(options: BenchOptions, like: AsyncClient | None = None) -> R
     not finish within ``options.timeout``; gRPC failures raise the SDK's errors.
     """
     problems = options.problems()
+    if options.peers_dir:
+        problems += check_directory(options.peers_dir)
     if problems:
         raise BenchError("; ".join(problems))
+    for pid in options.pids:
+        cpu_seconds(pid)  # fails now, not after minutes of measuring, if one is not there
     report = Report(
         run_id=new_run_id(),
         addr=options.addr,
@@ -138,6 +145,10 @@ async def run_bench(options: BenchOptions, like: AsyncClient | None = None) -> R
     async with AsyncClient(options.addr) if like is None else like.clone() as client:
         with Display(options.progress) as display:
             ctx = RunContext(client, options, report.run_id, display)
+            peers: PeerRun | None = None
+            if options.peers_dir:
+                # First, while the system under test is idle.
+                peers = await run_peers(options.peers_dir, display)
             if options.baseline:
                 # First, on a quiet server: the ceiling the scenarios are compared with.
                 report.scenarios.append(await baseline(ctx))
@@ -147,4 +158,6 @@ async def run_bench(options: BenchOptions, like: AsyncClient | None = None) -> R
                 if name in options.scenarios:
                     report.scenarios.append(await RUNNERS[name](ctx))
     _add_shares(report)
+    if peers is not None:
+        report.side_by_side = side_by_side(report, peers)
     return report

@@ -23,6 +23,7 @@ from conveyor.bench._options import (
     THROUGHPUT_BATCH,
     THROUGHPUT_UNARY,
 )
+from conveyor.bench._proc import CpuMeter
 from conveyor.bench._results import Latency, Metric, ScenarioResult, latency_metrics
 from conveyor.bench._tracking import (
     BenchError,
@@ -39,9 +40,19 @@ SAMPLE_IDS = 5_000
 LIST_PAGE_SIZE = 50
 
 
-async def _finish(ctx: RunContext, result: ScenarioResult, submission: Submission) -> float:
-    """Waits for the scenario's tasks, checks them, and fills the counts; returns e2e/s."""
+def _cpu_meter(ctx: RunContext) -> CpuMeter | None:
+    """Starts counting the CPU of the ``--pid`` processes, if any were given."""
+    return CpuMeter.begin(ctx.options.pids) if ctx.options.pids else None
+
+
+async def _finish(
+    ctx: RunContext, result: ScenarioResult, submission: Submission, cpu: CpuMeter | None = None
+) -> float:
+    """Waits for the scenario's tasks, checks them, and fills the counts; returns e2e/s.
+    The CPU meter stops when the last task finished, before the check's reads."""
     noticed = await wait_finished(ctx, result.name, submission.ids)
+    if cpu is not None:
+        cpu.stop()
     outcome = await verify(ctx, result.name, submission.ids)
     result.submitted = len(submission.ids)
     result.completed = outcome.completed
@@ -51,6 +62,12 @@ async def _finish(ctx: RunContext, result: ScenarioResult, submission: Submissio
     result.elapsed = details["first_submit_to_all_completed_s"]
     result.details.update(details)
     return rate
+
+
+def _report_cpu(result: ScenarioResult, cpu: CpuMeter | None) -> None:
+    """The CPU per completed task of each ``--pid`` process, last in the scenario's table."""
+    if cpu is not None:
+        cpu.report(result, result.completed)
 
 
 async def submit_latency(ctx: RunContext) -> ScenarioResult:
@@ -66,6 +83,7 @@ async def submit_latency(ctx: RunContext) -> ScenarioResult:
     seconds: list[float] = []
     over_http: list[float] = []
     http = HttpSubmitter(ctx.options.http_url, request) if ctx.options.http_url else None
+    cpu = _cpu_meter(ctx)
     started = time.time()
     try:
         for _ in range(count):
@@ -85,7 +103,7 @@ async def submit_latency(ctx: RunContext) -> ScenarioResult:
             await http.close()
     phase.done()
     submission = Submission(ids, started, time.time(), seconds)
-    await _finish(ctx, result, submission)
+    rate = await _finish(ctx, result, submission, cpu)
     latency = Latency.of(seconds)
     result.latencies["submit"] = latency
     result.metrics += latency_metrics(
@@ -98,9 +116,11 @@ async def submit_latency(ctx: RunContext) -> ScenarioResult:
         extra = http_latency.p50 - latency.p50
         result.metrics.append(Metric("http - grpc submit p50", extra, "ms", TARGET_HTTP_EXTRA_P50))
     result.metrics.append(Metric("submit rate", submission.rate, "tasks/s"))
+    result.metrics.append(Metric("e2e throughput", rate, "tasks/s"))
     result.details["pause_ms"] = pause_ms
     if pause_ms:
         result.notes.append(f"each call followed by {pause_ms:g} ms of idle time")
+    _report_cpu(result, cpu)
     return result
 
 
@@ -111,15 +131,17 @@ async def throughput_batch(ctx: RunContext) -> ScenarioResult:
     phase = ctx.display.phase(
         f"{THROUGHPUT_BATCH}: submitting {ctx.options.batch_size} per call", total=count
     )
+    cpu = _cpu_meter(ctx)
     submission = await submit_batches(ctx, THROUGHPUT_BATCH, count, phase)
     phase.done()
-    rate = await _finish(ctx, result, submission)
+    rate = await _finish(ctx, result, submission, cpu)
     result.metrics.append(Metric("e2e throughput", rate, "tasks/s", TARGET_BATCH_E2E))
     result.metrics.append(Metric("submit rate", submission.rate, "tasks/s"))
     calls = Latency.of(submission.call_seconds)
     result.latencies["submit_tasks_call"] = calls
     result.metrics.append(Metric(f"SubmitTasks({ctx.options.batch_size}) p50", calls.p50, "ms"))
     result.details["batch_size"] = ctx.options.batch_size
+    _report_cpu(result, cpu)
     return result
 
 
@@ -145,17 +167,19 @@ async def throughput_unary(ctx: RunContext) -> ScenarioResult:
             ids[index] = task.id
             phase.advance()
 
+    cpu = _cpu_meter(ctx)
     started = time.time()
     await asyncio.gather(*(caller() for _ in range(in_flight)))
     submission = Submission(ids, started, time.time(), seconds)
     phase.done()
-    rate = await _finish(ctx, result, submission)
+    rate = await _finish(ctx, result, submission, cpu)
     latency = Latency.of(seconds)
     result.latencies["submit"] = latency
     result.metrics.append(Metric("e2e throughput", rate, "tasks/s", TARGET_UNARY_E2E))
     result.metrics.append(Metric("submit rate", submission.rate, "tasks/s"))
     result.metrics += latency_metrics("submit under load", latency, p99=TARGET_UNARY_SUBMIT_P99)
     result.details["in_flight"] = in_flight
+    _report_cpu(result, cpu)
     return result
 
 

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from conveyor.bench._options import (
     DEFAULT_SCENARIOS,
     DEFAULT_TASKS,
-    MEMORY,
     SCENARIOS,
     BenchOptions,
 )
@@ -31,7 +30,7 @@ or `CONVEYOR_WORKER_IMPORTS=conveyor.bench.noop conveyor dev`. Every task is lab
 bench_run=<run id> and bench_scenario=<scenario>."""
 
 EPILOG = f"""\
-scenarios (default: all but memory, which runs too when --pid is given):
+scenarios (default: all but memory):
   submit-latency    unary SubmitTask, one at a time ({DEFAULT_TASKS["submit-latency"]:,} tasks)
   throughput-batch  SubmitTasks batches, first submit to all COMPLETED \
 ({DEFAULT_TASKS["throughput-batch"]:,})
@@ -46,6 +45,12 @@ examples:
   conveyor bench --scenario throughput-batch --tasks 100000
   conveyor bench --scenario submit-latency --submit-pause 10
   conveyor bench --scenario memory --pid $(pgrep -f 'python -m worker') --tasks 100000
+  conveyor bench --pid $(pgrep -f 'python -m (gateway|worker|store)') $(pgrep nats-server)
+  conveyor bench --peers /tmp/peers   # a copy of the peers harness, set up: side by side
+
+--pid adds, to submit-latency and the throughput scenarios, the CPU per completed task of
+each process (user + system time from /proc/<pid>/stat, from the first submit until the
+last task finished), with this process's and the whole machine's for comparison.
   conveyor --json bench > results.json
 """
 
@@ -103,7 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         action="extend",
         metavar="PID",
-        help="processes whose memory to sample (enables the memory scenario)",
+        help="processes of the system under test: CPU per task in each throughput scenario, "
+        "RSS in the memory scenario",
     )
     parser.add_argument(
         "--baseline",
@@ -129,15 +135,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="submit-latency: also submit over the HTTP door (default URL http://127.0.0.1:8000), "
         "interleaved with gRPC, and compare; watch-fanout: watch over its Server-Sent Events",
     )
+    parser.add_argument(
+        "--peers",
+        metavar="DIR",
+        help="first run the peers harness in DIR (its run_all.sh and grpc_floor.py, set up "
+        "by its setup.sh) and print its figures beside Conveyor's with issue 20's ratios",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
 
 
 def options_from_args(args: argparse.Namespace, addr: str) -> BenchOptions:
     """The options a ``conveyor bench`` command line asks for."""
     pids = tuple(args.pids or ())
-    scenarios = tuple(args.scenarios or ())
-    if not scenarios:
-        scenarios = DEFAULT_SCENARIOS + ((MEMORY,) if pids else ())
+    scenarios = tuple(args.scenarios or DEFAULT_SCENARIOS)
     nats_url = args.nats_url or load_environ().get("CONVEYOR_NATS_URL") or DEFAULT_NATS_URL
     return BenchOptions(
         addr=addr,
@@ -150,6 +160,7 @@ def options_from_args(args: argparse.Namespace, addr: str) -> BenchOptions:
         seed=args.seed,
         submit_pause_ms=args.submit_pause_ms,
         pids=pids,
+        peers_dir=args.peers or "",
         http_url=args.http or "",
         baseline=args.baseline,
         nats_url=nats_url,

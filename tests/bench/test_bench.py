@@ -14,6 +14,7 @@ import pytest
 
 from conveyor.bench import SCENARIOS, BenchError, BenchOptions, Latency, Target, run_bench
 from conveyor.bench._baseline import _connect
+from conveyor.bench._proc import labels
 from conveyor.bench._tracking import probe_indexes
 from conveyor.bench.noop import NOOP, register
 from conveyor.client import AsyncClient
@@ -128,6 +129,19 @@ async def test_every_scenario_reports_and_every_task_completes(system: System) -
     assert {"GetTask", "ListTasks first page", "ListTasks by label"} <= set(reads.latencies)
     memory = by_name["memory"].details["rss_mb"][str(os.getpid())]
     assert len(memory["after_each_round"]) == 10
+    # The CPU of the --pid processes (here the test's own) per task of each throughput run.
+    [me] = labels([os.getpid()]).values()
+    for name in ("submit-latency", "throughput-batch", "throughput-unary"):
+        cpu = by_name[name].details["cpu"]
+        assert cpu["tasks"] == TASKS and cpu["pids"] == {me: os.getpid()}
+        assert set(cpu["ms_per_task"]) == {
+            me,
+            "all listed processes",
+            "bench client",
+            "whole machine",
+        }
+        assert by_name[name].metric(f"CPU/task {me}") is not None
+    assert by_name["submit-latency"].metric("e2e throughput") is not None
 
     # Every task carries the run's label: the store holds exactly what the run submitted.
     async with AsyncClient(addr) as client:
