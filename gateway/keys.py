@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from conveyor.api.auth.v1 import auth_pb2, auth_pb2_grpc
-from conveyor.auth.keyring import KeyRing
+from conveyor.auth.keyring import KeyRing, proto_role
 from conveyor.auth.keys import KEY_ID_PATTERN
 from conveyor.auth.principal import (
     DEFAULT_NAMESPACE,
@@ -59,7 +59,7 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.WhoAmIResponse:
         caller = current_principal()
         return auth_pb2.WhoAmIResponse(
-            subject=caller.subject, role=int(caller.role), namespace=current_namespace()
+            subject=caller.subject, role=proto_role(caller.role), namespace=current_namespace()
         )
 
     async def CreateKey(

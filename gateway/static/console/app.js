@@ -701,7 +701,7 @@ function FailuresPage({ me }) {
     <${Notice} notice=${notice} />
     ${tasks && !tasks.length && html`<p>No failed tasks.</p>`}
     ${sorted.map(
-      (g) => html`<article class="group" data-type=${g.type}>
+      (g) => html`<article class="group" key=${g.type + "\u0000" + g.message} data-type=${g.type}>
         <h2>${g.type}: <span class="err">${g.errorType ? g.errorType + ": " : ""}${g.message || "no message"}</span></h2>
         <p>${g.tasks.length} task(s)
           ${RANK[me.role] >= 2 && html` <${ConfirmButton} label=${"Retry all " + g.tasks.length} question=${`Retry all ${g.tasks.length} task(s) of this group?`} onConfirm=${() => retryAll(g)} />`}</p>
