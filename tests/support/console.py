@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -47,13 +48,39 @@ class Dev:
         """A client of the HTTP API, as the console's user would script it."""
         key = role_key or self.key
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        verify: Any = str(self.ca) if self.ca else True
+        verify: Any = ssl.create_default_context(cafile=self.ca) if self.ca else True
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=verify)
 
 
 @contextlib.contextmanager
 def running_dev(root: Path, *args: str) -> Iterator[Dev]:
     """`conveyor dev` with one worker, its doors on free ports, until the block ends."""
+    for attempt in range(3):
+        started = _start_dev(root / f"dev-{attempt}", args)
+        if started is not None:
+            break
+    else:
+        raise AssertionError(
+            "conveyor dev did not start: " + (root / "dev-2" / "dev.txt").read_text()[-3000:]
+        )
+    dev, process = started
+    try:
+        yield dev
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _start_dev(root: Path, args: tuple[str, ...]) -> tuple[Dev, subprocess.Popen[bytes]] | None:
+    """A started `conveyor dev`, or None when it lost a port to another process while
+    starting (it picks its services' ports before binding them, as others on the machine
+    may)."""
+    root.mkdir(parents=True)
     gateway, http = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env["CONVEYOR_GATEWAY_LISTEN"] = f"127.0.0.1:{gateway}"
@@ -69,29 +96,25 @@ def running_dev(root: Path, *args: str) -> Iterator[Dev]:
             stdout=stdout,
             stderr=subprocess.STDOUT,
         )
-    try:
-        deadline = time.monotonic() + 120
-        while "Press Ctrl-C" not in out.read_text():
-            assert process.poll() is None, out.read_text()[-3000:]
-            assert time.monotonic() < deadline, "conveyor dev did not start"
-            time.sleep(0.2)
-        text = out.read_text()
-        key = re.search(r"CONVEYOR_API_KEY=(cvk_\S+)", text)
-        secure = "--secure" in args
-        yield Dev(
-            f"{'https' if secure else 'http'}://127.0.0.1:{http}",
-            process,
-            key[1] if key else "",
-            root / "data" / "tls" / "ca.pem" if secure else None,
-        )
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    deadline = time.monotonic() + 120
+    while "Press Ctrl-C" not in out.read_text():
+        if process.poll() is not None:
+            assert "address is in use" in out.read_text(), out.read_text()[-3000:]
+            return None
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("conveyor dev did not start: " + out.read_text()[-3000:])
+        time.sleep(0.2)
+    text = out.read_text()
+    key = re.search(r"CONVEYOR_API_KEY=(cvk_\S+)", text)
+    secure = "--secure" in args
+    dev = Dev(
+        f"{'https' if secure else 'http'}://127.0.0.1:{http}",
+        process,
+        key[1] if key else "",
+        root / "data" / "tls" / "ca.pem" if secure else None,
+    )
+    return dev, process
 
 
 def chromium_paths() -> tuple[str, str] | None:
