@@ -17,10 +17,10 @@ from selenium.webdriver.common.by import By
 from tests.support.console import (
     Dev,
     chromium,
-    chromium_paths,
     click_button,
     console_errors,
     element,
+    needs_chromium,
     running_dev,
     wait_for,
 )
@@ -30,7 +30,7 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.browser,
     pytest.mark.timeout(300),
-    pytest.mark.skipif(chromium_paths() is None, reason="needs chromium and chromium-driver"),
+    needs_chromium,
 ]
 
 TEXT = "The quick brown fox jumps over the lazy dog. The dog sleeps."

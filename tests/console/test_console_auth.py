@@ -15,10 +15,10 @@ from tests.support.console import (
     Dev,
     buttons_in_main,
     chromium,
-    chromium_paths,
     click_button,
     console_errors,
     element,
+    needs_chromium,
     running_dev,
     wait_for,
 )
@@ -27,7 +27,7 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.browser,
     pytest.mark.timeout(300),
-    pytest.mark.skipif(chromium_paths() is None, reason="needs chromium and chromium-driver"),
+    needs_chromium,
 ]
 
 REFUSED = re.compile(r"/v1/whoami - Failed to load resource: .* 401")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
@@ -121,6 +122,12 @@ def chromium_paths() -> tuple[str, str] | None:
     """Debian's chromium and chromedriver, when installed (.ci/run installs them)."""
     browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
     return (browser, driver) if browser and driver else None
+
+
+needs_chromium = pytest.mark.skipif(
+    chromium_paths() is None and not os.environ.get("CI"),
+    reason="apt-get install chromium chromium-driver (CI installs them and never skips)",
+)
 
 
 @contextlib.contextmanager
