@@ -230,23 +230,26 @@ function LineChart({ title, series, unit }) {
   const width = 600;
   const height = 160;
   const now = Date.now();
-  const start = now - HOUR;
+  // From the first sample (at most an hour ago), so a console just opened shows lines.
+  const first = Math.min(now - 60000, ...series.flatMap((s) => s.points.map((p) => p[0])));
+  const start = Math.max(now - HOUR, first);
+  const span = now - start;
   const max = Math.max(1, ...series.flatMap((s) => s.points.map((p) => p[1])));
-  const x = (t) => ((t - start) / HOUR) * width;
+  const x = (t) => ((t - start) / span) * width;
   const y = (v) => height - (v / max) * (height - 10);
   const latest = series
     .map((s) => `${s.name} ${s.points.length ? +s.points[s.points.length - 1][1].toFixed(2) : 0}${unit || ""}`)
     .join(", ");
   return html`<figure class="chart">
     <figcaption>${title} <span class="muted">(top: ${+max.toFixed(2)}${unit || ""})</span></figcaption>
-    <svg viewBox=${`0 0 ${width} ${height}`} role="img" aria-label=${`${title}, last hour; now ${latest}`} preserveAspectRatio="none">
+    <svg viewBox=${`0 0 ${width} ${height}`} role="img" aria-label=${`${title}; now ${latest}`} preserveAspectRatio="none">
       <line x1="0" y1=${height} x2=${width} y2=${height} class="axis" />
       ${series.map(
         (s) => html`<polyline class=${"line " + s.cls} points=${s.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ")} />`,
       )}
     </svg>
     <div class="legend">${series.map((s) => html`<span class=${"key " + s.cls}>${s.name}</span>`)}
-      <span class="muted">last hour, sampled every 5 s while open</span></div>
+      <span class="muted">since ${new Date(start).toLocaleTimeString()} (at most an hour), sampled every 5 s while open</span></div>
   </figure>`;
 }
 
