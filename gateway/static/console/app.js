@@ -48,8 +48,10 @@ async function api(method, path, body) {
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // Server-Sent Events read with fetch, since EventSource cannot send the Authorization
-// header. Reconnects after a drop, resuming with Last-Event-ID; `onMissing` is called
-// instead when the route answers 404 (a gateway without it).
+// header. Reconnects after a drop, resuming with Last-Event-ID when events have ids;
+// `onMissing` is called instead when the route answers 404 (a gateway without it).
+// onEvent gets ("open"), ("ready") on the ": watching" comment, each event's name and
+// JSON data, and ("end").
 function openStream(path, onEvent, onMissing) {
   const controller = new AbortController();
   let stopped = false;
@@ -80,6 +82,8 @@ function openStream(path, onEvent, onMissing) {
             let id = null;
             const data = [];
             for (const line of block.split("\n")) {
+              // ": watching" says the server now watches: a list read after it misses nothing.
+              if (line.startsWith(":") && line.slice(1).trim() === "watching") onEvent("ready", null);
               if (!line || line.startsWith(":")) continue;
               const colon = line.indexOf(":");
               const field = colon < 0 ? line : line.slice(0, colon);
@@ -410,12 +414,26 @@ function TasksPage({ query }) {
       try {
         const answer = await api("GET", "/v1/tasks?" + params);
         if (!live) return;
-        setTasks(answer.tasks || []);
+        setTasks((rows) => merged(answer.tasks || [], rows));
         setNext(answer.nextPageToken || "");
         setError("");
       } catch (e) {
         if (live) setError(e.message);
       }
+    };
+    // A listing is a snapshot: changes the stream delivered while it was read are newer.
+    const merged = (listed, rows) => {
+      if (!rows) return listed;
+      const known = new Map(rows.map((r) => [r.id, r]));
+      const kept = listed.map((t) => {
+        const row = known.get(t.id);
+        return row && Number(row.version) > Number(t.version) ? row : t;
+      });
+      if (token) return kept;
+      const ids = new Set(listed.map((t) => t.id));
+      const newest = listed.length ? Date.parse(listed[0].createTime) : 0;
+      const fresher = rows.filter((r) => !ids.has(r.id) && Date.parse(r.createTime) > newest && matches(r, filters));
+      return [...fresher, ...kept].slice(0, PAGE_SIZE);
     };
     const poll = async () => {
       setMode("polling");
@@ -437,10 +455,13 @@ function TasksPage({ query }) {
     load().then(() => {
       if (!live) return;
       if (streamMissing) return poll();
+      // List again once the stream watches (and after each reconnect): together they miss
+      // no change, whatever happened before or while reconnecting.
       stop = openStream(
         "/v1/tasks:watch?" + listParams(filters),
         (name, data) => {
           if (name === "open") setMode("live");
+          else if (name === "ready") load();
           else if (data && data.task) upsert(data.task);
         },
         () => {
