@@ -91,6 +91,11 @@ def test_submitted_tasks_appear_and_complete_without_a_reload(
 
     wait_for(browser, lambda d: states(d) == dict.fromkeys(ids, "COMPLETED"))
     assert browser.execute_script("return window.notReloaded") is True
+    # Over the multi-task stream where the gateway has it, else by listing again.
+    with dev.http() as http:
+        streams = "/v1/tasks:watch" in http.get("/openapi.json").json()["paths"]
+    mode = element(browser, "#live-mode").text
+    assert mode.startswith("● Live") if streams else mode.startswith("Refreshing"), mode
     # The counts per state come from the stats of the last day.
     completed = element(browser, ".counts .s-completed .n")
     wait_for(browser, lambda d: int(completed.text) >= 3)
