@@ -289,7 +289,13 @@ def console_page() -> Response:
         f"default-src 'self'; script-src 'self' 'sha256-{base64.b64encode(digest).decode()}'; "
         "img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; base-uri 'none'"
     )
-    return HTMLResponse(page, headers={"Content-Security-Policy": policy})
+    headers = {
+        "Content-Security-Policy": policy,
+        "Cache-Control": "no-cache",  # an upgraded gateway's page, not a cached old one
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+    return HTMLResponse(page, headers=headers)
 
 
 def refusal(error: ConveyorError) -> Response:

@@ -29,7 +29,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.conftest import free_port
 
 T = TypeVar("T")
-WAIT = 45.0
+WAIT = 60.0
 """How long a page may take to show what a test waits for (a loaded CI machine is slow)."""
 EXPECTED_404 = re.compile(r"/v1/tasks:watch\?\S* - Failed to load resource: .* 404")
 """The tasks page asks for the multi-task stream first and polls when it answers 404."""
