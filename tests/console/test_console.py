@@ -6,6 +6,7 @@ test the browser's console must have logged no error."""
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -216,6 +217,44 @@ def test_a_schedule_is_created_triggered_paused_and_deleted(
     wait_for(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, row))
     with dev.http() as http:
         assert http.get(f"/v1/schedules/{name}").status_code == 404
+
+
+def test_an_admin_switches_namespace(dev: Dev, browser: webdriver.Chrome) -> None:
+    elsewhere = f"team-{uuid.uuid4().hex[:6]}"
+    here = submit(dev, {"textProcessing": {"text": TEXT}})
+    with dev.http() as http:
+        made = http.post(
+            "/v1/tasks",
+            json={"textProcessing": {"text": TEXT}},
+            headers={"conveyor-namespace": elsewhere},
+        )
+        task_id = made.json()["task"]["id"]
+    open_page(browser, dev, "#/tasks")
+    field = element(browser, "#namespace")
+    field.clear()
+    field.send_keys(elsewhere)
+    click_button(element(browser, "header"), "Switch")
+
+    def rows(d: webdriver.Chrome) -> list[str | None]:
+        return [
+            r.get_attribute("data-task")
+            for r in d.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")
+        ]
+
+    wait_for(browser, lambda d: rows(d) == [task_id])
+    # A name that is not a namespace is refused, and the console stays where it was.
+    field = element(browser, "#namespace")
+    field.clear()
+    field.send_keys("Not A Namespace!")
+    click_button(element(browser, "header"), "Switch")
+    wait_for(browser, lambda d: "namespace" in d.find_element(By.CSS_SELECTOR, "[role=alert]").text)
+    field = element(browser, "#namespace")
+    field.clear()
+    field.send_keys("default")
+    click_button(element(browser, "header"), "Switch")
+    wait_for(browser, lambda d: here in rows(d) and task_id not in rows(d))
+    refused = re.compile(r"/v1/whoami - Failed to load resource: .* 400")
+    assert console_errors(browser, refused) == []
 
 
 def test_the_overview_counts_and_charts(dev: Dev, browser: webdriver.Chrome) -> None:

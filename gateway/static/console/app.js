@@ -14,9 +14,16 @@ const HOUR = 3600 * 1000;
 
 // ---------------------------------------------------------------- the API
 
+const NAMESPACE = "conveyor.namespace";
+
 function authHeaders() {
+  const headers = {};
   const key = sessionStorage.getItem(KEY);
-  return key ? { Authorization: "Bearer " + key } : {};
+  if (key) headers.Authorization = "Bearer " + key;
+  // Only an admin may ask for another namespace than its key's; the console offers it to them.
+  const namespace = sessionStorage.getItem(NAMESPACE);
+  if (namespace) headers["conveyor-namespace"] = namespace;
+  return headers;
 }
 
 class ApiError extends Error {
@@ -949,14 +956,32 @@ function useHash() {
   return hash;
 }
 
+function NamespaceForm({ me, onSwitch }) {
+  const submit = (e) => {
+    e.preventDefault();
+    onSwitch(new FormData(e.target).get("namespace").trim());
+  };
+  return html`<form class="namespace" onSubmit=${submit} aria-label="Namespace">
+    <label for="namespace" class="sr-only">Namespace</label>
+    <input id="namespace" name="namespace" value=${me.namespace} size="10" />
+    <button type="submit" class="link">Switch</button>
+  </form>`;
+}
+
 function App() {
   const [me, setMe] = useState(undefined);
   const [refused, setRefused] = useState("");
   const hash = useHash();
+  const [problem, setProblem] = useState("");
   const whoami = async () => {
     try {
       setMe(await api("GET", "/v1/whoami"));
     } catch (e) {
+      if (e.status === 400 && sessionStorage.getItem(NAMESPACE)) {
+        sessionStorage.removeItem(NAMESPACE);
+        setProblem(e.message);
+        return whoami();
+      }
       if (e.status === 401 || e.status === 403) {
         setRefused(sessionStorage.getItem(KEY) ? "That key was refused: " + e.message : "");
         sessionStorage.removeItem(KEY);
@@ -982,7 +1007,15 @@ function App() {
   else if (path === "#/schedules") page = html`<${SchedulesPage} me=${me} />`;
   else page = html`<${Overview} me=${me} />`;
   const current = path.startsWith("#/tasks/") ? "#/tasks" : path;
+  const switchTo = (namespace) => {
+    setProblem("");
+    if (namespace && namespace !== "default") sessionStorage.setItem(NAMESPACE, namespace);
+    else sessionStorage.removeItem(NAMESPACE);
+    sessionStorage.removeItem(SAMPLES);
+    whoami();
+  };
   const signOut = () => {
+    sessionStorage.removeItem(NAMESPACE);
     sessionStorage.removeItem(KEY);
     setRefused("");
     setMe(null);
@@ -993,10 +1026,12 @@ function App() {
       <nav aria-label="Console"><ul>
         ${PAGES.map(([href, name]) => html`<li><a href=${href} aria-current=${current === href ? "page" : undefined}>${name}</a></li>`)}
       </ul></nav>
-      <span class="who" id="who">${me.subject} · ${(me.role || "").replace("ROLE_", "").toLowerCase()} · ${me.namespace}
+      <span class="who" id="who">${me.subject} · ${(me.role || "").replace("ROLE_", "").toLowerCase()} ·
+        ${me.role === "ROLE_ADMIN" ? html`<${NamespaceForm} me=${me} onSwitch=${switchTo} />` : me.namespace}
         ${sessionStorage.getItem(KEY) && html` <button class="link" onClick=${signOut}>Sign out</button>`}</span>
     </header>
-    <main id="main" tabindex="-1">${page}</main>
+    <main id="main" tabindex="-1" key=${me.namespace}>
+      ${problem && html`<p class="notice error" role="alert">${problem}</p>`}${page}</main>
     <footer><a href="/docs">HTTP API</a></footer>`;
 }
 
