@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 from tests.support.console import (
     Dev,
@@ -129,9 +130,14 @@ def test_a_delayed_task_is_cancelled_from_its_page(dev: Dev, browser: webdriver.
     open_page(browser, dev, f"#/tasks/{task_id}")
     wait_for(browser, lambda d: "SCHEDULED" in d.find_element(By.CSS_SELECTOR, "main p").text)
     click_button(element(browser, ".actions"), "Cancel")
-    # Nothing happens until the question is answered.
+    # Nothing happens until the question is answered; Escape is "no", by keyboard alone.
     question = element(browser, "[role=alertdialog]")
+    assert browser.switch_to.active_element.text.startswith("Yes, cancel")
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+    wait_for(browser, lambda d: d.switch_to.active_element.text == "Cancel")
     assert state_of(dev, task_id)["state"] == "TASK_STATE_SCHEDULED"
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    question = element(browser, "[role=alertdialog]")
     click_button(question, "Yes, cancel")
     wait_for(browser, lambda d: "CANCELLED" in d.find_element(By.CSS_SELECTOR, "main p").text)
     assert state_of(dev, task_id)["state"] == "TASK_STATE_CANCELLED"

@@ -190,22 +190,33 @@ function StateBadge({ state }) {
   return html`<span class=${"badge s-" + name.toLowerCase()}>${name}</span>`;
 }
 
-// A button that asks before it acts: the question replaces it until answered.
+// A button that asks before it acts: the question replaces it until answered (Escape is
+// "No", which gives the focus back to the button).
 function ConfirmButton({ label, question, onConfirm, danger }) {
   const [asking, setAsking] = useState(false);
   const yes = useRef(null);
-  useEffect(() => asking && yes.current && yes.current.focus(), [asking]);
+  const button = useRef(null);
+  const back = useRef(false);
+  useEffect(() => {
+    if (asking && yes.current) yes.current.focus();
+    if (!asking && back.current && button.current) button.current.focus();
+    back.current = false;
+  }, [asking]);
+  const no = () => {
+    back.current = true;
+    setAsking(false);
+  };
   if (!asking) {
-    return html`<button class=${danger ? "danger" : ""} onClick=${() => setAsking(true)}>
+    return html`<button ref=${button} class=${danger ? "danger" : ""} onClick=${() => setAsking(true)}>
       ${label}
     </button>`;
   }
-  return html`<span class="confirm" role="alertdialog" aria-label=${question}>
+  return html`<span class="confirm" role="alertdialog" aria-label=${question} onKeyDown=${(e) => e.key === "Escape" && no()}>
     <span>${question}</span>
     <button ref=${yes} class="danger" onClick=${() => (setAsking(false), onConfirm())}>
       Yes, ${label.toLowerCase()}
     </button>
-    <button onClick=${() => setAsking(false)}>No</button>
+    <button onClick=${no}>No</button>
   </span>`;
 }
 
