@@ -125,6 +125,16 @@ def test_a_task_page_shows_its_timeline_and_result(dev: Dev, browser: webdriver.
     wait_for(browser, lambda d: d.execute_script("return arguments[0].naturalWidth", shown) == 40)
 
 
+def test_a_running_task_shows_its_progress(dev: Dev, browser: webdriver.Chrome) -> None:
+    batch = {"items": [str(i) for i in range(200)], "operation": "BATCH_OPERATION_SHA256"}
+    task_id = submit(dev, {"batchProcessing": {**batch, "chunkSize": 20}})
+    open_page(browser, dev, f"#/tasks/{task_id}")
+    timeline = element(browser, ".timeline")
+    wait_for(browser, lambda d: "COMPLETED" in timeline.text)
+    # Every progress report is a version: the timeline lists them, chunk by chunk.
+    assert "200/200" in timeline.text and "chunk 10/10" in timeline.text
+
+
 def test_a_delayed_task_is_cancelled_from_its_page(dev: Dev, browser: webdriver.Chrome) -> None:
     task_id = submit(dev, {"textProcessing": {"text": TEXT}, "options": {"delay": "3600s"}})
     open_page(browser, dev, f"#/tasks/{task_id}")
