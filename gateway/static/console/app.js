@@ -676,7 +676,7 @@ function TaskPage({ id, me }) {
           ${task.workerId && html`<dt>Worker</dt><dd>${task.workerId}</dd>`}
           ${task.scheduleId && html`<dt>Schedule</dt><dd><a href="#/schedules">${task.scheduleId}</a></dd>`}
           ${task.idempotencyKey && html`<dt>Idempotency key</dt><dd>${task.idempotencyKey}</dd>`}
-          <dt>Labels</dt><dd>${Object.entries(task.labels || {}).map(([k, v]) => html`<a class="label" href=${"#/tasks?label=" + encodeURIComponent(k + "=" + v)}>${k}=${v}</a> `)}</dd>
+          <dt>Labels</dt><dd>${Object.keys(task.labels || {}).length ? "" : "–"}${Object.entries(task.labels || {}).map(([k, v]) => html`<a class="label" href=${"#/tasks?label=" + encodeURIComponent(k + "=" + v)}>${k}=${v}</a> `)}</dd>
         </dl>
         <h2>Timeline</h2>
         <ol class="timeline" aria-label="Versions of the task">
