@@ -86,7 +86,7 @@ async def test_admins_manage_keys_over_http(secured: Secured) -> None:
 
 async def test_probes_and_documents_are_public(secured: Secured) -> None:
     async with httpx.AsyncClient(base_url=secured.http, timeout=30) as http:
-        for path in ("/healthz", "/readyz", "/openapi.json", "/docs"):
+        for path in ("/healthz", "/readyz", "/openapi.json", "/docs", "/", "/console/app.js"):
             assert (await http.get(path)).status_code == 200, path
         document = (await http.get("/openapi.json")).json()
         assert "/v1/keys" in document["paths"]
