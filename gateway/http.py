@@ -8,7 +8,9 @@ with the gRPC code's HTTP status. Served by Starlette on uvicorn inside the gate
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import math
 import socket
@@ -78,6 +80,8 @@ DOCS_PAGE = """<!doctype html>
 """Swagger UI over /openapi.json, its files served by the gateway (no CDN at run time)."""
 SWAGGER_UI = Path(__file__).parent / "static" / "swagger-ui"
 """Swagger UI's files, vendored at a pinned version (static/swagger-ui/README.md)."""
+CONSOLE = Path(__file__).parent / "static" / "console"
+"""The web console: a page and its modules, calling only the routes below (docs/console.md)."""
 ALL_VERBS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -198,6 +202,8 @@ class Door:
             StarletteRoute("/openapi.json", self._openapi, methods=["GET"]),
             StarletteRoute("/docs", self._docs, methods=["GET"]),
             Mount("/docs/static", StaticFiles(directory=SWAGGER_UI)),
+            StarletteRoute("/", self._console, methods=["GET"]),
+            Mount("/console", StaticFiles(directory=CONSOLE)),
             StarletteRoute("/{path:path}", self._dispatch, methods=ALL_VERBS),
         ]
         return Starlette(routes=routes, middleware=middleware)
@@ -216,6 +222,9 @@ class Door:
 
     async def _docs(self, request: Request) -> Response:
         return HTMLResponse(DOCS_PAGE)
+
+    async def _console(self, request: Request) -> Response:
+        return console_page()
 
     def _find(self, verb: str, path: str) -> tuple[Route, dict[str, str]] | Response:
         allowed: set[str] = set()
@@ -306,6 +315,25 @@ class Door:
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             message = f"the body is not valid JSON: {exc}"
             return _problem(grpc.StatusCode.INVALID_ARGUMENT, message, 400, field="body")
+
+
+def console_page() -> Response:
+    """The console's page, with a policy that lets it run only its own files and its one
+    inline script (the import map), so injected markup cannot run code."""
+    page = (CONSOLE / "index.html").read_text()
+    start = page.index('<script type="importmap">') + len('<script type="importmap">')
+    digest = hashlib.sha256(page[start : page.index("</script>", start)].encode()).digest()
+    policy = (
+        f"default-src 'self'; script-src 'self' 'sha256-{base64.b64encode(digest).decode()}'; "
+        "img-src 'self' data:; style-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    headers = {
+        "Content-Security-Policy": policy,
+        "Cache-Control": "no-cache",  # an upgraded gateway's page, not a cached old one
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+    return HTMLResponse(page, headers=headers)
 
 
 def refusal(error: ConveyorError) -> Response:

@@ -1,4 +1,5 @@
-"""AuthService: API keys made, listed and revoked by admins (conveyor.auth.keyring)."""
+"""AuthService: API keys made, listed and revoked by admins (conveyor.auth.keyring), and
+WhoAmI for any caller."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import logging
 from typing import Any
 
 from conveyor.api.auth.v1 import auth_pb2, auth_pb2_grpc
-from conveyor.auth.keyring import KeyRing
+from conveyor.auth.keyring import KeyRing, proto_role
 from conveyor.auth.keys import KEY_ID_PATTERN
 from conveyor.auth.principal import (
     DEFAULT_NAMESPACE,
     Role,
     check_namespace,
+    current_namespace,
     current_principal,
 )
 from conveyor.errors import FieldViolation, InvalidArgument
@@ -47,10 +49,18 @@ def _create_request(request: auth_pb2.CreateKeyRequest) -> tuple[str, Role, floa
 
 
 class AuthService(auth_pb2_grpc.AuthServiceServicer):
-    """Thin servicer over the key ring; the role table lets only admins in."""
+    """Thin servicer over the key ring; the role table lets only admins at the keys."""
 
     def __init__(self, keyring: KeyRing) -> None:
         self._keyring = keyring
+
+    async def WhoAmI(
+        self, request: auth_pb2.WhoAmIRequest, context: Context
+    ) -> auth_pb2.WhoAmIResponse:
+        caller = current_principal()
+        return auth_pb2.WhoAmIResponse(
+            subject=caller.subject, role=proto_role(caller.role), namespace=current_namespace()
+        )
 
     async def CreateKey(
         self, request: auth_pb2.CreateKeyRequest, context: Context

@@ -30,6 +30,7 @@ REQUIRED: Final[dict[str, Need]] = {
     _SCHEDULES + "GetSchedule": Role.READER,
     _SCHEDULES + "ListSchedules": Role.READER,
     _QUEUES + "ListQueues": Role.READER,
+    _AUTH + "WhoAmI": Role.READER,
     # What a producer of tasks does to its own tasks.
     _TASKS + "SubmitTask": Role.SUBMITTER,
     _TASKS + "SubmitTasks": Role.SUBMITTER,

@@ -86,7 +86,19 @@ async def test_admins_manage_keys_over_http(secured: Secured) -> None:
 
 async def test_probes_and_documents_are_public(secured: Secured) -> None:
     async with httpx.AsyncClient(base_url=secured.http, timeout=30) as http:
-        for path in ("/healthz", "/readyz", "/openapi.json", "/docs"):
+        for path in ("/healthz", "/readyz", "/openapi.json", "/docs", "/", "/console/app.js"):
             assert (await http.get(path)).status_code == 200, path
         document = (await http.get("/openapi.json")).json()
         assert "/v1/keys" in document["paths"]
+
+
+async def test_whoami_tells_any_caller_its_role_and_namespace(secured: Secured) -> None:
+    async with httpx.AsyncClient(base_url=secured.http, timeout=30) as http:
+        assert (await http.get("/v1/whoami")).status_code == 401
+        reader = await http.get("/v1/whoami", headers=bearer(secured, Role.READER))
+        assert reader.status_code == 200, reader.text
+        assert reader.json()["role"] == "ROLE_READER"
+        assert reader.json()["namespace"] == "default"
+        assert reader.json()["subject"] and "cvk_" not in reader.text
+        admin = await http.get("/v1/whoami", headers=bearer(secured, Role.ADMIN, "team-w"))
+        assert admin.json()["role"] == "ROLE_ADMIN" and admin.json()["namespace"] == "team-w"

@@ -3,6 +3,8 @@ it answers over gRPC, and the quick-start's curl commands work as written."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from collections.abc import Awaitable, Callable
 
@@ -358,3 +360,26 @@ async def test_the_openapi_document_and_its_docs_are_served(system: System) -> N
         for asset in assets:
             served = await http.get(asset)
             assert served.status_code == 200 and len(served.content) > 10_000, asset
+
+
+async def test_the_console_is_served_at_the_root_with_its_own_files_only(system: System) -> None:
+    async with await start_with_http(system) as http:
+        page = await http.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        # Everything it loads comes from the gateway (no CDN), the import map's modules too.
+        assets = re.findall(r'(?:href|src)="(/[^"]+)"', page.text)
+        assets += re.findall(r'"(/console/vendor/[^"]+)"', page.text)
+        assert "/console/app.js" in assets and "/console/vendor/preact.module.js" in assets
+        for asset in assets:
+            served = await http.get(asset)
+            assert served.status_code == 200 and served.content, asset
+        assert (await http.get("/console/vendor/LICENSE-preact")).status_code == 200
+        # The policy lets the page run its own files and its one inline script, nothing else.
+        policy = page.headers["content-security-policy"]
+        inline = re.search(r'<script type="importmap">(.*?)</script>', page.text, re.S)
+        assert inline is not None
+        digest = base64.b64encode(hashlib.sha256(inline[1].encode()).digest()).decode()
+        assert f"script-src 'self' 'sha256-{digest}'" in policy
+        assert "unsafe-inline" not in policy
+        me = await http.get("/v1/whoami")
+        assert me.json() == {"subject": "local", "role": "ROLE_ADMIN", "namespace": "default"}

@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onveyor/api/auth/v1/auth.proto\x12\x14\x63onveyor.api.auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x02\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12(\n\x04role\x18\x03 \x01(\x0e\x32\x1a.conveyor.api.auth.v1.Role\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x06 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12/\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x01\n\x10\x43reateKeyRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12(\n\x04role\x18\x02 \x01(\x0e\x32\x1a.conveyor.api.auth.v1.Role\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"O\n\x11\x43reateKeyResponse\x12)\n\x03key\x18\x01 \x01(\x0b\x32\x1c.conveyor.api.auth.v1.ApiKey\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\"$\n\x0fListKeysRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\">\n\x10ListKeysResponse\x12*\n\x04keys\x18\x01 \x03(\x0b\x32\x1c.conveyor.api.auth.v1.ApiKey\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\">\n\x11RevokeKeyResponse\x12)\n\x03key\x18\x01 \x01(\x0b\x32\x1c.conveyor.api.auth.v1.ApiKey*d\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_READER\x10\x01\x12\x12\n\x0eROLE_SUBMITTER\x10\x02\x12\x11\n\rROLE_OPERATOR\x10\x03\x12\x0e\n\nROLE_ADMIN\x10\x04\x32\xf1\x02\n\x0b\x41uthService\x12q\n\tCreateKey\x12&.conveyor.api.auth.v1.CreateKeyRequest\x1a\'.conveyor.api.auth.v1.CreateKeyResponse\"\x13\x82\xd3\xe4\x93\x02\r\"\x08/v1/keys:\x01*\x12k\n\x08ListKeys\x12%.conveyor.api.auth.v1.ListKeysRequest\x1a&.conveyor.api.auth.v1.ListKeysResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys\x12\x81\x01\n\tRevokeKey\x12&.conveyor.api.auth.v1.RevokeKeyRequest\x1a\'.conveyor.api.auth.v1.RevokeKeyResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/keys/{key_id}:revoke:\x01*B\xb6\x01\n\x18\x64\x65v.conveyor.api.auth.v1B\tAuthProtoP\x01Z?github.com/conveyor/conveyor/gen/go/conveyor/api/auth/v1;authv1\xa2\x02\x03\x43\x41\x41\xaa\x02\x14\x43onveyor.Api.Auth.V1\xca\x02\x14\x43onveyor\\Api\\Auth\\V1\xea\x02\x17\x43onveyor::Api::Auth::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onveyor/api/auth/v1/auth.proto\x12\x14\x63onveyor.api.auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x02\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12(\n\x04role\x18\x03 \x01(\x0e\x32\x1a.conveyor.api.auth.v1.Role\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x06 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12/\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x01\n\x10\x43reateKeyRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12(\n\x04role\x18\x02 \x01(\x0e\x32\x1a.conveyor.api.auth.v1.Role\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"O\n\x11\x43reateKeyResponse\x12)\n\x03key\x18\x01 \x01(\x0b\x32\x1c.conveyor.api.auth.v1.ApiKey\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\"$\n\x0fListKeysRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\">\n\x10ListKeysResponse\x12*\n\x04keys\x18\x01 \x03(\x0b\x32\x1c.conveyor.api.auth.v1.ApiKey\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\">\n\x11RevokeKeyResponse\x12)\n\x03key\x18\x01 \x01(\x0b\x32\x1c.conveyor.api.auth.v1.ApiKey\"\x0f\n\rWhoAmIRequest\"^\n\x0eWhoAmIResponse\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12(\n\x04role\x18\x02 \x01(\x0e\x32\x1a.conveyor.api.auth.v1.Role\x12\x11\n\tnamespace\x18\x03 \x01(\t*d\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_READER\x10\x01\x12\x12\n\x0eROLE_SUBMITTER\x10\x02\x12\x11\n\rROLE_OPERATOR\x10\x03\x12\x0e\n\nROLE_ADMIN\x10\x04\x32\xda\x03\n\x0b\x41uthService\x12g\n\x06WhoAmI\x12#.conveyor.api.auth.v1.WhoAmIRequest\x1a$.conveyor.api.auth.v1.WhoAmIResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/whoami\x12q\n\tCreateKey\x12&.conveyor.api.auth.v1.CreateKeyRequest\x1a\'.conveyor.api.auth.v1.CreateKeyResponse\"\x13\x82\xd3\xe4\x93\x02\r\"\x08/v1/keys:\x01*\x12k\n\x08ListKeys\x12%.conveyor.api.auth.v1.ListKeysRequest\x1a&.conveyor.api.auth.v1.ListKeysResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys\x12\x81\x01\n\tRevokeKey\x12&.conveyor.api.auth.v1.RevokeKeyRequest\x1a\'.conveyor.api.auth.v1.RevokeKeyResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/keys/{key_id}:revoke:\x01*B\xb6\x01\n\x18\x64\x65v.conveyor.api.auth.v1B\tAuthProtoP\x01Z?github.com/conveyor/conveyor/gen/go/conveyor/api/auth/v1;authv1\xa2\x02\x03\x43\x41\x41\xaa\x02\x14\x43onveyor.Api.Auth.V1\xca\x02\x14\x43onveyor\\Api\\Auth\\V1\xea\x02\x17\x43onveyor::Api::Auth::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +35,16 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'conveyor.api.auth.v1.auth_p
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\030dev.conveyor.api.auth.v1B\tAuthProtoP\001Z?github.com/conveyor/conveyor/gen/go/conveyor/api/auth/v1;authv1\242\002\003CAA\252\002\024Conveyor.Api.Auth.V1\312\002\024Conveyor\\Api\\Auth\\V1\352\002\027Conveyor::Api::Auth::V1'
+  _globals['_AUTHSERVICE'].methods_by_name['WhoAmI']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['WhoAmI']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/whoami'
   _globals['_AUTHSERVICE'].methods_by_name['CreateKey']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['CreateKey']._serialized_options = b'\202\323\344\223\002\r\"\010/v1/keys:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['ListKeys']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['ListKeys']._serialized_options = b'\202\323\344\223\002\n\022\010/v1/keys'
   _globals['_AUTHSERVICE'].methods_by_name['RevokeKey']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['RevokeKey']._serialized_options = b'\202\323\344\223\002\035\"\030/v1/keys/{key_id}:revoke:\001*'
-  _globals['_ROLE']._serialized_start=851
-  _globals['_ROLE']._serialized_end=951
+  _globals['_ROLE']._serialized_start=964
+  _globals['_ROLE']._serialized_end=1064
   _globals['_APIKEY']._serialized_start=153
   _globals['_APIKEY']._serialized_end=423
   _globals['_CREATEKEYREQUEST']._serialized_start=426
@@ -57,6 +59,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVOKEKEYREQUEST']._serialized_end=785
   _globals['_REVOKEKEYRESPONSE']._serialized_start=787
   _globals['_REVOKEKEYRESPONSE']._serialized_end=849
-  _globals['_AUTHSERVICE']._serialized_start=954
-  _globals['_AUTHSERVICE']._serialized_end=1323
+  _globals['_WHOAMIREQUEST']._serialized_start=851
+  _globals['_WHOAMIREQUEST']._serialized_end=866
+  _globals['_WHOAMIRESPONSE']._serialized_start=868
+  _globals['_WHOAMIRESPONSE']._serialized_end=962
+  _globals['_AUTHSERVICE']._serialized_start=1067
+  _globals['_AUTHSERVICE']._serialized_end=1541
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class AuthServiceStub:
-    """AuthService manages the API keys clients authenticate with; it needs the admin role.
+    """AuthService manages the API keys clients authenticate with (the admin role), and tells
+    any caller who it is.
     """
 
     def __init__(self, channel):
@@ -35,6 +36,11 @@ class AuthServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.WhoAmI = channel.unary_unary(
+                '/conveyor.api.auth.v1.AuthService/WhoAmI',
+                request_serializer=conveyor_dot_api_dot_auth_dot_v1_dot_auth__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=conveyor_dot_api_dot_auth_dot_v1_dot_auth__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
         self.CreateKey = channel.unary_unary(
                 '/conveyor.api.auth.v1.AuthService/CreateKey',
                 request_serializer=conveyor_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateKeyRequest.SerializeToString,
@@ -53,8 +59,17 @@ class AuthServiceStub:
 
 
 class AuthServiceServicer:
-    """AuthService manages the API keys clients authenticate with; it needs the admin role.
+    """AuthService manages the API keys clients authenticate with (the admin role), and tells
+    any caller who it is.
     """
+
+    def WhoAmI(self, request, context):
+        """WhoAmI returns the caller as the gateway sees it: who, with which role, in which
+        namespace, so a client (the web console) offers only what the caller may do.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def CreateKey(self, request, context):
         """CreateKey makes an API key; the response is the only place its secret ever appears.
@@ -80,6 +95,11 @@ class AuthServiceServicer:
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=conveyor_dot_api_dot_auth_dot_v1_dot_auth__pb2.WhoAmIRequest.FromString,
+                    response_serializer=conveyor_dot_api_dot_auth_dot_v1_dot_auth__pb2.WhoAmIResponse.SerializeToString,
+            ),
             'CreateKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateKey,
                     request_deserializer=conveyor_dot_api_dot_auth_dot_v1_dot_auth__pb2.CreateKeyRequest.FromString,
@@ -104,8 +124,36 @@ def add_AuthServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AuthService:
-    """AuthService manages the API keys clients authenticate with; it needs the admin role.
+    """AuthService manages the API keys clients authenticate with (the admin role), and tells
+    any caller who it is.
     """
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.api.auth.v1.AuthService/WhoAmI',
+            conveyor_dot_api_dot_auth_dot_v1_dot_auth__pb2.WhoAmIRequest.SerializeToString,
+            conveyor_dot_api_dot_auth_dot_v1_dot_auth__pb2.WhoAmIResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def CreateKey(request,

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file conveyor/api/auth/v1/auth.proto.
  */
 export const file_conveyor_api_auth_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("Ch9jb252ZXlvci9hcGkvYXV0aC92MS9hdXRoLnByb3RvEhRjb252ZXlvci5hcGkuYXV0aC52MSKOAgoGQXBpS2V5Eg4KBmtleV9pZBgBIAEoCRIRCgluYW1lc3BhY2UYAiABKAkSKAoEcm9sZRgDIAEoDjIaLmNvbnZleW9yLmFwaS5hdXRoLnYxLlJvbGUSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdyZXZva2VkGAYgASgIEhMKC2Rlc2NyaXB0aW9uGAcgASgJEi8KC3Jldm9rZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKMAQoQQ3JlYXRlS2V5UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSKAoEcm9sZRgCIAEoDjIaLmNvbnZleW9yLmFwaS5hdXRoLnYxLlJvbGUSJgoDdHRsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhMKC2Rlc2NyaXB0aW9uGAQgASgJIk8KEUNyZWF0ZUtleVJlc3BvbnNlEikKA2tleRgBIAEoCzIcLmNvbnZleW9yLmFwaS5hdXRoLnYxLkFwaUtleRIPCgdhcGlfa2V5GAIgASgJIiQKD0xpc3RLZXlzUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkiPgoQTGlzdEtleXNSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwuY29udmV5b3IuYXBpLmF1dGgudjEuQXBpS2V5IiIKEFJldm9rZUtleVJlcXVlc3QSDgoGa2V5X2lkGAEgASgJIj4KEVJldm9rZUtleVJlc3BvbnNlEikKA2tleRgBIAEoCzIcLmNvbnZleW9yLmFwaS5hdXRoLnYxLkFwaUtleSpkCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIPCgtST0xFX1JFQURFUhABEhIKDlJPTEVfU1VCTUlUVEVSEAISEQoNUk9MRV9PUEVSQVRPUhADEg4KClJPTEVfQURNSU4QBDLxAgoLQXV0aFNlcnZpY2UScQoJQ3JlYXRlS2V5EiYuY29udmV5b3IuYXBpLmF1dGgudjEuQ3JlYXRlS2V5UmVxdWVzdBonLmNvbnZleW9yLmFwaS5hdXRoLnYxLkNyZWF0ZUtleVJlc3BvbnNlIhOC0+STAg06ASoiCC92MS9rZXlzEmsKCExpc3RLZXlzEiUuY29udmV5b3IuYXBpLmF1dGgudjEuTGlzdEtleXNSZXF1ZXN0GiYuY29udmV5b3IuYXBpLmF1dGgudjEuTGlzdEtleXNSZXNwb25zZSIQgtPkkwIKEggvdjEva2V5cxKBAQoJUmV2b2tlS2V5EiYuY29udmV5b3IuYXBpLmF1dGgudjEuUmV2b2tlS2V5UmVxdWVzdBonLmNvbnZleW9yLmFwaS5hdXRoLnYxLlJldm9rZUtleVJlc3BvbnNlIiOC0+STAh06ASoiGC92MS9rZXlzL3trZXlfaWR9OnJldm9rZUK2AQoYZGV2LmNvbnZleW9yLmFwaS5hdXRoLnYxQglBdXRoUHJvdG9QAVo/Z2l0aHViLmNvbS9jb252ZXlvci9jb252ZXlvci9nZW4vZ28vY29udmV5b3IvYXBpL2F1dGgvdjE7YXV0aHYxogIDQ0FBqgIUQ29udmV5b3IuQXBpLkF1dGguVjHKAhRDb252ZXlvclxBcGlcQXV0aFxWMeoCF0NvbnZleW9yOjpBcGk6OkF1dGg6OlYxYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch9jb252ZXlvci9hcGkvYXV0aC92MS9hdXRoLnByb3RvEhRjb252ZXlvci5hcGkuYXV0aC52MSKOAgoGQXBpS2V5Eg4KBmtleV9pZBgBIAEoCRIRCgluYW1lc3BhY2UYAiABKAkSKAoEcm9sZRgDIAEoDjIaLmNvbnZleW9yLmFwaS5hdXRoLnYxLlJvbGUSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdyZXZva2VkGAYgASgIEhMKC2Rlc2NyaXB0aW9uGAcgASgJEi8KC3Jldm9rZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKMAQoQQ3JlYXRlS2V5UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSKAoEcm9sZRgCIAEoDjIaLmNvbnZleW9yLmFwaS5hdXRoLnYxLlJvbGUSJgoDdHRsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhMKC2Rlc2NyaXB0aW9uGAQgASgJIk8KEUNyZWF0ZUtleVJlc3BvbnNlEikKA2tleRgBIAEoCzIcLmNvbnZleW9yLmFwaS5hdXRoLnYxLkFwaUtleRIPCgdhcGlfa2V5GAIgASgJIiQKD0xpc3RLZXlzUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkiPgoQTGlzdEtleXNSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwuY29udmV5b3IuYXBpLmF1dGgudjEuQXBpS2V5IiIKEFJldm9rZUtleVJlcXVlc3QSDgoGa2V5X2lkGAEgASgJIj4KEVJldm9rZUtleVJlc3BvbnNlEikKA2tleRgBIAEoCzIcLmNvbnZleW9yLmFwaS5hdXRoLnYxLkFwaUtleSIPCg1XaG9BbUlSZXF1ZXN0Il4KDldob0FtSVJlc3BvbnNlEg8KB3N1YmplY3QYASABKAkSKAoEcm9sZRgCIAEoDjIaLmNvbnZleW9yLmFwaS5hdXRoLnYxLlJvbGUSEQoJbmFtZXNwYWNlGAMgASgJKmQKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg8KC1JPTEVfUkVBREVSEAESEgoOUk9MRV9TVUJNSVRURVIQAhIRCg1ST0xFX09QRVJBVE9SEAMSDgoKUk9MRV9BRE1JThAEMtoDCgtBdXRoU2VydmljZRJnCgZXaG9BbUkSIy5jb252ZXlvci5hcGkuYXV0aC52MS5XaG9BbUlSZXF1ZXN0GiQuY29udmV5b3IuYXBpLmF1dGgudjEuV2hvQW1JUmVzcG9uc2UiEoLT5JMCDBIKL3YxL3dob2FtaRJxCglDcmVhdGVLZXkSJi5jb252ZXlvci5hcGkuYXV0aC52MS5DcmVhdGVLZXlSZXF1ZXN0GicuY29udmV5b3IuYXBpLmF1dGgudjEuQ3JlYXRlS2V5UmVzcG9uc2UiE4LT5JMCDToBKiIIL3YxL2tleXMSawoITGlzdEtleXMSJS5jb252ZXlvci5hcGkuYXV0aC52MS5MaXN0S2V5c1JlcXVlc3QaJi5jb252ZXlvci5hcGkuYXV0aC52MS5MaXN0S2V5c1Jlc3BvbnNlIhCC0+STAgoSCC92MS9rZXlzEoEBCglSZXZva2VLZXkSJi5jb252ZXlvci5hcGkuYXV0aC52MS5SZXZva2VLZXlSZXF1ZXN0GicuY29udmV5b3IuYXBpLmF1dGgudjEuUmV2b2tlS2V5UmVzcG9uc2UiI4LT5JMCHToBKiIYL3YxL2tleXMve2tleV9pZH06cmV2b2tlQrYBChhkZXYuY29udmV5b3IuYXBpLmF1dGgudjFCCUF1dGhQcm90b1ABWj9naXRodWIuY29tL2NvbnZleW9yL2NvbnZleW9yL2dlbi9nby9jb252ZXlvci9hcGkvYXV0aC92MTthdXRodjGiAgNDQUGqAhRDb252ZXlvci5BcGkuQXV0aC5WMcoCFENvbnZleW9yXEFwaVxBdXRoXFYx6gIXQ29udmV5b3I6OkFwaTo6QXV0aDo6VjFiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * ApiKey describes an API key; its secret is never stored or shown again after creation.
@@ -241,6 +241,57 @@ export const RevokeKeyResponseSchema: GenMessage<RevokeKeyResponse> = /*@__PURE_
   messageDesc(file_conveyor_api_auth_v1_auth, 6);
 
 /**
+ * WhoAmIRequest is empty: the caller is whoever sent it.
+ *
+ * @generated from message conveyor.api.auth.v1.WhoAmIRequest
+ */
+export type WhoAmIRequest = Message<"conveyor.api.auth.v1.WhoAmIRequest"> & {
+};
+
+/**
+ * Describes the message conveyor.api.auth.v1.WhoAmIRequest.
+ * Use `create(WhoAmIRequestSchema)` to create a new message.
+ */
+export const WhoAmIRequestSchema: GenMessage<WhoAmIRequest> = /*@__PURE__*/
+  messageDesc(file_conveyor_api_auth_v1_auth, 7);
+
+/**
+ * WhoAmIResponse describes the caller.
+ *
+ * @generated from message conveyor.api.auth.v1.WhoAmIResponse
+ */
+export type WhoAmIResponse = Message<"conveyor.api.auth.v1.WhoAmIResponse"> & {
+  /**
+   * Names the caller in logs and audit: a key id, a token's subject, "local" when
+   * authentication is off. Never a secret.
+   *
+   * @generated from field: string subject = 1;
+   */
+  subject: string;
+
+  /**
+   * The role the caller has.
+   *
+   * @generated from field: conveyor.api.auth.v1.Role role = 2;
+   */
+  role: Role;
+
+  /**
+   * The namespace the caller's calls act in.
+   *
+   * @generated from field: string namespace = 3;
+   */
+  namespace: string;
+};
+
+/**
+ * Describes the message conveyor.api.auth.v1.WhoAmIResponse.
+ * Use `create(WhoAmIResponseSchema)` to create a new message.
+ */
+export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
+  messageDesc(file_conveyor_api_auth_v1_auth, 8);
+
+/**
  * Role is what a caller may do; each role may do everything the ones before it may.
  *
  * @generated from enum conveyor.api.auth.v1.Role
@@ -289,11 +340,23 @@ export const RoleSchema: GenEnum<Role> = /*@__PURE__*/
   enumDesc(file_conveyor_api_auth_v1_auth, 0);
 
 /**
- * AuthService manages the API keys clients authenticate with; it needs the admin role.
+ * AuthService manages the API keys clients authenticate with (the admin role), and tells
+ * any caller who it is.
  *
  * @generated from service conveyor.api.auth.v1.AuthService
  */
 export const AuthService: GenService<{
+  /**
+   * WhoAmI returns the caller as the gateway sees it: who, with which role, in which
+   * namespace, so a client (the web console) offers only what the caller may do.
+   *
+   * @generated from rpc conveyor.api.auth.v1.AuthService.WhoAmI
+   */
+  whoAmI: {
+    methodKind: "unary";
+    input: typeof WhoAmIRequestSchema;
+    output: typeof WhoAmIResponseSchema;
+  },
   /**
    * CreateKey makes an API key; the response is the only place its secret ever appears.
    *
