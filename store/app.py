@@ -129,7 +129,7 @@ class Store:
         )
         await self.roles.start()
         life.on_stop(self.roles.stop)
-        life.task(self.roles.run(), "store-role")
+        self._deciding = life.task(self.roles.run(), "store-role")
         service = StoreService(
             repository,
             self.hub,
