@@ -209,6 +209,8 @@ class Cluster:
         self.gateway = self._service("gateway", ["gateway"], "GATEWAY_LISTEN")
         self.scheduler = self._service("scheduler", ["scheduler"], "SCHEDULER_LISTEN")
         self.workers: list[Service] = []
+        self.extra: list[Service] = []
+        """More services the test made (store replicas), stopped with the rest."""
         self._channel: grpc.aio.Channel | None = None
 
     def _service(
@@ -227,7 +229,7 @@ class Cluster:
 
     @property
     def services(self) -> list[Service]:
-        return [self.gateway, self.scheduler, *self.workers, self.store]
+        return [self.gateway, self.scheduler, *self.workers, self.store, *self.extra]
 
     def add_worker(self, *args: str, **env: str) -> Service:
         """A worker process (not started) serving the built-ins and the test types."""
