@@ -137,14 +137,13 @@ async def replicas(
     )
     assert migrate.returncode == 0, migrate.stderr.decode()
     proxy = Proxy([])
-    cluster = Cluster(
-        tmp_path,
-        nats_url,
-        CONVEYOR_DATABASE_URL=database_url,
-        CONVEYOR_STORE_ADDR=f"127.0.0.1:{proxy.port}",
-        CONVEYOR_HTTP_LISTEN="off",
+    settings = {
+        "CONVEYOR_DATABASE_URL": database_url,
+        "CONVEYOR_STORE_ADDR": f"127.0.0.1:{proxy.port}",
+        "CONVEYOR_HTTP_LISTEN": "off",
         **env,
-    )
+    }
+    cluster = Cluster(tmp_path, nats_url, 1, **settings)
     try:
         yield Replicas(cluster, proxy)
     except BaseException:
