@@ -202,6 +202,7 @@ class Cluster:
                 "CONVEYOR_SHUTDOWN_GRACE_SECONDS": "1",
                 "CONVEYOR_LOG_LEVEL": "warning",
                 "CONVEYOR_METRICS_LISTEN": "127.0.0.1:0",  # many services on one host
+                "CONVEYOR_HTTP_LISTEN": "off",  # its default port may be taken on this host
                 **env,
             }
         )

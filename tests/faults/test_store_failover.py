@@ -140,7 +140,6 @@ async def replicas(
     settings = {
         "CONVEYOR_DATABASE_URL": database_url,
         "CONVEYOR_STORE_ADDR": f"127.0.0.1:{proxy.port}",
-        "CONVEYOR_HTTP_LISTEN": "off",
         **env,
     }
     cluster = Cluster(tmp_path, nats_url, 1, **settings)
