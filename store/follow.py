@@ -33,6 +33,10 @@ POLL = 0.02
 """Seconds between two reads of the applied sequence while events wait for the writer."""
 IDLE = 1.0
 """Seconds between two reads of it while no event waits (the barrier stays fresh)."""
+MAX_PENDING = 100_000
+"""Events kept waiting for the writer, each with its task; past this (a standby following
+a writer far behind) the rest are not kept, and every watcher is refreshed once the
+writer has applied them."""
 BEHIND_LOOKS = 2
 """Idle reads in a row finding the database past every event heard before all watchers
 are refreshed (the subscription lost events: a stream made again, say)."""
@@ -47,6 +51,7 @@ class Follower:
         self._hub = hub
         self._pending: collections.deque[tuple[int, str]] = collections.deque()
         self._heard = 0
+        self._refresh_all_at = 0  # a sequence past the events kept (MAX_PENDING)
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -84,7 +89,10 @@ class Follower:
             task_id = events_pb2.TaskEvent.FromString(msg.data).task_id
         except DecodeError:
             task_id = ""  # refused by the writer too (store.screen): no watcher to tell
-        self._pending.append((sequence, task_id))
+        if len(self._pending) < MAX_PENDING:
+            self._pending.append((sequence, task_id))
+        else:
+            self._refresh_all_at = sequence
         self._heard = max(self._heard, sequence)
         self._wake.set()
 
@@ -102,7 +110,11 @@ class Follower:
             changed: set[str] = set()
             while self._pending and self._pending[0][0] <= applied:
                 changed.add(self._pending.popleft()[1])
-            self._hub.refresh(changed)
+            if self._refresh_all_at and applied >= self._refresh_all_at:
+                self._refresh_all_at = 0
+                self._hub.refresh()
+            else:
+                self._hub.refresh(changed)
             await self._hub.publish([], applied)
             if self._pending:
                 await asyncio.sleep(POLL)

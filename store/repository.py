@@ -197,12 +197,13 @@ class TaskRepository:
 
     async def claim_writer(self, epoch: int) -> bool:
         """Makes ``epoch`` the only one whose batches commit, unless a newer one claimed
-        the database already; whether it did. It waits for a batch in flight (the cursor
+        the database already; whether it did (again, for a writer whose start failed:
+        only the lease's holder has its epoch). It waits for a batch in flight (the cursor
         row's lock), so no batch of an older writer commits after it."""
         async with write_transaction(self._engine) as conn:
             claimed = await conn.execute(
                 update(store_cursor)
-                .where(store_cursor.c.id == CURSOR_ID, store_cursor.c.writer_epoch < epoch)
+                .where(store_cursor.c.id == CURSOR_ID, store_cursor.c.writer_epoch <= epoch)
                 .values(writer_epoch=epoch)
             )
         self.fence = epoch  # not claimed: a newer writer's, so nothing commits under it
