@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor.api.events.v1 import events_pb2
@@ -195,12 +195,18 @@ class TaskRepository:
         async with self._engine.connect() as conn:
             return int((await conn.execute(_EPOCH)).scalar_one_or_none() or 0)
 
-    async def claim_writer(self, epoch: int) -> bool:
+    async def claim_writer(self, epoch: int, lock_timeout: float | None = None) -> bool:
         """Makes ``epoch`` the only one whose batches commit, unless a newer one claimed
         the database already; whether it did (again, for a writer whose start failed:
         only the lease's holder has its epoch). It waits for a batch in flight (the cursor
         row's lock), so no batch of an older writer commits after it."""
         async with write_transaction(self._engine) as conn:
+            if conn.dialect.name == "postgresql" and lock_timeout is not None:
+                # Bounded: a claim that waits, waits for no renewal of the lease either.
+                timeout = f"{max(1, int(lock_timeout * 1000))}ms"
+                await conn.execute(
+                    text("SELECT set_config('lock_timeout', :t, true)"), {"t": timeout}
+                )
             claimed = await conn.execute(
                 update(store_cursor)
                 .where(store_cursor.c.id == CURSOR_ID, store_cursor.c.writer_epoch <= epoch)
@@ -324,6 +330,7 @@ _CURSOR_FENCE_SQL = "SELECT applied_sequence, writer_epoch FROM store_cursor WHE
 _CURSOR_ROW = select(store_cursor.c.applied_sequence, store_cursor.c.applied_time_us).where(
     store_cursor.c.id == CURSOR_ID
 )
+_LOCK_TIMEOUT = text("SELECT set_config('lock_timeout', :t, true)")  # this transaction's
 _EPOCH = select(store_cursor.c.writer_epoch).where(store_cursor.c.id == CURSOR_ID)
 
 

@@ -4,13 +4,18 @@ lease commits nothing, however long it slept."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from nats.js.kv import KeyValue
+from sqlalchemy import update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from store.db import create_engine, migrate
 from store.lease import LEASE_KEY, Lease, WriterLease
+from store.models import CURSOR_ID, store_cursor
 from store.repository import Fenced, TaskRepository
 from tests.conftest import NatsServer
 from tests.support.factories import Stream, submitted
@@ -97,3 +102,32 @@ async def test_a_writer_that_lost_the_database_commits_nothing(engine: AsyncEngi
     assert [task.version for task in changes] == [1]
     assert await new.applied_sequence() == 2
     assert await new.writer_epoch() == 2
+
+
+@pytest.mark.postgres
+async def test_a_writer_paused_inside_its_batch_does_not_hold_the_takeover(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL ends the paused writer's transaction, which holds the cursor row's lock
+    that the new writer's claim needs: the claim succeeds after it, the old batch never
+    commits."""
+    paused_engine = create_engine(postgres_url, idle_transaction_seconds=1.0)
+    engine = create_engine(postgres_url)
+    try:
+        await migrate(engine)
+        new = TaskRepository(engine)
+        async with paused_engine.connect() as paused:
+            await paused.begin()
+            await paused.execute(
+                update(store_cursor).where(store_cursor.c.id == CURSOR_ID).values(writer_epoch=1)
+            )
+            with pytest.raises(DBAPIError):  # waits no longer than it was told
+                await new.claim_writer(2, lock_timeout=0.2)
+            await asyncio.sleep(1.5)  # the paused writer does nothing meanwhile
+            assert await new.claim_writer(2, lock_timeout=0.2)
+            with pytest.raises(DBAPIError):  # its session was ended, its batch with it
+                await paused.commit()
+        assert await new.writer_epoch() == 2
+    finally:
+        await paused_engine.dispose()
+        await engine.dispose()
