@@ -24,7 +24,8 @@ from store.watch import WatchHub
 log = logging.getLogger(__name__)
 
 Duties = Callable[[], Awaitable[list[asyncio.Task[None]]]]
-"""Starts the writer's work; its tasks, which end only when cancelled or fenced."""
+"""Starts the writer's work; its tasks. One that fails (fenced) or is cancelled ends the
+term; one may also have nothing to do and return (retention switched off)."""
 
 
 class Roles:
@@ -75,7 +76,7 @@ class Roles:
                 log.exception("deciding the store's role failed")
 
     async def _step(self) -> None:
-        if self._writing and any(task.done() for task in self._writing):
+        if any(_failed(task) for task in self._writing):
             await self._stand_by(self._ended_why())
             self._lease.drop()
         floor = 0
@@ -120,7 +121,7 @@ class Roles:
 
     def _ended_why(self) -> str:
         for task in self._writing:
-            if task.done() and not task.cancelled():
+            if _failed(task) and not task.cancelled():
                 error = task.exception()
                 if isinstance(error, Fenced):
                     self._metrics.fenced_batches.inc()
@@ -153,3 +154,8 @@ class Roles:
             await self._stand_by("stopping")
         await self._stop_following()
         await self._lease.release()
+
+
+def _failed(task: asyncio.Task[None]) -> bool:
+    """Whether a writer's task ended other than by returning."""
+    return task.done() and (task.cancelled() or task.exception() is not None)

@@ -15,7 +15,7 @@ from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from store.app import Store
 from tests.conftest import System
 
-pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+pytestmark = pytest.mark.integration
 
 
 def later() -> S.SubmitTaskRequest:
@@ -29,6 +29,7 @@ async def versions(stub: tasks_pb2_grpc.TaskServiceStub, task_id: str) -> list[S
     return [response.task async for response in stub.WatchTask(request, timeout=30)]
 
 
+@pytest.mark.postgres
 async def test_a_standby_reads_cancels_and_watches_what_the_writer_applies(
     system: System, postgres_url: str
 ) -> None:
@@ -63,3 +64,13 @@ async def test_a_standby_reads_cancels_and_watches_what_the_writer_applies(
         assert writer.roles.writer
     finally:
         await standby.stop(0.5)
+
+
+async def test_a_writer_with_nothing_to_retain_stays_the_writer(system: System) -> None:
+    await system.start_store(retention_seconds=0.0)  # its retention duty returns at once
+    store = system.store
+    assert store is not None
+    await asyncio.sleep(0.5)
+    assert store.roles.writer
+    assert store.metrics.registry.get_sample_value("conveyor_store_takeovers_total") == 1
+    assert store.metrics.registry.get_sample_value("conveyor_store_leader") == 1
