@@ -28,7 +28,7 @@ from store.consumer import EventApplier
 from store.db import SchemaNotCurrent, create_engine, migrate, prepare_schema
 from store.follow import Follower
 from store.lag import EventLagProbe
-from store.lease import HOLDER_SHARE, WriterLease
+from store.lease import WriterLease
 from store.mux import WatchMux
 from store.registrar import TypeRegistrar
 from store.repository import TaskRepository
@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = tasks_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name
 WATCH_MUX_SERVICE = watch_pb2.DESCRIPTOR.services_by_name["WatchMuxService"].full_name
-MIN_IDLE_TRANSACTION = 1.0
-"""Seconds: no transaction of the store's sits idle this long unless its process stopped."""
 COUNT_SERVICE = quotas_pb2.DESCRIPTOR.services_by_name["NamespaceCountService"].full_name
 
 
@@ -80,9 +78,7 @@ class Store:
         tls = self.settings.common.tls
         await self.metrics.serve(self.settings.metrics_listen, tls)
         life.on_stop(self.metrics.close)
-        # A paused writer's open transaction must end before its lease could be taken.
-        idle = max(MIN_IDLE_TRANSACTION, self.settings.lease_seconds * HOLDER_SHARE / 2)
-        self.engine = create_engine(self.settings.database_url, idle_transaction_seconds=idle)
+        self.engine = create_engine(self.settings.database_url)
         life.on_stop(self.engine.dispose)
         await prepare_schema(self.engine, self.settings.migrate)
         self._refusals = Refusals(lambda r: self.metrics.refused_events.labels(r).inc())

@@ -31,29 +31,21 @@ _IMMEDIATE = "conveyor_sqlite_immediate"
 _MIGRATION_LOCK = 0x636F6E76  # "conv": any constant shared by every store replica
 
 
-def create_engine(url: str, idle_transaction_seconds: float | None = None) -> AsyncEngine:
+def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url`` tuned for the store.
 
     SQLite: creates the file's folder, uses WAL (readers never block the writer),
     ``synchronous=NORMAL`` (durable at checkpoints, safe against corruption), a busy
     timeout and foreign keys; SQLAlchemy emits BEGIN itself so every statement of a
-    transaction, reads included, is inside it. PostgreSQL: a checked, bounded pool; with
-    ``idle_transaction_seconds``, the server ends a session that sits that long inside a
-    transaction, so a store paused in the middle of a batch (holding the cursor row's
-    lock) cannot keep the replica taking over from claiming the database (store.lease).
+    transaction, reads included, is inside it. PostgreSQL: a checked, bounded pool.
 
     >>> engine = create_engine("sqlite+aiosqlite:///.conveyor/conveyor.db")  # doctest: +SKIP
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    settings = {}
-    if idle_transaction_seconds is not None:
-        timeout_ms = max(1, int(idle_transaction_seconds * 1000))
-        settings["idle_in_transaction_session_timeout"] = str(timeout_ms)
     return create_async_engine(
         parsed,
-        connect_args={"server_settings": settings} if settings else {},
         pool_size=10,
         max_overflow=10,
         pool_timeout=30,

@@ -8,6 +8,7 @@ store.bulk; reads go through store.reads and become Task messages in store.rows.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import datetime as dt
@@ -195,25 +196,47 @@ class TaskRepository:
         async with self._engine.connect() as conn:
             return int((await conn.execute(_EPOCH)).scalar_one_or_none() or 0)
 
-    async def claim_writer(self, epoch: int, lock_timeout: float | None = None) -> bool:
+    async def claim_writer(self, epoch: int, patience: float | None = None) -> bool:
         """Makes ``epoch`` the only one whose batches commit, unless a newer one claimed
         the database already; whether it did (again, for a writer whose start failed:
         only the lease's holder has its epoch). It waits for a batch in flight (the cursor
-        row's lock), so no batch of an older writer commits after it."""
+        row's lock), so no batch of an older writer commits after it.
+
+        On PostgreSQL, with ``patience``, a session still in the way after that many
+        seconds is ended: only a writer stopped inside its transaction (paused, frozen,
+        cut off) holds the cursor row that long, and its batch must not commit anyway."""
         async with write_transaction(self._engine) as conn:
-            if conn.dialect.name == "postgresql" and lock_timeout is not None:
-                # Bounded: a claim that waits, waits for no renewal of the lease either.
-                timeout = f"{max(1, int(lock_timeout * 1000))}ms"
-                await conn.execute(
-                    text("SELECT set_config('lock_timeout', :t, true)"), {"t": timeout}
+            ender = None
+            if conn.dialect.name == "postgresql" and patience is not None:
+                pid = int((await conn.execute(_BACKEND_PID)).scalar_one())
+                ender = asyncio.create_task(self._end_blockers(pid, patience))
+            try:
+                claimed = await conn.execute(
+                    update(store_cursor)
+                    .where(store_cursor.c.id == CURSOR_ID, store_cursor.c.writer_epoch <= epoch)
+                    .values(writer_epoch=epoch)
                 )
-            claimed = await conn.execute(
-                update(store_cursor)
-                .where(store_cursor.c.id == CURSOR_ID, store_cursor.c.writer_epoch <= epoch)
-                .values(writer_epoch=epoch)
-            )
+            finally:
+                if ender is not None:
+                    ender.cancel()
+                    await asyncio.gather(ender, return_exceptions=True)
         self.fence = epoch  # not claimed: a newer writer's, so nothing commits under it
         return bool(claimed.rowcount)
+
+    async def _end_blockers(self, pid: int, patience: float) -> None:
+        """Ends, every ``patience`` seconds, the sessions that block session ``pid``."""
+        while True:
+            await asyncio.sleep(patience)
+            async with self._engine.connect() as conn:
+                ended = list((await conn.execute(_END_BLOCKERS, {"pid": pid})).scalars())
+                await conn.commit()
+            if ended:
+                log.warning(
+                    "ended database sessions %s, which held the store's cursor for over "
+                    "%.1fs (a writer stopped inside its transaction)",
+                    ended,
+                    patience,
+                )
 
     async def get(self, task_id: str, omit_payloads: bool = False) -> tasks_pb2.Task | None:
         """The task, or None if unknown; ``omit_payloads`` leaves out result image bytes."""
@@ -330,7 +353,11 @@ _CURSOR_FENCE_SQL = "SELECT applied_sequence, writer_epoch FROM store_cursor WHE
 _CURSOR_ROW = select(store_cursor.c.applied_sequence, store_cursor.c.applied_time_us).where(
     store_cursor.c.id == CURSOR_ID
 )
-_LOCK_TIMEOUT = text("SELECT set_config('lock_timeout', :t, true)")  # this transaction's
+_BACKEND_PID = text("SELECT pg_backend_pid()")
+_END_BLOCKERS = text(
+    "SELECT blocker FROM unnest(pg_blocking_pids(:pid)) AS blocker "
+    "WHERE pg_terminate_backend(blocker)"
+)
 _EPOCH = select(store_cursor.c.writer_epoch).where(store_cursor.c.id == CURSOR_ID)
 
 

@@ -97,7 +97,7 @@ class Roles:
     async def _become_writer(self) -> None:
         epoch = self._lease.epoch
         try:
-            claimed = await self._repository.claim_writer(epoch, self._lease.seconds / 2)
+            claimed = await self._repository.claim_writer(epoch, self._lease.seconds / 4)
         except Exception as exc:
             log.warning("claiming the database for epoch %d failed: %r", epoch, exc)
             claimed = False
