@@ -124,7 +124,6 @@ class Roles:
             if _failed(task) and not task.cancelled():
                 error = task.exception()
                 if isinstance(error, Fenced):
-                    self._metrics.fenced_batches.inc()
                     return str(error)
                 if error is not None:
                     return f"{task.get_name()} failed: {error!r}"
@@ -132,8 +131,13 @@ class Roles:
 
     async def _stand_by(self, why: str) -> None:
         writing, self._writing = self._writing, []
-        await asyncio.gather(*(cancel_and_wait(task) for task in writing))
         self._metrics.leader.set(0)
+        # A task may have failed already (fenced, while the lease was found lost too).
+        ended = await asyncio.gather(
+            *(cancel_and_wait(task) for task in writing), return_exceptions=True
+        )
+        if any(isinstance(error, Fenced) for error in ended):
+            self._metrics.fenced_batches.inc()
         log.warning("this store replica stands by: %s", why)
 
     def _ensure_following(self) -> None:
