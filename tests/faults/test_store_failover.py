@@ -262,7 +262,11 @@ async def test_writer_paused_past_its_lease_cannot_write_after_waking(
         print(f"old writer paused for {time.monotonic() - paused:.1f} s")
         os.kill(stores.a.pid, signal.SIGCONT)
         stepped_down = await until_leader(stores.a, 0.0, TAKEOVER_BOUND)
-        print(f"old writer stood by {stepped_down:.2f} s after waking")
+        fenced = await asyncio.to_thread(metric, stores.a, "conveyor_store_fenced_batches_total")
+        print(
+            f"old writer stood by {stepped_down:.2f} s after waking; "
+            f"its batches refused by the database: {fenced or 0:.0f}"
+        )
         await load.until(len(load.accepted) + 200)
         await load.stop()
 

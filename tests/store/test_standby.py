@@ -9,10 +9,15 @@ from dataclasses import replace
 
 import grpc
 import pytest
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
+from conveyor import subjects
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from store.app import Store
+from store.lease import LEASE_KEY, Lease
+from store.repository import TaskRepository
 from tests.conftest import System
 
 pytestmark = pytest.mark.integration
@@ -74,3 +79,28 @@ async def test_a_writer_with_nothing_to_retain_stays_the_writer(system: System) 
     assert store.roles.writer
     assert store.metrics.registry.get_sample_value("conveyor_store_takeovers_total") == 1
     assert store.metrics.registry.get_sample_value("conveyor_store_leader") == 1
+
+
+async def test_a_writer_whose_lease_and_database_were_taken_over_stands_by_and_applies_nothing(
+    system: System, nats_connection: tuple[NATS, JetStreamContext]
+) -> None:
+    """What a paused writer finds when it wakes: another replica holds the lease and has
+    claimed the database with a newer epoch. Its next batch is refused, and it stands by."""
+    await system.start_store(lease_seconds=2.0)
+    await system.start_worker()
+    await system.start_gateway()
+    store = system.store
+    assert store is not None and store.roles.writer
+    applied = await store.repository.applied_sequence()
+
+    _, js = nats_connection
+    lease = await js.key_value(subjects.KV_STORE)
+    await lease.put(LEASE_KEY, Lease("another-replica", 7).encode())
+    assert await TaskRepository(store.engine).claim_writer(7)
+    await system.stub.SubmitTask(later())  # an event for the old writer's next batch
+
+    async with asyncio.timeout(10):
+        while store.roles.writer:
+            await asyncio.sleep(0.05)
+    assert store.metrics.registry.get_sample_value("conveyor_store_leader") == 0
+    assert await store.repository.applied_sequence() == applied
