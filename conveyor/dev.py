@@ -200,6 +200,8 @@ def plan(
     store_env = {
         **base,
         "CONVEYOR_STORE_LISTEN": f"127.0.0.1:{store_port}",
+        # One store: it migrates whatever the database (PostgreSQL too), as it starts.
+        "CONVEYOR_STORE_MIGRATE": env.get("CONVEYOR_STORE_MIGRATE", "always"),
         **metrics,
         **extra("store"),
         **credentials_env(subjects.STORE, passwords),

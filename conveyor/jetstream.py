@@ -84,6 +84,13 @@ def after_reconnect(nc: NATS, hook: AfterReconnect) -> None:
     _after_reconnect.setdefault(nc, []).append(hook)
 
 
+def forget_reconnect(nc: NATS, hook: AfterReconnect) -> None:
+    """Stops running ``hook`` after reconnects (one given to :func:`after_reconnect`)."""
+    hooks = _after_reconnect.get(nc, [])
+    if hook in hooks:
+        hooks.remove(hook)
+
+
 async def on_connection_change(nc: NATS, hook: ConnectionHook) -> None:
     """Calls ``hook(False)`` whenever ``nc`` loses its connection (not when this process
     closes it) and ``hook(True)`` when it has reconnected; once now, with its state."""

@@ -190,7 +190,12 @@ def permissions(role: str) -> Permissions:
                 f"{API}.STREAM.PURGE.{subjects.STREAM_TASKS}",
                 *_read_kv(*_STORE_READS),
                 *_stream_info(_kv_stream(subjects.KV_KEYS)),
-                *_write_kv(subjects.KV_TYPES, subjects.KV_CANCELLED, subjects.KV_IDEMPOTENCY),
+                *_write_kv(
+                    subjects.KV_TYPES,
+                    subjects.KV_CANCELLED,
+                    subjects.KV_IDEMPOTENCY,
+                    subjects.KV_STORE,
+                ),
                 *_objects(write=True),
             ),
             subscribe=(inbox, subjects.REGISTER_SUBJECT),

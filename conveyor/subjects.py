@@ -56,6 +56,9 @@ KV_SCHEDULES = "conveyor_schedules"
 KV_KEYS = "conveyor_keys"
 """API keys: key = key id, value = StoredKey (the key's description and its secret's
 SHA-256, never the secret)."""
+KV_STORE = "conveyor_store"
+"""The store replicas' writer lease: key ``writer``, value its holder and fencing epoch
+(store.lease)."""
 OBJECT_PAYLOADS = "conveyor_payloads"
 """Object store of large results and inputs (the claim check): names
 ``<task id>/result/<attempt>`` and ``<task id>/input``."""
@@ -67,6 +70,7 @@ KV_BUCKETS = (
     KV_PERMITS,
     KV_SCHEDULES,
     KV_KEYS,
+    KV_STORE,
 )
 """Every KV bucket, in the order they are declared."""
 

@@ -19,7 +19,7 @@ from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.pull import PullError, next_subject
 from store import history
 from store.pull import Puller
-from store.repository import TaskRepository
+from store.repository import Fenced, TaskRepository
 from store.screen import EventScreen
 from store.watch import WatchHub
 
@@ -139,6 +139,17 @@ class EventApplier:
         self._applied = await self._repository.applied_sequence()
         self._hub.applied_sequence = self._applied
         jetstream.after_reconnect(self._nc, self._reconnected)
+
+    async def stop(self) -> None:
+        """Ends the subscription its pull requests are answered on (a writer standing
+        by); what it fetched and did not apply is redelivered to the next writer."""
+        jetstream.forget_reconnect(self._nc, self._reconnected)
+        sub = self._puller.sub
+        if sub is not None and not self._nc.is_closed:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                log.warning("ending the events inbox failed: %r", exc)
 
     async def _reconnected(self, _: JetStreamContext) -> None:
         self._puller.reconnected()
@@ -264,7 +275,7 @@ class EventApplier:
         while True:
             try:
                 return await self._fill_gap(batch, delivered, last)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, Fenced):
                 raise
             except Exception as exc:
                 log.warning("reading skipped events failed: %s; retrying in %.1fs", exc, delay)
@@ -368,8 +379,8 @@ class EventApplier:
                 changes = await self._repository.apply(batch, last_time_us)
                 self.healthy = True
                 return changes
-            except asyncio.CancelledError:
-                raise
+            except (asyncio.CancelledError, Fenced):
+                raise  # fenced: a newer writer applies from here (store.roles)
             except Exception:
                 # The database is away or failing: keep the batch and try again, in order.
                 self.healthy = False

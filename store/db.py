@@ -13,6 +13,8 @@ from typing import Any
 import aiosqlite
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -145,6 +147,34 @@ async def migrate(engine: AsyncEngine) -> None:
         if conn.dialect.name == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         await conn.run_sync(_upgrade)
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database's schema is not the one this store needs, and start-up may not
+    migrate it."""
+
+
+async def prepare_schema(engine: AsyncEngine, mode: str) -> None:
+    """Migrates the schema at start-up (``mode`` ``always``, or ``auto`` on SQLite, where
+    one store owns the file) or checks that it is current (``never``, or ``auto`` on
+    PostgreSQL, where ``python -m store migrate`` runs as its own step before the replicas
+    start: a migration must not run inside a start-up that a probe can kill)."""
+    if mode == "always" or (mode == "auto" and engine.dialect.name == "sqlite"):
+        await migrate(engine)
+        return
+    async with engine.connect() as conn:
+        current = await conn.run_sync(_current_revision)
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if current != head:
+        raise SchemaNotCurrent(
+            f"the database's schema is at revision {current or 'none'}, this store needs "
+            f"{head}: run `python -m store migrate` first (or set "
+            "CONVEYOR_STORE_MIGRATE=always to migrate at start-up)"
+        )
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
 
 
 def alembic_config() -> Config:

@@ -163,13 +163,15 @@ class TaskHistoryRow(Base):
 class StoreCursorRow(Base):
     """The single row recording the last EVENTS stream sequence applied, and the stream's
     time of that event, which tells whether the stream is still the one it was applied
-    from (store.history, migration 0004)."""
+    from (store.history, migration 0004), and the fencing epoch of the one replica allowed
+    to write them (store.lease, migration 0006)."""
 
     __tablename__ = "store_cursor"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     applied_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
     applied_time_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    writer_epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class ParkedEventRow(Base):

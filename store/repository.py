@@ -8,6 +8,7 @@ store.bulk; reads go through store.reads and become Task messages in store.rows.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import datetime as dt
@@ -15,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor.api.events.v1 import events_pb2
@@ -63,6 +64,10 @@ _UNFINISHED = select(func.count()).where(
 )
 
 
+class Fenced(Exception):
+    """A newer writer claimed the database: this replica's batch was not committed."""
+
+
 class TaskRepository:
     """Reads and writes tasks in the store's database.
 
@@ -76,6 +81,8 @@ class TaskRepository:
         self._reads = Reads(engine)
         self._pruned: dt.datetime | None = None
         self._inline = inline_writes(engine)
+        self.fence: int | None = None
+        """The writer epoch this replica applies under (store.lease); None: unchecked."""
 
     @property
     def engine(self) -> AsyncEngine:
@@ -98,7 +105,7 @@ class TaskRepository:
         if not events:
             return []
         async with self._write_transaction() as (conn, sqlite):
-            applied = await _applied_sequence(conn, lock=True, sqlite=sqlite)
+            applied = await _applied_sequence(conn, lock=True, sqlite=sqlite, fence=self.fence)
             fresh: builtins.list[tuple[int, events_pb2.TaskEvent]] = []
             for sequence, event in sorted(events, key=lambda pair: pair[0]):
                 if sequence > applied:
@@ -169,7 +176,12 @@ class TaskRepository:
         async with write_transaction(self._engine) as conn:
             # SQLite's write transaction already holds the lock; PostgreSQL locks the row.
             locked = _CURSOR_ROW if conn.dialect.name == "sqlite" else _CURSOR_ROW.with_for_update()
-            if _cursor_of((await conn.execute(locked)).first()) != seen:
+            row = (await conn.execute(locked)).first()
+            if self.fence is not None:
+                _check_fence(
+                    int((await conn.execute(_EPOCH)).scalar_one_or_none() or 0), self.fence
+                )
+            if _cursor_of(row) != seen:
                 return None
             await conn.execute(
                 update(store_cursor)
@@ -178,6 +190,53 @@ class TaskRepository:
             )
             dropped = await conn.execute(delete(parked_events))
         return int(dropped.rowcount or 0)
+
+    async def writer_epoch(self) -> int:
+        """The fencing epoch of the last writer that claimed the database (0: none)."""
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(_EPOCH)).scalar_one_or_none() or 0)
+
+    async def claim_writer(self, epoch: int, patience: float | None = None) -> bool:
+        """Makes ``epoch`` the only one whose batches commit, unless a newer one claimed
+        the database already; whether it did (again, for a writer whose start failed:
+        only the lease's holder has its epoch). It waits for a batch in flight (the cursor
+        row's lock), so no batch of an older writer commits after it.
+
+        On PostgreSQL, with ``patience``, a session still in the way after that many
+        seconds is ended: only a writer stopped inside its transaction (paused, frozen,
+        cut off) holds the cursor row that long, and its batch must not commit anyway."""
+        async with write_transaction(self._engine) as conn:
+            ender = None
+            if conn.dialect.name == "postgresql" and patience is not None:
+                pid = int((await conn.execute(_BACKEND_PID)).scalar_one())
+                ender = asyncio.create_task(self._end_blockers(pid, patience))
+            try:
+                claimed = await conn.execute(
+                    update(store_cursor)
+                    .where(store_cursor.c.id == CURSOR_ID, store_cursor.c.writer_epoch <= epoch)
+                    .values(writer_epoch=epoch)
+                )
+            finally:
+                if ender is not None:
+                    ender.cancel()
+                    await asyncio.gather(ender, return_exceptions=True)
+        self.fence = epoch  # not claimed: a newer writer's, so nothing commits under it
+        return bool(claimed.rowcount)
+
+    async def _end_blockers(self, pid: int, patience: float) -> None:
+        """Ends, every ``patience`` seconds, the sessions that block session ``pid``."""
+        while True:
+            await asyncio.sleep(patience)
+            async with self._engine.connect() as conn:
+                ended = list((await conn.execute(_END_BLOCKERS, {"pid": pid})).scalars())
+                await conn.commit()
+            if ended:
+                log.warning(
+                    "ended database sessions %s, which held the store's cursor for over "
+                    "%.1fs (a writer stopped inside its transaction)",
+                    ended,
+                    patience,
+                )
 
     async def get(self, task_id: str, omit_payloads: bool = False) -> tasks_pb2.Task | None:
         """The task, or None if unknown; ``omit_payloads`` leaves out result image bytes."""
@@ -255,26 +314,51 @@ class TaskRepository:
 
 
 async def _applied_sequence(
-    conn: AsyncConnection, *, lock: bool, sqlite: InlineSqlite | None = None
+    conn: AsyncConnection,
+    *,
+    lock: bool,
+    sqlite: InlineSqlite | None = None,
+    fence: int | None = None,
 ) -> int:
     """The stored applied sequence; ``lock`` (with ``sqlite``, ``conn``'s
-    sqlite3 connection on SQLite) in a write transaction that goes on to apply a batch."""
+    sqlite3 connection on SQLite) in a write transaction that goes on to apply a batch,
+    which raises :class:`Fenced` unless the stored writer epoch is ``fence`` (if given)."""
+    fenced = fence is not None
     if lock and sqlite is not None:
         # SQLite has no FOR UPDATE; BEGIN IMMEDIATE already serialises writers.
-        rows = sqlite.fetchall(_CURSOR_SQL, (CURSOR_ID,))
-        return int(next(iter(rows))[0] or 0) if rows else 0
-    query = select(store_cursor.c.applied_sequence).where(store_cursor.c.id == CURSOR_ID)
-    if lock:
-        # PostgreSQL: a second store replica waits here instead of applying the batch too.
-        query = query.with_for_update()
-    value = (await conn.execute(query)).scalar_one_or_none()
-    return int(value or 0)
+        rows = sqlite.fetchall(_CURSOR_FENCE_SQL if fenced else _CURSOR_SQL, (CURSOR_ID,))
+        row = next(iter(rows)) if rows else (0, 0)
+    else:
+        columns = [store_cursor.c.applied_sequence]
+        if fenced:
+            columns.append(store_cursor.c.writer_epoch)
+        query = select(*columns).where(store_cursor.c.id == CURSOR_ID)
+        if lock:
+            # PostgreSQL: a second store replica waits here instead of applying the batch
+            # too, and a new writer's claim (claim_writer) waits for this batch to end.
+            query = query.with_for_update()
+        row = (await conn.execute(query)).first() or (0, 0)
+    if fence is not None:
+        _check_fence(int(row[1] or 0), fence)
+    return int(row[0] or 0)
+
+
+def _check_fence(stored: int, fence: int) -> None:
+    if stored != fence:
+        raise Fenced(f"the writer lease of epoch {fence} was taken over (epoch {stored})")
 
 
 _CURSOR_SQL = "SELECT applied_sequence FROM store_cursor WHERE id = ?"
+_CURSOR_FENCE_SQL = "SELECT applied_sequence, writer_epoch FROM store_cursor WHERE id = ?"
 _CURSOR_ROW = select(store_cursor.c.applied_sequence, store_cursor.c.applied_time_us).where(
     store_cursor.c.id == CURSOR_ID
 )
+_BACKEND_PID = text("SELECT pg_backend_pid()")
+_END_BLOCKERS = text(
+    "SELECT blocker FROM unnest(pg_blocking_pids(:pid)) AS blocker "
+    "WHERE pg_terminate_backend(blocker)"
+)
+_EPOCH = select(store_cursor.c.writer_epoch).where(store_cursor.c.id == CURSOR_ID)
 
 
 def _cursor_of(row: Any) -> tuple[int, int | None]:

@@ -31,7 +31,6 @@ from conveyor.payloads import PayloadStore, chunked, describe
 from conveyor.publish import AckedPublisher
 from conveyor.tasks import STATE_NAMES, is_terminal, now
 from store.bounds import PAGE_OVERHEAD, bounded, fit_page, omitted
-from store.consumer import EventApplier
 from store.repository import TaskRepository
 from store.retention import Candidate, Purger
 from store.stats import task_stats
@@ -51,7 +50,6 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
     def __init__(
         self,
         repository: TaskRepository,
-        applier: EventApplier,
         hub: WatchHub,
         nc: NATS,
         js: JetStreamContext,
@@ -64,7 +62,6 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         self._repository = repository
         self._payloads = payloads
         self._max_response_bytes = max_response_bytes
-        self._applier = applier
         self._hub = hub
         self._nc = nc
         self._js = js
@@ -166,6 +163,9 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         if is_terminal(current.state) and last >= current.version:
             return
         while True:
+            # Cleared before the history is read: a change committed during the read that
+            # the read missed sets it again (store.follow signals changes only so).
+            subscription.lagged.clear()
             # Anything between `last` and what the queue holds comes from the history, so a
             # watcher that lagged or reconnected misses nothing.
             for task in await self._repository.history(task_id, last):
@@ -175,7 +175,6 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
                     return
             if subscription.deleted:
                 raise NotFound(f"task {task_id} was deleted")
-            subscription.lagged.clear()
             while not subscription.lagged.is_set():
                 try:
                     task = subscription.queue.get_nowait()

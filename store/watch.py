@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Iterable
 
 from conveyor.api.tasks.v1 import tasks_pb2
 
@@ -62,6 +63,19 @@ class WatchHub:
         async with self._applied:
             self.applied_sequence = max(self.applied_sequence, applied_sequence)
             self._applied.notify_all()
+
+    def refresh(self, task_ids: Iterable[str] | None = None) -> None:
+        """Makes the watchers of ``task_ids`` (None: of every task) read what changed from
+        the database, as after an overflow: for changes this replica did not apply itself
+        (store.follow), or may have missed while it changed roles."""
+        if task_ids is None:
+            chosen: Iterable[set[Subscription]] = list(self._subscriptions.values())
+        else:
+            chosen = [s for i in task_ids if (s := self._subscriptions.get(i))]
+        for subscriptions in chosen:
+            for subscription in subscriptions:
+                subscription.lagged.set()
+                subscription.wakeup.set()
 
     def deleted(self, task_ids: list[str]) -> None:
         """Tells the watchers of deleted tasks, which end instead of waiting for a change."""

@@ -295,6 +295,21 @@ class StoreMetrics(ServiceMetrics):
             ["reason"],
             registry=r,
         )
+        self.leader = Gauge(
+            "conveyor_store_leader",
+            "1 while this replica holds the writer lease and applies events, 0 on a standby",
+            registry=r,
+        )
+        self.takeovers = Counter(
+            "conveyor_store_takeovers_total",
+            "Times this replica took the writer lease (its first included)",
+            registry=r,
+        )
+        self.fenced_batches = Counter(
+            "conveyor_store_fenced_batches_total",
+            "Batches refused by the database because a newer writer holds the lease",
+            registry=r,
+        )
         for reason in ("retention", "delete", "purge"):
             self.purged_tasks.labels(reason)  # a series from the start, at 0
         for table in ("tasks", "task_history", "task_labels"):

@@ -202,6 +202,7 @@ class Cluster:
                 "CONVEYOR_SHUTDOWN_GRACE_SECONDS": "1",
                 "CONVEYOR_LOG_LEVEL": "warning",
                 "CONVEYOR_METRICS_LISTEN": "127.0.0.1:0",  # many services on one host
+                "CONVEYOR_HTTP_LISTEN": "off",  # its default port may be taken on this host
                 **env,
             }
         )
@@ -209,6 +210,8 @@ class Cluster:
         self.gateway = self._service("gateway", ["gateway"], "GATEWAY_LISTEN")
         self.scheduler = self._service("scheduler", ["scheduler"], "SCHEDULER_LISTEN")
         self.workers: list[Service] = []
+        self.extra: list[Service] = []
+        """More services the test made (store replicas), stopped with the rest."""
         self._channel: grpc.aio.Channel | None = None
 
     def _service(
@@ -227,7 +230,7 @@ class Cluster:
 
     @property
     def services(self) -> list[Service]:
-        return [self.gateway, self.scheduler, *self.workers, self.store]
+        return [self.gateway, self.scheduler, *self.workers, self.store, *self.extra]
 
     def add_worker(self, *args: str, **env: str) -> Service:
         """A worker process (not started) serving the built-ins and the test types."""

@@ -59,7 +59,9 @@ async def test_database_outage_under_load_loses_nothing(
     name, pg = database
     host, port = postgres_address()
     url = f"postgresql+asyncpg://{POSTGRES_USER}:{POSTGRES_PASSWORD}@{host}:{port}/{name}"
-    cluster = Cluster(tmp_path, nats_file_server.url, CONVEYOR_DATABASE_URL=url)
+    cluster = Cluster(
+        tmp_path, nats_file_server.url, CONVEYOR_DATABASE_URL=url, CONVEYOR_STORE_MIGRATE="always"
+    )
     try:
         await cluster.start(workers=2)
         load = Load(cluster.stub).start()

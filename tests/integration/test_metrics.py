@@ -242,9 +242,11 @@ async def test_queue_depth_and_apply_lag_show_work_not_done(system: System) -> N
         if samples[key("conveyor_store_apply_lag_events")] == 0:
             break
         await asyncio.sleep(0.05)
+    # Its role is no longer decided either: the writer would start applying again.
+    store._deciding.cancel()
     assert store._applying is not None
     store._applying.cancel()
-    await asyncio.gather(store._applying, return_exceptions=True)
+    await asyncio.gather(store._deciding, store._applying, return_exceptions=True)
     await system.stub.SubmitTask(text())
     await asyncio.sleep(1.2)
     await store.lag_probe.poll()

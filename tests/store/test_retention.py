@@ -147,7 +147,7 @@ async def test_a_watcher_behind_a_task_deleted_under_it_ends_with_not_found(
     hub = WatchHub()
     purger = Purger(engine, hub, None)
     unused: Any = None  # the watch reads none of NATS, the applier or the payload store
-    service = StoreService(repository, unused, hub, unused, unused, unused, purger, unused, 1 << 21)
+    service = StoreService(repository, hub, unused, unused, unused, purger, unused, 1 << 21)
     watch = service.updates(tasks_pb2.WatchTaskRequest(task_id=task_id, after_version=2))
     waiting = asyncio.ensure_future(anext(watch))
     await asyncio.sleep(0.1)  # the watcher is caught up and waits for a change
