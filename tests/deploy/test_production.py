@@ -73,7 +73,9 @@ def test_every_overlay_is_in_its_own_namespace_with_the_recommended_labels(
 ) -> None:
     objects = render(overlay, [], tmp_path)
     [namespace] = of_kind(objects, "Namespace").values()
-    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    security = namespace["metadata"]["labels"]
+    assert security["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert security["pod-security.kubernetes.io/warn"] == "restricted"
     name = namespace["metadata"]["name"]
     for obj in objects:
         if obj["kind"] != "Namespace":
@@ -184,7 +186,7 @@ def test_nats_chart_values_are_fit_for_production() -> None:
     [values] = load(KUBERNETES / "nats-helm-values.yaml")
     assert values["natsBox"]["enabled"] is False
     assert values["promExporter"]["enabled"] is True
-    resources = values["container"]["merge"]["resources"]
+    resources = values["container"]["resources"]
     for bound in ("requests", "limits"):
         assert set(resources[bound]) >= {"cpu", "memory"}
     [spread] = values["podTemplate"]["topologySpreadConstraints"].items()
