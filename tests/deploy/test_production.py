@@ -239,3 +239,24 @@ def test_the_image_installs_the_service_extra_with_the_lock() -> None:
     assert "uninstall" not in text
     [base] = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
     assert re.search(r"@sha256:[0-9a-f]{64}$", base), "the base image is pinned by digest"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_meets_the_restricted_pod_security_standard(overlay: str, tmp_path: Path) -> None:
+    """The namespace warns about and audits "restricted": every pod of the overlay (its
+    try-out NATS and PostgreSQL included) would be admitted under it."""
+    for obj in render(overlay, [], tmp_path):
+        if obj["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        pod = obj["spec"]["template"]["spec"]
+        name = obj["metadata"]["name"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert "hostNetwork" not in pod and "hostPID" not in pod, name
+        for container in pod["containers"] + pod.get("initContainers", []):
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, (name, container["name"])
+            assert context["capabilities"]["drop"] == ["ALL"], (name, container["name"])
+            assert "add" not in context["capabilities"], (name, container["name"])
+        for volume in pod.get("volumes", []):
+            assert set(volume) - {"name"} <= {"configMap", "secret", "emptyDir"}, volume
