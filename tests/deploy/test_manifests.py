@@ -201,10 +201,11 @@ def compose_env(spec: dict[str, Any]) -> dict[str, str]:
 
 
 def compose_conveyor_services() -> dict[str, dict[str, Any]]:
+    """The long-running services of the image (not the one-shot migration)."""
     return {
         name: spec
         for name, spec in compose()["services"].items()
-        if spec["image"].split(":")[0] == IMAGE
+        if spec["image"].split(":")[0] == IMAGE and spec.get("restart") != "no"
     }
 
 
@@ -364,7 +365,8 @@ def test_workers_outlive_their_shutdown_grace_and_scale() -> None:
     settings = config.WorkerSettings.from_env(k8s_env(container))
     pod = worker["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] > settings.shutdown_grace_seconds
-    assert worker["spec"]["replicas"] > 1
+    # The autoscaler owns the count: a replicas field would reset it on every apply.
+    assert "replicas" not in worker["spec"]
 
     hpa = find("HorizontalPodAutoscaler", "worker")
     assert hpa["spec"]["scaleTargetRef"] == {
@@ -373,7 +375,7 @@ def test_workers_outlive_their_shutdown_grace_and_scale() -> None:
         "name": "worker",
     }
     assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
-    assert hpa["spec"]["minReplicas"] <= worker["spec"]["replicas"] <= hpa["spec"]["maxReplicas"]
+    assert 1 < hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
     assert "cpu" in container["resources"]["requests"]  # utilisation is relative to it
 
     pdb = find("PodDisruptionBudget", "worker")
@@ -381,10 +383,44 @@ def test_workers_outlive_their_shutdown_grace_and_scale() -> None:
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
-def test_store_is_a_single_writer() -> None:
+def test_store_runs_replicas_that_roll_one_at_a_time() -> None:
+    """Several stores behind one Service (a lease picks the writer): a rollout adds a new
+    pod before it removes one, and a drain takes one at a time."""
     store = find("Deployment", "store")
-    assert store["spec"]["replicas"] == 1
-    assert store["spec"]["strategy"]["type"] == "Recreate"
+    assert store["spec"]["replicas"] >= 2
+    assert store["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    labels = store["spec"]["template"]["metadata"]["labels"]
+    assert find("Service", "store")["spec"]["selector"].items() <= labels.items()
+
+
+def test_store_migrates_in_an_init_container() -> None:
+    """The schema is migrated before the store starts, by the same image with the same
+    database, outside any probe."""
+    store = find("Deployment", "store")
+    pod = store["spec"]["template"]["spec"]
+    [migrate] = pod["initContainers"]
+    [container] = pod["containers"]
+    assert migrate["args"] == ["store", "migrate"]
+    assert migrate["image"] == container["image"]
+    [database] = [e for e in container["env"] if e["name"] == "CONVEYOR_DATABASE_URL"]
+    assert database in migrate["env"]
+    assert migrate["securityContext"] == container["securityContext"]
+    assert "startupProbe" not in migrate
+
+
+@pytest.mark.parametrize("name", ["gateway", "store", "scheduler", "worker"])
+def test_every_service_survives_a_node_drain(name: str) -> None:
+    """A PodDisruptionBudget takes one pod at a time, and more than one pod runs (the
+    autoscaler's minimum for workers)."""
+    deployment = find("Deployment", name)
+    pdb = find("PodDisruptionBudget", name)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"]["maxUnavailable"] == 1
+    replicas = deployment["spec"].get("replicas")
+    if replicas is None:
+        replicas = find("HorizontalPodAutoscaler", name)["spec"]["minReplicas"]
+    assert replicas >= 2
 
 
 def test_production_stream_replicas_match_the_nats_cluster() -> None:
@@ -419,6 +455,17 @@ def test_compose_services_are_valid_and_health_checked(name: str) -> None:
     if service == "worker":
         assert int(spec["stop_grace_period"].removesuffix("s")) > settings.shutdown_grace_seconds
         assert spec["deploy"]["replicas"] == 2
+
+
+def test_compose_migrates_before_the_store_starts() -> None:
+    services = compose()["services"]
+    migrate = services["store-migrate"]
+    assert migrate["command"] == ["store", "migrate"]
+    assert migrate["restart"] == "no"
+    store = services["store"]
+    database = "CONVEYOR_DATABASE_URL"
+    assert migrate["environment"][database] == store["environment"][database]
+    assert store["depends_on"]["store-migrate"] == {"condition": "service_completed_successfully"}
 
 
 def test_compose_nats_runs_the_deploy_config() -> None:

@@ -42,6 +42,7 @@ NEEDED = [
         for service, port in (("gateway", 9091), ("store", 9092), ("scheduler", 9093))
     ),
     ("prometheus", "worker", 9094),
+    ("prometheus", "nats", 7777),  # the Helm chart's exporter
 ]
 
 REFUSED = [
@@ -55,6 +56,8 @@ REFUSED = [
     ("client", "worker", 50054),
     ("client", "gateway", 9091),  # metrics for Prometheus only
     ("client", "scheduler", 50053),
+    ("client", "nats", 8222),  # monitoring: Prometheus (and KEDA, components/keda) only
+    ("client", "nats", 7777),
 ]
 
 
