@@ -540,7 +540,7 @@ class StoreSettings:
     limits: Limits = field(default_factory=Limits)
     """The gateway's input limits (the same CONVEYOR_MAX_* variables), which the store
     holds every submitted task to (store.screen)."""
-    lease_seconds: float = 10.0
+    lease_seconds: float = 8.0
     """The writer lease (store.lease): a standby takes over about this long after the
     writer stopped renewing it."""
     migrate: str = "auto"
@@ -565,7 +565,7 @@ class StoreSettings:
             retention_seconds=r.number("RETENTION_DAYS", 7.0) * 86400,
             retention_by_type=r.ages("RETENTION_BY_TYPE"),
             limits=Limits.read(r),
-            lease_seconds=r.number("STORE_LEASE_SECONDS", 10.0, minimum=1.0),
+            lease_seconds=r.number("STORE_LEASE_SECONDS", 8.0, minimum=1.0),
             migrate=r.choice("STORE_MIGRATE", "auto", MIGRATE_CHOICES),
         )
         r.done()

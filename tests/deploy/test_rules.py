@@ -84,6 +84,8 @@ def test_the_required_alerts_exist() -> None:
         "ConveyorDeadLetters",
         "ConveyorQueueNearLimit",
         "ConveyorSubmitsRefused",
+        "ConveyorStoreNoWriter",
+        "ConveyorStoreWriterChangesOften",
     } <= names
 
 

@@ -38,7 +38,7 @@ from tests.support.requests import sleep_request
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.timeout(300)]
 
 TAKEOVER_BOUND = 30.0
-"""Generous: the lease is 10 s by default, and a takeover is due 7.5 to 12 s after the
+"""Generous: the lease is 8 s by default, and a takeover is due 6 to 9.6 s after the
 writer's death (docs/reliability.md); the figure measured is printed."""
 WATCHED = 12
 
