@@ -187,7 +187,10 @@ async def test_creation_time_bounds_combine_with_every_filter(repository: TaskRe
     cases: list[tuple[dict[str, object], list[Made]]] = [
         ({}, [t for t in made if within(t)]),
         ({"states": [COMPLETED, FAILED]}, [t for t in made if within(t) and t.state != PENDING]),
-        ({"task_type": "batch_processing"}, [t for t in made if within(t) and t.type == "batch_processing"]),
+        (
+            {"task_type": "batch_processing"},
+            [t for t in made if within(t) and t.type == "batch_processing"],
+        ),
         ({"labels": {"team": "a"}}, [t for t in made if within(t) and t.labels["team"] == "a"]),
     ]
     for filters, matching in cases:
