@@ -271,6 +271,11 @@ function LineChart({ title, series, unit, from, note, summary }) {
       ${series.map(
         (s) => html`<polyline class=${"line " + s.cls} points=${s.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ")} />`,
       )}
+      ${series.map((s) => {
+        // The latest point as a dot: a line of one point (one minute with finished tasks) shows nothing.
+        const last = s.points[s.points.length - 1];
+        return last && html`<circle class=${"dot " + s.cls} cx=${x(last[0]).toFixed(1)} cy=${y(last[1]).toFixed(1)} r="4" />`;
+      })}
     </svg>
     <div class="legend">${series.map((s) => html`<span class=${"key " + s.cls}>${s.name}</span>`)}
       <span class="muted">since ${new Date(start).toLocaleTimeString()}${note || " (at most an hour), sampled every 5 s while open"}</span></div>
