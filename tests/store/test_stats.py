@@ -144,9 +144,10 @@ async def test_the_series_counts_submits_and_outcomes_per_bucket(
         (3.0, 0, 0, 1),
         (4.0, 0, 0, 0),
     ]
-    # A window starting after the submits still counts what finished in it.
-    later = await task_stats(repository.engine, at(1.5), bucket=second, until=at(3.5))
-    assert _series(later) == [(1.5, 0, 2, 0), (2.5, 0, 0, 1)]
+    # Only the window's tasks count: from 0.5 s, B and D (A completed at 1.9 and C failed
+    # at 3.25 in the window, but were submitted before it).
+    later = await task_stats(repository.engine, at(0.5), bucket=second, until=at(3.5))
+    assert _series(later) == [(0.5, 2, 0, 0), (1.5, 0, 1, 0), (2.5, 0, 0, 0)]
     # The type filter applies to the series; no bucket asked for, no series.
     other = await task_stats(repository.engine, T0, "batch_processing", bucket=second, until=at(2))
     assert _series(other) == [(0.0, 0, 0, 0), (1.0, 0, 0, 0)]

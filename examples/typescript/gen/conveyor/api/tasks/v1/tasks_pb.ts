@@ -1781,8 +1781,8 @@ export const GetTaskStatsRequestSchema: GenMessage<GetTaskStatsRequest> = /*@__P
   messageDesc(file_conveyor_api_tasks_v1_tasks, 42);
 
 /**
- * TimeBucket counts what happened in one interval of a stats window, over every type
- * asked for.
+ * TimeBucket counts what happened in one interval of a stats window to the tasks
+ * submitted in the window, over every type asked for.
  *
  * @generated from message conveyor.api.tasks.v1.TimeBucket
  */
@@ -2027,8 +2027,8 @@ export type GetTaskStatsResponse = Message<"conveyor.api.tasks.v1.GetTaskStatsRe
 
   /**
    * With a bucket asked for: every interval of the window oldest first, the first starting
-   * at since, empty ones included. Completed and failed count by when tasks finished, so a
-   * task submitted before the window and finished in it counts there.
+   * at since, empty ones included. Like the rest, it counts the tasks submitted in the
+   * window: each in the interval it was submitted in, and in the one it finished in.
    *
    * @generated from field: repeated conveyor.api.tasks.v1.TimeBucket series = 3;
    */

@@ -3736,8 +3736,8 @@ func (x *GetTaskStatsRequest) GetBucket() *durationpb.Duration {
 	return nil
 }
 
-// TimeBucket counts what happened in one interval of a stats window, over every type
-// asked for.
+// TimeBucket counts what happened in one interval of a stats window to the tasks
+// submitted in the window, over every type asked for.
 type TimeBucket struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache
@@ -4146,8 +4146,8 @@ type GetTaskStatsResponse struct {
 	// The start of the window.
 	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
 	// With a bucket asked for: every interval of the window oldest first, the first starting
-	// at since, empty ones included. Completed and failed count by when tasks finished, so a
-	// task submitted before the window and finished in it counts there.
+	// at since, empty ones included. Like the rest, it counts the tasks submitted in the
+	// window: each in the interval it was submitted in, and in the one it finished in.
 	Series []*TimeBucket `protobuf:"bytes,3,rep,name=series,proto3" json:"series,omitempty"`
 }
 
