@@ -130,10 +130,11 @@ async def _series(
 
     def counts(time: Any, *conditions: Any) -> Any:
         # Grouped over a subquery: PostgreSQL would not match a GROUP BY expression that
-        # repeats the SELECT's with bound parameters of its own.
+        # repeats the SELECT's with bound parameters of its own. A task ends after it was
+        # created, so the window's tasks need no lower bound on their end time.
         inner = select(
             (_micros(dialect, time, start) // width).label("bucket"), tasks.c.state
-        ).where(*scope, tasks.c.create_time >= since, time >= since, time < until, *conditions)
+        ).where(*scope, tasks.c.create_time >= since, time < until, *conditions)
         rows = inner.subquery()
         return select(rows.c.bucket, rows.c.state, func.count()).group_by(
             rows.c.bucket, rows.c.state
