@@ -116,6 +116,10 @@ async def each_bad_request(http: httpx.AsyncClient) -> None:
     backwards = "createdAfter=2026-12-05T10:00:00Z&createdBefore=2026-12-05T09:00:00Z"
     status = refused(await http.get(f"/v1/tasks?{backwards}"), 400, 3)
     assert "later than" in fields(status)["created_before"]
+    status = refused(await http.get(f"/v1/tasks/{'0' * 26}?view=TASK_VIEW_NOPE"), 400, 3)
+    assert "TASK_VIEW_NOPE" in fields(status)["view"]
+    status = refused(await http.get(f"/v1/tasks/{'0' * 26}?view=9"), 400, 3)
+    assert "unknown value 9" in fields(status)["view"]
     status = refused(await http.get("/v1/tasks:stats?bucket=0.5s"), 400, 3)
     assert "at least" in fields(status)["bucket"]
     status = refused(await http.get("/v1/tasks:stats?window=86400s&bucket=1s"), 400, 3)
