@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import datetime as dt
 import hashlib
 import logging
 import os
@@ -38,7 +39,7 @@ from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.auth.principal import METADATA_AUTHORIZATION, METADATA_NAMESPACE
 from conveyor.config import ClientSettings
 from conveyor.errors import DeadlineExceeded, Internal, Unavailable
-from conveyor.tasks import is_terminal
+from conveyor.tasks import duration, is_terminal, timestamp
 from conveyor.tls import client_credentials
 
 log = logging.getLogger(__name__)
@@ -240,9 +241,13 @@ class AsyncClient(ScheduleQueueMixin, KeysMixin):
 
     # --- read ------------------------------------------------------------------------------
 
-    async def get(self, task_id: str, *, omit_payloads: bool = False) -> tasks_pb2.Task:
-        """The task with this id; ``omit_payloads`` leaves out result image bytes."""
-        request = tasks_pb2.GetTaskRequest(task_id=task_id, omit_payloads=omit_payloads)
+    async def get(
+        self, task_id: str, *, omit_payloads: bool = False, with_input: bool = False
+    ) -> tasks_pb2.Task:
+        """The task with this id; ``omit_payloads`` leaves out image bytes, ``with_input``
+        adds the task's input (the FULL view)."""
+        view = tasks_pb2.TASK_VIEW_FULL if with_input else tasks_pb2.TASK_VIEW_BASIC
+        request = tasks_pb2.GetTaskRequest(task_id=task_id, omit_payloads=omit_payloads, view=view)
         response: tasks_pb2.GetTaskResponse = await self._unary("GetTask", request)
         return response.task
 
@@ -297,10 +302,14 @@ class AsyncClient(ScheduleQueueMixin, KeysMixin):
         labels: Mapping[str, str] | None = None,
         page_size: int = 0,
         page_token: str = "",
+        created_after: dt.datetime | None = None,
+        created_before: dt.datetime | None = None,
     ) -> tasks_pb2.ListTasksResponse:
         """One page of tasks, newest first; pass ``next_page_token`` on for the next page.
 
-        ``states`` take short names ("running") or numbers; results are left out.
+        ``states`` take short names ("running") or numbers; results are left out. Only
+        tasks created at or after ``created_after`` and before ``created_before`` (aware
+        datetimes) when given.
         """
         request = tasks_pb2.ListTasksRequest(
             states=[enum_value(STATES, s, "state") for s in states],  # type: ignore[misc]
@@ -309,6 +318,10 @@ class AsyncClient(ScheduleQueueMixin, KeysMixin):
             page_size=page_size,
             page_token=page_token,
         )
+        if created_after is not None:
+            request.created_after.CopyFrom(timestamp(created_after))
+        if created_before is not None:
+            request.created_before.CopyFrom(timestamp(created_before))
         response: tasks_pb2.ListTasksResponse = await self._unary("ListTasks", request)
         return response
 
@@ -431,14 +444,17 @@ class AsyncClient(ScheduleQueueMixin, KeysMixin):
         return response.purged_count
 
     async def stats(
-        self, *, window: float = 3600.0, type: str = "", top_errors: int = 5
+        self, *, window: float = 3600.0, type: str = "", top_errors: int = 5, bucket: float = 0
     ) -> tasks_pb2.GetTaskStatsResponse:
-        """Failure-rate analysis of the tasks submitted in the last ``window`` seconds."""
+        """Failure-rate analysis of the tasks submitted in the last ``window`` seconds;
+        with a ``bucket`` (seconds), also counts per bucket of the window (``series``)."""
         request = tasks_pb2.GetTaskStatsRequest(
             window=duration_pb2.Duration(seconds=int(window), nanos=int(window % 1 * 1e9)),
             type=type,
             top_errors=top_errors,
         )
+        if bucket:
+            request.bucket.CopyFrom(duration(bucket))
         response: tasks_pb2.GetTaskStatsResponse = await self._unary("GetTaskStats", request)
         return response
 

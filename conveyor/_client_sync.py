@@ -11,6 +11,7 @@ import asyncio
 import builtins
 import concurrent.futures
 import contextlib
+import datetime as dt
 import sys
 import threading
 from collections.abc import AsyncIterator, Coroutine, Generator, Iterable, Mapping, Sequence
@@ -308,9 +309,12 @@ class Client(SyncScheduleQueueMixin, SyncKeysMixin):
         """Queues a task of a user-registered type."""
         return self._loop.run(self._async.submit_custom(task_type, payload, **opts))
 
-    def get(self, task_id: str, *, omit_payloads: bool = False) -> tasks_pb2.Task:
-        """The task with this id."""
-        return self._loop.run(self._async.get(task_id, omit_payloads=omit_payloads))
+    def get(
+        self, task_id: str, *, omit_payloads: bool = False, with_input: bool = False
+    ) -> tasks_pb2.Task:
+        """The task with this id (with its input when ``with_input``)."""
+        coro = self._async.get(task_id, omit_payloads=omit_payloads, with_input=with_input)
+        return self._loop.run(coro)
 
     def list(
         self,
@@ -320,6 +324,8 @@ class Client(SyncScheduleQueueMixin, SyncKeysMixin):
         labels: Mapping[str, str] | None = None,
         page_size: int = 0,
         page_token: str = "",
+        created_after: dt.datetime | None = None,
+        created_before: dt.datetime | None = None,
     ) -> tasks_pb2.ListTasksResponse:
         """One page of tasks, newest first."""
         coro = self._async.list(
@@ -328,6 +334,8 @@ class Client(SyncScheduleQueueMixin, SyncKeysMixin):
             labels=labels,
             page_size=page_size,
             page_token=page_token,
+            created_after=created_after,
+            created_before=created_before,
         )
         return self._loop.run(coro)
 
@@ -391,10 +399,11 @@ class Client(SyncScheduleQueueMixin, SyncKeysMixin):
         )
 
     def stats(
-        self, *, window: float = 3600.0, type: str = "", top_errors: int = 5
+        self, *, window: float = 3600.0, type: str = "", top_errors: int = 5, bucket: float = 0
     ) -> tasks_pb2.GetTaskStatsResponse:
         """Failure-rate analysis of the tasks submitted in the last ``window`` seconds."""
-        return self._loop.run(self._async.stats(window=window, type=type, top_errors=top_errors))
+        coro = self._async.stats(window=window, type=type, top_errors=top_errors, bucket=bucket)
+        return self._loop.run(coro)
 
     def close(self) -> None:
         """Closes the channel and stops the client's thread; safe to call twice."""

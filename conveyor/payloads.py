@@ -69,6 +69,14 @@ _INPUT_BULK = {
 """The fields of each input that can be large."""
 
 
+def input_reference(task_input: tasks_pb2.TaskInput) -> tasks_pb2.Payload:
+    """What describes the complete input: the reference an abridged input carries (its
+    object), else the description of its bytes as they are."""
+    if task_input.HasField("payload"):
+        return task_input.payload
+    return describe(task_input.SerializeToString(), content_type=INPUT_CONTENT_TYPE)
+
+
 def abridge_input(
     task_input: tasks_pb2.TaskInput, payload: tasks_pb2.Payload
 ) -> tasks_pb2.TaskInput:

@@ -202,6 +202,22 @@ class ServerTracingInterceptor(CachingInterceptor):
         return handler
 
 
+@contextlib.contextmanager
+def http_server_call(full_method: str, headers: Mapping[str, str]) -> Iterator[trace.Span]:
+    """A SERVER span around one call of the HTTP door, current while it is answered (so
+    relayed calls and published messages carry it on), continuing the trace of the
+    request's ``traceparent`` header, or starting one."""
+    service, _, method = full_method.lstrip("/").partition("/")
+    carrier = {key: headers[key] for key in _PROPAGATED if key in headers}
+    with tracer.start_as_current_span(
+        full_method,
+        context=propagate.extract(carrier) if carrier else None,
+        kind=trace.SpanKind.SERVER,
+        attributes={"rpc.system": "http", "rpc.service": service, "rpc.method": method},
+    ) as span:
+        yield span
+
+
 def server_interceptors() -> list[Any]:
     """gRPC server interceptors that continue the caller's trace."""
     return [ServerTracingInterceptor()]

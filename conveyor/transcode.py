@@ -193,8 +193,9 @@ def build_request(
             problems.append(FieldViolation(key, f"has the wrong type: {exc}"))
     if problems:
         raise InvalidArgument.for_fields(problems)
-    if from_query:
-        _parse(from_query, request, "query")
+    for name, value in from_query.items():
+        # One field at a time, so a bad value (a malformed timestamp) is named in the error.
+        _parse({name: value}, request, name)
     for name, value in variables.items():
         target: Message = request
         *path, last = name.split(".")

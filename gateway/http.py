@@ -33,7 +33,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
 
-from conveyor import jsonlike, transcode
+from conveyor import jsonlike, tracing, transcode
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.auth.authenticate import Authenticator
 from conveyor.auth.principal import METADATA_AUTHORIZATION, METADATA_NAMESPACE, Principal, bound
@@ -280,7 +280,9 @@ class Door:
                     why = f"{route.method.name} is not served over HTTP"
                     return _problem(grpc.StatusCode.UNIMPLEMENTED, why, 501)
                 return await self._streams.respond(request_message, request, principal)
-            response = await self._calls[route.method.full_name](request_message)
+            full_method = f"/{route.method.containing_service.full_name}/{route.method.name}"
+            with tracing.http_server_call(full_method, request.headers):
+                response = await self._calls[route.method.full_name](request_message)
         except ConveyorError as exc:
             return error_response(status_for(exc))
         except CallFailed as failed:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from conveyor.api.tasks.v1 import tasks_pb2
-from conveyor.payloads import abridge, describe
+from conveyor.payloads import abridge, abridge_input, describe, input_reference
 from store.convert import omit_payloads
 from store.pagination import Cursor, encode_token
 
@@ -24,7 +24,9 @@ TASK_FRAMING = 8
 def omitted(task: tasks_pb2.Task) -> tasks_pb2.Task:
     """The task without its result's image bytes (a copy when there were any), marked
     with a reference to the complete result."""
-    if not (task.HasField("result") and task.result.image_processing.image):
+    if not (task.HasField("result") and task.result.image_processing.image) and not (
+        task.HasField("input") and task.input.image_processing.image
+    ):
         return task
     slim = tasks_pb2.Task()
     slim.CopyFrom(task)
@@ -33,21 +35,36 @@ def omitted(task: tasks_pb2.Task) -> tasks_pb2.Task:
 
 def bounded(task: tasks_pb2.Task, limit: int) -> tasks_pb2.Task:
     """The task when it serializes to at most ``limit`` bytes, else a copy that does: its
-    result abridged (then left out), then its oldest attempt errors dropped."""
+    input (FULL view) and result abridged, the larger first, each left out if that is not
+    enough, then its oldest attempt errors dropped."""
     if task.ByteSize() <= limit:
         return task
     slim = tasks_pb2.Task()
     slim.CopyFrom(task)
-    if slim.HasField("result"):
+    if slim.input.ByteSize() > slim.result.ByteSize():
+        _bound_input(slim, limit)
+    if slim.HasField("result") and slim.ByteSize() > limit:
         payload = slim.result.payload
         if not slim.result.HasField("payload"):
             payload = describe(slim.result.SerializeToString())
         others = slim.ByteSize() - slim.result.ByteSize()
         slim.result.CopyFrom(abridge(slim.result, payload, max(limit - others, 0)))
+    _bound_input(slim, limit)
     errors = slim.attempt_errors
     while len(errors) > 1 and slim.ByteSize() > limit:
         del errors[: max(1, len(errors) // 4)]
     return slim
+
+
+def _bound_input(task: tasks_pb2.Task, limit: int) -> None:
+    """Abridges the task's input in place while the task is over ``limit`` bytes: its
+    large fields left out, then the typed input, ``input.payload`` describing all of it."""
+    if not task.HasField("input") or task.ByteSize() <= limit:
+        return
+    task.input.CopyFrom(abridge_input(task.input, input_reference(task.input)))
+    kind = task.input.WhichOneof("input")
+    if kind is not None and task.ByteSize() > limit:
+        task.input.ClearField(kind)
 
 
 def fit_page(

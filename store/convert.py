@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.auth.principal import DEFAULT_NAMESPACE
-from conveyor.payloads import describe
+from conveyor.payloads import abridge_input, describe, input_reference
 from conveyor.tasks import now
 from store.transitions import Event, Kind, Progress, Snapshot, State
 
@@ -113,6 +113,7 @@ def _submitted_snapshot(event: events_pb2.TaskEvent, time: dt.datetime) -> Snaps
         run_at=_time(task.run_at) if task.HasField("run_at") else None,
         # A gateway from before namespaces sends none: its tasks are the default's.
         namespace=task.namespace or DEFAULT_NAMESPACE,
+        trace_id=task.trace_id,
     )
 
 
@@ -159,6 +160,7 @@ _FIXED_FIELDS = (
     "create_time",
     "run_at",
     "namespace",
+    "trace_id",
 )
 _FIXED = operator.attrgetter(*_FIXED_FIELDS)
 
@@ -172,6 +174,7 @@ def _fixed_task(s: Snapshot) -> tasks_pb2.Task:
         idempotency_key=s.idempotency_key,
         schedule_id=s.schedule_id,
         namespace=s.namespace,
+        trace_id=s.trace_id,
     )
     labels = task.labels
     for key, value in s.labels.items():  # cheaper than Task(labels=...)'s update()
@@ -224,8 +227,11 @@ def _set_time(field: timestamp_pb2.Timestamp, value: dt.datetime) -> None:
 
 
 def omit_payloads(task: tasks_pb2.Task) -> tasks_pb2.Task:
-    """Clears large payloads (image bytes) of the task's result in place, marking the
-    result abridged (``result.payload``: GetTaskPayload has it all), and returns it."""
+    """Clears large payloads (image bytes) of the task's result and input in place,
+    marking each abridged (``result.payload``: GetTaskPayload has it all; ``input.payload``
+    describes the input), and returns it."""
+    if task.HasField("input") and task.input.image_processing.image:
+        task.input.CopyFrom(abridge_input(task.input, input_reference(task.input)))
     result = task.result
     if task.HasField("result") and result.image_processing.image:
         if not result.HasField("payload"):

@@ -7,6 +7,7 @@ compiled once per shape (how many states and labels, a type, a cursor), not per 
 from __future__ import annotations
 
 import builtins
+import datetime as dt
 import functools
 from typing import Any
 
@@ -52,16 +53,33 @@ def _after(create_time: Any = tasks.c.create_time, task_id: Any = tasks.c.id) ->
     return tuple_(create_time, task_id) < bound
 
 
+def _created(since: bool, until: bool, create_time: Any = tasks.c.create_time) -> list[Any]:
+    """Rows created at or after ``created_after`` and before ``created_before`` (when
+    given): bounds of the same index range the page reads in order."""
+    conditions = []
+    if since:
+        conditions.append(create_time >= bindparam("created_after", type_=tasks.c.create_time.type))
+    if until:
+        conditions.append(create_time < bindparam("created_before", type_=tasks.c.create_time.type))
+    return conditions
+
+
 _NEWEST_FIRST = (tasks.c.create_time.desc(), tasks.c.id.desc())
 
 
 @functools.lru_cache(maxsize=512)
 def list_query(
-    states: int, typed: bool, labels: int, after: bool, namespaced: bool = True
+    states: int,
+    typed: bool,
+    labels: int,
+    after: bool,
+    namespaced: bool = True,
+    since: bool = False,
+    until: bool = False,
 ) -> Select[Any]:
     """The page query of one shape (how many states and labels, a type, a cursor, one
-    namespace or all), with every value a named parameter (see list_values), so each
-    shape is compiled once.
+    namespace or all, creation time bounds), with every value a named parameter (see
+    list_values), so each shape is compiled once.
 
     Each filter reads one index range in page order. By label: the first label's (key,
     value, create_time, task_id) index drives, in order; the rest, the namespace among
@@ -77,6 +95,7 @@ def list_query(
         conditions += _filters(states, typed, range(1, labels), namespaced)
         if after:
             conditions.append(_after(label.c.create_time, label.c.task_id))
+        conditions += _created(since, until, label.c.create_time)
         return (
             select(*LISTED_COLUMNS)
             .select_from(label.join(tasks, tasks.c.id == label.c.task_id))
@@ -85,6 +104,7 @@ def list_query(
             .limit(limit)
         )
     cursor = [_after()] if after else []
+    cursor += _created(since, until)
     if states > 1:
         parts = [
             select(
@@ -117,9 +137,15 @@ def list_values(
     cursor: Cursor | None,
     limit: int,
     namespace: str | None = None,
+    created_after: dt.datetime | None = None,
+    created_before: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """The parameters of list_query for these filters (``namespace`` None: every one)."""
     values: dict[str, Any] = {"limit": limit}
+    if created_after is not None:
+        values["created_after"] = created_after
+    if created_before is not None:
+        values["created_before"] = created_before
     if namespace is not None:
         values["namespace"] = namespace
     for i, state in enumerate(states):

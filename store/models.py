@@ -114,6 +114,9 @@ class TaskRow(Base):
     labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     # Text, as schedule_id: the value comes from the submitted event (migration 0005).
     namespace: Mapped[str] = mapped_column(Text, default="default", server_default="default")
+    # The trace its submit started or joined, in hex; "" when it was not traced (and for
+    # tasks from before migration 0006).
+    trace_id: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     __table_args__ = (
         # ListTasks reads one namespace's tasks newest first, optionally by state or type;

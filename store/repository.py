@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 _write = write  # looked up at each batch, so a test can make one fail after its writes
 
 _GET = select(*SNAPSHOT_COLUMNS).where(tasks.c.id == bindparam("task_id"))
+_GET_FULL = select(*SNAPSHOT_COLUMNS, tasks.c.input).where(tasks.c.id == bindparam("task_id"))
 _HISTORY = (
     select(task_history.c.snapshot)
     .where(
@@ -238,12 +239,18 @@ class TaskRepository:
                     patience,
                 )
 
-    async def get(self, task_id: str, omit_payloads: bool = False) -> tasks_pb2.Task | None:
-        """The task, or None if unknown; ``omit_payloads`` leaves out result image bytes."""
-        rows, raw = await self._reads.rows(_GET, {"task_id": task_id})
+    async def get(
+        self, task_id: str, omit_payloads: bool = False, with_input: bool = False
+    ) -> tasks_pb2.Task | None:
+        """The task, or None if unknown; ``omit_payloads`` leaves out image bytes,
+        ``with_input`` adds the task's input (GetTask's FULL view)."""
+        rows, raw = await self._reads.rows(_GET_FULL if with_input else _GET, {"task_id": task_id})
         if not rows:
             return None
-        task = task_of(rows[0], SNAPSHOT_NAMES, raw)
+        row = tuple(rows[0])
+        task = task_of(row[: len(SNAPSHOT_NAMES)], SNAPSHOT_NAMES, raw)
+        if with_input:
+            task.input.ParseFromString(row[-1])
         return convert.omit_payloads(task) if omit_payloads else task
 
     async def get_for_redrive(
@@ -275,11 +282,14 @@ class TaskRepository:
         page_size: int = 0,
         page_token: str = "",
         namespace: str | None = DEFAULT_NAMESPACE,
+        created_after: dt.datetime | None = None,
+        created_before: dt.datetime | None = None,
     ) -> tuple[builtins.list[tasks_pb2.Task], str]:
         """One page of tasks, newest first, and the token of the next page ("" at the end).
 
         Filters combine with AND: the namespace (None: every one), any of ``states``, the
-        type, and all of ``labels``. Listed tasks carry no result. Raises InvalidArgument
+        type, all of ``labels``, and created at or after ``created_after`` and before
+        ``created_before``. Listed tasks carry no result. Raises InvalidArgument
         for a malformed token.
         """
         cursor = decode_token(page_token)
@@ -287,9 +297,16 @@ class TaskRepository:
         wanted = sorted(set(states))
         labels = labels or {}
         shape = (len(wanted), bool(task_type), len(labels), cursor is not None)
-        query = list_query(*shape, namespaced=namespace is not None)
+        query = list_query(
+            *shape,
+            namespaced=namespace is not None,
+            since=created_after is not None,
+            until=created_before is not None,
+        )
         # one more than asked says whether there is a next page
-        values = list_values(wanted, task_type, labels, cursor, size + 1, namespace)
+        values = list_values(
+            wanted, task_type, labels, cursor, size + 1, namespace, created_after, created_before
+        )
         rows, raw = await self._reads.rows(query, values)
         page = [task_of(row, LISTED_NAMES, raw) for row in rows[:size]]
         token = ""

@@ -86,6 +86,7 @@ def snapshot_from_row(row: Mapping[Any, Any]) -> Snapshot:
         run_at=row["run_at"],
         next_attempt_time=row["next_attempt_time"],
         namespace=row["namespace"],
+        trace_id=row["trace_id"],
     )
 
 
@@ -143,6 +144,7 @@ def insert_row(s: Snapshot, task_input: bytes, policy: bytes, to_time: ToTime) -
         to_time(s.next_attempt_time),
         json.dumps(dict(s.labels)),
         s.namespace,
+        s.trace_id,
     )
 
 
@@ -180,6 +182,7 @@ _ROW_ORDERS = (
     "input", "retry_policy", "result", "error", "attempt_errors", "progress_current",
     "progress_total", "progress_message", "create_time", "update_time", "start_time",
     "end_time", "run_at", "next_attempt_time", "labels", "namespace",
+    "trace_id",
 ), (
     "state", "attempt", "max_attempts", "attempt_offset", "version", "cancel_requested",
     "worker_id", "result", "error", "attempt_errors", "progress_current", "progress_total",
@@ -267,6 +270,7 @@ def task_of(row: Sequence[Any], names: Sequence[str], raw: bool) -> tasks_pb2.Ta
         schedule_id=r["schedule_id"] or "",
         worker_id=r["worker_id"],
         namespace=r["namespace"],
+        trace_id=r["trace_id"],
     )
     result = r.get("result")
     if result is not None:

@@ -25,7 +25,14 @@ from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.auth.namespaces import ALL_NAMESPACES, visible
 from conveyor.auth.principal import current_namespace
 from conveyor.errors import FailedPrecondition, NotFound, Unavailable
-from conveyor.intake.reads import validate_list, validate_purge, validate_stats, validate_task_id
+from conveyor.intake.reads import (
+    created_range,
+    validate_get,
+    validate_list,
+    validate_purge,
+    validate_stats,
+    validate_task_id,
+)
 from conveyor.messages import PUBLISH_TIMEOUT
 from conveyor.payloads import PayloadStore, chunked, describe
 from conveyor.publish import AckedPublisher
@@ -72,22 +79,26 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         # Made at first use: tests build the service without a connection to publish on.
         return messages.publisher(self._js, self._nc)
 
-    async def _find(self, task_id: str, omit_payloads: bool = False) -> tasks_pb2.Task:
+    async def _find(
+        self, task_id: str, omit_payloads: bool = False, with_input: bool = False
+    ) -> tasks_pb2.Task:
         """The task, waiting for the events published so far when it is not known yet:
         a GetTask right after SubmitTask sees the task. Every method reaches a task by id
         through here, so this is where another namespace's task is not found."""
-        task = await self._get_visible(task_id, omit_payloads)
+        task = await self._get_visible(task_id, omit_payloads, with_input)
         if task is None:
             await self._catch_up()
-            task = await self._get_visible(task_id, omit_payloads)
+            task = await self._get_visible(task_id, omit_payloads, with_input)
         if task is None:
             raise NotFound(f"task {task_id} does not exist")
         return task
 
-    async def _get_visible(self, task_id: str, omit_payloads: bool) -> tasks_pb2.Task | None:
+    async def _get_visible(
+        self, task_id: str, omit_payloads: bool, with_input: bool
+    ) -> tasks_pb2.Task | None:
         # Another namespace's task is answered as an unknown one, after the same wait, so
         # neither the answer nor its timing tells that the id exists.
-        task = await self._repository.get(task_id, omit_payloads=omit_payloads)
+        task = await self._repository.get(task_id, omit_payloads, with_input)
         return task if task is not None and visible(task.namespace) else None
 
     async def _catch_up(self) -> bool:
@@ -109,14 +120,15 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
     async def GetTask(
         self, request: tasks_pb2.GetTaskRequest, context: Context
     ) -> tasks_pb2.GetTaskResponse:
-        validate_task_id(request.task_id)
-        task = await self._find(request.task_id, request.omit_payloads)
+        full = validate_get(request)
+        task = await self._find(request.task_id, request.omit_payloads, with_input=full)
         return tasks_pb2.GetTaskResponse(task=bounded(task, self._max_response_bytes))
 
     async def ListTasks(
         self, request: tasks_pb2.ListTasksRequest, context: Context
     ) -> tasks_pb2.ListTasksResponse:
         page_size = validate_list(request)
+        created_after, created_before = created_range(request)
         await self._catch_up()
         tasks, token = await self._repository.list(
             states=list(request.states),
@@ -125,6 +137,8 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
             page_size=page_size,
             page_token=request.page_token,
             namespace=_namespace_filter(),
+            created_after=created_after,
+            created_before=created_before,
         )
         limit = self._max_response_bytes
         tasks = [bounded(task, limit - PAGE_OVERHEAD) for task in tasks]
@@ -275,10 +289,17 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
     async def GetTaskStats(
         self, request: tasks_pb2.GetTaskStatsRequest, context: Context
     ) -> tasks_pb2.GetTaskStatsResponse:
-        window, top_errors = validate_stats(request)
+        window, top_errors, bucket = validate_stats(request)
         await self._catch_up()
+        until = now()
         return await task_stats(
-            self._repository.engine, now() - window, request.type, top_errors, _namespace_filter()
+            self._repository.engine,
+            until - window,
+            request.type,
+            top_errors,
+            _namespace_filter(),
+            bucket,
+            until,
         )
 
     async def DeleteTask(

@@ -102,6 +102,7 @@ class Snapshot:
     run_at: dt.datetime | None = None
     next_attempt_time: dt.datetime | None = None
     namespace: str = DEFAULT_NAMESPACE
+    trace_id: str = ""
 
     @property
     def terminal(self) -> bool:

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Mapping
 
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.errors import FieldViolation, InvalidArgument
@@ -115,6 +115,19 @@ def duration_error(d: duration_pb2.Duration, maximum: dt.timedelta) -> str | Non
         return "must not be negative"
     if d.ToNanoseconds() > maximum // dt.timedelta(microseconds=1) * 1000:
         return f"must be at most {maximum}"
+    return None
+
+
+# Timestamp's documented range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
+
+
+def timestamp_error(ts: timestamp_pb2.Timestamp) -> str | None:
+    """What is wrong with a timestamp, if anything: only its documented range is valid."""
+    seconds_ok = MIN_TIMESTAMP_SECONDS <= ts.seconds <= MAX_TIMESTAMP_SECONDS
+    if not (seconds_ok and 0 <= ts.nanos < _NANOS):
+        return "is not a valid timestamp"
     return None
 
 

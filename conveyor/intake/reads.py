@@ -14,6 +14,7 @@ from conveyor.intake.checks import (
     check_labels,
     check_type_name,
     duration_error,
+    timestamp_error,
 )
 from conveyor.tasks import TERMINAL_STATES
 
@@ -23,9 +24,12 @@ MAX_PAGE_TOKEN_CHARS = 512
 STATS_DEFAULT_WINDOW = dt.timedelta(hours=1)
 STATS_MAX_WINDOW = dt.timedelta(days=31)
 STATS_MAX_TOP_ERRORS = 50
+STATS_MIN_BUCKET = dt.timedelta(seconds=1)
+STATS_MAX_BUCKETS = 1440
 PURGE_MAX_AGE = dt.timedelta(days=36_500)
 
 _STATES: dict[str, int] = dict(tasks_pb2.TaskState.items())
+_VIEWS: dict[str, int] = dict(tasks_pb2.TaskView.items())
 
 
 def validate_task_id(task_id: str, field: str = "task_id") -> None:
@@ -36,6 +40,15 @@ def validate_task_id(task_id: str, field: str = "task_id") -> None:
         raise InvalidArgument.for_fields(
             [FieldViolation(field, "must be a 26-character task id (lower-case base32)")]
         )
+
+
+def validate_get(request: tasks_pb2.GetTaskRequest) -> bool:
+    """Checks a get request; returns whether it asks for the FULL view (with the input)."""
+    validate_task_id(request.task_id)
+    c = Collector()
+    check_enum(c, "view", _VIEWS, request.view, allow_zero=True)
+    c.raise_if_any()
+    return request.view == tasks_pb2.TASK_VIEW_FULL
 
 
 def validate_list(request: tasks_pb2.ListTasksRequest) -> int:
@@ -51,8 +64,29 @@ def validate_list(request: tasks_pb2.ListTasksRequest) -> int:
     check_labels(c, "labels", request.labels)
     if len(request.page_token) > MAX_PAGE_TOKEN_CHARS:
         c.add("page_token", f"must be at most {MAX_PAGE_TOKEN_CHARS} characters")
+    bounds = [name for name in ("created_after", "created_before") if request.HasField(name)]
+    for name in bounds:
+        if problem := timestamp_error(getattr(request, name)):
+            c.add(name, problem)
+    if (
+        len(bounds) == 2
+        and not c.found
+        and request.created_before.ToDatetime() <= request.created_after.ToDatetime()
+    ):
+        c.add("created_before", "must be later than created_after")
     c.raise_if_any()
     return page_size_of(request)
+
+
+def created_range(
+    request: tasks_pb2.ListTasksRequest,
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The list request's created_after and created_before as UTC times (None: unset)."""
+    after = request.created_after.ToDatetime(dt.UTC) if request.HasField("created_after") else None
+    before = (
+        request.created_before.ToDatetime(dt.UTC) if request.HasField("created_before") else None
+    )
+    return after, before
 
 
 def page_size_of(request: tasks_pb2.ListTasksRequest) -> int:
@@ -60,9 +94,11 @@ def page_size_of(request: tasks_pb2.ListTasksRequest) -> int:
     return min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def validate_stats(request: tasks_pb2.GetTaskStatsRequest) -> tuple[dt.timedelta, int]:
-    """Checks a stats request; returns its window (default one hour) and how many top
-    errors to report (default 5)."""
+def validate_stats(
+    request: tasks_pb2.GetTaskStatsRequest,
+) -> tuple[dt.timedelta, int, dt.timedelta | None]:
+    """Checks a stats request; returns its window (default one hour), how many top
+    errors to report (default 5) and the width of its series' buckets (None: no series)."""
     c = Collector()
     window = STATS_DEFAULT_WINDOW
     if request.HasField("window"):
@@ -74,8 +110,20 @@ def validate_stats(request: tasks_pb2.GetTaskStatsRequest) -> tuple[dt.timedelta
     check_type_name(c, "type", request.type)
     if request.top_errors > STATS_MAX_TOP_ERRORS:
         c.add("top_errors", f"must be at most {STATS_MAX_TOP_ERRORS}")
+    bucket = None
+    if request.HasField("bucket"):
+        problem = duration_error(request.bucket, STATS_MAX_WINDOW)
+        width = request.bucket.ToTimedelta()
+        if problem:
+            c.add("bucket", problem)
+        elif width and width < STATS_MIN_BUCKET:
+            c.add("bucket", f"must be at least {STATS_MIN_BUCKET.seconds} second")
+        elif width and -(-window // width) > STATS_MAX_BUCKETS:
+            c.add("bucket", f"makes more than {STATS_MAX_BUCKETS} buckets of the window")
+        elif width:
+            bucket = width
     c.raise_if_any()
-    return window, request.top_errors or 5
+    return window, request.top_errors or 5, bucket
 
 
 def validate_purge(request: tasks_pb2.PurgeTasksRequest) -> tuple[list[int], dt.timedelta]:

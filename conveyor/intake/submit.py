@@ -29,7 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from conveyor import messages, subjects
+from conveyor import messages, subjects, tracing
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.auth.namespaces import namespace_metadata
@@ -222,6 +222,8 @@ class Submitter:
             update_time=timestamp(created),
             version=1,
             namespace=current_namespace(),
+            # The submit call's span is current here: the task's whole life is its trace.
+            trace_id=tracing.current_trace_id(),
         )
         if run_at:
             task.run_at.CopyFrom(timestamp(run_at))

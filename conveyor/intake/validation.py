@@ -37,6 +37,7 @@ from conveyor.intake.checks import (
     check_enum,
     check_labels,
     duration_error,
+    timestamp_error,
 )
 from conveyor.intake.inputs import check_input
 from conveyor.intake.unknown import unknown_fields_of
@@ -47,10 +48,6 @@ MAX_DELAY = dt.timedelta(days=365)
 MAX_IDEMPOTENCY_KEY_CHARS = 200
 
 _PRIORITIES: dict[str, int] = dict(tasks_pb2.TaskPriority.items())
-# Timestamp's documented range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
-_MIN_TIMESTAMP_SECONDS = -62_135_596_800
-_MAX_TIMESTAMP_SECONDS = 253_402_300_799
-_NANOS = 1_000_000_000
 
 
 def check_options(c: Collector, msg: tasks_pb2.TaskOptions, now: dt.datetime) -> None:
@@ -75,10 +72,8 @@ def check_options(c: Collector, msg: tasks_pb2.TaskOptions, now: dt.datetime) ->
 
 
 def _check_run_at(c: Collector, ts: timestamp_pb2.Timestamp, now: dt.datetime) -> None:
-    if not (
-        _MIN_TIMESTAMP_SECONDS <= ts.seconds <= _MAX_TIMESTAMP_SECONDS and 0 <= ts.nanos < _NANOS
-    ):
-        c.add("run_at", "is not a valid timestamp")
+    if problem := timestamp_error(ts):
+        c.add("run_at", problem)
     elif ts.ToDatetime(tzinfo=dt.UTC) > now + MAX_DELAY:
         # A time in the past is fine: the task is due at once.
         c.add("run_at", f"must be at most {MAX_DELAY.days} days in the future")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -117,12 +118,52 @@ def test_a_task_page_shows_its_timeline_and_result(dev: Dev, browser: webdriver.
     stats = element(browser, "table.stats").text
     assert "Words 12" in stats and "Sentences 2" in stats
     assert "k=v" in element(browser, ".details").text
+    # Its input, read in the API's FULL view, and the trace its submit started.
+    assert element(browser, ".input-text").text == TEXT
+    trace_id = state_of(dev, task_id)["traceId"]
+    assert re.fullmatch("[0-9a-f]{32}", trace_id)
+    assert element(browser, "#trace-id").text == trace_id
     # An image result is shown as an image, decoded by the browser.
     image = base64.b64encode(png(40, 30)).decode()
     image_id = submit(dev, {"imageProcessing": {"image": image}})
     open_page(browser, dev, f"#/tasks/{image_id}")
-    shown = element(browser, "img.result-image")
+    shown = element(browser, ".columns img.result-image[alt^='Result']")
     wait_for(browser, lambda d: d.execute_script("return arguments[0].naturalWidth", shown) == 40)
+    given = element(browser, ".input img.result-image")
+    assert browser.execute_script("return arguments[0].naturalWidth", given) == 40
+
+
+def test_tasks_are_filtered_by_creation_time(dev: Dev, browser: webdriver.Chrome) -> None:
+    run = uuid.uuid4().hex[:8]
+    body = {"textProcessing": {"text": TEXT}, "options": {"labels": {"run": run}}}
+    first = submit(dev, body)
+    time.sleep(0.01)  # the bound below falls between the two submits, to the millisecond
+    second = submit(dev, body)
+
+    def rows(d: webdriver.Chrome) -> list[str]:
+        found = d.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")
+        return [str(r.get_attribute("data-task")) for r in found]
+
+    open_page(browser, dev, f"#/tasks?label=run%3D{run}")
+    wait_for(browser, lambda d: sorted(rows(d)) == sorted([first, second]))
+    # Typed into the form as local time: nothing was created before 2000.
+    before = element(browser, "input[name='before']")
+    browser.execute_script("arguments[0].value = '2000-01-01T00:00:00'", before)
+    click_button(element(browser, "form.filters"), "Filter")
+    wait_for(browser, lambda d: "No tasks match." in d.find_element(By.CSS_SELECTOR, "main").text)
+    assert "before=2000-01-01" in browser.current_url
+    # From the second task's creation (a link, in the browser's local time): it and a task
+    # submitted later, not the first.
+    local = browser.execute_script(
+        """const d = new Date(arguments[0]);
+           d.setMinutes(d.getMinutes() - d.getTimezoneOffset());
+           return d.toISOString().slice(0, 23);""",
+        state_of(dev, second)["createTime"],
+    )
+    third = submit(dev, body)
+    open_page(browser, dev, f"#/tasks?label=run%3D{run}&after={local}")
+    wait_for(browser, lambda d: sorted(rows(d)) == sorted([second, third]))
+    assert element(browser, "input[name='after']").get_attribute("value") == local
 
 
 def test_a_running_task_shows_its_progress(dev: Dev, browser: webdriver.Chrome) -> None:
@@ -274,7 +315,10 @@ def test_an_admin_switches_namespace(dev: Dev, browser: webdriver.Chrome) -> Non
 
 
 def test_the_overview_counts_and_charts(dev: Dev, browser: webdriver.Chrome) -> None:
-    submit(dev, {"textProcessing": {"text": TEXT}})
+    with dev.http() as http:
+        stats = http.get("/v1/tasks:stats?window=3600s&bucket=60s").json()
+    for _ in range(2):
+        submit(dev, {"textProcessing": {"text": TEXT}})
     open_page(browser, dev, "#/")
     wait_for(
         browser, lambda d: int(d.find_element(By.CSS_SELECTOR, ".counts .s-completed .n").text) > 0
@@ -283,6 +327,17 @@ def test_the_overview_counts_and_charts(dev: Dev, browser: webdriver.Chrome) -> 
     assert len(charts) == 4
     bars = element(browser, ".bar[aria-label^='text_processing']")
     assert "COMPLETED" in str(bars.get_attribute("aria-label"))
+    # Throughput and failure rate come from the store's per-minute counts of the whole
+    # last hour, not from samples taken since the page opened.
+    done = sum(int(b.get("completed", 0)) for b in stats["series"])
+    throughput = charts[1].find_element(By.CSS_SELECTOR, ".summary")
+    wait_for(browser, lambda d: int(throughput.text.split()[0]) >= done + 2)
+    assert re.fullmatch(
+        r"\d+ failed of \d+ finished in the last hour",
+        charts[2].find_element(By.CSS_SELECTOR, ".summary").text,
+    )
+    points = charts[1].find_element(By.CSS_SELECTOR, "polyline").get_attribute("points")
+    assert len(str(points).split()) == 60
 
 
 @pytest.mark.parametrize("page", ["#/", "#/tasks", "#/failures", "#/queues", "#/schedules"])

@@ -107,7 +107,23 @@ async def each_bad_request(http: httpx.AsyncClient) -> None:
     status = refused(await http.get("/v1/tasks?pageSize=many"), 400, 3)
     assert "pageSize" in fields(status)
     status = refused(await http.get("/v1/tasks?states=TASK_STATE_NOPE"), 400, 3)
-    assert "TASK_STATE_NOPE" in fields(status)["query"]
+    assert "TASK_STATE_NOPE" in fields(status)["states"]
+    # A malformed time is named, whichever of the creation bounds it is.
+    status = refused(await http.get("/v1/tasks?createdAfter=2026-13-01T00:00:00Z"), 400, 3)
+    assert "createdAfter" in fields(status)
+    status = refused(await http.get("/v1/tasks?createdBefore=yesterday"), 400, 3)
+    assert "createdBefore" in fields(status)
+    backwards = "createdAfter=2026-12-05T10:00:00Z&createdBefore=2026-12-05T09:00:00Z"
+    status = refused(await http.get(f"/v1/tasks?{backwards}"), 400, 3)
+    assert "later than" in fields(status)["created_before"]
+    status = refused(await http.get(f"/v1/tasks/{'0' * 26}?view=TASK_VIEW_NOPE"), 400, 3)
+    assert "TASK_VIEW_NOPE" in fields(status)["view"]
+    status = refused(await http.get(f"/v1/tasks/{'0' * 26}?view=9"), 400, 3)
+    assert "unknown value 9" in fields(status)["view"]
+    status = refused(await http.get("/v1/tasks:stats?bucket=0.5s"), 400, 3)
+    assert "at least" in fields(status)["bucket"]
+    status = refused(await http.get("/v1/tasks:stats?window=86400s&bucket=1s"), 400, 3)
+    assert "1440" in fields(status)["bucket"]
     assert "colour" in fields(refused(await http.get("/v1/tasks?colour=red"), 400, 3))
     status = refused(await http.post("/v1/tasks", json={"textProcessing": {"txt": "a"}}), 400, 3)
     assert "txt" in fields(status)["body"]

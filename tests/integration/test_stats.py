@@ -73,3 +73,33 @@ async def test_stats_count_outcomes_retries_and_errors_per_type(
     top = ["--addr", addr, "top", "--iterations", "1"]
     assert await asyncio.to_thread(cli_main, top) == 0
     assert "greet" in capsys.readouterr().out
+
+
+async def test_the_sdk_reads_the_series_inputs_and_creation_bounds(system: System) -> None:
+    from conveyor.client import AsyncClient
+    from conveyor.tasks import from_timestamp
+
+    await system.start_store()
+    await system.start_worker(custom_handlers.registry(), shutdown_grace_seconds=1.0)
+    await system.start_gateway()
+    assert system.gateway is not None
+    async with AsyncClient(system.gateway.address) as client:
+        greeted = await client.submit_custom("greet", {"name": "ada"})
+        failed = (await system.stub.SubmitTask(custom("fail_once"))).task
+        for task_id in (greeted.id, failed.id):
+            await wait_terminal(system.stub, task_id)
+        stats = await client.stats(window=600, bucket=60)
+        assert len(stats.series) == 10
+        totals = [
+            sum(getattr(b, name) for b in stats.series)
+            for name in ("submitted", "completed", "failed")
+        ]
+        assert totals == [2, 1, 1]
+        full = await client.get(greeted.id, with_input=True)
+        assert json.loads(full.input.custom.json) == {"name": "ada"}
+        assert not (await client.get(greeted.id)).HasField("input")
+        since = from_timestamp(failed.create_time)
+        page = await client.list(created_after=since)
+        assert [t.id for t in page.tasks] == [failed.id]
+        page = await client.list(created_before=since)
+        assert [t.id for t in page.tasks] == [greeted.id]

@@ -39,6 +39,8 @@ async def test_a_task_has_one_trace_from_submit_to_store(
         trace_id = root.get_span_context().trace_id
         done = await client.wait(task.id, timeout=30)
     assert done.result.text_processing.sentences == 2
+    # The task names its trace, so a reader can go from the task to these spans.
+    assert done.trace_id == format(trace_id, "032x")
     async with asyncio.timeout(10):
         while True:
             names = {s.name for s in spans.get_finished_spans() if s.context.trace_id == trace_id}

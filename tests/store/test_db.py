@@ -82,19 +82,23 @@ async def test_upgrade_from_0001_keeps_tasks_listable_by_label(engine_0001: Asyn
     old = [submitted(created=at(i), labels={"team": "a", "n": str(i)}) for i in range(5)]
     # Today's writer stands in for a 0001 store's: it writes the same task and label rows,
     # and only looks for parked events (0003) too, in a table made for it and dropped, and
-    # writes the cursor's time (0004) and the namespace (0005) in columns made for them and
-    # dropped: the old tasks are listed below in the default namespace, which 0005 gives them.
+    # writes the cursor's time (0004), the namespace (0005) and the trace id (0007) in
+    # columns made for them and dropped: the old tasks are listed below in the default
+    # namespace, which 0005 gives them, with the empty trace id 0007 gives them.
     cursor_time = "ALTER TABLE store_cursor {} COLUMN applied_time_us"
     namespace = "ALTER TABLE tasks {} COLUMN namespace"
+    trace_id = "ALTER TABLE tasks {} COLUMN trace_id"
     async with engine_0001.begin() as conn:
         await conn.run_sync(parked_events.create)
         await conn.exec_driver_sql(cursor_time.format("ADD") + " BIGINT")
         await conn.exec_driver_sql(namespace.format("ADD") + " TEXT")
+        await conn.exec_driver_sql(trace_id.format("ADD") + " TEXT")
     await TaskRepository(engine_0001).apply(stream.number(*old))
     async with engine_0001.begin() as conn:
         await conn.run_sync(parked_events.drop)
         await conn.exec_driver_sql(cursor_time.format("DROP"))
         await conn.exec_driver_sql(namespace.format("DROP"))
+        await conn.exec_driver_sql(trace_id.format("DROP"))
     await migrate(engine_0001)  # 0001 -> head, as a store upgrading in place does
     repository = TaskRepository(engine_0001)
     new = [submitted(created=at(10 + i), labels={"team": "a"}) for i in range(3)]
@@ -103,6 +107,7 @@ async def test_upgrade_from_0001_keeps_tasks_listable_by_label(engine_0001: Asyn
     page, token = await repository.list(labels={"team": "a"}, page_size=4)
     rest, last = await repository.list(labels={"team": "a"}, page_size=4, page_token=token)
     assert ([t.id for t in page + rest], last) == (expected, "")
+    assert {t.trace_id for t in page + rest} == {""}
     only, _ = await repository.list(labels={"team": "a", "n": "3"})
     assert [t.id for t in only] == [old[3].task_id]
     async with engine_0001.connect() as conn:

@@ -175,3 +175,30 @@ async def test_tokens_are_url_safe_and_round_trip(repository: TaskRepository) ->
     assert token and all(c.isalnum() or c in "-_" for c in token)
     newest = sorted(made, key=lambda t: (t.created, t.id))[-1]
     assert token == encode_token(Cursor(newest.created, newest.id))
+
+
+async def test_creation_time_bounds_combine_with_every_filter(repository: TaskRepository) -> None:
+    made = await make_tasks(repository)
+    since, until = at(8), at(20)  # tasks 10 to 14 share at(10): inside, paged by id
+
+    def within(t: Made) -> bool:
+        return since <= t.created < until
+
+    cases: list[tuple[dict[str, object], list[Made]]] = [
+        ({}, [t for t in made if within(t)]),
+        ({"states": [COMPLETED, FAILED]}, [t for t in made if within(t) and t.state != PENDING]),
+        (
+            {"task_type": "batch_processing"},
+            [t for t in made if within(t) and t.type == "batch_processing"],
+        ),
+        ({"labels": {"team": "a"}}, [t for t in made if within(t) and t.labels["team"] == "a"]),
+    ]
+    for filters, matching in cases:
+        assert matching, filters
+        found = await walk(repository, 3, created_after=since, created_before=until, **filters)
+        assert found == newest_first(matching), filters
+    # Each bound alone: the start is inclusive, the end exclusive.
+    after = await walk(repository, 50, created_after=at(10))
+    assert after == newest_first([t for t in made if t.created >= at(10)])
+    before = await walk(repository, 50, created_before=at(10))
+    assert before == newest_first([t for t in made if t.created < at(10)])

@@ -120,3 +120,35 @@ async def test_stats_time_runs_that_start_or_end_in_the_last_half_millisecond_of
         876_144,
         876_844,
     )
+
+
+def _series(stats: tasks_pb2.GetTaskStatsResponse) -> list[tuple[float, int, int, int]]:
+    return [
+        ((from_timestamp(b.start_time) - T0).total_seconds(), b.submitted, b.completed, b.failed)
+        for b in stats.series
+    ]
+
+
+async def test_the_series_counts_submits_and_outcomes_per_bucket(
+    repository: TaskRepository,
+) -> None:
+    await repository.apply(Stream().number(*_events()))
+    second = dt.timedelta(seconds=1)
+    stats = await task_stats(repository.engine, T0, bucket=second, until=at(5))
+    # Submitted by create time (all four in the first second); completed and failed by end
+    # time: A at 1.9, B at 2.000002 (a microsecond into its bucket), C failed at 3.25.
+    assert _series(stats) == [
+        (0.0, 4, 0, 0),
+        (1.0, 0, 1, 0),
+        (2.0, 0, 1, 0),
+        (3.0, 0, 0, 1),
+        (4.0, 0, 0, 0),
+    ]
+    # Only the window's tasks count: from 0.5 s, B and D (A completed at 1.9 and C failed
+    # at 3.25 in the window, but were submitted before it).
+    later = await task_stats(repository.engine, at(0.5), bucket=second, until=at(3.5))
+    assert _series(later) == [(0.5, 2, 0, 0), (1.5, 0, 1, 0), (2.5, 0, 0, 0)]
+    # The type filter applies to the series; no bucket asked for, no series.
+    other = await task_stats(repository.engine, T0, "batch_processing", bucket=second, until=at(2))
+    assert _series(other) == [(0.0, 0, 0, 0), (1.0, 0, 0, 0)]
+    assert not (await task_stats(repository.engine, T0)).series

@@ -248,13 +248,14 @@ function Heading({ children }) {
 
 // ---------------------------------------------------------------- charts (SVG)
 
-function LineChart({ title, series, unit }) {
+function LineChart({ title, series, unit, from, note, summary }) {
   const width = 600;
   const height = 160;
   const now = Date.now();
-  // From the first sample (at most an hour ago), so a console just opened shows lines.
+  // Sampled lines start at the first sample (at most an hour ago), so a console just opened
+  // shows lines; a series from the stats covers the hour it was asked for.
   const first = Math.min(now - 60000, ...series.flatMap((s) => s.points.map((p) => p[0])));
-  const start = Math.max(now - HOUR, first);
+  const start = from || Math.max(now - HOUR, first);
   const span = now - start;
   const max = Math.max(1, ...series.flatMap((s) => s.points.map((p) => p[1])));
   const x = (t) => ((t - start) / span) * width;
@@ -263,15 +264,21 @@ function LineChart({ title, series, unit }) {
     .map((s) => `${s.name} ${s.points.length ? +s.points[s.points.length - 1][1].toFixed(2) : 0}${unit || ""}`)
     .join(", ");
   return html`<figure class="chart">
-    <figcaption>${title} <span class="muted">(top: ${+max.toFixed(2)}${unit || ""})</span></figcaption>
+    <figcaption>${title} <span class="muted">(top: ${+max.toFixed(2)}${unit || ""})</span>
+      ${summary && html`<span class="summary">${summary}</span>`}</figcaption>
     <svg viewBox=${`0 0 ${width} ${height}`} role="img" aria-label=${`${title}; now ${latest}`} preserveAspectRatio="none">
       <line x1="0" y1=${height} x2=${width} y2=${height} class="axis" />
       ${series.map(
         (s) => html`<polyline class=${"line " + s.cls} points=${s.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ")} />`,
       )}
+      ${series.map((s) => {
+        // The latest point as a dot: a line of one point (one minute with finished tasks) shows nothing.
+        const last = s.points[s.points.length - 1];
+        return last && html`<circle class=${"dot " + s.cls} cx=${x(last[0]).toFixed(1)} cy=${y(last[1]).toFixed(1)} r="4" />`;
+      })}
     </svg>
     <div class="legend">${series.map((s) => html`<span class=${"key " + s.cls}>${s.name}</span>`)}
-      <span class="muted">since ${new Date(start).toLocaleTimeString()} (at most an hour), sampled every 5 s while open</span></div>
+      <span class="muted">since ${new Date(start).toLocaleTimeString()}${note || " (at most an hour), sampled every 5 s while open"}</span></div>
   </figure>`;
 }
 
@@ -316,6 +323,7 @@ function StateCounts({ totals, caption }) {
 }
 
 const SAMPLES = "conveyor.samples";
+const BUCKET_SECONDS = 60;
 
 function Overview() {
   const [stats, setStats] = useState(null);
@@ -324,15 +332,13 @@ function Overview() {
   usePoll(
     async () => {
       try {
-        const [s, q] = await Promise.all([api("GET", "/v1/tasks:stats?window=3600s"), api("GET", "/v1/queues")]);
+        const [s, q] = await Promise.all([api("GET", `/v1/tasks:stats?window=3600s&bucket=${BUCKET_SECONDS}s`), api("GET", "/v1/queues")]);
         setStats(s);
         setError("");
-        const totals = stateTotals(s);
         const queues = q.queues || [];
+        // Queue depth has no history in the API: it is sampled while the page is open.
         const sample = {
           t: Date.now(),
-          done: totals.COMPLETED || 0,
-          failed: totals.FAILED || 0,
           depth: queues.reduce((n, x) => n + (x.waiting || []).reduce((a, b) => a + Number(b), 0), 0),
           running: queues.reduce((n, x) => n + Number(x.inFlight || 0), 0),
         };
@@ -348,12 +354,18 @@ function Overview() {
     5000,
     [],
   );
-  const throughput = samples.slice(1).map((p, i) => {
-    const before = samples[i];
-    const minutes = (p.t - before.t) / 60000;
-    return [p.t, Math.max(0, p.done - before.done) / minutes];
-  });
-  const failureRate = samples.map((p) => [p.t, p.done + p.failed ? (100 * p.failed) / (p.done + p.failed) : 0]);
+  // Throughput and failure rate per bucket of the last hour, counted by the store.
+  const buckets = (stats && stats.series) || [];
+  const end = (b) => Date.parse(b.startTime) + BUCKET_SECONDS * 1000;
+  const throughput = buckets.map((b) => [end(b), (Number(b.completed || 0) * 60) / BUCKET_SECONDS]);
+  const failureRate = buckets
+    .filter((b) => Number(b.completed || 0) + Number(b.failed || 0) > 0)
+    .map((b) => [end(b), (100 * Number(b.failed || 0)) / (Number(b.completed || 0) + Number(b.failed || 0))]);
+  const from = stats ? Date.parse(stats.since) : undefined;
+  const sum = (name) => buckets.reduce((n, b) => n + Number(b[name] || 0), 0);
+  const completed = sum("completed");
+  const failed = sum("failed");
+  const perMinute = ` (last hour, per ${BUCKET_SECONDS / 60} min, counted by the store)`;
   const totals = stats ? stateTotals(stats) : {};
   return html`<section>
     <${Heading}>Overview<//>
@@ -365,8 +377,12 @@ function Overview() {
         { name: "waiting", cls: "c1", points: samples.map((p) => [p.t, p.depth]) },
         { name: "running", cls: "c2", points: samples.map((p) => [p.t, p.running]) },
       ]} />
-      <${LineChart} title="Throughput (completed per minute)" series=${[{ name: "completed/min", cls: "c3", points: throughput }]} />
-      <${LineChart} title="Failure rate (failed of finished, last hour)" unit=" %" series=${[{ name: "failed", cls: "c4", points: failureRate }]} />
+      <${LineChart} title="Throughput (completed per minute)" from=${from} note=${perMinute}
+        summary=${stats && `${completed} completed in the last hour`}
+        series=${[{ name: "completed/min", cls: "c3", points: throughput }]} />
+      <${LineChart} title="Failure rate (failed of finished)" unit=" %" from=${from} note=${perMinute}
+        summary=${stats && `${failed} failed of ${completed + failed} finished in the last hour`}
+        series=${[{ name: "failed", cls: "c4", points: failureRate }]} />
       ${stats && html`<${StateBars} types=${stats.types || []} />`}
     </div>
     <h2>Per type</h2>
@@ -395,8 +411,27 @@ function listParams(filters) {
   return params;
 }
 
+// The time filter is kept in the link as the form's local times ("2026-12-05T17:30").
+function instant(local) {
+  const t = local ? new Date(local).getTime() : NaN;
+  return Number.isNaN(t) ? null : t;
+}
+
+function pageParams(filters) {
+  const params = listParams(filters);
+  const after = instant(filters.after);
+  const before = instant(filters.before);
+  if (after !== null) params.set("createdAfter", new Date(after).toISOString());
+  if (before !== null) params.set("createdBefore", new Date(before).toISOString());
+  return params;
+}
+
 function matches(task, filters) {
   if (filters.state && stateName(task.state) !== filters.state) return false;
+  const created = Date.parse(task.createTime);
+  const after = instant(filters.after);
+  const before = instant(filters.before);
+  if ((after !== null && created < after) || (before !== null && created >= before)) return false;
   if (filters.type && task.type !== filters.type) return false;
   if (filters.label) {
     for (const part of filters.label.split(",")) {
@@ -407,10 +442,13 @@ function matches(task, filters) {
   return true;
 }
 
+const FILTERS = ["state", "type", "label", "after", "before"];
+
 let streamMissing = false; // learnt once per page load: this gateway has no tasks:watch
 
 function TasksPage({ query }) {
-  const filters = { state: query.get("state") || "", type: query.get("type") || "", label: query.get("label") || "" };
+  const filters = {};
+  for (const name of FILTERS) filters[name] = query.get(name) || "";
   const key = JSON.stringify(filters);
   const [tokens, setTokens] = useState([""]);
   const [tasks, setTasks] = useState(null);
@@ -426,7 +464,7 @@ function TasksPage({ query }) {
     let timer = null;
     let stop = () => {};
     const load = async () => {
-      const params = listParams(filters);
+      const params = pageParams(filters);
       params.set("pageSize", PAGE_SIZE);
       if (token) params.set("pageToken", token);
       try {
@@ -511,7 +549,7 @@ function TasksPage({ query }) {
     e.preventDefault();
     const form = new FormData(e.target);
     const params = new URLSearchParams();
-    for (const name of ["state", "type", "label"]) if (form.get(name)) params.set(name, form.get(name).trim());
+    for (const name of FILTERS) if (form.get(name)) params.set(name, form.get(name).trim());
     location.hash = "#/tasks" + (params.toString() ? "?" + params : "");
   };
   const find = (e) => {
@@ -529,8 +567,10 @@ function TasksPage({ query }) {
         </select></label>
         <label>Type <input name="type" value=${filters.type} placeholder="text_processing" /></label>
         <label>Label <input name="label" value=${filters.label} placeholder="team=search" /></label>
+        <label>Created after <input name="after" type="datetime-local" step="1" value=${filters.after} /></label>
+        <label>Created before <input name="before" type="datetime-local" step="1" value=${filters.before} /></label>
         <button type="submit">Filter</button>
-        ${(filters.state || filters.type || filters.label) && html`<a href="#/tasks">Clear</a>`}
+        ${FILTERS.some((name) => filters[name]) && html`<a href="#/tasks">Clear</a>`}
       </form>
       <form class="filters" onSubmit=${find} role="search" aria-label="Find a task by id">
         <label>Task id <input name="id" autocomplete="off" /></label>
@@ -594,12 +634,58 @@ function Result({ task }) {
   return html`<pre>${JSON.stringify(result, null, 2)}</pre>`;
 }
 
+// The image type of base64 data, from its first bytes (the input does not say).
+const IMAGE_MAGIC = { iVBOR: "png", "/9j/": "jpeg", R0lG: "gif", UklG: "webp", Qk: "bmp" };
+
+function imageType(data) {
+  const found = Object.keys(IMAGE_MAGIC).find((magic) => data.startsWith(magic));
+  return found ? IMAGE_MAGIC[found] : "png";
+}
+
+function Input({ input }) {
+  if (!input) return html`<p class="muted">Not known.</p>`;
+  const left = input.payload
+    ? html`<p class="muted">Part of the input is too large to show here (${input.payload.sizeBytes} bytes in all).</p>`
+    : "";
+  const rest = (object, ...shown) => {
+    const others = Object.fromEntries(Object.entries(object).filter(([k]) => !shown.includes(k)));
+    return Object.keys(others).length ? html`<pre class="input-options">${JSON.stringify(others, null, 2)}</pre>` : "";
+  };
+  let body;
+  if (input.textProcessing || input.aiSummarization) {
+    const text = input.textProcessing || input.aiSummarization;
+    body = html`${text.text !== undefined && html`<pre class="input-text">${text.text}</pre>`}${rest(text, "text")}`;
+  } else if (input.batchProcessing) {
+    const batch = input.batchProcessing;
+    const items = batch.items || [];
+    body = html`${items.length ? html`<p>${items.length} items${items.length > 20 ? ", the first 20" : ""}:</p>
+      <ol class="input-items">${items.slice(0, 20).map((item) => html`<li>${item}</li>`)}</ol>` : ""}${rest(batch, "items")}`;
+  } else if (input.imageProcessing) {
+    const image = input.imageProcessing;
+    body = html`${image.image && html`<img class="result-image" src=${`data:image/${imageType(image.image)};base64,${image.image}`} alt="Input image" />`}
+      ${rest(image, "image")}`;
+  } else if (input.custom) {
+    let shown = input.custom.json;
+    try {
+      shown = JSON.stringify(JSON.parse(shown), null, 2);
+    } catch {
+      // Shown as sent.
+    }
+    body = html`<p>Custom type <strong>${input.custom.type}</strong></p>
+      ${shown !== undefined ? html`<pre class="input-json">${shown}</pre>` : rest(input.custom, "type")}`;
+  }
+  return html`<div class="input">${body}${left}</div>`;
+}
+
 function TaskPage({ id, me }) {
   const [task, setTask] = useState(null);
   const [history, setHistory] = useState([]);
   const [error, setError] = useState("");
   const [notice, run] = useNotice();
   const [reload, setReload] = useState(0);
+
+  // The FULL view adds the input (its large fields left out when it would not fit).
+  const full = `/v1/tasks/${encodeURIComponent(id)}?view=TASK_VIEW_FULL`;
 
   useEffect(() => {
     let live = true;
@@ -614,7 +700,7 @@ function TaskPage({ id, me }) {
       );
     (async () => {
       try {
-        const found = (await api("GET", "/v1/tasks/" + encodeURIComponent(id))).task;
+        const found = (await api("GET", full)).task;
         if (!live) return;
         setTask(found);
         setError("");
@@ -625,8 +711,9 @@ function TaskPage({ id, me }) {
           remember(data.task);
           const terminal = TERMINAL.has(stateName(data.task.state));
           // Terminal: read it again with its result's payloads, which the watch leaves out.
-          const t = terminal ? (await api("GET", "/v1/tasks/" + encodeURIComponent(id))).task : data.task;
-          if (live) setTask((old) => (old && Number(old.version) > Number(t.version) ? old : t));
+          const t = terminal ? (await api("GET", full)).task : { ...data.task, input: undefined };
+          // The watch sends no input (it never changes): the first read's is kept.
+          if (live) setTask((old) => (old && Number(old.version) > Number(t.version) ? old : { ...t, input: t.input || (old && old.input) }));
         });
       } catch (e) {
         if (live) setError(e.status === 404 ? `There is no task ${id}.` : e.message);
@@ -676,6 +763,7 @@ function TaskPage({ id, me }) {
           ${task.workerId && html`<dt>Worker</dt><dd>${task.workerId}</dd>`}
           ${task.scheduleId && html`<dt>Schedule</dt><dd><a href="#/schedules">${task.scheduleId}</a></dd>`}
           ${task.idempotencyKey && html`<dt>Idempotency key</dt><dd>${task.idempotencyKey}</dd>`}
+          <dt>Trace id</dt><dd class="mono" id="trace-id" title="Find it in your tracing back-end (Jaeger, Tempo…) or in the services' logs">${task.traceId || "–"}</dd>
           <dt>Labels</dt><dd>${Object.keys(task.labels || {}).length ? "" : "–"}${Object.entries(task.labels || {}).map(([k, v]) => html`<a class="label" href=${"#/tasks?label=" + encodeURIComponent(k + "=" + v)}>${k}=${v}</a> `)}</dd>
         </dl>
         <h2>Timeline</h2>
@@ -690,6 +778,8 @@ function TaskPage({ id, me }) {
         </ol>
       </div>
       <div>
+        <h2>Input</h2>
+        <${Input} input=${task.input} />
         <h2>Result</h2>
         <${Result} task=${task} />
         ${task.result && task.result.payload && html`<p class="muted">Stored payload: ${task.result.payload.name} (${task.result.payload.sizeBytes} bytes)</p>`}

@@ -31,6 +31,12 @@ class TaskPriority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_PRIORITY_NORMAL: _ClassVar[TaskPriority]
     TASK_PRIORITY_LOW: _ClassVar[TaskPriority]
 
+class TaskView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_VIEW_UNSPECIFIED: _ClassVar[TaskView]
+    TASK_VIEW_BASIC: _ClassVar[TaskView]
+    TASK_VIEW_FULL: _ClassVar[TaskView]
+
 class TextTransform(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TEXT_TRANSFORM_UNSPECIFIED: _ClassVar[TextTransform]
@@ -71,6 +77,9 @@ TASK_PRIORITY_UNSPECIFIED: TaskPriority
 TASK_PRIORITY_HIGH: TaskPriority
 TASK_PRIORITY_NORMAL: TaskPriority
 TASK_PRIORITY_LOW: TaskPriority
+TASK_VIEW_UNSPECIFIED: TaskView
+TASK_VIEW_BASIC: TaskView
+TASK_VIEW_FULL: TaskView
 TEXT_TRANSFORM_UNSPECIFIED: TextTransform
 TEXT_TRANSFORM_UPPER: TextTransform
 TEXT_TRANSFORM_LOWER: TextTransform
@@ -386,7 +395,7 @@ class TaskProgress(_message.Message):
     def __init__(self, current: _Optional[int] = ..., total: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "type", "state", "attempt", "max_attempts", "priority", "labels", "idempotency_key", "result", "error", "attempt_errors", "progress", "timeout", "create_time", "update_time", "start_time", "end_time", "run_at", "next_attempt_time", "version", "cancel_requested", "schedule_id", "worker_id", "namespace")
+    __slots__ = ("id", "type", "state", "attempt", "max_attempts", "priority", "labels", "idempotency_key", "result", "error", "attempt_errors", "progress", "timeout", "create_time", "update_time", "start_time", "end_time", "run_at", "next_attempt_time", "version", "cancel_requested", "schedule_id", "worker_id", "namespace", "input", "trace_id")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -418,6 +427,8 @@ class Task(_message.Message):
     SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     state: TaskState
@@ -442,7 +453,9 @@ class Task(_message.Message):
     schedule_id: str
     worker_id: str
     namespace: str
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., priority: _Optional[_Union[TaskPriority, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., attempt_errors: _Optional[_Iterable[_Union[TaskError, _Mapping]]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., schedule_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
+    input: TaskInput
+    trace_id: str
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., priority: _Optional[_Union[TaskPriority, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., error: _Optional[_Union[TaskError, _Mapping]] = ..., attempt_errors: _Optional[_Iterable[_Union[TaskError, _Mapping]]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., cancel_requested: _Optional[bool] = ..., schedule_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., namespace: _Optional[str] = ..., input: _Optional[_Union[TaskInput, _Mapping]] = ..., trace_id: _Optional[str] = ...) -> None: ...
 
 class SubmitTaskRequest(_message.Message):
     __slots__ = ("text_processing", "ai_summarization", "batch_processing", "image_processing", "custom", "options")
@@ -481,12 +494,14 @@ class SubmitTasksResponse(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
 
 class GetTaskRequest(_message.Message):
-    __slots__ = ("task_id", "omit_payloads")
+    __slots__ = ("task_id", "omit_payloads", "view")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     OMIT_PAYLOADS_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     omit_payloads: bool
-    def __init__(self, task_id: _Optional[str] = ..., omit_payloads: _Optional[bool] = ...) -> None: ...
+    view: TaskView
+    def __init__(self, task_id: _Optional[str] = ..., omit_payloads: _Optional[bool] = ..., view: _Optional[_Union[TaskView, str]] = ...) -> None: ...
 
 class GetTaskResponse(_message.Message):
     __slots__ = ("task",)
@@ -495,7 +510,7 @@ class GetTaskResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
-    __slots__ = ("states", "type", "labels", "page_size", "page_token")
+    __slots__ = ("states", "type", "labels", "page_size", "page_token", "created_after", "created_before")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -508,12 +523,16 @@ class ListTasksRequest(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedScalarFieldContainer[TaskState]
     type: str
     labels: _containers.ScalarMap[str, str]
     page_size: int
     page_token: str
-    def __init__(self, states: _Optional[_Iterable[_Union[TaskState, str]]] = ..., type: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    created_after: _timestamp_pb2.Timestamp
+    created_before: _timestamp_pb2.Timestamp
+    def __init__(self, states: _Optional[_Iterable[_Union[TaskState, str]]] = ..., type: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListTasksResponse(_message.Message):
     __slots__ = ("tasks", "next_page_token")
@@ -578,14 +597,28 @@ class GetTaskPayloadResponse(_message.Message):
     def __init__(self, payload: _Optional[_Union[Payload, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class GetTaskStatsRequest(_message.Message):
-    __slots__ = ("window", "type", "top_errors")
+    __slots__ = ("window", "type", "top_errors", "bucket")
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TOP_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
     window: _duration_pb2.Duration
     type: str
     top_errors: int
-    def __init__(self, window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., type: _Optional[str] = ..., top_errors: _Optional[int] = ...) -> None: ...
+    bucket: _duration_pb2.Duration
+    def __init__(self, window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., type: _Optional[str] = ..., top_errors: _Optional[int] = ..., bucket: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class TimeBucket(_message.Message):
+    __slots__ = ("start_time", "submitted", "completed", "failed")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    submitted: int
+    completed: int
+    failed: int
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., submitted: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
 
 class StateCount(_message.Message):
     __slots__ = ("state", "count")
@@ -640,12 +673,14 @@ class TypeStats(_message.Message):
     def __init__(self, type: _Optional[str] = ..., total: _Optional[int] = ..., states: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., success_rate: _Optional[float] = ..., retry_rate: _Optional[float] = ..., run_time: _Optional[_Union[DurationSummary, _Mapping]] = ..., queue_wait: _Optional[_Union[DurationSummary, _Mapping]] = ..., top_errors: _Optional[_Iterable[_Union[ErrorCount, _Mapping]]] = ...) -> None: ...
 
 class GetTaskStatsResponse(_message.Message):
-    __slots__ = ("types", "since")
+    __slots__ = ("types", "since", "series")
     TYPES_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
     types: _containers.RepeatedCompositeFieldContainer[TypeStats]
     since: _timestamp_pb2.Timestamp
-    def __init__(self, types: _Optional[_Iterable[_Union[TypeStats, _Mapping]]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    series: _containers.RepeatedCompositeFieldContainer[TimeBucket]
+    def __init__(self, types: _Optional[_Iterable[_Union[TypeStats, _Mapping]]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series: _Optional[_Iterable[_Union[TimeBucket, _Mapping]]] = ...) -> None: ...
 
 class DeleteTaskRequest(_message.Message):
     __slots__ = ("task_id",)
