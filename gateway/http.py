@@ -75,6 +75,8 @@ DOCS_PAGE = """<!doctype html>
 """Swagger UI over /openapi.json, its files served by the gateway (no CDN at run time)."""
 SWAGGER_UI = Path(__file__).parent / "static" / "swagger-ui"
 """Swagger UI's files, vendored at a pinned version (static/swagger-ui/README.md)."""
+WATCHES = frozenset({"WatchTask", "WatchTasks"})
+"""The streaming methods served over HTTP, as Server-Sent Events (gateway.sse)."""
 ALL_VERBS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -229,7 +231,7 @@ class Door:
                 body = brief_submit(body, self._task_fields)
             request_message = transcode.build_request(route, variables, query, body)
             if route.method.server_streaming:
-                if self._streams is None or route.method.name != "WatchTask":
+                if self._streams is None or route.method.name not in WATCHES:
                     why = f"{route.method.name} is not served over HTTP"
                     return _problem(grpc.StatusCode.UNIMPLEMENTED, why, 501)
                 return await self._streams.respond(request_message, request, principal)

@@ -1,10 +1,12 @@
-"""In-process fan-out of task changes to WatchTask streams, plus the applied-sequence
-barrier that gives readers their writes."""
+"""In-process fan-out of task changes to WatchTask and WatchTasks streams, plus the
+applied-sequence barrier that gives readers their writes."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 
 from conveyor.api.tasks.v1 import tasks_pb2
 
@@ -30,11 +32,57 @@ class Subscription:
         self.wakeup.set()
 
 
+@dataclass(frozen=True)
+class TaskFilter:
+    """Which changes a feed takes: ListTasks' filters, and the namespace (None: every one)."""
+
+    namespace: str | None
+    states: Collection[int] = ()
+    type: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def matches(self, task: tasks_pb2.Task) -> bool:
+        return (
+            (self.namespace is None or task.namespace == self.namespace)
+            and (not self.states or task.state in self.states)
+            and (not self.type or task.type == self.type)
+            and all(task.labels.get(key) == value for key, value in self.labels.items())
+        )
+
+
+class Feed:
+    """One WatchTasks stream's queue of the changes that match its filter, results left
+    out. Nothing is re-read from the database for it: when the queue overflows,
+    ``lagged`` is set and the stream ends, its reader to list and watch again."""
+
+    def __init__(self, wanted: TaskFilter) -> None:
+        self.filter = wanted
+        self.queue: asyncio.Queue[tasks_pb2.Task] = asyncio.Queue(WATCH_QUEUE_SIZE)
+        self.lagged = False
+
+    def offer(self, task: tasks_pb2.Task) -> None:
+        try:
+            self.queue.put_nowait(task)
+        except asyncio.QueueFull:
+            self.lagged = True  # the queue is full, so its reader is not waiting on it
+
+
+def listed(task: tasks_pb2.Task) -> tasks_pb2.Task:
+    """The task as ListTasks has it: without its result (a copy when it had one)."""
+    if not task.HasField("result"):
+        return task
+    slim = tasks_pb2.Task()
+    slim.CopyFrom(task)
+    slim.ClearField("result")
+    return slim
+
+
 class WatchHub:
     """Task changes by task id, to every subscription of that id."""
 
     def __init__(self) -> None:
         self._subscriptions: dict[str, set[Subscription]] = defaultdict(set)
+        self._feeds: set[Feed] = set()
         self.applied_sequence = 0
         self._applied = asyncio.Condition()
 
@@ -50,15 +98,32 @@ class WatchHub:
             if not subscriptions:
                 del self._subscriptions[subscription.task_id]
 
+    def feed(self, wanted: TaskFilter) -> Feed:
+        """A feed of every later change that matches ``wanted``; ``close`` it when done."""
+        feed = Feed(wanted)
+        self._feeds.add(feed)
+        return feed
+
+    def close(self, feed: Feed) -> None:
+        self._feeds.discard(feed)
+
     @property
     def watchers(self) -> int:
-        return sum(len(s) for s in self._subscriptions.values())
+        return sum(len(s) for s in self._subscriptions.values()) + len(self._feeds)
 
     async def publish(self, changes: list[tasks_pb2.Task], applied_sequence: int) -> None:
         """Delivers committed changes and advances the applied sequence."""
         for task in changes:
             for subscription in self._subscriptions.get(task.id, ()):
                 subscription.offer(task)
+            if self._feeds:
+                # Matched in memory against each feed's filter; the copy without the
+                # result is made once per change, for every feed it goes to.
+                slim: tasks_pb2.Task | None = None
+                for feed in self._feeds:
+                    if feed.filter.matches(task):
+                        slim = slim or listed(task)
+                        feed.offer(slim)
         async with self._applied:
             self.applied_sequence = max(self.applied_sequence, applied_sequence)
             self._applied.notify_all()
