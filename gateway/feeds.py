@@ -31,12 +31,15 @@ class TaskFeeds:
         self._method = channel.unary_stream(_WATCH_TASKS, _registered_method=True)
         self._watches = watches
 
-    async def start(self, request: bytes) -> AsyncGenerator[bytes, None]:
+    async def start(
+        self, request: bytes, timeout: float | None = None
+    ) -> AsyncGenerator[bytes, None]:
         """The store's serialized WatchTasksResponses for ``request`` (in the caller's
         namespace), returned once the store is watching, so a list made after this
         misses nothing. Raises ResourceExhausted past the gateway's watch limit and
-        grpc.aio.AioRpcError when the store refuses the request."""
-        changes = self._changes(request)
+        grpc.aio.AioRpcError when the store refuses the request. ``timeout`` is the
+        caller's deadline, passed on (none: the stream lasts as long as its reader)."""
+        changes = self._changes(request, timeout)
         try:
             await anext(changes)
         except BaseException:
@@ -44,9 +47,11 @@ class TaskFeeds:
             raise
         return _rest(changes)
 
-    async def _changes(self, request: bytes) -> AsyncGenerator[bytes | None, None]:
+    async def _changes(
+        self, request: bytes, timeout: float | None
+    ) -> AsyncGenerator[bytes | None, None]:
         with self._watches.slot():
-            call = self._method(request, metadata=store_metadata())
+            call = self._method(request, timeout=timeout, metadata=store_metadata())
             try:
                 await call.initial_metadata()
                 if call.done():  # refused before it began: the loop raises its status
@@ -62,7 +67,7 @@ class TaskFeeds:
     async def WatchTasks(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
         """The gRPC handler (no serializers: the bytes are the store's)."""
         try:
-            changes = await self.start(request)
+            changes = await self.start(request, context.time_remaining())
         except grpc.aio.AioRpcError as err:
             await abort_like(context, err)
             return

@@ -109,7 +109,7 @@ async def test_states_and_type_filter_the_changes(system: System) -> None:
 
 async def test_bad_filters_are_refused_with_the_fields_named(system: System) -> None:
     await system.start()
-    bad = S.WatchTasksRequest(states=[S.TaskState.ValueType(99)], labels={"": "x"})
+    bad = json_format.ParseDict({"states": [99], "labels": {"": "x"}}, S.WatchTasksRequest())
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for _ in system.stub.WatchTasks(bad):
             pass
@@ -186,7 +186,6 @@ async def test_sse_streams_the_changes_as_events(system: System) -> None:
                     seen.append(task)
                     if task.state == S.TASK_STATE_COMPLETED:
                         break
-            await stream.aclose()
         assert [(t.id, t.state) for t in seen] == [
             (task_id, S.TASK_STATE_RUNNING),
             (task_id, S.TASK_STATE_COMPLETED),
