@@ -1,8 +1,8 @@
 """Protobuf's canonical JSON mapping as dicts, exactly ``json_format.MessageToDict``'s
 output, at a fraction of its cost.
 
-``MessageToDict`` spends most of its time in per-field Python bookkeeping (some 50 µs for
-one task), which was most of what a Server-Sent Event cost the gateway. Here each message
+``MessageToDict`` spends most of its time in per-field Python bookkeeping, which made up
+most of what a Server-Sent Event costs the gateway (docs/performance.md). Here each message
 type gets a plan once (its fields' JSON names and how each value is written), and a
 message is written from ``ListFields`` (only the fields that are set, as MessageToDict
 without ``always_print_fields_with_no_presence``). Whatever the plan does not cover
@@ -118,7 +118,7 @@ def _single(field: FieldDescriptor) -> Writer:
 
 def timestamp(value: Any) -> str:
     """``Timestamp.ToJsonString()``: RFC 3339 in UTC with 0, 3, 6 or 9 digits of
-    fraction, formatted here since the library's Python takes some 7 µs for it."""
+    fraction; formatted here, as the library's Python is the slowest part of a task's JSON."""
     seconds, nanos = value.seconds, value.nanos
     if not (_MIN_SECONDS <= seconds <= _MAX_SECONDS and 0 <= nanos < 1_000_000_000):
         text: str = value.ToJsonString()  # out of range: the library's error

@@ -168,7 +168,7 @@ async def _event_lines(
     The updates are read by a task of the stream's own into a queue of one (so nothing is
     read ahead of the client), and a second task puts a keepalive there when it finds it
     empty every KEEPALIVE_SECONDS: an event then costs a hand-over, not a task and a timer
-    of its own, which was a third of an event's cost when a thousand arrive at once."""
+    of its own, which add up when a thousand streams get an event at once."""
     queue: asyncio.Queue[bytes | CallFailed | None] = asyncio.Queue(1)
     helpers = [
         asyncio.create_task(_read_into(updates, queue), name="sse-updates"),
