@@ -168,6 +168,12 @@ async def test_streams_count_against_the_gateways_watch_limit(system: System) ->
 async def test_sse_streams_the_changes_as_events(system: System) -> None:
     async with await start_with_http(system) as http:
         query = "/v1/tasks:watch?labels[board]=sse&states=TASK_STATE_RUNNING&states=5"
+        # The same watch over gRPC, to compare the messages.
+        request = S.WatchTasksRequest(
+            labels={"board": "sse"}, states=[S.TASK_STATE_RUNNING, S.TASK_STATE_COMPLETED]
+        )
+        over_grpc = system.stub.WatchTasks(request)
+        await over_grpc.initial_metadata()
         async with http.stream("GET", query) as response:
             assert response.status_code == 200
             stream = events(response)
@@ -190,6 +196,8 @@ async def test_sse_streams_the_changes_as_events(system: System) -> None:
             (task_id, S.TASK_STATE_RUNNING),
             (task_id, S.TASK_STATE_COMPLETED),
         ]
+        assert seen == await until_terminal(over_grpc, task_id)
+        over_grpc.cancel()
         bad = await http.get("/v1/tasks:watch?states=7x")
         assert bad.status_code == 400 and "states" in bad.text
         bad_label = await http.get("/v1/tasks:watch", params={"labels[]": "x"})
