@@ -63,6 +63,7 @@ _SERVICES: dict[StubFactory, str] = {
 }
 """The full name of each service, by its stub: the names of the calls' spans."""
 _WATCH_TASK = f"/{_SERVICES[tasks_pb2_grpc.TaskServiceStub]}/WatchTask"
+_WATCH_TASKS = f"/{_SERVICES[tasks_pb2_grpc.TaskServiceStub]}/WatchTasks"
 _GET_TASK_PAYLOAD = f"/{_SERVICES[tasks_pb2_grpc.TaskServiceStub]}/GetTaskPayload"
 
 
@@ -388,6 +389,38 @@ class AsyncClient(ScheduleQueueMixin, KeysMixin):
             delay = self.watch_policy.backoff(failures)
             log.warning("watch of task %s broke (%s); resuming in %.1fs", task_id, reason, delay)
             await asyncio.sleep(delay)
+
+    async def watch_tasks(
+        self,
+        *,
+        states: Iterable[EnumArg] = (),
+        type: str = "",
+        labels: Mapping[str, str] | None = None,
+    ) -> AsyncGenerator[tasks_pb2.Task, None]:
+        """Every later change of the tasks that match (the filters of :meth:`list`), each
+        task as of that change, results left out; for dashboards. It never ends by itself.
+
+        Nothing is yielded until the server watches; changes made after that are all
+        sent. A multi-task stream cannot resume where it broke, so errors are raised, not
+        retried: ResourceExhausted when this reader fell too far behind, Unavailable when
+        the server went away. Watch again, then :meth:`list` to catch up.
+        """
+        request = tasks_pb2.WatchTasksRequest(
+            states=[enum_value(STATES, s, "state") for s in states],  # type: ignore[misc]
+            type=type,
+            labels=dict(labels or {}),
+        )
+        try:
+            with tracing.client_call(_WATCH_TASKS) as metadata:
+                call = self._stub().WatchTasks(request, metadata=metadata + self._metadata)
+                try:
+                    async for response in call:
+                        task: tasks_pb2.Task = response.task
+                        yield task
+                finally:
+                    call.cancel()
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc
 
     async def wait(self, task_id: str, *, timeout: float | None = None) -> tasks_pb2.Task:
         """The task once it reaches a terminal state; DeadlineExceeded after ``timeout`` s."""

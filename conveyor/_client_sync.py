@@ -361,6 +361,18 @@ class Client(SyncScheduleQueueMixin, SyncKeysMixin):
             self._async.watch(task_id, after_version=after_version, omit_payloads=omit_payloads)
         )
 
+    def watch_tasks(
+        self,
+        *,
+        states: Iterable[EnumArg] = (),
+        type: str = "",
+        labels: Mapping[str, str] | None = None,
+    ) -> Generator[tasks_pb2.Task, None, None]:
+        """Every later change of the matching tasks (see AsyncClient.watch_tasks)."""
+        return self._loop.iterate(
+            self._async.watch_tasks(states=builtins.list(states), type=type, labels=labels)
+        )
+
     def payload(self, task_id: str) -> Generator[bytes, None, None]:
         """The task's complete serialized result in chunks (see AsyncClient.payload)."""
         return self._loop.iterate(self._async.payload(task_id))

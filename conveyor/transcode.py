@@ -19,6 +19,7 @@ from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
+from conveyor import protojson
 from conveyor.errors import FieldViolation, InvalidArgument
 
 _VARIABLE = re.compile(r"\{([a-z_][a-z0-9_.]*)\}")
@@ -217,4 +218,4 @@ def _parse(value: dict[str, Any], request: Message, where: str) -> None:
 def to_json(message: Message) -> dict[str, Any]:
     """Canonical JSON of ``message``: field names in lowerCamelCase, enums by name,
     64-bit integers as strings, fields at their default left out."""
-    return json_format.MessageToDict(message)
+    return protojson.to_dict(message)

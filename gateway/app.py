@@ -37,6 +37,7 @@ from conveyor.schedules import ScheduleBook
 from conveyor.server import PENDING_CALLS, Server, channel_options, run_service
 from conveyor.tls import CertificateFiles
 from gateway.calls import method_calls
+from gateway.feeds import TaskFeeds
 from gateway.http import Door, HttpOptions, HttpServer
 from gateway.keys import AuthService
 from gateway.queues import QueueService
@@ -163,7 +164,8 @@ class Gateway:
         }
         limits = self.settings.limits
         watches = StoreWatches(self.channel, limits.max_message_bytes, limits.max_watches)
-        add_task_service(self.server.grpc, tasks, self.channel, watches)
+        feeds = TaskFeeds(self.channel, watches)
+        add_task_service(self.server.grpc, tasks, self.channel, watches, feeds)
         schedules_pb2_grpc.add_ScheduleServiceServicer_to_server(
             servicers[SCHEDULE_SERVICE], self.server.grpc
         )
@@ -176,7 +178,7 @@ class Gateway:
         life.server(self.server)
         log.info("gateway listening on %s (store %s)", self.address, self.settings.store_addr)
         if self.settings.http_listen:
-            await self._serve_http(servicers, watches)
+            await self._serve_http(servicers, watches, feeds)
 
     async def _authenticator(self, settings: AuthSettings) -> Authenticator:
         """The authenticators CONVEYOR_AUTH turns on; the admin key of
@@ -220,7 +222,9 @@ class Gateway:
         if added:
             log.info("stored the admin API key %s of CONVEYOR_ADMIN_KEY_FILE", key.key_id)
 
-    async def _serve_http(self, servicers: dict[str, object], watches: StoreWatches) -> None:
+    async def _serve_http(
+        self, servicers: dict[str, object], watches: StoreWatches, feeds: TaskFeeds
+    ) -> None:
         services = transcode.public_services()
         unary = [m for s in services for m in s.methods if not m.server_streaming]
         door = Door(
@@ -228,7 +232,7 @@ class Gateway:
             method_calls(unary, servicers, self.channel),
             HttpOptions(self.settings.http_max_body_bytes, self.settings.http_cors_origins),
             ready=lambda: self.nc.is_connected and not self._stopping,
-            streams=TaskStreams(watches),
+            streams=TaskStreams(watches, feeds),
             authenticator=self.authenticator,
         )
         tls = self.settings.common.tls

@@ -82,6 +82,8 @@ SWAGGER_UI = Path(__file__).parent / "static" / "swagger-ui"
 """Swagger UI's files, vendored at a pinned version (static/swagger-ui/README.md)."""
 CONSOLE = Path(__file__).parent / "static" / "console"
 """The web console: a page and its modules, calling only the routes below (docs/console.md)."""
+WATCHES = frozenset({"WatchTask", "WatchTasks"})
+"""The streaming methods served over HTTP, as Server-Sent Events (gateway.sse)."""
 ALL_VERBS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -276,7 +278,7 @@ class Door:
                 exact_custom_payloads(body, route.method.input_type)
             request_message = transcode.build_request(route, variables, query, body)
             if route.method.server_streaming:
-                if self._streams is None or route.method.name != "WatchTask":
+                if self._streams is None or route.method.name not in WATCHES:
                     why = f"{route.method.name} is not served over HTTP"
                     return _problem(grpc.StatusCode.UNIMPLEMENTED, why, 501)
                 return await self._streams.respond(request_message, request, principal)

@@ -42,17 +42,17 @@ def relay_handlers(
         if method.server_streaming:
             stream = channel.unary_stream(path, _registered_method=True)
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _relay_stream(stream), request_deserializer=_parses_as(method)
+                _relay_stream(stream), request_deserializer=parses_as(method)
             )
             continue
         unary = channel.unary_unary(path, _registered_method=True)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _relay_unary(unary), request_deserializer=_parses_as(method)
+            _relay_unary(unary), request_deserializer=parses_as(method)
         )
     return handlers
 
 
-def _parses_as(method: MethodDescriptor) -> Callable[[bytes], bytes]:
+def parses_as(method: MethodDescriptor) -> Callable[[bytes], bytes]:
     """A request deserializer that checks the bytes are the method's request message and
     returns them as they came: the server's error interceptor turns a failed parse into
     INVALID_ARGUMENT, as for any other method, and nothing undecodable goes to the store."""

@@ -12,7 +12,8 @@ from conveyor.config import Limits
 from conveyor.intake.submit import Submitter
 from conveyor.intake.validation import validate_submit, validate_submit_many
 from conveyor.metrics import GatewayMetrics
-from gateway.relay import relay_handlers
+from gateway.feeds import TaskFeeds
+from gateway.relay import parses_as, relay_handlers
 from gateway.watch import StoreWatches
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,18 @@ def add_task_service(
     service: GatewayService,
     store: grpc.aio.Channel,
     watches: StoreWatches | None = None,
+    feeds: TaskFeeds | None = None,
 ) -> None:
     """Serves TaskService on ``server``: the submits by ``service``, the watches over one
     call to the store behind ``store`` (gateway.watch), every other method relayed to the
     store as bytes (gateway.relay). Registered by hand in place of the generated
     ``add_TaskServiceServicer_to_server``, whose handlers would parse and re-serialize
-    every relayed message. ``watches``, when given, is shared with the HTTP door."""
+    every relayed message. ``watches`` and ``feeds``, when given, are shared with the
+    HTTP door; WatchTasks streams count against the same watch limit as WatchTask."""
+    if watches is None:
+        watches = StoreWatches(store, service.limits.max_message_bytes, service.limits.max_watches)
+    if feeds is None:
+        feeds = TaskFeeds(store, watches)
     handlers = {
         "SubmitTask": grpc.unary_unary_rpc_method_handler(
             service.SubmitTask,
@@ -78,11 +85,12 @@ def add_task_service(
             response_serializer=tasks_pb2.SubmitTasksResponse.SerializeToString,
         ),
         "WatchTask": grpc.unary_stream_rpc_method_handler(
-            (
-                watches
-                or StoreWatches(store, service.limits.max_message_bytes, service.limits.max_watches)
-            ).WatchTask,
-            request_deserializer=tasks_pb2.WatchTaskRequest.FromString,
+            watches.WatchTask, request_deserializer=tasks_pb2.WatchTaskRequest.FromString
+        ),
+        # Parsed only to refuse undecodable bytes here; the store gets the client's own.
+        "WatchTasks": grpc.unary_stream_rpc_method_handler(
+            feeds.WatchTasks,
+            request_deserializer=parses_as(TASK_SERVICE.methods_by_name["WatchTasks"]),
         ),
     }
     relayed = [m for m in TASK_SERVICE.methods if m.name not in handlers]

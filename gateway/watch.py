@@ -183,10 +183,10 @@ class StoreWatches:
             self._call = _Call(self._method, self._max_message_bytes, now)
         return self._call
 
-    async def WatchTask(
-        self, request: tasks_pb2.WatchTaskRequest, context: Context
-    ) -> AsyncGenerator[bytes, None]:
-        """The updates WatchTask streams, serialized (the handler has no serializer)."""
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Counts a stream (WatchTask or WatchTasks, gRPC or SSE) while it is open; raises
+        ResourceExhausted past ``max_watches``."""
         if self.open >= self.max_watches:
             raise ResourceExhausted(
                 f"this gateway has {self.max_watches} watches open, its limit "
@@ -194,12 +194,19 @@ class StoreWatches:
             )
         self.open += 1
         try:
+            yield
+        finally:
+            self.open -= 1
+
+    async def WatchTask(
+        self, request: tasks_pb2.WatchTaskRequest, context: Context
+    ) -> AsyncGenerator[bytes, None]:
+        """The updates WatchTask streams, serialized (the handler has no serializer)."""
+        with self.slot():
             # Closed here, not when collected: its end stops the watch at the store.
             async with contextlib.aclosing(self._updates(request, context)) as updates:
                 async for update in updates:
                     yield update
-        finally:
-            self.open -= 1
 
     async def _updates(
         self, request: tasks_pb2.WatchTaskRequest, context: Context

@@ -5,7 +5,9 @@ with an ordered consumer from the first sequence after the applied one, and lear
 task each event is about; once the writer's applied sequence (read from the database)
 reaches the event, it tells that task's watchers to read what changed from the database
 (WatchHub.refresh). A watch reads versions from the database's history, so whatever the
-writer committed reaches it once, in order, with no gap, on any replica.
+writer committed reaches it once, in order, with no gap, on any replica. WatchTasks
+feeds get each changed task as the database has it then, and end (to list again) when
+the standby may have missed some.
 
 The same applied sequence advances the hub's barrier, so the reads that wait for the
 events published so far (read your writes, CancelTask, RetryTask) work on a standby too.
@@ -115,6 +117,8 @@ class Follower:
                 self._hub.refresh()
             else:
                 self._hub.refresh(changed)
+                if changed and self._hub.feeding:
+                    await self._feed(changed)
             await self._hub.publish([], applied)
             if self._pending:
                 await asyncio.sleep(POLL)
@@ -124,6 +128,16 @@ class Follower:
                 log.warning("the database applied events this standby did not hear of")
                 self._hub.refresh()
                 self._heard, behind = applied, 0
+
+    async def _feed(self, task_ids: set[str]) -> None:
+        """Offers the WatchTasks feeds each changed task as the database has it now (one
+        change for several events applied together, unlike on the writer)."""
+        changed = []
+        for task_id in sorted(task_ids):
+            task = await self._repository.get(task_id, omit_payloads=True) if task_id else None
+            if task is not None:
+                changed.append(task)
+        self._hub.offer_feeds(changed)
 
     async def _read_applied(self) -> int:
         delay = POLL

@@ -24,7 +24,7 @@ from conveyor.api.store.v1 import quotas_pb2, quotas_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.auth.namespaces import ALL_NAMESPACES, visible
 from conveyor.auth.principal import current_namespace
-from conveyor.errors import FailedPrecondition, NotFound, Unavailable
+from conveyor.errors import FailedPrecondition, NotFound, ResourceExhausted, Unavailable
 from conveyor.intake.reads import (
     created_range,
     validate_get,
@@ -32,6 +32,7 @@ from conveyor.intake.reads import (
     validate_purge,
     validate_stats,
     validate_task_id,
+    validate_watch_tasks,
 )
 from conveyor.messages import PUBLISH_TIMEOUT
 from conveyor.payloads import PayloadStore, chunked, describe
@@ -41,7 +42,7 @@ from store.bounds import PAGE_OVERHEAD, bounded, fit_page, omitted
 from store.repository import TaskRepository
 from store.retention import Candidate, Purger
 from store.stats import task_stats
-from store.watch import Subscription, WatchHub
+from store.watch import WATCH_QUEUE_SIZE, Subscription, TaskFilter, WatchHub
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,31 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
     ) -> AsyncIterator[tasks_pb2.WatchTaskResponse]:
         async for task in self.updates(request):
             yield tasks_pb2.WatchTaskResponse(task=task)
+
+    async def WatchTasks(
+        self, request: tasks_pb2.WatchTasksRequest, context: Context
+    ) -> AsyncIterator[tasks_pb2.WatchTasksResponse]:
+        """Every later change of a matching task in the call's namespace, from the hub's
+        fan-out (no database read per change). The initial metadata goes out once the
+        feed is in place: a caller that waits for it and then lists misses nothing."""
+        validate_watch_tasks(request)
+        wanted = TaskFilter(
+            _namespace_filter(), frozenset(request.states), request.type, dict(request.labels)
+        )
+        feed = self._hub.feed(wanted)
+        limit = self._max_response_bytes
+        try:
+            await context.send_initial_metadata(())
+            while True:
+                task = await feed.queue.get()
+                if feed.lagged:
+                    raise ResourceExhausted(
+                        f"this watch fell {WATCH_QUEUE_SIZE} changes behind; list the tasks "
+                        "and watch again"
+                    )
+                yield tasks_pb2.WatchTasksResponse(task=bounded(task, limit))
+        finally:
+            self._hub.close(feed)
 
     async def updates(self, request: tasks_pb2.WatchTaskRequest) -> AsyncIterator[tasks_pb2.Task]:
         """What WatchTask streams for ``request``, as tasks: the current state (unless

@@ -25,6 +25,7 @@ REQUIRED: Final[dict[str, Need]] = {
     _TASKS + "GetTask": Role.READER,
     _TASKS + "ListTasks": Role.READER,
     _TASKS + "WatchTask": Role.READER,
+    _TASKS + "WatchTasks": Role.READER,
     _TASKS + "GetTaskStats": Role.READER,
     _TASKS + "GetTaskPayload": Role.READER,
     _SCHEDULES + "GetSchedule": Role.READER,

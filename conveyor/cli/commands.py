@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -84,8 +85,23 @@ async def list_tasks(client: AsyncClient, out: Output, args: argparse.Namespace)
 
 
 async def watch(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:
-    """``conveyor watch``: 0 when the task completes, 1 when it fails or is cancelled."""
-    return await follow(client, out, args.id)
+    """``conveyor watch ID``: 0 when the task completes, 1 when it fails or is cancelled.
+    ``conveyor watch [--state S] [--type T] [--label K=V]``: each change of the matching
+    tasks, one line each (JSON lines with --json), until interrupted."""
+    if args.id:
+        if args.states or args.type or args.labels:
+            raise UsageError("--state, --type and --label go without a task id")
+        return await follow(client, out, args.id)
+    changes = client.watch_tasks(
+        states=args.states or [], type=args.type, labels=dict(args.labels or [])
+    )
+    async with contextlib.aclosing(changes):
+        async for task in changes:
+            if out.as_json:
+                out.json(task, lines=True)
+            else:
+                out.changed(task)
+    return 0
 
 
 async def cancel(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:

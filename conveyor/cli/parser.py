@@ -37,6 +37,7 @@ examples:
   conveyor submit image_processing --image cat.png --thumbnail 128x128 --output thumb.png
   conveyor submit send_email --payload '{"to": "a@example.com"}' --label team=web
   conveyor list --state running --state retrying
+  conveyor watch --label team=web               # every change of the team's tasks
   conveyor --json get 01jb2c3d4e5f6g7h8j9k0m1n2p
   conveyor schedule create nightly --cron "0 3 * * *" --tz Europe/Paris send_report
   conveyor pause image_processing
@@ -251,9 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--limit", type=int, default=50, help="most tasks to show (default 50)")
     ls.add_argument("--page-token", default="", help="continue where a listing stopped")
     watch = sub.add_parser(
-        "watch", parents=[common], help="follow a task live; exit 0 when it completes"
+        "watch",
+        parents=[common],
+        help="follow a task live (exit 0 when it completes), or without an id every "
+        "change of the tasks that match --state/--type/--label until Ctrl-C",
     )
-    watch.add_argument("id")
+    watch.add_argument("id", nargs="?", help="the task to follow")
+    watch.add_argument("--state", dest="states", action="append", choices=list(STATES))
+    watch.add_argument("--type", default="")
+    watch.add_argument("--label", dest="labels", type=label, action="append", metavar="K=V")
     sub.add_parser("cancel", parents=[common], help="cancel a task").add_argument("id")
     retry = sub.add_parser(
         "retry",

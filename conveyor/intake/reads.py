@@ -89,6 +89,16 @@ def created_range(
     return after, before
 
 
+def validate_watch_tasks(request: tasks_pb2.WatchTasksRequest) -> None:
+    """Raises InvalidArgument naming every invalid filter (the same rules as ListTasks')."""
+    c = Collector()
+    for i, state in enumerate(request.states):
+        check_enum(c, f"states[{i}]", _STATES, state, allow_zero=False)
+    check_type_name(c, "type", request.type)
+    check_labels(c, "labels", request.labels)
+    c.raise_if_any()
+
+
 def page_size_of(request: tasks_pb2.ListTasksRequest) -> int:
     """The page size a list request gets: 0 means the default, and large sizes are clamped."""
     return min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)

@@ -274,7 +274,9 @@ class StoreMetrics(ServiceMetrics):
             registry=r,
         )
         self.watchers = Gauge(
-            "conveyor_store_watchers", "WatchTask streams open on this store", registry=r
+            "conveyor_store_watchers",
+            "WatchTask and WatchTasks streams open on this store",
+            registry=r,
         )
         self.purged_tasks = Counter(
             "conveyor_store_purged_tasks_total",

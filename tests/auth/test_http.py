@@ -102,3 +102,24 @@ async def test_whoami_tells_any_caller_its_role_and_namespace(secured: Secured) 
         assert reader.json()["subject"] and "cvk_" not in reader.text
         admin = await http.get("/v1/whoami", headers=bearer(secured, Role.ADMIN, "team-w"))
         assert admin.json()["role"] == "ROLE_ADMIN" and admin.json()["namespace"] == "team-w"
+
+
+async def test_a_reader_watches_its_namespaces_tasks_and_no_other(secured: Secured) -> None:
+    async with httpx.AsyncClient(base_url=secured.http, timeout=30) as http:
+        assert (await http.get("/v1/tasks:watch")).status_code == 401
+        elsewhere = bearer(secured, Role.READER, "team-b")
+        assert (await http.get("/v1/tasks:watch", headers=elsewhere)).status_code == 403
+        reader = bearer(secured, Role.READER)
+        query = "/v1/tasks:watch?states=TASK_STATE_COMPLETED"
+        async with http.stream("GET", query, headers=reader) as watch:
+            assert watch.status_code == 200
+            lines = watch.aiter_lines()
+            assert await anext(lines) == ": watching"
+            submitted = await http.post(
+                "/v1/tasks", json=SUBMIT, headers=bearer(secured, Role.SUBMITTER)
+            )
+            task_id = submitted.json()["task"]["id"]
+            async for line in lines:
+                if line.startswith("data: "):
+                    assert task_id in line and "TASK_STATE_COMPLETED" in line
+                    break

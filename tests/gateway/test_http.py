@@ -3,6 +3,7 @@ it answers over gRPC, and the quick-start's curl commands work as written."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -18,7 +19,8 @@ from conveyor.api.queues.v1 import queues_pb2_grpc
 from conveyor.api.schedules.v1 import schedules_pb2 as P
 from conveyor.api.schedules.v1 import schedules_pb2_grpc
 from conveyor.api.tasks.v1 import tasks_pb2 as S
-from tests.conftest import System
+from gateway.http import HTTP_STATUS
+from tests.conftest import NatsServer, System
 from tests.support.helpers import wait_terminal
 from tests.support.http import grpc_status, http_status, parsed, start_with_http
 
@@ -42,6 +44,7 @@ async def same_error(
         await call
     assert failed.value.code() == code
     assert http_status(response) == grpc_status(failed.value)
+    assert response.status_code == HTTP_STATUS[code]  # the standard mapping (gateway.http)
 
 
 async def done_task(system: System, http: httpx.AsyncClient, text: str) -> S.Task:
@@ -330,6 +333,28 @@ async def test_health_and_readiness(system: System) -> None:
     async with await start_with_http(system) as http:
         assert (await http.get("/healthz")).json() == {"status": "SERVING"}
         assert (await http.get("/readyz")).status_code == 200
+
+
+async def test_readiness_follows_nats_and_a_store_gone_is_503(
+    system: System, nats_server: NatsServer
+) -> None:
+    async with await start_with_http(system) as http:
+        nats_server.stop()
+        async with asyncio.timeout(60):
+            while (await http.get("/readyz")).status_code != 503:
+                await asyncio.sleep(0.05)
+        assert (await http.get("/readyz")).json() == {"status": "NOT_SERVING"}
+        assert (await http.get("/healthz")).status_code == 200  # alive all the same
+        nats_server.start()
+        async with asyncio.timeout(60):
+            while (await http.get("/readyz")).status_code != 200:
+                await asyncio.sleep(0.1)
+        assert system.store is not None
+        await system.store.stop(0.5)
+        system.store = None
+        gone = await http.get(f"/v1/tasks/{MISSING}")
+        assert gone.status_code == 503 and http_status(gone).code == 14
+        assert "store unavailable" in http_status(gone).message
 
 
 async def test_cors_allows_the_configured_origins_only(system: System) -> None:

@@ -193,8 +193,12 @@ async def test_the_callers_deadline_reaches_the_store_else_the_gateways_bound(
 async def test_an_undecodable_request_is_refused_before_the_store(
     store: FakeStore, raw: grpc.aio.Channel
 ) -> None:
-    for call in (raw.unary_unary(_path("GetTask")), raw.unary_stream(_path("WatchTask"))):
-        # WatchTask's handler is gateway.watch's, refusing the same way.
+    for call in (
+        raw.unary_unary(_path("GetTask")),
+        raw.unary_stream(_path("WatchTask")),
+        raw.unary_stream(_path("WatchTasks")),
+    ):
+        # WatchTask's and WatchTasks' handlers are their own, refusing the same way.
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await _finish(call(b"\xff\xff\xff", timeout=5))
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -1,6 +1,7 @@
 """A standby store replica (store.roles) beside the writer on one PostgreSQL database:
-it reads its callers' writes, cancels, and streams every version of a watched task, from
-its own EVENTS subscription and the database (store.follow), while the writer applies."""
+it reads its callers' writes, cancels, and streams every version of a watched task and
+the changes a WatchTasks stream asks for, from its own EVENTS subscription and the
+database (store.follow), while the writer applies."""
 
 from __future__ import annotations
 
@@ -59,12 +60,20 @@ async def test_a_standby_reads_cancels_and_watches_what_the_writer_applies(
             cancelled = await stub.CancelTask(cancel, timeout=10)
             assert cancelled.task.state == S.TASK_STATE_CANCELLED
 
+            # A dashboard's stream of cancelled tasks on the standby, open before the cancel.
+            feed = stub.WatchTasks(S.WatchTasksRequest(states=[S.TASK_STATE_CANCELLED]))
+            await feed.initial_metadata()
             watch = asyncio.create_task(versions(stub, waiting[1].id))
             await asyncio.sleep(0.5)  # the watch is open, at the first version
             await system.stub.CancelTask(S.CancelTaskRequest(task_id=waiting[1].id))
             seen = await asyncio.wait_for(watch, 30)
             assert [t.version for t in seen] == [1, 2]
             assert seen[-1].state == S.TASK_STATE_CANCELLED
+            change = await asyncio.wait_for(feed.read(), 30)
+            assert isinstance(change, S.WatchTasksResponse)
+            assert change.task.id == waiting[1].id
+            assert change.task.state == S.TASK_STATE_CANCELLED
+            feed.cancel()
         assert not standby.roles.writer
         assert writer.roles.writer
     finally:

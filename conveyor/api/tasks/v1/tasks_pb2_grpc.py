@@ -61,6 +61,11 @@ class TaskServiceStub:
                 request_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.WatchTaskRequest.SerializeToString,
                 response_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.WatchTaskResponse.FromString,
                 _registered_method=True)
+        self.WatchTasks = channel.unary_stream(
+                '/conveyor.api.tasks.v1.TaskService/WatchTasks',
+                request_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksRequest.SerializeToString,
+                response_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksResponse.FromString,
+                _registered_method=True)
         self.CancelTask = channel.unary_unary(
                 '/conveyor.api.tasks.v1.TaskService/CancelTask',
                 request_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.CancelTaskRequest.SerializeToString,
@@ -128,6 +133,17 @@ class TaskServiceServicer:
 
     def WatchTask(self, request, context):
         """WatchTask streams the task's current state, then every change, ending at a terminal state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTasks(self, request, context):
+        """WatchTasks streams every later change of the caller's tasks that match the filters,
+        each as of that change (results and image bytes left out, as in ListTasks), for
+        dashboards: watch first, then list, and nothing falls between. It never ends by
+        itself; a reader that falls too far behind is ended with RESOURCE_EXHAUSTED, to list
+        and watch again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -205,6 +221,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.WatchTask,
                     request_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.WatchTaskRequest.FromString,
                     response_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.WatchTaskResponse.SerializeToString,
+            ),
+            'WatchTasks': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTasks,
+                    request_deserializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksRequest.FromString,
+                    response_serializer=conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksResponse.SerializeToString,
             ),
             'CancelTask': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelTask,
@@ -374,6 +395,33 @@ class TaskService:
             '/conveyor.api.tasks.v1.TaskService/WatchTask',
             conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.WatchTaskRequest.SerializeToString,
             conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.WatchTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/conveyor.api.tasks.v1.TaskService/WatchTasks',
+            conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksRequest.SerializeToString,
+            conveyor_dot_api_dot_tasks_dot_v1_dot_tasks__pb2.WatchTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,6 +27,12 @@ type TaskServiceClient interface {
 	ListTasks(ctx context.Context, in *ListTasksRequest, opts ...grpc.CallOption) (*ListTasksResponse, error)
 	// WatchTask streams the task's current state, then every change, ending at a terminal state.
 	WatchTask(ctx context.Context, in *WatchTaskRequest, opts ...grpc.CallOption) (TaskService_WatchTaskClient, error)
+	// WatchTasks streams every later change of the caller's tasks that match the filters,
+	// each as of that change (results and image bytes left out, as in ListTasks), for
+	// dashboards: watch first, then list, and nothing falls between. It never ends by
+	// itself; a reader that falls too far behind is ended with RESOURCE_EXHAUSTED, to list
+	// and watch again.
+	WatchTasks(ctx context.Context, in *WatchTasksRequest, opts ...grpc.CallOption) (TaskService_WatchTasksClient, error)
 	// CancelTask stops a task: a queued task never runs, a running one is interrupted.
 	CancelTask(ctx context.Context, in *CancelTaskRequest, opts ...grpc.CallOption) (*CancelTaskResponse, error)
 	// RetryTask runs a FAILED or CANCELLED task again with a fresh attempt budget.
@@ -120,6 +126,38 @@ func (x *taskServiceWatchTaskClient) Recv() (*WatchTaskResponse, error) {
 	return m, nil
 }
 
+func (c *taskServiceClient) WatchTasks(ctx context.Context, in *WatchTasksRequest, opts ...grpc.CallOption) (TaskService_WatchTasksClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_TaskService_serviceDesc.Streams[1], "/conveyor.api.tasks.v1.TaskService/WatchTasks", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &taskServiceWatchTasksClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type TaskService_WatchTasksClient interface {
+	Recv() (*WatchTasksResponse, error)
+	grpc.ClientStream
+}
+
+type taskServiceWatchTasksClient struct {
+	grpc.ClientStream
+}
+
+func (x *taskServiceWatchTasksClient) Recv() (*WatchTasksResponse, error) {
+	m := new(WatchTasksResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 func (c *taskServiceClient) CancelTask(ctx context.Context, in *CancelTaskRequest, opts ...grpc.CallOption) (*CancelTaskResponse, error) {
 	out := new(CancelTaskResponse)
 	err := c.cc.Invoke(ctx, "/conveyor.api.tasks.v1.TaskService/CancelTask", in, out, opts...)
@@ -166,7 +204,7 @@ func (c *taskServiceClient) PurgeTasks(ctx context.Context, in *PurgeTasksReques
 }
 
 func (c *taskServiceClient) GetTaskPayload(ctx context.Context, in *GetTaskPayloadRequest, opts ...grpc.CallOption) (TaskService_GetTaskPayloadClient, error) {
-	stream, err := c.cc.NewStream(ctx, &_TaskService_serviceDesc.Streams[1], "/conveyor.api.tasks.v1.TaskService/GetTaskPayload", opts...)
+	stream, err := c.cc.NewStream(ctx, &_TaskService_serviceDesc.Streams[2], "/conveyor.api.tasks.v1.TaskService/GetTaskPayload", opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -211,6 +249,12 @@ type TaskServiceServer interface {
 	ListTasks(context.Context, *ListTasksRequest) (*ListTasksResponse, error)
 	// WatchTask streams the task's current state, then every change, ending at a terminal state.
 	WatchTask(*WatchTaskRequest, TaskService_WatchTaskServer) error
+	// WatchTasks streams every later change of the caller's tasks that match the filters,
+	// each as of that change (results and image bytes left out, as in ListTasks), for
+	// dashboards: watch first, then list, and nothing falls between. It never ends by
+	// itself; a reader that falls too far behind is ended with RESOURCE_EXHAUSTED, to list
+	// and watch again.
+	WatchTasks(*WatchTasksRequest, TaskService_WatchTasksServer) error
 	// CancelTask stops a task: a queued task never runs, a running one is interrupted.
 	CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskResponse, error)
 	// RetryTask runs a FAILED or CANCELLED task again with a fresh attempt budget.
@@ -247,6 +291,9 @@ func (UnimplementedTaskServiceServer) ListTasks(context.Context, *ListTasksReque
 }
 func (UnimplementedTaskServiceServer) WatchTask(*WatchTaskRequest, TaskService_WatchTaskServer) error {
 	return status.Errorf(codes.Unimplemented, "method WatchTask not implemented")
+}
+func (UnimplementedTaskServiceServer) WatchTasks(*WatchTasksRequest, TaskService_WatchTasksServer) error {
+	return status.Errorf(codes.Unimplemented, "method WatchTasks not implemented")
 }
 func (UnimplementedTaskServiceServer) CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CancelTask not implemented")
@@ -369,6 +416,27 @@ type taskServiceWatchTaskServer struct {
 }
 
 func (x *taskServiceWatchTaskServer) Send(m *WatchTaskResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func _TaskService_WatchTasks_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchTasksRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(TaskServiceServer).WatchTasks(m, &taskServiceWatchTasksServer{stream})
+}
+
+type TaskService_WatchTasksServer interface {
+	Send(*WatchTasksResponse) error
+	grpc.ServerStream
+}
+
+type taskServiceWatchTasksServer struct {
+	grpc.ServerStream
+}
+
+func (x *taskServiceWatchTasksServer) Send(m *WatchTasksResponse) error {
 	return x.ServerStream.SendMsg(m)
 }
 
@@ -528,6 +596,11 @@ var _TaskService_serviceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchTask",
 			Handler:       _TaskService_WatchTask_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchTasks",
+			Handler:       _TaskService_WatchTasks_Handler,
 			ServerStreams: true,
 		},
 		{
