@@ -54,8 +54,9 @@ async def submit(client: AsyncClient, out: Output, args: argparse.Namespace) -> 
 
 
 async def get(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:
-    """``conveyor get``: one task without its payloads; --output writes the result."""
-    task = await client.get(args.id, omit_payloads=True)
+    """``conveyor get``: one task without its payloads, --input with its input; --output
+    writes the result."""
+    task = await client.get(args.id, omit_payloads=True, with_input=args.input)
     out.task(task)
     if args.output:
         return await _write_result(client, out, args.id, args.output, images_only=False)

@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     get = sub.add_parser("get", parents=[common], help="show a task")
     get.add_argument("id")
     get.add_argument(
+        "--input", action="store_true", help="show the task's input too (image bytes left out)"
+    )
+    get.add_argument(
         "--output",
         metavar="FILE",
         help="write the complete result to FILE: an image as its bytes, anything else as JSON",

@@ -141,6 +141,42 @@ def _typed_rows(result: tasks_pb2.TaskResult) -> list[tuple[str, str]]:
     return []
 
 
+def _optional_rows(task: tasks_pb2.Task) -> list[tuple[str, str]]:
+    """The rows of ``conveyor get`` shown only when the task has them."""
+    rows = []
+    if task.labels:
+        rows.append(
+            ("labels", escape(", ".join(f"{k}={v}" for k, v in sorted(task.labels.items()))))
+        )
+    for name, value in (
+        ("idempotency key", task.idempotency_key),
+        ("schedule", task.schedule_id),
+        ("worker", task.worker_id),
+        ("trace id", task.trace_id),
+    ):
+        if value:
+            rows.append((name, escape(value)))
+    if task.HasField("timeout"):
+        rows.append(("timeout", f"{seconds(task.timeout):g}s"))
+    rows.extend(
+        (name, _time(task, field)) for field, name in _TIMES.items() if task.HasField(field)
+    )
+    if task.HasField("input"):
+        rows.append(("input", _input_text(task.input)))
+    return rows
+
+
+def _input_text(task_input: tasks_pb2.TaskInput) -> str:
+    """The input as its JSON (custom input as the JSON object it carries), clipped."""
+    kind = task_input.WhichOneof("input")
+    if kind == "custom" and task_input.custom.json:
+        return _clip(task_input.custom.json, 2000)
+    fields = to_dict(getattr(task_input, kind)) if kind else {}
+    if task_input.HasField("payload"):
+        fields["abridged"] = f"{task_input.payload.size_bytes:,} bytes in the object store"
+    return _clip(json.dumps(fields, ensure_ascii=False), 2000)
+
+
 def _error_text(error: tasks_pb2.TaskError) -> str:
     when = f" at {_time(error)}" if error.HasField("time") else ""
     return f"attempt {error.attempt}{when}: {escape(error.type)}: {_clip(error.message, 500)}"
@@ -205,22 +241,8 @@ class Output:
         table.add_row("attempt", _attempts(task))
         priority = _enum(tasks_pb2.TaskPriority, task.priority, "TASK_PRIORITY_")
         table.add_row("priority", "normal" if priority == "unspecified" else priority)
-        if task.labels:
-            table.add_row(
-                "labels", escape(", ".join(f"{k}={v}" for k, v in sorted(task.labels.items())))
-            )
-        for name, value in (
-            ("idempotency key", task.idempotency_key),
-            ("schedule", task.schedule_id),
-            ("worker", task.worker_id),
-        ):
-            if value:
-                table.add_row(name, escape(value))
-        if task.HasField("timeout"):
-            table.add_row("timeout", f"{seconds(task.timeout):g}s")
-        for field, name in _TIMES.items():
-            if task.HasField(field):
-                table.add_row(name, _time(task, field))
+        for name, value in _optional_rows(task):
+            table.add_row(name, value)
         if task.HasField("progress") and not is_terminal(task.state):
             table.add_row("progress", self._progress_text(task.progress))
         for label, value in result_rows(task.result):

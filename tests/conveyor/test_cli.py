@@ -246,6 +246,29 @@ def test_get_renders_an_image_result_without_bytes(
     assert fake.gets[0].omit_payloads
 
 
+def test_get_input_asks_for_the_full_view_and_shows_the_input_and_trace_id(
+    gateway: tuple[FakeGateway, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, addr = gateway
+    fake.task = tasks_pb2.Task(
+        id=TASK_ID,
+        type="text_processing",
+        state=tasks_pb2.TASK_STATE_COMPLETED,
+        version=3,
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        input=tasks_pb2.TaskInput(
+            text_processing=tasks_pb2.TextProcessingInput(text="count these words")
+        ),
+    )
+    assert run(addr, "get", TASK_ID, "--input") == 0
+    out = capsys.readouterr().out
+    assert "count these words" in out
+    assert "4bf92f3577b34da6a3ce929d0e0e4736" in out
+    assert fake.gets[-1].view == tasks_pb2.TASK_VIEW_FULL
+    assert run(addr, "get", TASK_ID) == 0
+    assert fake.gets[-1].view == tasks_pb2.TASK_VIEW_BASIC
+
+
 def test_get_output_writes_the_image(
     gateway: tuple[FakeGateway, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
