@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import traceback
+from types import TracebackType
 
 from conveyor.jsonlike import valid_text
 
@@ -23,6 +24,10 @@ MAX_PIECE_CHARS = 2048
 ATTRIBUTE = "conveyor_traceback"
 """Where a child process leaves the traceback it formatted on the exception it raises
 (kept in the exception's ``__dict__``, which pickling carries to the worker)."""
+HANDLER_CALLER = "worker.invoke"
+"""The module whose frame calls a handler: a traceback starts after its last frame (the
+worker's runner and middleware above it left out), or whole when nothing follows it
+(an error of the worker's own)."""
 _MARKER_BYTES = 96
 """Room kept for the line saying how much was cut."""
 
@@ -43,12 +48,22 @@ def traceback_of(error: BaseException) -> str:
 
 
 def formatted(error: BaseException) -> str:
-    """``traceback.format_exception(error)``, each piece shortened, then bounded."""
+    """``traceback.format_exception(error)`` from the handler's frame on, each piece
+    shortened, then bounded."""
     try:
-        pieces = traceback.format_exception(error)
+        pieces = traceback.format_exception(type(error), error, _from_handler(error.__traceback__))
     except Exception:
         return f"(the traceback of a {type(error).__name__} could not be formatted)\n"
     return bounded("".join(_shortened(piece) for piece in pieces))
+
+
+def _from_handler(tb: TracebackType | None) -> TracebackType | None:
+    start = tb
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__") == HANDLER_CALLER and tb.tb_next is not None:
+            start = tb.tb_next
+        tb = tb.tb_next
+    return start
 
 
 def _shortened(piece: str) -> str:

@@ -36,6 +36,8 @@ async def test_a_handler_raising_deep_in_a_call_chain_records_where(system: Syst
     assert task.error.type == "ValueError"
     traceback = task.error.traceback
     assert traceback.startswith("Traceback (most recent call last):\n")
+    # It starts at the handler: the worker's own frames above it are left out.
+    assert traceback.split("\n")[1].endswith(frame("invalid_async").rstrip("\n")), traceback
     chain = [frame("invalid_async"), frame("invalid"), frame("_parse_row")]
     chain.append(frame("_check_quantity", RAISING_LINE))
     positions = [traceback.find(part) for part in chain]
@@ -60,6 +62,7 @@ async def test_a_cpu_bound_handler_records_the_traceback_of_its_child_process(
         for part in (frame("invalid_cpu"), frame("_parse_row"), frame("_check_quantity"))
     ]
     assert -1 not in positions and positions == sorted(positions), traceback
+    assert traceback.split("\n")[1].endswith(frame("invalid_cpu").rstrip("\n")), traceback
     assert frame("_check_quantity", RAISING_LINE) in traceback
     # The child's own traceback, not the worker's view of the pickled copy, which
     # quotes the child's text as a _RemoteTraceback cause.
