@@ -1018,10 +1018,10 @@ export type TaskError = Message<"conveyor.api.tasks.v1.TaskError"> & {
   time?: Timestamp | undefined;
 
   /**
-   * Output only: the Python traceback of the exception the handler raised, as
-   * traceback.format_exception writes it, or empty (a time limit, a lost task). At most
-   * 16 KiB of UTF-8: a longer one keeps its end (the innermost frames and the exception)
-   * after a line saying how much was cut.
+   * Output only: the Python traceback of the exception the handler raised, from the
+   * handler's frame on, as traceback.format_exception writes it; empty for a time limit
+   * or a lost task. At most 16 KiB of UTF-8: a longer one keeps its end (the innermost
+   * frames and the exception) after a line saying how much was cut.
    *
    * @generated from field: string traceback = 5;
    */

@@ -2257,10 +2257,10 @@ type TaskError struct {
 	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	// When it failed.
 	Time *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
-	// Output only: the Python traceback of the exception the handler raised, as
-	// traceback.format_exception writes it, or empty (a time limit, a lost task). At most
-	// 16 KiB of UTF-8: a longer one keeps its end (the innermost frames and the exception)
-	// after a line saying how much was cut.
+	// Output only: the Python traceback of the exception the handler raised, from the
+	// handler's frame on, as traceback.format_exception writes it; empty for a time limit
+	// or a lost task. At most 16 KiB of UTF-8: a longer one keeps its end (the innermost
+	// frames and the exception) after a line saying how much was cut.
 	Traceback string `protobuf:"bytes,5,opt,name=traceback,proto3" json:"traceback,omitempty"`
 }
 
