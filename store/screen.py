@@ -34,6 +34,7 @@ from conveyor.intake.inputs import check_input
 from conveyor.intake.validation import MAX_ATTEMPTS, check_options
 from conveyor.messages import LOST_ERROR, SCHEDULER_ID
 from conveyor.tasks import task_type_of
+from conveyor.tracebacks import MAX_ERROR_CHARS, MAX_TRACEBACK_BYTES
 from store.transitions import Event, Kind, Snapshot
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,18 @@ def _worker_problem(event: events_pb2.TaskEvent, publisher: str, kind: str) -> P
         return "publisher", "the scheduler fails only lost tasks"
     if kind == "completed" and (size := event.completed.result.ByteSize()) > MAX_RESULT_BYTES:
         return "size", f"an inline result of {size} bytes, over {MAX_RESULT_BYTES}"
+    if kind in ("retrying", "failed"):
+        return _error_problem(getattr(event, kind).error)
+    return None
+
+
+def _error_problem(error: tasks_pb2.TaskError) -> Problem | None:
+    """What is over the bounds a worker keeps to in a failed attempt's error (each
+    attempt's error is kept with its task, up to MAX_ATTEMPTS of them)."""
+    if len(error.type) > MAX_ERROR_CHARS or len(error.message) > MAX_ERROR_CHARS:
+        return "size", f"an error type or message over {MAX_ERROR_CHARS} characters"
+    if (size := len(error.traceback.encode("utf-8"))) > MAX_TRACEBACK_BYTES:
+        return "size", f"a traceback of {size} bytes, over {MAX_TRACEBACK_BYTES}"
     return None
 
 

@@ -23,6 +23,7 @@ from conveyor.context import TaskContext
 from conveyor.errors import NonRetryable
 from conveyor.registry import TaskType
 from conveyor.tasks import CUSTOM_FIELD
+from conveyor.tracebacks import remember
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class ProcessSlots:
         executor = await free.get()
         replace = False
         try:
-            future = asyncio.get_running_loop().run_in_executor(executor, fn, arg)
+            future = asyncio.get_running_loop().run_in_executor(executor, call_in_child, fn, arg)
             return await future
         except BrokenExecutor as exc:
             replace = True
@@ -84,6 +85,16 @@ class ProcessSlots:
             _kill(executor)
         for executor in executors:
             executor.shutdown(wait=True, cancel_futures=True)
+
+
+def call_in_child(fn: Any, arg: Any) -> Any:
+    """Runs in the child process: ``fn(arg)``, its exception carrying the traceback
+    formatted here, where its frames are (the worker receives a pickled copy without them)."""
+    try:
+        return fn(arg)
+    except BaseException as exc:
+        remember(exc)
+        raise
 
 
 def ignore_interrupts() -> None:

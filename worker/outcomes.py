@@ -18,6 +18,7 @@ from conveyor.errors import NonRetryable, Retry, TaskCancelled, TaskTimeout
 from conveyor.jsonlike import valid_text
 from conveyor.registry import RetryPolicy
 from conveyor.tasks import seconds, timestamp
+from conveyor.tracebacks import MAX_ERROR_CHARS, traceback_of
 from worker.middleware import Job, Middleware
 
 log = logging.getLogger(__name__)
@@ -41,39 +42,43 @@ class Outcome:
 CANCELLED = Outcome("cancelled")
 
 
-def failed(attempt: int, kind: str, text: str) -> Outcome:
+def failed(attempt: int, kind: str, text: str, traceback: str = "") -> Outcome:
     """A task failed for good (a dead letter)."""
-    return Outcome("failed", error=task_error(attempt, kind, text or kind))
+    return Outcome("failed", error=task_error(attempt, kind, text or kind, traceback))
 
 
 class Retries(Middleware):
     """Decides what a failed attempt comes to: a cancelled one ends there, a
     ``NonRetryable`` one fails the task, anything else runs again after the handler's
-    ``Retry`` delay or the task's backoff while it has attempts left."""
+    ``Retry`` delay or the task's backoff while it has attempts left. The error of an
+    exception the handler raised carries its traceback; a time limit's none."""
 
     def outcome(self, job: Job, error: Exception) -> Outcome | None:
         attempt = job.ctx.attempt
         if isinstance(error, TaskCancelled):
             return CANCELLED
         if isinstance(error, NonRetryable):
-            return failed(attempt, type(error).__name__, text_of(error))
+            return failed(attempt, type(error).__name__, text_of(error), traceback_of(error))
         if isinstance(error, Retry):
             reason, delay = retry_asked(error)
-            return self._retry_or_fail(job, "Retry", reason, delay)
+            return self._retry_or_fail(job, "Retry", reason, traceback_of(error), delay)
         if isinstance(error, TaskTimeout):
-            return self._retry_or_fail(job, "timeout", text_of(error))
+            return self._retry_or_fail(job, "timeout", text_of(error), "")
         kind, text = type(error).__name__, text_of(error)
         log.warning("attempt failed: %s: %s", kind, text, exc_info=error)
-        return self._retry_or_fail(job, kind, text)
+        return self._retry_or_fail(job, kind, text, traceback_of(error))
 
-    def _retry_or_fail(self, job: Job, kind: str, text: str, delay: float | None = None) -> Outcome:
+    def _retry_or_fail(
+        self, job: Job, kind: str, text: str, traceback: str, delay: float | None = None
+    ) -> Outcome:
         ctx = job.ctx
         if ctx.attempt >= ctx.max_attempts:
-            return failed(ctx.attempt, kind, text)
+            return failed(ctx.attempt, kind, text, traceback)
         if delay is None:
             run_attempt = ctx.attempt - job.message.attempt_offset
             delay = retry_policy_of(job.message).delay(run_attempt, random.random())
-        return Outcome("retrying", error=task_error(ctx.attempt, kind, text or kind), delay=delay)
+        error = task_error(ctx.attempt, kind, text or kind, traceback)
+        return Outcome("retrying", error=error, delay=delay)
 
 
 def retry_policy_of(message: events_pb2.TaskMessage) -> RetryPolicy:
@@ -109,8 +114,12 @@ def retry_asked(retry: Retry) -> tuple[str, float | None]:
     return f"{reason} ({note}; the task's backoff was used)", None
 
 
-def task_error(attempt: int, kind: str, message: str) -> tasks_pb2.TaskError:
-    """A TaskError stamped now."""
+def task_error(attempt: int, kind: str, message: str, traceback: str = "") -> tasks_pb2.TaskError:
+    """A TaskError stamped now; ``traceback`` comes bounded (conveyor.tracebacks)."""
     return tasks_pb2.TaskError(
-        attempt=attempt, type=valid_text(kind), message=valid_text(message[:4000]), time=timestamp()
+        attempt=attempt,
+        type=valid_text(kind[:MAX_ERROR_CHARS]),
+        message=valid_text(message[:MAX_ERROR_CHARS]),
+        time=timestamp(),
+        traceback=traceback,
     )

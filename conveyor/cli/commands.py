@@ -54,10 +54,10 @@ async def submit(client: AsyncClient, out: Output, args: argparse.Namespace) -> 
 
 
 async def get(client: AsyncClient, out: Output, args: argparse.Namespace) -> int:
-    """``conveyor get``: one task without its payloads, --input with its input; --output
-    writes the result."""
+    """``conveyor get``: one task without its payloads, --input with its input, the end
+    of its error's traceback (--traceback all of it); --output writes the result."""
     task = await client.get(args.id, omit_payloads=True, with_input=args.input)
-    out.task(task)
+    out.task(task, whole_traceback=args.traceback)
     if args.output:
         return await _write_result(client, out, args.id, args.output, images_only=False)
     return 0

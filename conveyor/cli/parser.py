@@ -244,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--input", action="store_true", help="show the task's input too (image bytes left out)"
     )
     get.add_argument(
+        "--traceback",
+        action="store_true",
+        help="show the error's whole traceback (by default its last lines)",
+    )
+    get.add_argument(
         "--output",
         metavar="FILE",
         help="write the complete result to FILE: an image as its bytes, anything else as JSON",

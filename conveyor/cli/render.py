@@ -7,6 +7,7 @@ its bytes, so a terminal never fills with base64.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -42,6 +43,11 @@ _TIMES = {
 }
 _MAX_SHOWN = 20
 """Rows of repeated results (batch items, transforms) a table shows before eliding."""
+TRACEBACK_LINES = 12
+"""Lines of the error's traceback ``conveyor get`` shows, the last ones (where the
+exception and the innermost frames are); ``--traceback`` shows all."""
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""Characters a worker's text could steer a terminal with (escape sequences)."""
 
 
 def state_name(state: int) -> str:
@@ -179,7 +185,22 @@ def _input_text(task_input: tasks_pb2.TaskInput) -> str:
 
 def _error_text(error: tasks_pb2.TaskError) -> str:
     when = f" at {_time(error)}" if error.HasField("time") else ""
-    return f"attempt {error.attempt}{when}: {escape(error.type)}: {_clip(error.message, 500)}"
+    message = _clip(_plain(error.message), 500)
+    return f"attempt {error.attempt}{when}: {escape(_plain(error.type))}: {message}"
+
+
+def _plain(text: str) -> str:
+    """The text without terminal control characters (newlines and tabs kept)."""
+    return _CONTROL.sub("\ufffd", text)
+
+
+def traceback_lines(traceback: str, whole: bool) -> tuple[list[str], int]:
+    """The lines of a traceback to show (the last TRACEBACK_LINES unless ``whole``), and
+    how many before them are left out."""
+    lines = _plain(traceback).rstrip("\n").split("\n")
+    if whole or len(lines) <= TRACEBACK_LINES:
+        return lines, 0
+    return lines[-TRACEBACK_LINES:], len(lines) - TRACEBACK_LINES
 
 
 def _time(message: Any, field: str = "time", layout: str = "%Y-%m-%d %H:%M:%S %Z") -> str:
@@ -224,7 +245,9 @@ class Output:
         )
         self.console.print(f"{task.id} {_state(task.state)}{extra}")
 
-    def task(self, task: tasks_pb2.Task) -> None:
+    def task(self, task: tasks_pb2.Task, whole_traceback: bool = False) -> None:
+        """The task as a table, then its error's traceback (its end unless
+        ``whole_traceback``)."""
         if self.as_json:
             self.json(task)
             return
@@ -253,6 +276,15 @@ class Output:
             table.add_row("failed attempt", _error_text(error))
         table.add_row("version", str(task.version))
         self.console.print(table)
+        if task.error.traceback:
+            self._traceback(task.error.traceback, whole_traceback)
+
+    def _traceback(self, traceback: str, whole: bool) -> None:
+        lines, left_out = traceback_lines(traceback, whole)
+        more = f" ({left_out} lines before these: get --traceback shows all)" if left_out else ""
+        self.console.print(f"[bold]traceback[/]{more}")
+        # Soft wrap: the terminal folds long lines, so a copied traceback stays whole.
+        self.console.print(escape("\n".join(lines)), soft_wrap=True)
 
     @staticmethod
     def _progress_text(p: tasks_pb2.TaskProgress) -> str:

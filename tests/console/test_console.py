@@ -1,7 +1,8 @@
 """The web console in a real Chromium against a real `conveyor dev` (authentication off):
 tasks submitted over the API appear and finish live, a delayed task is cancelled from its
-page, a failed one retried from the failures view, a queue paused and resumed. After each
-test the browser's console must have logged no error."""
+page, a failed one shows its traceback on its page and is retried from the failures view,
+a queue paused and resumed. After each test the browser's console must have logged no
+error."""
 
 from __future__ import annotations
 
@@ -206,6 +207,26 @@ def test_a_failed_task_is_retried_from_the_failures_view(
     )
     wait_for(browser, lambda d: state_of(dev, task_id)["state"] == "TASK_STATE_FAILED")
     failed = state_of(dev, task_id)
+    assert failed["error"]["traceback"].startswith("Traceback (most recent call last):")
+    # Its page shows the attempt's traceback, folded, and it fits a phone.
+    browser.set_window_size(390, 844)
+    try:
+        open_page(browser, dev, f"#/tasks/{task_id}")
+        summary = element(browser, "details.traceback > summary")
+        block = element(browser, "pre.traceback")
+        assert summary.text == "Traceback" and not block.is_displayed()
+        summary.click()
+        wait_for(browser, lambda d: block.is_displayed() or None)
+        assert block.text == failed["error"]["traceback"].rstrip("\n")
+        assert block.value_of_css_property("white-space") == "pre"
+        assert "monospace" in block.value_of_css_property("font-family")
+        assert block.get_attribute("tabindex") == "0"  # its scroll is reachable by keys
+        width = browser.execute_script(
+            "return [document.documentElement.scrollWidth, window.innerWidth]"
+        )
+        assert width[0] <= width[1], width
+    finally:
+        browser.set_window_size(1280, 900)
     open_page(browser, dev, "#/failures")
 
     def retry_group(d: webdriver.Chrome) -> str | None:

@@ -269,6 +269,34 @@ def test_get_input_asks_for_the_full_view_and_shows_the_input_and_trace_id(
     assert fake.gets[-1].view == tasks_pb2.TASK_VIEW_BASIC
 
 
+def test_get_shows_the_end_of_the_errors_traceback_and_all_of_it_when_asked(
+    gateway: tuple[FakeGateway, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, addr = gateway
+    frames = [f'  File "/app/rows.py", line {n}, in level_{n}' for n in range(1, 30)]
+    traceback = "\n".join(["Traceback (most recent call last):", *frames])
+    traceback += "\nValueError: bad \x1b[2Jrow [red]3[/red]\n"
+    error = tasks_pb2.TaskError(
+        attempt=2, type="ValueError", message="bad row", traceback=traceback
+    )
+    fake.task = tasks_pb2.Task(
+        id=TASK_ID, type="custom", state=tasks_pb2.TASK_STATE_FAILED, attempt=2, error=error
+    )
+    assert run(addr, "get", TASK_ID) == 0
+    out = capsys.readouterr().out
+    assert "traceback (19 lines before these: get --traceback shows all)" in out
+    assert "in level_19\n" in out and "in level_18\n" not in out
+    assert "Traceback (most recent call last)" not in out
+    # Markup is shown as written; a terminal escape sequence is not sent.
+    assert out.endswith("ValueError: bad \ufffd[2Jrow [red]3[/red]\n") and "\x1b" not in out
+    assert run(addr, "get", TASK_ID, "--traceback") == 0
+    whole = capsys.readouterr().out
+    assert "Traceback (most recent call last):\n" in whole and "in level_1\n" in whole
+    assert "lines before these" not in whole
+    assert run(addr, "--json", "get", TASK_ID) == 0
+    assert json.loads(capsys.readouterr().out)["error"]["traceback"] == traceback
+
+
 def test_get_output_writes_the_image(
     gateway: tuple[FakeGateway, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -72,6 +72,7 @@ async def test_timeout_fails_the_attempt(system: System) -> None:
     task = await wait_terminal(system.stub, submitted.task.id, timeout=20)
     assert task.state == S.TASK_STATE_FAILED
     assert task.error.type == "timeout" and "0.5s" in task.error.message
+    assert task.error.traceback == ""  # no exception of the handler's
 
 
 async def test_cpu_bound_timeout_kills_the_process_and_the_pool_recovers(system: System) -> None:

@@ -10,6 +10,7 @@ from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.config import Limits
 from conveyor.tasks import duration
+from conveyor.tracebacks import MAX_ERROR_CHARS, MAX_TRACEBACK_BYTES
 from store import convert
 from store.screen import EventScreen, Refusals, problem_against, problem_of
 from store.transitions import Snapshot
@@ -125,6 +126,26 @@ def test_worker_events_need_an_attempt_a_worker_and_an_inline_sized_result() -> 
     huge.custom.json = '{"x":"' + "y" * (2 * 1024 * 1024) + '"}'
     done = worker_event(TASK, at(2), 1, completed=events_pb2.Completed(result=huge))
     assert reason(WORKER, done) == "size"
+
+
+def test_a_failed_attempts_error_past_what_a_worker_sends_is_refused() -> None:
+    def failure(
+        kind: str, traceback: str = "", message: str = "bad", type: str = "E"
+    ) -> str | None:
+        error = S.TaskError(attempt=1, type=type, message=message, traceback=traceback)
+        body: object = events_pb2.Retrying(error=error)
+        if kind == "failed":
+            body = events_pb2.Failed(error=error)
+        event = worker_event(TASK, at(2), 1, "worker-1", "text_processing", **{kind: body})
+        return reason(WORKER, event)
+
+    for kind in ("failed", "retrying"):
+        assert failure(kind, traceback="t" * MAX_TRACEBACK_BYTES) is None
+        assert failure(kind, traceback="t" * (MAX_TRACEBACK_BYTES + 1)) == "size"
+        # Bytes, not characters: 6000 three-byte characters are 18000 bytes.
+        assert failure(kind, traceback="\u2603" * 6000) == "size"
+        assert failure(kind, message="m" * (MAX_ERROR_CHARS + 1)) == "size"
+        assert failure(kind, type="T" * (MAX_ERROR_CHARS + 1)) == "size"
 
 
 def test_an_event_past_the_message_limit_is_refused() -> None:

@@ -170,6 +170,33 @@ def crash(payload: dict[str, Any]) -> dict[str, Any]:
     os._exit(17)
 
 
+def _check_quantity(row: dict[str, Any]) -> None:
+    """The bottom of a call chain the traceback tests look for (by name and line); ``odd``
+    puts text UTF-8 cannot encode in the message, ``pad`` that many characters."""
+    odd, pad = "\udcff" if row.get("odd") else "", "!" * int(row.get("pad", 0))
+    raise ValueError(f"quantity {odd}{row['quantity']} is below zero{pad}")
+
+
+def _parse_row(row: dict[str, Any]) -> None:
+    _check_quantity(row)
+
+
+def invalid(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Raises ValueError two calls down, its message padded with ``pad`` characters."""
+    _parse_row(payload)
+    return {}
+
+
+async def invalid_async(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    return invalid(ctx, payload)
+
+
+def invalid_cpu(payload: dict[str, Any]) -> dict[str, Any]:
+    """CPU-bound: raises ValueError two calls down, in its child process."""
+    _parse_row(payload)
+    return {}
+
+
 def registry() -> Registry:
     """A registry with the test types (the worker adds the built-ins)."""
     r = Registry()
@@ -187,4 +214,6 @@ def registry() -> Registry:
     r.task("gauge")(gauge)
     r.task("spin", cpu_bound=True, timeout=30, retry=FAST_RETRY)(spin)
     r.task("crash", cpu_bound=True, max_attempts=2, retry=FAST_RETRY)(crash)
+    r.task("invalid", max_attempts=2, retry=FAST_RETRY)(invalid_async)
+    r.task("invalid_cpu", cpu_bound=True, max_attempts=1)(invalid_cpu)
     return r

@@ -786,7 +786,9 @@ function TaskPage({ id, me }) {
         <h2>Attempts</h2>
         ${errors.length
           ? errors.map((e) => html`<details open=${errors.length === 1}><summary>Attempt ${e.attempt || "?"}: ${e.type} – ${firstLine(e.message)}</summary>
-              <p class="muted">${when(e.time)}</p><pre>${e.message}</pre></details>`)
+              <p class="muted">${when(e.time)}</p><pre>${e.message}</pre>
+              ${e.traceback && html`<details class="traceback"><summary>Traceback</summary>
+                <pre class="traceback" tabindex="0">${e.traceback}</pre></details>`}</details>`)
           : html`<p class="muted">No failed attempts.</p>`}
       </div>
     </div>

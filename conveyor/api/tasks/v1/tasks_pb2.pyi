@@ -373,16 +373,18 @@ class TaskResult(_message.Message):
     def __init__(self, text_processing: _Optional[_Union[TextProcessingResult, _Mapping]] = ..., ai_summarization: _Optional[_Union[AiSummarizationResult, _Mapping]] = ..., batch_processing: _Optional[_Union[BatchProcessingResult, _Mapping]] = ..., image_processing: _Optional[_Union[ImageProcessingResult, _Mapping]] = ..., custom: _Optional[_Union[CustomTaskResult, _Mapping]] = ..., payload: _Optional[_Union[Payload, _Mapping]] = ...) -> None: ...
 
 class TaskError(_message.Message):
-    __slots__ = ("attempt", "type", "message", "time")
+    __slots__ = ("attempt", "type", "message", "time", "traceback")
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     attempt: int
     type: str
     message: str
     time: _timestamp_pb2.Timestamp
-    def __init__(self, attempt: _Optional[int] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    traceback: str
+    def __init__(self, attempt: _Optional[int] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., traceback: _Optional[str] = ...) -> None: ...
 
 class TaskProgress(_message.Message):
     __slots__ = ("current", "total", "message")
