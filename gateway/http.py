@@ -419,6 +419,9 @@ class HttpServer:
             access_log=False,
             lifespan="off",
             server_header=False,
+            # httptools (a pinned dependency): "auto" would fall back to the pure-Python
+            # h11 without a word, which spends more per request and per streamed event.
+            http="httptools",
             ssl_context_factory=factory,
         )
         self._server = _Server(config)
