@@ -32,6 +32,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.routing import Route as StarletteRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from conveyor import jsonlike, tracing, transcode
 from conveyor.api.tasks.v1 import tasks_pb2
@@ -43,7 +44,7 @@ from conveyor.server import internal_error, status_for
 from conveyor.tls import CertificateFiles
 from conveyor.transcode import Route
 from gateway.calls import Call, CallFailed
-from gateway.sse import TaskStreams
+from gateway.sse import EventStream, TaskStreams
 
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
@@ -181,23 +182,14 @@ class Door:
         oneof = submit.input_type.oneofs_by_name["input"]
         self._task_fields = frozenset(f.name for f in oneof.fields if f.name != "custom")
 
-    def app(self) -> Starlette:
-        """The ASGI application."""
+    def app(self) -> ASGIApp:
+        """The ASGI application: Starlette's, and the event streams beside it (gateway.sse):
+        ``GET`` on a path ending ``:watch`` goes through the same dispatch, CORS, and error
+        answers, but not through Starlette's middleware, whose wrappers would otherwise be
+        run on each event of each stream."""
         middleware = []
         if self._options.cors_origins:
-            middleware.append(
-                Middleware(
-                    CORSMiddleware,
-                    allow_origins=list(self._options.cors_origins),
-                    allow_methods=ALL_VERBS,
-                    allow_headers=[
-                        "Content-Type",
-                        "Last-Event-ID",
-                        "Authorization",
-                        METADATA_NAMESPACE,
-                    ],
-                )
-            )
+            middleware.append(Middleware(CORSMiddleware, **self._cors()))
         routes: list[BaseRoute] = [
             StarletteRoute("/healthz", self._healthz, methods=["GET"]),
             StarletteRoute("/readyz", self._readyz, methods=["GET"]),
@@ -208,7 +200,22 @@ class Door:
             Mount("/console", StaticFiles(directory=CONSOLE)),
             StarletteRoute("/{path:path}", self._dispatch, methods=ALL_VERBS),
         ]
-        return Starlette(routes=routes, middleware=middleware)
+        starlette = Starlette(routes=routes, middleware=middleware)
+        streams: ASGIApp = self._stream
+        if self._options.cors_origins:
+            streams = CORSMiddleware(streams, **self._cors())
+        return _Streams(streams, starlette)
+
+    def _cors(self) -> dict[str, Any]:
+        return {
+            "allow_origins": list(self._options.cors_origins),
+            "allow_methods": ALL_VERBS,
+            "allow_headers": ["Content-Type", "Last-Event-ID", "Authorization", METADATA_NAMESPACE],
+        }
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self._dispatch(Request(scope, receive))
+        await response(scope, receive, send)
 
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "SERVING"})
@@ -244,7 +251,7 @@ class Door:
             return response
         return _problem(grpc.StatusCode.NOT_FOUND, f"no route {verb} {path}", 404)
 
-    async def _dispatch(self, request: Request) -> Response:
+    async def _dispatch(self, request: Request) -> Response | EventStream:
         found = self._find(request.method, request.url.path)
         if isinstance(found, Response):
             return found
@@ -263,7 +270,7 @@ class Door:
 
     async def _answer(
         self, request: Request, route: Route, variables: dict[str, str], principal: Principal
-    ) -> Response:
+    ) -> Response | EventStream:
         """The route's call, made as ``principal``."""
         body: Any = None
         if route.body:
@@ -370,6 +377,25 @@ def _aliases(routes: list[Route]) -> list[Route]:
     return aliases
 
 
+class _Streams:
+    """Sends ``GET`` requests for event streams (paths ending ``:watch``) to ``streams``,
+    everything else to ``rest``."""
+
+    def __init__(self, streams: ASGIApp, rest: ASGIApp) -> None:
+        self._streams = streams
+        self._rest = rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and scope["path"].endswith(":watch")
+        ):
+            await self._streams(scope, receive, send)
+        else:
+            await self._rest(scope, receive, send)
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its signal handlers: the gateway's own handle SIGTERM."""
 
@@ -381,7 +407,7 @@ class _Server(uvicorn.Server):
 class HttpServer:
     """The door served on ``listen`` (host:port; port 0 picks one)."""
 
-    def __init__(self, app: Starlette, listen: str, tls: CertificateFiles | None = None) -> None:
+    def __init__(self, app: ASGIApp, listen: str, tls: CertificateFiles | None = None) -> None:
         host, _, port = listen.rpartition(":")
         self._socket = socket.create_server((host.strip("[]"), int(port)), reuse_port=False)
         self._socket.setblocking(False)
@@ -393,6 +419,9 @@ class HttpServer:
             access_log=False,
             lifespan="off",
             server_header=False,
+            # httptools (a pinned dependency): "auto" would fall back to the pure-Python
+            # h11 without a word, which spends more per request and per streamed event.
+            http="httptools",
             ssl_context_factory=factory,
         )
         self._server = _Server(config)

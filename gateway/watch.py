@@ -205,12 +205,21 @@ class StoreWatches:
         with self.slot():
             # Closed here, not when collected: its end stops the watch at the store.
             async with contextlib.aclosing(self._updates(request, context)) as updates:
-                async for update in updates:
-                    yield update
+                async for task in updates:
+                    yield tasks_pb2.WatchTaskResponse(task=task).SerializeToString()
+
+    async def tasks(
+        self, request: tasks_pb2.WatchTaskRequest, context: Context
+    ) -> AsyncGenerator[tasks_pb2.Task, None]:
+        """The tasks of WatchTask's updates, unserialized, for the HTTP door to render."""
+        with self.slot():
+            async with contextlib.aclosing(self._updates(request, context)) as updates:
+                async for task in updates:
+                    yield task
 
     async def _updates(
         self, request: tasks_pb2.WatchTaskRequest, context: Context
-    ) -> AsyncGenerator[bytes, None]:
+    ) -> AsyncGenerator[tasks_pb2.Task, None]:
         after = request.after_version
         while True:
             call = self._current()
@@ -228,7 +237,7 @@ class StoreWatches:
                         if status.code != 0:
                             await context.abort_with_status(rpc_status.to_status(status))
                         return
-                    yield tasks_pb2.WatchTaskResponse(task=update.task).SerializeToString()
+                    yield update.task
                     after = update.task.version
                     if is_terminal(update.task.state):
                         return

@@ -57,15 +57,43 @@ def _seconds(ts: timestamp_pb2.Timestamp) -> float:
 
 
 async def watch_fanout(ctx: RunContext) -> ScenarioResult:
-    """``--watchers`` concurrent WatchTask streams over tasks that run at the same moment."""
+    """``--watchers`` concurrent WatchTask streams over tasks that run at the same moment;
+    with ``--http``, the same over gRPC first, then as Server-Sent Events, so the two are
+    measured side by side on the same system."""
     result = ScenarioResult(WATCH_FANOUT)
+    if ctx.options.http_url:
+        grpc_records, grpc_late = await _fanout(ctx, result, over_http=False)
+        grpc_result = ScenarioResult(WATCH_FANOUT)
+        _summarise(grpc_result, grpc_records, grpc_late)
+        if "event_to_watcher" in grpc_result.latencies:
+            latency = grpc_result.latencies["event_to_watcher"]
+            result.latencies["grpc_event_to_watcher"] = latency
+            result.metrics += latency_metrics("grpc event→watcher", latency, with_p90=True)
+        result.details.update({f"grpc_{k}": v for k, v in grpc_result.details.items()})
+        result.notes += [f"gRPC: {note}" for note in grpc_result.notes]
+    records, late = await _fanout(ctx, result, over_http=bool(ctx.options.http_url))
+    _summarise(result, records, late)
+    if ctx.options.http_url:
+        result.notes.append(
+            "watchers over the HTTP door's Server-Sent Events (--http); "
+            "grpc event→watcher: the same fan-out over gRPC WatchTask just before"
+        )
+    return result
+
+
+async def _fanout(
+    ctx: RunContext, result: ScenarioResult, over_http: bool
+) -> tuple[list[WatchRecord], int]:
+    """One fan-out: the watchers' records and how many attached late; the tasks counted
+    in ``result``."""
     count = ctx.options.watchers
     lead = LEAD_SECONDS + count * LEAD_PER_WATCHER
     run_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=lead)
-    phase = ctx.display.phase(f"{WATCH_FANOUT}: submitting scheduled tasks", total=count)
+    over = "SSE" if over_http else "gRPC"
+    phase = ctx.display.phase(f"{WATCH_FANOUT}: submitting scheduled tasks ({over})", total=count)
     submission = await submit_batches(ctx, WATCH_FANOUT, count, phase, run_at=run_at)
     phase.done()
-    attach = ctx.display.phase(f"{WATCH_FANOUT}: attaching watchers", total=count)
+    attach = ctx.display.phase(f"{WATCH_FANOUT}: attaching watchers ({over})", total=count)
     clients = [ctx.client.clone() for _ in range(CHANNELS)]
     attached = 0
     all_attached = asyncio.Event()
@@ -73,7 +101,7 @@ async def watch_fanout(ctx: RunContext) -> ScenarioResult:
     async def watch_one(index: int, task_id: str) -> WatchRecord:
         nonlocal attached
         record = WatchRecord()
-        if ctx.options.http_url:
+        if over_http and ctx.options.http_url:
             stream = sse_watch(ctx.options.http_url, task_id)
         else:
             stream = clients[index % CHANNELS].watch(task_id)
@@ -101,7 +129,7 @@ async def watch_fanout(ctx: RunContext) -> ScenarioResult:
             await asyncio.wait_for(all_attached.wait(), max(until_due, 0.0))
         late = count - attached
         attach.done()
-        running = ctx.display.phase(f"{WATCH_FANOUT}: tasks running, watchers receiving")
+        running = ctx.display.phase(f"{WATCH_FANOUT}: tasks running, watchers receiving ({over})")
         try:
             records = await asyncio.wait_for(asyncio.gather(*watchers), ctx.options.timeout)
         except TimeoutError:
@@ -116,14 +144,11 @@ async def watch_fanout(ctx: RunContext) -> ScenarioResult:
         for client in clients:
             await client.close()
     outcome = await verify(ctx, WATCH_FANOUT, submission.ids)
-    result.submitted = len(submission.ids)
-    result.completed = outcome.completed
+    result.submitted += len(submission.ids)
+    result.completed += outcome.completed
     if outcome.not_completed:
-        result.notes.append(f"tasks not completed: {outcome.not_completed}")
-    _summarise(result, records, late)
-    if ctx.options.http_url:
-        result.notes.append("watchers over the HTTP door's Server-Sent Events (--http)")
-    return result
+        result.notes.append(f"tasks not completed ({over}): {outcome.not_completed}")
+    return records, late
 
 
 def _summarise(result: ScenarioResult, records: list[WatchRecord], late: int) -> None:

@@ -236,11 +236,15 @@ async def test_http_submits_are_timed_beside_grpc_in_the_same_run(system: System
     assert (result.submitted, result.completed) == (2 * TASKS, 2 * TASKS)
     assert result.latencies["submit"].count == result.latencies["http submit"].count == TASKS
     assert "http - grpc submit p50" in [m.name for m in result.metrics]
-    # Every SSE watcher saw its task to the end, in order, missing nothing.
-    assert (fanout.submitted, fanout.completed) == (WATCHERS, WATCHERS)
-    assert fanout.details["watchers_ending_completed"] == WATCHERS
-    assert fanout.details["updates_missed"] == 0
-    assert fanout.details["watchers_out_of_order"] == 0
+    # Every SSE watcher saw its task to the end, in order, missing nothing; so did the gRPC
+    # watchers of the same run's fan-out, timed beside them.
+    assert (fanout.submitted, fanout.completed) == (2 * WATCHERS, 2 * WATCHERS)
+    for side in ("", "grpc_"):
+        assert fanout.details[f"{side}watchers_ending_completed"] == WATCHERS
+        assert fanout.details[f"{side}updates_missed"] == 0
+        assert fanout.details[f"{side}watchers_out_of_order"] == 0
+    assert fanout.latencies["grpc_event_to_watcher"].count >= 2 * WATCHERS
+    assert fanout.latencies["event_to_watcher"].count >= 2 * WATCHERS
     assert "Server-Sent Events" in " ".join(fanout.notes)
 
 

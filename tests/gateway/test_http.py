@@ -369,6 +369,21 @@ async def test_cors_allows_the_configured_origins_only(system: System) -> None:
         )
         listed = await http.get("/v1/tasks", headers={"origin": "http://ui.test"})
         assert listed.headers["access-control-allow-origin"] == "http://ui.test"
+        # Event streams, served beside Starlette's middleware, answer CORS the same way.
+        origin = {"origin": "http://ui.test"}
+        missing = await http.get(f"/v1/tasks/{'0' * 26}:watch", headers=origin)
+        assert missing.status_code == 404
+        assert missing.headers["access-control-allow-origin"] == "http://ui.test"
+        later = {"textProcessing": {"text": "cors"}, "options": {"delay": "3600s"}}
+        task_id = (await http.post("/v1/tasks", json=later)).json()["task"]["id"]
+        async with http.stream("GET", f"/v1/tasks/{task_id}:watch", headers=origin) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["access-control-allow-origin"] == "http://ui.test"
+        async with http.stream(
+            "GET", f"/v1/tasks/{task_id}:watch", headers={"origin": "http://evil.test"}
+        ) as stream:
+            assert stream.status_code == 200
+            assert "access-control-allow-origin" not in stream.headers
 
 
 async def test_the_openapi_document_and_its_docs_are_served(system: System) -> None:

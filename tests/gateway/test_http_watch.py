@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from gateway import sse
 from tests.conftest import System
-from tests.support.helpers import watch_all
+from tests.support.helpers import png, wait_terminal, watch_all
 from tests.support.http import http_status, parsed, start_with_http
 
 pytestmark = [pytest.mark.integration]
@@ -142,3 +142,31 @@ async def test_an_idle_stream_sends_keepalive_comments(
                     break
         assert names == ["message", "comment", "comment"]
         assert (await http.post(f"/v1/tasks/{task_id}:cancel")).status_code == 200
+
+
+async def test_streams_of_one_task_get_the_same_events_with_or_without_payloads(
+    system: System,
+) -> None:
+    async with await start_with_http(system) as http:
+        image = S.ImageProcessingInput(
+            image=png(), operations=[S.ImageOperation(grayscale=S.ImageGrayscale())]
+        )
+        body = json_format.MessageToDict(S.SubmitTaskRequest(image_processing=image))
+        task_id = parsed(await http.post("/v1/tasks", json=body), S.SubmitTaskResponse).task.id
+        await wait_terminal(system.stub, task_id)
+
+        async def watched(query: str = "") -> list[Event]:
+            path = f"/v1/tasks/{task_id}:watch?afterVersion=1{query}"
+            async with http.stream("GET", path) as response:
+                return [e async for e in events(response) if e.name == "message"]
+
+        full = await watched()
+        slim = await watched("&omitPayloads=true")
+        assert await watched() == full
+        assert [task_of(e) for e in full] == await watch_all(system.stub, task_id, after_version=1)
+        assert task_of(full[-1]).result.image_processing.image.startswith(b"\x89PNG")
+        # The same versions, rendered without the image bytes, not shared with the full ones.
+        assert [e.id for e in slim] == [e.id for e in full]
+        last = task_of(slim[-1])
+        assert last.result.image_processing.image == b""
+        assert last.result.payload.size_bytes == task_of(full[-1]).result.ByteSize()
