@@ -4,6 +4,7 @@ while an event publish is slow."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -85,33 +86,22 @@ class AttemptStart:
 
 
 class LeaseKeeper:
-    """Sends the message's in_progress every ``interval`` seconds until cancelled: a
-    timer, so a task that ends first costs no asyncio task or future."""
+    """Sends the message's in_progress every LEASE_BEAT until cancelled: a timer, so a
+    publish answered in time costs no task or future."""
 
-    def __init__(
-        self,
-        msg: Msg,
-        loop: asyncio.AbstractEventLoop,
-        interval: float = LEASE_BEAT,
-        warn: bool = False,
-    ) -> None:
+    def __init__(self, msg: Msg, loop: asyncio.AbstractEventLoop) -> None:
         self._msg = msg
         self._loop = loop
-        self._interval = interval
-        self._warn = warn
         self._beating: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = loop.call_later(interval, self._beat)
+        self._timer: asyncio.TimerHandle | None = loop.call_later(LEASE_BEAT, self._beat)
 
     def _beat(self) -> None:
         self._beating = self._loop.create_task(self._send())
-        self._timer = self._loop.call_later(self._interval, self._beat)
+        self._timer = self._loop.call_later(LEASE_BEAT, self._beat)
 
     async def _send(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             await self._msg.in_progress()
-        except Exception as exc:  # NATS away: the next beat may get through
-            if self._warn:
-                log.warning("heartbeat failed: %s", exc)
 
     def cancel(self) -> None:
         if self._timer is not None:

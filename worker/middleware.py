@@ -9,6 +9,7 @@ each event the stream recorded (metrics). Each concern is one class, outside the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Container, Coroutine, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.context import TaskContext
 from conveyor.errors import TaskCancelled, TaskTimeout
 from conveyor.registry import TaskType
-from worker.attempt import LeaseKeeper
 
 if TYPE_CHECKING:
     from worker.outcomes import Outcome
@@ -82,20 +82,27 @@ def _bind(layer: Middleware, call_next: Call) -> Call:
 
 class Heartbeat(Middleware):
     """Tells JetStream the task is still being worked on, so a long task keeps its lease
-    for as long as its worker lives, and loses it within ``ack_wait`` when it dies.
-
-    A timer rather than a task of its own: most tasks end before the first beat, and
-    then the heartbeat cost them one timer."""
+    for as long as its worker lives, and loses it within ``ack_wait`` when it dies."""
 
     def __init__(self, ack_wait: float) -> None:
         self.interval = max(0.5, ack_wait / 3)
 
     async def around(self, job: Job, call_next: Call) -> tasks_pb2.TaskResult:
-        keeper = LeaseKeeper(job.msg, asyncio.get_running_loop(), self.interval, warn=True)
+        beat = asyncio.create_task(self._beat(job.msg))
         try:
             return await call_next(job)
         finally:
-            keeper.cancel()
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+
+    async def _beat(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await msg.in_progress()
+            except Exception as exc:  # NATS away: the next beat may get through
+                log.warning("heartbeat failed: %s", exc)
 
 
 class TimeLimit(Middleware):
@@ -116,9 +123,7 @@ class Cancellation(Middleware):
     """Stops a running handler when a client cancels its task."""
 
     def __init__(self, cancelled: Container[str] | None = None) -> None:
-        self._running: dict[str, tuple[asyncio.Task[Any], TaskContext]] = {}
-        self._interrupted: set[asyncio.Task[Any]] = set()
-        """Deliveries this middleware cancelled (once each), for ``around`` to take back."""
+        self._running: dict[str, tuple[asyncio.Task[tasks_pb2.TaskResult], TaskContext]] = {}
         self.cancelled: Container[str] = cancelled if cancelled is not None else set()
         """Ids of tasks known to be cancelled: such a handler is not started at all (the
         signal may arrive after the check before the start, before it is registered)."""
@@ -128,11 +133,9 @@ class Cancellation(Middleware):
         running = self._running.get(task_id)
         if running is None:
             return False
-        delivery, ctx = running
+        handler, ctx = running
         ctx.cancelled.set()
-        if delivery not in self._interrupted:
-            self._interrupted.add(delivery)
-            delivery.cancel()
+        handler.cancel()
         return True
 
     async def around(self, job: Job, call_next: Call) -> tasks_pb2.TaskResult:
@@ -140,24 +143,18 @@ class Cancellation(Middleware):
         if task_id in self.cancelled:
             job.ctx.cancelled.set()
             raise TaskCancelled("cancelled by a client")
-        # The handler runs in the delivery's own task, which a cancel interrupts (and
-        # takes back with uncancel): no task of its own per handler call.
-        current = asyncio.current_task()
-        assert current is not None
-        self._running[task_id] = (current, job.ctx)
+        handler = asyncio.create_task(call_next(job))
+        self._running[task_id] = (handler, job.ctx)
         try:
-            return await call_next(job)
+            result: tasks_pb2.TaskResult = await handler
+            return result
         except asyncio.CancelledError:
-            if current in self._interrupted:
-                self._interrupted.discard(current)
-                if current.uncancel() == 0:
-                    raise TaskCancelled("cancelled by a client") from None
-            raise  # a shutdown (too): the delivery itself is being cancelled
+            current = asyncio.current_task()
+            own_cancel = current is not None and current.cancelling() > 0
+            if job.ctx.cancelled.is_set() and not own_cancel:
+                raise TaskCancelled("cancelled by a client") from None
+            handler.cancel()
+            raise
         finally:
-            if current in self._interrupted:
-                # The handler swallowed the cancel (returned, or raised something else):
-                # take the request back, or later timeouts would take the delivery as cancelled.
-                self._interrupted.discard(current)
-                current.uncancel()
-            if self._running.get(task_id, (None,))[0] is current:
+            if self._running.get(task_id, (None,))[0] is handler:
                 del self._running[task_id]

@@ -189,9 +189,9 @@ def _job(task_id: str, handler: Any) -> Job:
 
 
 async def test_a_cancel_stops_the_running_handler_and_nothing_else() -> None:
-    """The handler runs in the delivery's task: a client's cancel ends the handler as
-    TaskCancelled, and the delivery goes on (it must still record the outcome) with no
-    cancel pending on it; a second cancel signal for the same task changes nothing."""
+    """A client's cancel ends the handler as TaskCancelled, and the delivery goes on (it
+    must still record the outcome) with no cancel pending on it; a second cancel signal
+    for the same task changes nothing."""
     entered = asyncio.Event()
 
     async def handler(job: Job) -> tasks_pb2.TaskResult:
