@@ -50,3 +50,38 @@ def test_the_command_prints_each_part_in_ms_per_call(tmp_path: Path) -> None:
     assert "100 samples, 60 busy; 1.2 ms of CPU per call" in out
     assert "| gRPC: Cython layer and C core | 50.0% | 0.600 |" in out
     assert "| validation | 5.0% | 0.060 |" in out
+
+
+WORKER = "thread (7): MainThread;run (conveyor/server.py:1);Runner.run (asyncio/runners.py:118)"
+WORKER_PROFILE = f"""\
+{WORKER};uv_run (loop.c:1);epoll_pwait (libc.so.6) 50
+{WORKER};Client._flusher (nats/aio/client.py:1);writev (libc.so.6) 30
+{WORKER};TypeConsumer._run (worker/consumer.py:366);Runner.handle (worker/runner.py:89);\
+Client.publish (nats/aio/client.py:2) 15
+{WORKER};TypeConsumer._run (worker/consumer.py:366);current_task (asyncio/tasks.py:38);\
+getpid (libc.so.6) 4
+thread (8): Thread-1 (_connection_worker_thread);_queue_SimpleQueue_get (_queuemodule.c:1);\
+PyThread_acquire_lock_timed (libpython3.11.so.1.0);0x7f00 (libc.so.6) 25
+thread (9): pool_0;Thread.run (threading.py:1);sqlite3_step (libsqlite3.so.0) 6
+"""
+
+
+def test_a_role_counts_each_sample_by_what_the_process_was_doing(tmp_path: Path) -> None:
+    """With --role the first of the role's parts found anywhere in the stack decides (the
+    publish inside a task's run counts as the run); threads blocked on a lock or queue
+    are idle; --thread keeps one thread's samples."""
+    path = tmp_path / "worker.txt"
+    path.write_text(WORKER_PROFILE)
+    total, busy, parts = breakdown(read(path), role="worker")
+    assert (total, busy) == (130, 55)
+    assert parts == {
+        "getpid (asyncio.get_running_loop's fork check)": 4,
+        "NATS socket writes (nats-py flusher task)": 30,
+        "a task's run: decode, middleware, handler, outcome event, ack": 15,
+        "other (event loop, interpreter)": 6,
+    }
+    total, busy, parts = breakdown(read(path), role="worker", thread="MainThread")
+    assert (total, busy) == (99, 49)
+    argv = [sys.executable, "-m", "benchmarks.profile_breakdown", str(path), "--role", "worker"]
+    out = subprocess.run([*argv, "--cpu-per-call-ms", "0.2"], capture_output=True, text=True)
+    assert "| NATS socket writes (nats-py flusher task) | 54.5% | 0.109 |" in out.stdout

@@ -4,6 +4,7 @@ round trip while the watch is live, read from the bucket when it may not be."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -175,6 +176,94 @@ async def test_a_handler_known_cancelled_is_not_started() -> None:
         else:
             await cancellation.around(job, handler)
     assert calls == ["kept"]
+
+
+def _job(task_id: str, handler: Any) -> Job:
+    ctx = TaskContext(task_id=task_id, task_type="t", attempt=1, max_attempts=1, timeout=5)
+    return Job(
+        msg=None,  # type: ignore[arg-type]
+        message=events_pb2.TaskMessage(task_id=task_id, type="t"),
+        task_type=TaskType(name="t", handler=handler),
+        ctx=ctx,
+    )
+
+
+async def test_a_cancel_stops_the_running_handler_and_nothing_else() -> None:
+    """A client's cancel ends the handler as TaskCancelled, and the delivery goes on (it
+    must still record the outcome) with no cancel pending on it; a second cancel signal
+    for the same task changes nothing."""
+    entered = asyncio.Event()
+
+    async def handler(job: Job) -> tasks_pb2.TaskResult:
+        entered.set()
+        await asyncio.sleep(30)
+        return tasks_pb2.TaskResult()
+
+    cancellation = Cancellation()
+
+    async def delivery() -> tuple[str, int]:
+        try:
+            await cancellation.around(_job("running", handler), handler)
+        except TaskCancelled:
+            await asyncio.sleep(0)  # the delivery's next await is not cancelled
+            task = asyncio.current_task()
+            assert task is not None
+            return "cancelled", task.cancelling()
+        return "finished", 0
+
+    running = asyncio.create_task(delivery())
+    await entered.wait()
+    assert cancellation.cancel("running")
+    assert cancellation.cancel("running")  # the signal came twice
+    assert await running == ("cancelled", 0)
+    assert not cancellation.cancel("running")  # no longer running here
+
+
+async def test_a_handler_that_swallows_the_cancel_leaves_none_pending() -> None:
+    entered = asyncio.Event()
+
+    async def stubborn(job: Job) -> tasks_pb2.TaskResult:
+        entered.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+        return tasks_pb2.TaskResult()
+
+    cancellation = Cancellation()
+
+    async def delivery() -> int:
+        await cancellation.around(_job("stubborn", stubborn), stubborn)
+        task = asyncio.current_task()
+        assert task is not None
+        async with asyncio.timeout(5):  # would take a pending cancel for its own
+            await asyncio.sleep(0)
+        return task.cancelling()
+
+    running = asyncio.create_task(delivery())
+    await entered.wait()
+    cancellation.cancel("stubborn")
+    assert await running == 0
+
+
+async def test_a_shutdown_cancel_is_not_taken_for_a_clients() -> None:
+    """The worker stopping cancels the delivery itself: that must stay a CancelledError
+    (the task is handed back), also when a client's cancel came at the same time."""
+    entered = asyncio.Event()
+
+    async def handler(job: Job) -> tasks_pb2.TaskResult:
+        entered.set()
+        await asyncio.sleep(30)
+        return tasks_pb2.TaskResult()
+
+    cancellation = Cancellation()
+    for also_client in (False, True):
+        entered.clear()
+        running = asyncio.create_task(cancellation.around(_job("t1", handler), handler))
+        await entered.wait()
+        running.cancel()
+        if also_client:
+            cancellation.cancel("t1")
+        with pytest.raises(asyncio.CancelledError):
+            await running
 
 
 async def test_ids_learnt_longer_ago_than_markers_live_are_forgotten(
