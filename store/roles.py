@@ -23,6 +23,9 @@ from store.watch import WatchHub
 
 log = logging.getLogger(__name__)
 
+STOPPING = "stopping"
+"""Why a replica stands by when it is stopped (routine, so logged at info)."""
+
 Duties = Callable[[], Awaitable[list[asyncio.Task[None]]]]
 """Starts the writer's work; its tasks. One that fails (fenced) or is cancelled ends the
 term; one may also have nothing to do and return (retention switched off)."""
@@ -117,7 +120,7 @@ class Roles:
         self._hub.refresh()
         self._metrics.leader.set(1)
         self._metrics.takeovers.inc()
-        log.warning("this store replica is the writer (lease epoch %d)", epoch)
+        log.info("this store replica is the writer (lease epoch %d)", epoch)
 
     def _ended_why(self) -> str:
         for task in self._writing:
@@ -138,7 +141,8 @@ class Roles:
         )
         if any(isinstance(error, Fenced) for error in ended):
             self._metrics.fenced_batches.inc()
-        log.warning("this store replica stands by: %s", why)
+        # Stopping is routine; a writer that stops being one while running is worth a look.
+        (log.info if why == STOPPING else log.warning)("this store replica stands by: %s", why)
 
     def _ensure_following(self) -> None:
         following = self._following
@@ -155,7 +159,7 @@ class Roles:
     async def stop(self) -> None:
         """Stops writing (then hands the lease back) or following."""
         if self._writing:
-            await self._stand_by("stopping")
+            await self._stand_by(STOPPING)
         await self._stop_following()
         await self._lease.release()
 
