@@ -142,6 +142,27 @@ function usePoll(fn, ms, deps) {
   }, deps);
 }
 
+// What `load` answers, read now, every `ms` while shown and again on `refresh()`:
+// [the answer (null until the first), the last failure's message, refresh].
+function usePolled(load, ms) {
+  const [value, setValue] = useState(null);
+  const [error, setError] = useState("");
+  const [tick, setTick] = useState(0);
+  usePoll(
+    async () => {
+      try {
+        setValue(await load());
+        setError("");
+      } catch (e) {
+        setError(e.message);
+      }
+    },
+    ms,
+    [tick],
+  );
+  return [value, error, () => setTick((n) => n + 1)];
+}
+
 // ---------------------------------------------------------------- formatting
 
 const stateName = (state) => (state || "").replace("TASK_STATE_", "");
@@ -797,22 +818,11 @@ function TaskPage({ id, me }) {
 }
 
 function FailuresPage({ me }) {
-  const [tasks, setTasks] = useState(null);
-  const [notice, run] = useNotice();
-  const [error, setError] = useState("");
-  const [tick, setTick] = useState(0);
-  usePoll(
-    async () => {
-      try {
-        setTasks((await api("GET", "/v1/tasks?states=TASK_STATE_FAILED&pageSize=1000")).tasks || []);
-        setError("");
-      } catch (e) {
-        setError(e.message);
-      }
-    },
+  const [tasks, error, refresh] = usePolled(
+    async () => (await api("GET", "/v1/tasks?states=TASK_STATE_FAILED&pageSize=1000")).tasks || [],
     5000,
-    [tick],
   );
+  const [notice, run] = useNotice();
   const groups = new Map();
   for (const t of tasks || []) {
     const message = firstLine(t.error && t.error.message);
@@ -824,7 +834,7 @@ function FailuresPage({ me }) {
   const retryAll = (group) =>
     run(`Retried ${group.tasks.length} task(s).`, async () => {
       const answers = await Promise.allSettled(group.tasks.map((t) => api("POST", `/v1/tasks/${encodeURIComponent(t.id)}:retry`, {})));
-      setTick((n) => n + 1);
+      refresh();
       const refused = answers.filter((a) => a.status === "rejected");
       if (refused.length) throw new Error(`${refused.length} of ${group.tasks.length} could not be retried: ${refused[0].reason.message}`);
     });
@@ -864,29 +874,16 @@ function LimitsForm({ queue, onSave }) {
 }
 
 function QueuesPage({ me }) {
-  const [queues, setQueues] = useState(null);
-  const [done, setDone] = useState({});
+  const [read, error, refresh] = usePolled(async () => {
+    const [q, s] = await Promise.all([api("GET", "/v1/queues"), api("GET", "/v1/tasks:stats?window=3600s")]);
+    const done = {};
+    for (const t of s.types || []) done[t.type] = Number((t.states || []).find((x) => stateName(x.state) === "COMPLETED")?.count || 0);
+    return { queues: q.queues || [], done };
+  }, 3000);
+  const { queues, done } = read || { queues: null, done: {} };
   const [notice, run] = useNotice();
-  const [error, setError] = useState("");
-  const [tick, setTick] = useState(0);
-  usePoll(
-    async () => {
-      try {
-        const [q, s] = await Promise.all([api("GET", "/v1/queues"), api("GET", "/v1/tasks:stats?window=3600s")]);
-        setQueues(q.queues || []);
-        const completed = {};
-        for (const t of s.types || []) completed[t.type] = Number((t.states || []).find((x) => stateName(x.state) === "COMPLETED")?.count || 0);
-        setDone(completed);
-        setError("");
-      } catch (e) {
-        setError(e.message);
-      }
-    },
-    3000,
-    [tick],
-  );
   const operate = RANK[me.role] >= 3;
-  const act = (what, path, body) => run(what, async () => (await api("POST", path, body || {}), setTick((n) => n + 1)));
+  const act = (what, path, body) => run(what, async () => (await api("POST", path, body || {}), refresh()));
   return html`<section>
     <${Heading}>Queues<//>
     ${error && html`<p class="notice error" role="alert">${error}</p>`}
@@ -961,30 +958,16 @@ function ScheduleForm({ onCreate, onInvalid }) {
 }
 
 function SchedulesPage({ me }) {
-  const [schedules, setSchedules] = useState(null);
+  const [schedules, error, refresh] = usePolled(async () => (await api("GET", "/v1/schedules")).schedules || [], 5000);
   const [notice, run, setNotice] = useNotice();
-  const [error, setError] = useState("");
-  const [tick, setTick] = useState(0);
-  usePoll(
-    async () => {
-      try {
-        setSchedules((await api("GET", "/v1/schedules")).schedules || []);
-        setError("");
-      } catch (e) {
-        setError(e.message);
-      }
-    },
-    5000,
-    [tick],
-  );
   const operate = RANK[me.role] >= 3;
-  const act = (what, method, path) => run(what, async () => (await api(method, path, method === "POST" ? {} : undefined), setTick((n) => n + 1)));
+  const act = (what, method, path) => run(what, async () => (await api(method, path, method === "POST" ? {} : undefined), refresh()));
   const create = async (request) => {
     let ok = false;
     await run(`Schedule ${request.scheduleId} created.`, async () => {
       await api("POST", "/v1/schedules", request);
       ok = true;
-      setTick((n) => n + 1);
+      refresh();
     });
     return ok;
   };
