@@ -219,6 +219,10 @@ def test_a_failed_task_is_retried_from_the_failures_view(
     browser.set_window_size(390, 844)
     try:
         open_page(browser, dev, f"#/tasks/{task_id}")
+        # Its input is no image: said in words, not drawn as a broken one.
+        said = element(browser, ".input-bytes").text
+        assert said.startswith("12 bytes that are not an image"), said
+        assert not browser.find_elements(By.CSS_SELECTOR, "img[alt='Input image']")
         summary = element(browser, "details.traceback > summary")
         block = element(browser, "pre.traceback")
         assert summary.text == "Traceback" and not block.is_displayed()

@@ -658,9 +658,10 @@ function Result({ task }) {
 // The image type of base64 data, from its first bytes (the input does not say).
 const IMAGE_MAGIC = { iVBOR: "png", "/9j/": "jpeg", R0lG: "gif", UklG: "webp", Qk: "bmp" };
 
+// The image type of base64 `data` a browser can show, or null (not an image, or TIFF).
 function imageType(data) {
   const found = Object.keys(IMAGE_MAGIC).find((magic) => data.startsWith(magic));
-  return found ? IMAGE_MAGIC[found] : "png";
+  return found ? IMAGE_MAGIC[found] : null;
 }
 
 function Input({ input }) {
@@ -683,7 +684,12 @@ function Input({ input }) {
       <ol class="input-items">${items.slice(0, 20).map((item) => html`<li>${item}</li>`)}</ol>` : ""}${rest(batch, "items")}`;
   } else if (input.imageProcessing) {
     const image = input.imageProcessing;
-    body = html`${image.image && html`<img class="result-image" src=${`data:image/${imageType(image.image)};base64,${image.image}`} alt="Input image" />`}
+    const type = image.image && imageType(image.image);
+    const bytes = image.image ? Math.floor((image.image.length * 3) / 4) : 0;
+    body = html`${image.image &&
+      (type
+        ? html`<img class="result-image" src=${`data:image/${type};base64,${image.image}`} alt="Input image" />`
+        : html`<p class="muted input-bytes">${bytes.toLocaleString()} bytes that are not an image this browser can show.</p>`)}
       ${rest(image, "image")}`;
   } else if (input.custom) {
     let shown = input.custom.json;
