@@ -46,7 +46,7 @@ examples:
   conveyor bench --scenario submit-latency --submit-pause 10
   conveyor bench --scenario memory --pid $(pgrep -f 'python -m worker') --tasks 100000
   conveyor bench --pid $(pgrep -f 'python -m (gateway|worker|store)') $(pgrep nats-server)
-  conveyor bench --peers /tmp/peers   # a copy of the peers harness, set up: side by side
+  conveyor bench --peers benchmarks/peers   # the peers harness, after its setup.sh: side by side
 
 --pid adds, to submit-latency and the throughput scenarios, the CPU per completed task of
 each process (user + system time from /proc/<pid>/stat, from the first submit until the
