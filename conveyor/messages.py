@@ -14,8 +14,10 @@ trace context in the headers of every message.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -112,6 +114,33 @@ def worker_event(
         task_event.SerializeToString(),
         headers(worker_event_id(message.task_id, attempt, run, key)),
     )
+
+
+def event_batch(
+    publisher: str, task_type: str, msg_id: str, events: Sequence[events_pb2.TaskEvent]
+) -> Message:
+    """Several events of tasks of one type, in order, as one EVENTS message of
+    ``publisher``: one stored message, one acknowledgement and one ``Nats-Msg-Id`` for all
+    of them. A publish retried after a lost acknowledgement must repeat the same events
+    under the same id, so a batch is fixed before its first publish."""
+    data = events_pb2.TaskEvents(events=events).SerializeToString()
+    batch_headers = {
+        subjects.HEADER_MSG_ID: msg_id,
+        subjects.HEADER_EVENT_COUNT: str(len(events)),
+    }
+    return subjects.event_subject(publisher, task_type), data, batch_headers
+
+
+def events_of(headers: Mapping[str, str] | None, data: bytes) -> list[events_pb2.TaskEvent]:
+    """The events an EVENTS message holds: one, or a batch (``event_batch``); raises
+    ``DecodeError`` on bytes that are neither, or a batch whose count is not its header's."""
+    count = headers.get(subjects.HEADER_EVENT_COUNT) if headers else None
+    if count is None:
+        return [events_pb2.TaskEvent.FromString(data)]
+    events = list(events_pb2.TaskEvents.FromString(data).events)
+    if not count.isdigit() or int(count) != len(events):
+        raise DecodeError(f"a batch of {len(events)} events says it holds {count!r}")
+    return events
 
 
 def task_message(

@@ -75,6 +75,9 @@ KV_BUCKETS = (
 """Every KV bucket, in the order they are declared."""
 
 HEADER_MSG_ID = "Nats-Msg-Id"
+HEADER_EVENT_COUNT = "Conveyor-Events"
+"""Header of an EVENTS message holding a ``TaskEvents`` batch: how many events it holds.
+A message without it holds one ``TaskEvent``."""
 MAX_MESSAGE_METADATA = "conveyor-max-message-bytes"
 """gRPC metadata of the gateway's watch call to the store: the largest message it takes."""
 

@@ -3,9 +3,10 @@ import datetime
 from conveyor.api.tasks.v1 import tasks_pb2 as _tasks_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -115,13 +116,14 @@ class Redriven(_message.Message):
     def __init__(self, attempt_offset: _Optional[int] = ..., max_attempts: _Optional[int] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
-    __slots__ = ("task_id", "type", "time", "attempt", "worker_id", "start_time", "submitted", "started", "progressed", "retrying", "completed", "failed", "cancel_requested", "cancelled", "redriven")
+    __slots__ = ("task_id", "type", "time", "attempt", "worker_id", "start_time", "traceparent", "submitted", "started", "progressed", "retrying", "completed", "failed", "cancel_requested", "cancelled", "redriven")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
     PROGRESSED_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +139,7 @@ class TaskEvent(_message.Message):
     attempt: int
     worker_id: str
     start_time: _timestamp_pb2.Timestamp
+    traceparent: str
     submitted: Submitted
     started: Started
     progressed: Progressed
@@ -146,4 +149,10 @@ class TaskEvent(_message.Message):
     cancel_requested: CancelRequested
     cancelled: Cancelled
     redriven: Redriven
-    def __init__(self, task_id: _Optional[str] = ..., type: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., submitted: _Optional[_Union[Submitted, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progressed: _Optional[_Union[Progressed, _Mapping]] = ..., retrying: _Optional[_Union[Retrying, _Mapping]] = ..., completed: _Optional[_Union[Completed, _Mapping]] = ..., failed: _Optional[_Union[Failed, _Mapping]] = ..., cancel_requested: _Optional[_Union[CancelRequested, _Mapping]] = ..., cancelled: _Optional[_Union[Cancelled, _Mapping]] = ..., redriven: _Optional[_Union[Redriven, _Mapping]] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[str] = ..., type: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., traceparent: _Optional[str] = ..., submitted: _Optional[_Union[Submitted, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progressed: _Optional[_Union[Progressed, _Mapping]] = ..., retrying: _Optional[_Union[Retrying, _Mapping]] = ..., completed: _Optional[_Union[Completed, _Mapping]] = ..., failed: _Optional[_Union[Failed, _Mapping]] = ..., cancel_requested: _Optional[_Union[CancelRequested, _Mapping]] = ..., cancelled: _Optional[_Union[Cancelled, _Mapping]] = ..., redriven: _Optional[_Union[Redriven, _Mapping]] = ...) -> None: ...
+
+class TaskEvents(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[TaskEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[TaskEvent, _Mapping]]] = ...) -> None: ...
