@@ -41,13 +41,17 @@ class Batch:
     """Events parked before this batch for tasks it submits (see store.parking)."""
     parked: parking.Parked = field(default_factory=dict)
     """Events this batch parks, by task id; written unless the batch also submits it."""
-    unparked: list[int] = field(default_factory=list)
-    """Sequences of events parked before this batch that it applied."""
+    unparked: list[tuple[int, int]] = field(default_factory=list)
+    """Keys (sequence, position) of events parked before this batch that it applied."""
     refused: list[tuple[int, str, Problem]] = field(default_factory=list)
     """Events impossible for their task (store.screen): sequence, task id, problem."""
 
 
-def apply_one(batch: Batch, sequence: int, message: events_pb2.TaskEvent) -> None:
+def apply_one(
+    batch: Batch, sequence: int, message: events_pb2.TaskEvent, position: int = 0
+) -> None:
+    """Applies the event at ``sequence`` (``position``: its place among the events of its
+    message, 0 for a lone one), or parks it until its task's ``submitted``."""
     events = convert.events_from_proto(message)
     if not events:
         logger.warning("event %d for task %s has no kind; ignored", sequence, message.task_id)
@@ -57,7 +61,7 @@ def apply_one(batch: Batch, sequence: int, message: events_pb2.TaskEvent) -> Non
     known = task_id in batch.current or task_id in batch.loaded
     if not known and first.kind is not Kind.SUBMITTED:
         # Before its task's `submitted` (two streams, no order): kept until it comes.
-        batch.parked.setdefault(task_id, []).append((sequence, message))
+        batch.parked.setdefault(task_id, []).append((sequence, position, message))
         logger.debug("%s event %d parked until task %s", first.kind.value, sequence, task_id)
         return
     for event in events:
@@ -70,11 +74,11 @@ def _apply_parked(batch: Batch, task_id: str) -> None:
     """Applies the events parked for a task just created, in stream order: those parked
     before this batch (deleted with it) and those this batch parked (never written)."""
     waiting = batch.waiting.pop(task_id, [])
-    batch.unparked.extend(sequence for sequence, _ in waiting)
+    batch.unparked.extend((sequence, position) for sequence, position, _ in waiting)
     # Both lists are in stream order, and every event parked before this batch precedes
     # those parked by it.
-    for sequence, message in waiting + batch.parked.pop(task_id, []):
-        apply_one(batch, sequence, message)
+    for sequence, position, message in waiting + batch.parked.pop(task_id, []):
+        apply_one(batch, sequence, message, position)
 
 
 def _apply_event(batch: Batch, sequence: int, message: events_pb2.TaskEvent, event: Event) -> None:
@@ -135,11 +139,11 @@ async def write(
     if batch.parked:
         park_time = to_time(dt.datetime.now(dt.UTC))
         parked = [
-            (sequence, task_id, message.SerializeToString(), park_time)
+            (sequence, position, task_id, message.SerializeToString(), park_time)
             for task_id, messages in batch.parked.items()
-            for sequence, message in messages
+            for sequence, position, message in messages
         ]
         await executemany(conn, sqlite, "park", parked)
     if batch.unparked:
-        await executemany(conn, sqlite, "unpark", [(seq,) for seq in batch.unparked])
+        await executemany(conn, sqlite, "unpark", batch.unparked)
     await executemany(conn, sqlite, "cursor", [(applied, applied_time_us, CURSOR_ID)])

@@ -61,10 +61,13 @@ _WRITES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "update": (_UPDATE_TASK, UPDATE_KEYS),
     "labels": (insert(task_labels), ("task_id", "key", "value")),
     "history": (insert(task_history), ("task_id", "version", "snapshot")),
-    "park": (insert(parked_events), ("sequence", "task_id", "event", "park_time")),
+    "park": (insert(parked_events), ("sequence", "position", "task_id", "event", "park_time")),
     "unpark": (
-        delete(parked_events).where(parked_events.c.sequence == bindparam("b_sequence")),
-        ("b_sequence",),
+        delete(parked_events).where(
+            parked_events.c.sequence == bindparam("b_sequence"),
+            parked_events.c.position == bindparam("b_position"),
+        ),
+        ("b_sequence", "b_position"),
     ),
     "cursor": (
         update(store_cursor)

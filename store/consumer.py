@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -41,32 +42,45 @@ on top of the batch before them, which keeps event-to-watcher latency low."""
 
 
 def _trace_applied(
-    messages: list[Msg],
-    sequences: list[int],
+    delivered: dict[int, Msg],
     batch: list[tuple[int, events_pb2.TaskEvent]],
     started_ns: int,
 ) -> None:
     """A span per applied event, in the trace of the task it belongs to, so one trace shows
     the task's whole life. Progress reports are left out: they are many and say little.
 
+    A lone event's trace context is its message's headers; an event of a batch carries its
+    own (``TaskEvent.traceparent``), the batch's message holding events of many traces.
+
     Nothing is made when no span processor would receive the spans (no exporter set up):
     these spans hold no logs, and making them cost a fifth of the applier's CPU."""
     if not tracing.spans_recorded():
         return
-    kinds = {sequence: event.WhichOneof("kind") for sequence, event in batch}
-    for msg, sequence in zip(messages, sequences, strict=True):
-        headers = msg.headers or {}
-        kind = kinds.get(sequence)
-        if "traceparent" not in headers or kind in (None, "progressed"):
+    for sequence, event in batch:
+        kind = event.WhichOneof("kind")
+        if kind in (None, "progressed"):
+            continue
+        if event.traceparent:
+            carrier: Mapping[str, str] | None = {"traceparent": event.traceparent}
+        else:
+            msg = delivered.get(sequence)
+            carrier = msg.headers if msg is not None else None
+            if carrier and subjects.HEADER_EVENT_COUNT in carrier:
+                continue  # an event of a batch whose trace was not sampled
+        if not carrier or "traceparent" not in carrier:
             continue
         span = tracing.tracer.start_span(
             f"store apply {kind}",
-            context=tracing.extract(headers),
+            context=tracing.extract(carrier),
             kind=SpanKind.CONSUMER,
             start_time=started_ns,
             attributes={"conveyor.events_sequence": sequence},
         )
         span.end()
+
+
+_Read = tuple[int, list[events_pb2.TaskEvent], int | None]
+"""A message read from the stream: its sequence, admitted events and stream time (µs)."""
 
 
 def _stream_sequence(msg: Msg) -> int:
@@ -209,9 +223,10 @@ class EventApplier:
         delivered: dict[int, Msg] = {}
         for msg in messages:
             sequence = _stream_sequence(msg)
+            if sequence in delivered:
+                continue  # delivered twice in one fetch: its events are taken once
             delivered[sequence] = msg
-            event = self._screen.admit(sequence, msg.subject, msg.data)
-            if event is not None:
+            for event in self._screen.admit(sequence, msg.subject, msg.data, msg.headers):
                 batch.append((sequence, event))
         sequences = list(delivered)
         last_sequence = max(sequences)
@@ -226,7 +241,7 @@ class EventApplier:
         # What the commit stored is at least this (more if another replica got further).
         self._applied = max(self._applied, last_sequence)
         await messages[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch
-        _trace_applied(messages, sequences, batch, fetched_ns)
+        _trace_applied(delivered, batch, fetched_ns)
         await self._hub.publish(changes, last_sequence)
 
     def _follows_applied(self, delivered: list[int]) -> bool:
@@ -331,10 +346,10 @@ class EventApplier:
             ready = list(batch) if final else [p for p in batch if p[0] < window_end]
             batch = [] if final else [p for p in batch if p[0] >= window_end]
             read_times: dict[int, int | None] = {}
-            for sequence, event, stream_time in await self._read_all(
+            for sequence, events, stream_time in await self._read_all(
                 [s for s in range(window_start, window_end) if s not in delivered]
             ):
-                ready.append((sequence, event))
+                ready.extend((sequence, event) for event in events)
                 read_times[sequence] = stream_time
             highest = max((sequence for sequence, _ in ready), default=None)
             if highest is None:
@@ -347,12 +362,10 @@ class EventApplier:
             changes = await self._apply_until_done(batch, delivered.get(last))
         return changes
 
-    async def _read_all(
-        self, sequences: list[int]
-    ) -> list[tuple[int, events_pb2.TaskEvent, int | None]]:
+    async def _read_all(self, sequences: list[int]) -> list[_Read]:
         """The events at ``sequences`` that the stream holds, ``GAP_READ_WINDOW`` reads in
-        flight at once: (sequence, event, stream time in µs)."""
-        found: list[tuple[int, events_pb2.TaskEvent, int | None]] = []
+        flight at once: (sequence, its admitted events, stream time in µs)."""
+        found: list[_Read] = []
         for start in range(0, len(sequences), GAP_READ_WINDOW):
             window = sequences[start : start + GAP_READ_WINDOW]
             for read in await asyncio.gather(*(self._read(s) for s in window)):
@@ -360,15 +373,15 @@ class EventApplier:
                     found.append(read)
         return found
 
-    async def _read(self, sequence: int) -> tuple[int, events_pb2.TaskEvent, int | None] | None:
+    async def _read(self, sequence: int) -> _Read | None:
         try:
             raw = await self._js.get_msg(subjects.STREAM_EVENTS, sequence)
         except NotFoundError:
             return None  # deleted from the stream: there is nothing to apply
-        event = self._screen.admit(sequence, raw.subject or "", raw.data or b"")
-        if event is None:
+        events = self._screen.admit(sequence, raw.subject or "", raw.data or b"", raw.headers)
+        if not events:
             return None
-        return sequence, event, history.time_us(raw.time) if raw.time else None
+        return sequence, events, history.time_us(raw.time) if raw.time else None
 
     async def _apply_until_done(
         self, batch: list[tuple[int, events_pb2.TaskEvent]], last_time_us: int | None

@@ -183,12 +183,15 @@ class ParkedEventRow(Base):
     A submit publishes the ``submitted`` event (EVENTS) and the task (TASKS) at once, and
     two streams give no order between them: a fast worker's outcome can reach EVENTS
     first. Such an event is parked here, in the batch that read it, and applied right
-    after its task's ``submitted`` (migration 0003).
+    after its task's ``submitted`` (migration 0003). Several events of one message (a
+    batch) can be parked: each is keyed by its sequence and its position among them
+    (migration 0008).
     """
 
     __tablename__ = "parked_events"
 
     sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, server_default="0")
     # Text: the id comes from the event, unchecked; a value the database rejected would
     # fail its whole batch on every redelivery.
     task_id: Mapped[str] = mapped_column(Text, index=True)

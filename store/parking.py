@@ -32,11 +32,12 @@ PARKED_TTL = dt.timedelta(days=7)
 PRUNE_EVERY = dt.timedelta(minutes=10)
 """How often a store looks for events that waited longer than PARKED_TTL."""
 
-Parked = dict[str, list[tuple[int, events_pb2.TaskEvent]]]
-"""Parked events by task id: (stream sequence, event), in stream order."""
+Parked = dict[str, list[tuple[int, int, events_pb2.TaskEvent]]]
+"""Parked events by task id: (stream sequence, position in its message, event), in stream
+order."""
 
 _CHUNK = 500
-_SQLITE_SELECT = "SELECT sequence, task_id, event FROM parked_events WHERE task_id IN "
+_SQLITE_SELECT = "SELECT sequence, position, task_id, event FROM parked_events WHERE task_id IN "
 
 
 def submitted_ids(events: Collection[tuple[int, events_pb2.TaskEvent]]) -> set[str]:
@@ -62,12 +63,15 @@ async def load(
             rows = [tuple(row) for row in sqlite.fetchall(sql, chunk)]
         else:
             query = select(
-                parked_events.c.sequence, parked_events.c.task_id, parked_events.c.event
+                parked_events.c.sequence,
+                parked_events.c.position,
+                parked_events.c.task_id,
+                parked_events.c.event,
             ).where(parked_events.c.task_id.in_(chunk))
             rows = [tuple(row) for row in await conn.execute(query)]
-        for sequence, task_id, data in sorted(rows):
+        for sequence, position, task_id, data in sorted(rows):  # stream, then batch order
             event = events_pb2.TaskEvent.FromString(bytes(data))
-            parked.setdefault(task_id, []).append((int(sequence), event))
+            parked.setdefault(task_id, []).append((int(sequence), int(position), event))
     return parked
 
 

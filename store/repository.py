@@ -97,30 +97,35 @@ class TaskRepository:
     ) -> builtins.list[tasks_pb2.Task]:
         """Applies stream events in one transaction and returns every recorded change in order.
 
-        ``events`` are (stream sequence, event) pairs; ``last_time_us`` is the stream's time
-        of the one with the highest sequence, kept with the applied sequence (see
-        store.history). Sequences at or below the stored applied sequence were applied
-        already and are skipped, so redelivering a batch changes nothing: the task state is
-        exactly-once although delivery is not.
+        ``events`` are (stream sequence, event) pairs, several at one sequence for a message
+        holding a batch (in their order in it); ``last_time_us`` is the stream's time of
+        the highest sequence, kept with the applied sequence (see store.history). Sequences
+        at or below the stored applied sequence were applied already and are skipped, so
+        redelivering a batch changes nothing: the task state is exactly-once although
+        delivery is not.
         """
         if not events:
             return []
         async with self._write_transaction() as (conn, sqlite):
-            applied = await _applied_sequence(conn, lock=True, sqlite=sqlite, fence=self.fence)
-            fresh: builtins.list[tuple[int, events_pb2.TaskEvent]] = []
-            for sequence, event in sorted(events, key=lambda pair: pair[0]):
-                if sequence > applied:
-                    fresh.append((sequence, event))
-                    applied = sequence
+            stored = await _applied_sequence(conn, lock=True, sqlite=sqlite, fence=self.fence)
+            # Stable: the events of one message (a batch) share its sequence and keep their
+            # order. Each is compared with the stored sequence only, so all of a message's
+            # events are applied in one transaction, or none when it was applied before.
+            fresh = [pair for pair in sorted(events, key=_sequence_of) if pair[0] > stored]
             if not fresh:
                 return []
+            applied = fresh[-1][0]
             loaded = await load(conn, sqlite, {event.task_id for _, event in fresh})
             batch = Batch(loaded, convert.TaskBuilder())
             submits = parking.submitted_ids(fresh)
             if submits:
                 batch.waiting = await parking.load(conn, sqlite, submits)
+            previous, position = 0, 0
             for sequence, event in fresh:
-                apply_one(batch, sequence, event)
+                # Its place among its message's events: the key of a parked one.
+                position = position + 1 if sequence == previous else 0
+                previous = sequence
+                apply_one(batch, sequence, event, position)
             await _write(conn, sqlite, batch, applied, last_time_us)
         for sequence, task_id, problem in batch.refused:
             self._refuse(sequence, task_id, problem)
@@ -328,6 +333,10 @@ class TaskRepository:
         values = {"task_id": task_id, "after_version": after_version}
         rows, _ = await self._reads.rows(_HISTORY, values)
         return [tasks_pb2.Task.FromString(row[0]) for row in rows]
+
+
+def _sequence_of(pair: tuple[int, events_pb2.TaskEvent]) -> int:
+    return pair[0]
 
 
 async def _applied_sequence(

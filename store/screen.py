@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from google.protobuf.message import DecodeError
 
@@ -32,7 +32,7 @@ from conveyor.ids import is_task_id
 from conveyor.intake.checks import Collector
 from conveyor.intake.inputs import check_input
 from conveyor.intake.validation import MAX_ATTEMPTS, check_options
-from conveyor.messages import LOST_ERROR, SCHEDULER_ID
+from conveyor.messages import LOST_ERROR, SCHEDULER_ID, events_of
 from conveyor.tasks import task_type_of
 from conveyor.tracebacks import MAX_ERROR_CHARS, MAX_TRACEBACK_BYTES
 from store.transitions import Event, Kind, Snapshot
@@ -50,6 +50,11 @@ KINDS_BY_PUBLISHER: dict[str, frozenset[str]] = {
 """What each role publishes (docs/architecture.md, "Message ids")."""
 ALL_KINDS = frozenset().union(*KINDS_BY_PUBLISHER.values())
 MAX_WORKER_ID_CHARS = 255
+MAX_BATCH_EVENTS = 4096
+"""The most events one EVENTS message may hold (a ``TaskEvents`` batch): far above what a
+publisher groups into one flush, low enough that a hostile count or batch is refused
+before it is parsed or applied."""
+_MAX_COUNT = str(MAX_BATCH_EVENTS)
 MAX_RESULT_BYTES = PAYLOAD_INLINE_MAX + 64 * 1024
 """A worker puts a larger result in the object store and sends an abridged copy, which
 the abridging keeps under the inline limit (conveyor.payloads.abridge)."""
@@ -188,21 +193,58 @@ class Refusals:
 
 
 class EventScreen:
-    """Decodes each event the store reads from EVENTS and keeps only those it may apply."""
+    """Decodes each message the store reads from EVENTS and keeps the events it may apply."""
 
     def __init__(self, limits: Limits | None = None, refusals: Refusals | None = None) -> None:
         self.limits = limits or Limits()
         self.refuse = refusals or Refusals()
 
-    def admit(self, sequence: int, subject: str, data: bytes) -> events_pb2.TaskEvent | None:
-        """The event at ``sequence`` if it may be applied; None (refused, or malformed)."""
+    def admit(
+        self,
+        sequence: int,
+        subject: str,
+        data: bytes,
+        headers: Mapping[str, str] | None,
+    ) -> list[events_pb2.TaskEvent]:
+        """The events of the message at ``sequence`` that may be applied, in order: its
+        one event, or those of its batch (``Conveyor-Events`` header), each screened alone.
+        A batch that is malformed, miscounted or over MAX_BATCH_EVENTS is refused whole."""
+        count = headers.get(subjects.HEADER_EVENT_COUNT) if headers else None
+        if count is not None:
+            return self._admit_batch(sequence, subject, data, count)
         try:
             event = events_pb2.TaskEvent.FromString(data)
         except DecodeError:
             self.refuse(sequence, "", ("malformed", "not a TaskEvent"))
-            return None
+            return []
         problem = problem_of(subject, event, len(data), self.limits)
         if problem is not None:
             self.refuse(sequence, event.task_id, problem)
-            return None
-        return event
+            return []
+        return [event]
+
+    def _admit_batch(
+        self, sequence: int, subject: str, data: bytes, count: str
+    ) -> list[events_pb2.TaskEvent]:
+        # The count is checked before the bytes are parsed: a hostile one costs nothing.
+        if not (count.isascii() and count.isdigit() and len(count) <= len(_MAX_COUNT)):
+            self.refuse(sequence, "", ("malformed", f"a batch said to hold {count[:32]!r} events"))
+            return []
+        if int(count) > MAX_BATCH_EVENTS:
+            self.refuse(
+                sequence, "", ("size", f"a batch of {count} events, over {MAX_BATCH_EVENTS}")
+            )
+            return []
+        try:
+            events = events_of({subjects.HEADER_EVENT_COUNT: count}, data)
+        except DecodeError as exc:
+            self.refuse(sequence, "", ("malformed", f"not a TaskEvents batch ({exc})"))
+            return []
+        admitted = []
+        for event in events:
+            problem = problem_of(subject, event, event.ByteSize(), self.limits)
+            if problem is None:
+                admitted.append(event)
+            else:
+                self.refuse(sequence, event.task_id, problem)
+        return admitted

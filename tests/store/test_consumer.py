@@ -65,6 +65,7 @@ class FakeStream:
         return SimpleNamespace(
             data=submitted(f"01jn0000000000000000000{sequence:03d}").SerializeToString(),
             subject="conveyor.events.gateway.text_processing",
+            headers=None,
             time=None,
         )
 

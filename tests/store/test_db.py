@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from sqlalchemy import Connection, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from store.db import alembic_config, create_engine, migrate
@@ -125,3 +126,49 @@ async def test_label_rows_get_their_task_create_time(engine: AsyncEngine) -> Non
             await conn.execute(select(task_labels.c.create_time, tasks.c.create_time).join(tasks))
         ).all()
     assert len(rows) == 2 and all(label == task == at(42) for label, task in rows)
+
+
+def _downgrade_to(revision: str) -> Callable[[Connection], None]:
+    def downgrade(connection: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+    return downgrade
+
+
+async def test_parked_events_keyed_by_position_from_0008_and_back(database_url: str) -> None:
+    engine = create_engine(database_url)
+    park = text(
+        "INSERT INTO parked_events (sequence, task_id, event, park_time) "
+        "VALUES (:sequence, :task_id, :event, :park_time)"
+    )
+    park_at = text(
+        "INSERT INTO parked_events (sequence, position, task_id, event, park_time) "
+        "VALUES (7, 1, 'b', :event, :park_time)"
+    )
+    rows = text("SELECT sequence, position, task_id FROM parked_events ORDER BY 1, 2")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade_to("0007"))
+            # An event parked by a store before 0008: a lone one, by its sequence only.
+            values = {"task_id": "a", "event": b"x", "park_time": at(0)}
+            await conn.execute(park, {"sequence": 7, **values})
+        await migrate(engine)
+        async with engine.begin() as conn:
+            # A second event of the same message (a batch) now has a place of its own.
+            await conn.execute(park_at, {"event": b"y", "park_time": at(1)})
+            assert [tuple(r) for r in await conn.execute(rows)] == [(7, 0, "a"), (7, 1, "b")]
+        with pytest.raises(RuntimeError, match="events of batches"):
+            async with engine.begin() as conn:
+                await conn.run_sync(_downgrade_to("0007"))
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM parked_events WHERE position = 1"))
+            await conn.run_sync(_downgrade_to("0007"))
+            kept = await conn.execute(text("SELECT sequence, task_id FROM parked_events"))
+            assert [tuple(r) for r in kept] == [(7, "a")]
+            with pytest.raises(IntegrityError):  # keyed by sequence alone again
+                async with conn.begin_nested():
+                    await conn.execute(park, {"sequence": 7, **values, "task_id": "b"})
+    finally:
+        await engine.dispose()

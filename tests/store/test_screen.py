@@ -12,7 +12,7 @@ from conveyor.config import Limits
 from conveyor.tasks import duration
 from conveyor.tracebacks import MAX_ERROR_CHARS, MAX_TRACEBACK_BYTES
 from store import convert
-from store.screen import EventScreen, Refusals, problem_against, problem_of
+from store.screen import MAX_BATCH_EVENTS, EventScreen, Refusals, problem_against, problem_of
 from store.transitions import Snapshot
 from tests.support.factories import T0, at, submitted, text_result, worker_event
 
@@ -188,10 +188,65 @@ def test_each_kind_of_refusal_is_logged_once_and_counted(caplog: pytest.LogCaptu
     forged = submitted("../../etc/passwd").SerializeToString()
     with caplog.at_level("WARNING", logger="store.screen"):
         for sequence in range(3):
-            assert screen.admit(sequence, GATEWAY, forged) is None
-        assert screen.admit(9, GATEWAY, b"\xff\xff") is None
-        assert (
-            screen.admit(10, GATEWAY, submitted(TASK, created=T0).SerializeToString()) is not None
-        )
+            assert screen.admit(sequence, GATEWAY, forged, None) == []
+        assert screen.admit(9, GATEWAY, b"\xff\xff", None) == []
+        admitted = screen.admit(10, GATEWAY, submitted(TASK, created=T0).SerializeToString(), {})
+        assert [event.task_id for event in admitted] == [TASK]
     assert counted == ["task_id", "task_id", "task_id", "malformed"]
     assert len(caplog.records) == 2
+
+
+def test_each_event_of_a_batch_is_screened_alone() -> None:
+    counted: list[str] = []
+    screen = EventScreen(Limits(), Refusals(counted.append))
+    other = "01jn0000000000000000000002"
+    started = worker_event(TASK, at(1), 1, started=events_pb2.Started())
+    forged = submitted(other)  # a worker may not create a task
+    done = worker_event(other, at(2), 1, completed=events_pb2.Completed(result=text_result(3)))
+    subject, data, headers = messages.event_batch(
+        subjects.WORKER, "text_processing", "w:1", [started, forged, done]
+    )
+    assert subject == WORKER
+    assert screen.admit(5, subject, data, headers) == [started, done]
+    assert counted == ["publisher"]
+
+
+@pytest.mark.parametrize(
+    ("count", "data", "reason_"),
+    [
+        ("3", events_pb2.TaskEvents(events=[submitted(TASK)] * 2).SerializeToString(), "malformed"),
+        ("two", b"", "malformed"),
+        ("\u00b2", b"", "malformed"),  # a digit to str.isdigit, not to int()
+        ("9" * 5000, b"", "malformed"),
+        ("-1", b"", "malformed"),
+        ("", b"", "malformed"),
+        ("1", b"\xff\xff", "malformed"),
+        ("4097", b"", "size"),
+    ],
+)
+def test_a_malformed_miscounted_or_oversized_batch_is_refused_whole(
+    count: str, data: bytes, reason_: str
+) -> None:
+    counted: list[str] = []
+    screen = EventScreen(Limits(), Refusals(counted.append))
+    headers = {subjects.HEADER_MSG_ID: "x", subjects.HEADER_EVENT_COUNT: count}
+    assert screen.admit(1, GATEWAY, data, headers) == []
+    assert counted == [reason_]
+
+
+def test_a_batch_at_the_cap_is_admitted() -> None:
+    events = [submitted() for _ in range(MAX_BATCH_EVENTS)]
+    _, data, headers = messages.event_batch(subjects.GATEWAY, "text_processing", "g", events)
+    assert len(EventScreen().admit(1, GATEWAY, data, headers)) == MAX_BATCH_EVENTS
+
+
+def test_a_batch_event_over_the_message_limit_is_refused_alone() -> None:
+    counted: list[str] = []
+    screen = EventScreen(Limits(max_message_bytes=2000), Refusals(counted.append))
+    small = worker_event(TASK, at(1), 1, started=events_pb2.Started())
+    big = worker_event(
+        TASK, at(2), 1, failed=events_pb2.Failed(error=S.TaskError(message="x" * 3000))
+    )
+    _, data, headers = messages.event_batch(subjects.WORKER, "text_processing", "w", [small, big])
+    assert screen.admit(1, WORKER, data, headers) == [small]
+    assert counted == ["size"]

@@ -102,3 +102,9 @@ class Stream:
     def number(self, *events: events_pb2.TaskEvent) -> list[tuple[int, events_pb2.TaskEvent]]:
         """The events with the next stream sequences."""
         return [(next(self._sequence), event) for event in events]
+
+    def batch(self, *events: events_pb2.TaskEvent) -> list[tuple[int, events_pb2.TaskEvent]]:
+        """The events of one message holding them all (a ``TaskEvents`` batch): each at
+        the message's one sequence, in order."""
+        sequence = next(self._sequence)
+        return [(sequence, event) for event in events]
