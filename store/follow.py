@@ -24,8 +24,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from conveyor import subjects
-from conveyor.api.events.v1 import events_pb2
+from conveyor import messages, subjects
 from store.repository import TaskRepository
 from store.watch import WatchHub
 
@@ -36,7 +35,7 @@ POLL = 0.02
 IDLE = 1.0
 """Seconds between two reads of it while no event waits (the barrier stays fresh)."""
 MAX_PENDING = 100_000
-"""Events kept waiting for the writer, each with its task; past this (a standby following
+"""Events (of one message or a batch) kept waiting for the writer, each with its task; past this (a standby following
 a writer far behind) the rest are not kept, and every watcher is refreshed once the
 writer has applied them."""
 BEHIND_LOOKS = 2
@@ -88,11 +87,12 @@ class Follower:
     async def _heard_event(self, msg: Msg) -> None:
         sequence = msg.metadata.sequence.stream
         try:
-            task_id = events_pb2.TaskEvent.FromString(msg.data).task_id
+            # One event, or a batch naming several tasks (messages.event_batch).
+            task_ids = [event.task_id for event in messages.events_of(msg.headers, msg.data)]
         except DecodeError:
-            task_id = ""  # refused by the writer too (store.screen): no watcher to tell
-        if len(self._pending) < MAX_PENDING:
-            self._pending.append((sequence, task_id))
+            task_ids = [""]  # refused by the writer too (store.screen): no watcher to tell
+        if len(self._pending) + len(task_ids) <= MAX_PENDING:
+            self._pending.extend((sequence, task_id) for task_id in task_ids)
         else:
             self._refresh_all_at = sequence
         self._heard = max(self._heard, sequence)

@@ -115,3 +115,36 @@ async def test_a_failed_prune_does_not_fail_the_batch_before_it(
     changes = await repository.apply(Stream().number(submitted("01jn00000000000000000000p6")))
     assert [task.id for task in changes] == ["01jn00000000000000000000p6"]
     assert await repository.applied_sequence() == 1
+
+
+async def test_events_of_one_message_are_parked_each_and_applied_in_order(
+    repository: TaskRepository,
+) -> None:
+    """A batch of outcomes that overtook their tasks' submits: each of its events is parked
+    (one sequence, several positions) and applied after its task's submit, in order, in a
+    later store batch; the next message's parked event of the same task comes after them."""
+    first, second = "01jn00000000000000000000q1", "01jn00000000000000000000q2"
+    stream = Stream()
+    outcomes = stream.batch(
+        worker_event(first, at(1), 1, started=events_pb2.Started()),
+        worker_event(second, at(1), 1, started=events_pb2.Started()),
+        worker_event(
+            first,
+            at(2),
+            1,
+            progressed=events_pb2.Progressed(progress=tasks_pb2.TaskProgress(current=1, total=2)),
+        ),
+    )
+    later = stream.batch(completion(first), completion(second))
+    assert await repository.apply(outcomes) == []
+    assert await repository.apply(outcomes + later) == []  # a redelivery parks nothing twice
+    assert await parked_count(repository.engine) == 5
+
+    changes = await repository.apply(stream.batch(submitted(second), submitted(first)))
+    assert [(t.id, t.state, t.version, t.progress.current) for t in changes] == [
+        (second, PENDING, 1, 0), (second, RUNNING, 2, 0), (second, COMPLETED, 3, 0),
+        (first, PENDING, 1, 0), (first, RUNNING, 2, 0), (first, RUNNING, 3, 1),
+        (first, COMPLETED, 4, 1),
+    ]  # fmt: skip
+    assert await parked_count(repository.engine) == 0
+    assert await repository.applied_sequence() == 3

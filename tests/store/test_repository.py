@@ -350,3 +350,51 @@ async def test_loaded_snapshots_equal_what_sqlalchemy_reads(
     assert loaded == expected
     assert loaded[ids[0]].labels == {"team": "search"}
     assert loaded[ids[0]].next_attempt_time == at(5)
+
+
+async def test_every_event_of_a_message_is_applied_in_order_at_its_sequence(
+    repository: TaskRepository,
+) -> None:
+    """A message holding a batch: all its events share its sequence, and a redelivery of
+    it (alone, or with later messages) applies none of them again."""
+    first, second = "01jn00000000000000000000b1", "01jn00000000000000000000b2"
+    stream = Stream()
+    submits = stream.batch(submitted(first), submitted(second))
+    outcomes = stream.batch(
+        worker_event(first, at(1), 1, started=events_pb2.Started()),
+        worker_event(second, at(1), 1, started=events_pb2.Started()),
+        worker_event(first, at(2), 1, completed=events_pb2.Completed(result=text_result(2))),
+        worker_event(second, at(2), 1, failed=events_pb2.Failed(error=error(1, "no", at(2)))),
+    )
+    assert [s for s, _ in submits] == [1, 1] and {s for s, _ in outcomes} == {2}
+    changes = await repository.apply(submits)
+    assert [(t.id, t.version) for t in changes] == [(first, 1), (second, 1)]
+    assert await repository.applied_sequence() == 1
+
+    assert await repository.apply(submits) == []  # redelivered
+    changes = await repository.apply(submits + outcomes)  # again, with the next message
+    assert [(t.id, t.state, t.version) for t in changes] == [
+        (first, RUNNING, 2), (second, RUNNING, 2), (first, COMPLETED, 3), (second, FAILED, 3),
+    ]  # fmt: skip
+    assert await repository.apply(outcomes) == []
+    assert await repository.applied_sequence() == 2
+    for task_id, last in ((first, COMPLETED), (second, FAILED)):
+        history = await repository.history(task_id, 0)
+        assert [(t.state, t.version) for t in history] == [(PENDING, 1), (RUNNING, 2), (last, 3)]
+
+
+async def test_the_events_of_one_sequence_keep_their_order_among_others(
+    repository: TaskRepository,
+) -> None:
+    """Entries arrive out of sequence order (a gap filled around delivered ones): they are
+    sorted by sequence, and those of one message stay in their order."""
+    task_id = "01jn00000000000000000000b3"
+    stream = Stream()
+    submit = stream.number(submitted(task_id))
+    run = stream.batch(
+        worker_event(task_id, at(1), 1, started=events_pb2.Started()),
+        worker_event(task_id, at(2), 1, completed=events_pb2.Completed(result=text_result(4))),
+    )
+    changes = await repository.apply(run + submit)
+    assert [(t.state, t.version) for t in changes] == [(PENDING, 1), (RUNNING, 2), (COMPLETED, 3)]
+    assert await repository.applied_sequence() == 2
