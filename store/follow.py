@@ -35,9 +35,9 @@ POLL = 0.02
 IDLE = 1.0
 """Seconds between two reads of it while no event waits (the barrier stays fresh)."""
 MAX_PENDING = 100_000
-"""Events (of one message or a batch) kept waiting for the writer, each with its task; past this (a standby following
-a writer far behind) the rest are not kept, and every watcher is refreshed once the
-writer has applied them."""
+"""Events (each of a batch counts) kept waiting for the writer, each with its task; past
+this (a standby following a writer far behind) the rest are not kept, and every watcher
+is refreshed once the writer has applied them."""
 BEHIND_LOOKS = 2
 """Idle reads in a row finding the database past every event heard before all watchers
 are refreshed (the subscription lost events: a stream made again, say)."""
