@@ -5,8 +5,11 @@ database missed it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 
+import grpc
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -15,7 +18,9 @@ from sqlalchemy import select
 from conveyor import messages, subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2 as S
+from conveyor.api.tasks.v1 import tasks_pb2_grpc
 from conveyor.ids import new_task_id
+from store.app import Store
 from store.models import parked_events
 from store.screen import MAX_BATCH_EVENTS
 from tests.conftest import System
@@ -214,3 +219,34 @@ async def test_the_screen_refuses_an_event_of_a_batch_alone_and_a_bad_batch_whol
     assert refused(system, "malformed") == 3
     assert refused(system, "size") == 1
     assert nc.is_connected
+
+
+@pytest.mark.postgres
+async def test_a_standby_tells_the_watchers_of_every_task_of_a_batch(
+    system: System, nats_connection: tuple[NATS, JetStreamContext], postgres_url: str
+) -> None:
+    _, js = nats_connection
+    await start(system, postgres_url, migrate="always")
+    writer = system.store
+    assert writer is not None and writer.roles.writer
+    standby = Store(replace(writer.settings, listen="127.0.0.1:0"))
+    await standby.start()
+    try:
+        assert not standby.roles.writer
+        ids = [new_task_id() for _ in range(3)]
+        await publish(js, subjects.GATEWAY, "g-1", [submitted(t) for t in ids])
+        await applied(system)
+        async with grpc.aio.insecure_channel(standby.address) as channel:
+            stub = tasks_pb2_grpc.TaskServiceStub(channel)
+
+            async def versions(task_id: str) -> list[int]:
+                request = S.WatchTaskRequest(task_id=task_id)
+                return [r.task.version async for r in stub.WatchTask(request, timeout=30)]
+
+            watches = [asyncio.create_task(versions(t)) for t in ids]
+            await asyncio.sleep(0.5)  # the watches are open, at the first version
+            await publish(js, subjects.WORKER, "w-1", interleaved(ids))
+            seen = await asyncio.wait_for(asyncio.gather(*watches), 30)
+        assert seen == [[1, 2, 3]] * len(ids)
+    finally:
+        await standby.stop(0.5)
