@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from conveyor import messages, subjects, tracing
+from conveyor.api.events.v1 import events_pb2
 from conveyor.client import AsyncClient, Client
+from conveyor.ids import new_task_id
 from tests.conftest import System
+from tests.support.factories import at, submitted, worker_event
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +91,37 @@ async def test_the_blocking_client_calls_in_the_callers_trace(
     ]
     assert client_span.name == "/conveyor.api.tasks.v1.TaskService/SubmitTask"
     assert client_span.parent is not None and client_span.parent.span_id == root_span_id
+
+
+async def test_each_event_of_a_batch_joins_its_own_tasks_trace(
+    system: System,
+    spans: InMemorySpanExporter,
+    nats_connection: tuple[NATS, JetStreamContext],
+) -> None:
+    """A batch message holds events of many tasks, each traced (or not) on its own: the
+    store's span of an event is in the trace its ``traceparent`` names."""
+    await system.start_store(retention_seconds=1e10)  # the factories' events are old
+    assert system.store is not None and system.store.applier is not None
+    _, js = nats_connection
+    spans.clear()  # those of earlier tests in this session
+    traced, untraced = new_task_id(), new_task_id()
+    with trace.get_tracer("test").start_as_current_span("task's trace") as root:
+        traceparent = tracing.inject({})["traceparent"]
+    events = [
+        worker_event(traced, at(1), 1, started=events_pb2.Started(), traceparent=traceparent),
+        worker_event(untraced, at(1), 1, started=events_pb2.Started()),
+        worker_event(traced, at(2), 1, completed=events_pb2.Completed(), traceparent=traceparent),
+    ]
+    for msg_id, publisher, batch in (
+        ("g", subjects.GATEWAY, [submitted(traced), submitted(untraced)]),
+        ("w", subjects.WORKER, events),
+    ):
+        subject, data, headers = messages.event_batch(publisher, "text_processing", msg_id, batch)
+        sequence = (await js.publish(subject, data, headers=headers, timeout=5)).seq
+    assert await system.store.applier.catch_up(30)
+    applied = [
+        s for s in spans.get_finished_spans()
+        if (s.attributes or {}).get("conveyor.events_sequence") == sequence
+    ]  # fmt: skip
+    assert sorted(s.name for s in applied) == ["store apply completed", "store apply started"]
+    assert {s.context.trace_id for s in applied} == {root.get_span_context().trace_id}
