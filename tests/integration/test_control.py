@@ -9,7 +9,7 @@ import time
 import grpc
 import pytest
 
-from conveyor import subjects
+from conveyor import messages, subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.client import custom_result
@@ -233,9 +233,10 @@ async def events_of(system: System, task_type: str, task_id: str) -> list[events
             except TimeoutError:
                 return found
             for msg in batch:
-                event = events_pb2.TaskEvent.FromString(msg.data)
-                if event.task_id == task_id:
-                    found.append(event)
+                # One event, or a batch of them (messages.event_batch).
+                for event in messages.events_of(msg.headers, msg.data):
+                    if event.task_id == task_id:
+                        found.append(event)
     finally:
         await sub.unsubscribe()
 

@@ -14,8 +14,7 @@ import pytest
 from nats.js.errors import ObjectNotFoundError
 from PIL import Image
 
-from conveyor import jsonlike, payloads, subjects
-from conveyor.api.events.v1 import events_pb2
+from conveyor import jsonlike, messages, payloads, subjects
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.cli import main
 from conveyor.client import AsyncClient, Client, custom_result
@@ -343,7 +342,7 @@ async def test_a_large_input_is_queued_by_reference_and_runs_whole(system: Syste
     assert system.gateway is not None and system.gateway.nc is not None
     js = system.gateway.nc.jetstream()
     first = await js.get_msg(subjects.STREAM_EVENTS, 1)
-    event = events_pb2.TaskEvent.FromString(first.data or b"")
+    [event] = messages.events_of(first.headers, first.data or b"")
     assert event.submitted.task.id == task_id
     assert len(first.data or b"") < 64 * 1024  # the text is not in the event
     assert event.submitted.input.payload.name == payloads.input_name(task_id)

@@ -31,7 +31,7 @@ import psycopg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy.engine import make_url
 
-from conveyor import subjects
+from conveyor import messages, subjects
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2 as S
 from conveyor.api.tasks.v1 import tasks_pb2_grpc
@@ -202,7 +202,7 @@ async def read_events(nats_url: str, last: int) -> list[events_pb2.TaskEvent]:
             for msg in await sub.fetch(1000, timeout=10):
                 sequence = msg.metadata.sequence.stream
                 if sequence <= last:
-                    events.append(events_pb2.TaskEvent.FromString(msg.data))
+                    events.extend(messages.events_of(msg.headers, msg.data))
         await sub.unsubscribe()
     return events
 
