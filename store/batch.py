@@ -50,8 +50,8 @@ class Batch:
 def apply_one(
     batch: Batch, sequence: int, message: events_pb2.TaskEvent, position: int = 0
 ) -> None:
-    """Applies the event at ``sequence`` (``position``: its place among the events of its
-    message, 0 for a lone one), or parks it until its task's ``submitted``."""
+    """Applies the event at ``sequence`` (``position``: its place among the admitted events
+    of its message, 0 for a lone one), or parks it until its task's ``submitted``."""
     events = convert.events_from_proto(message)
     if not events:
         logger.warning("event %d for task %s has no kind; ignored", sequence, message.task_id)

@@ -122,7 +122,8 @@ class TaskRepository:
                 batch.waiting = await parking.load(conn, sqlite, submits)
             previous, position = 0, 0
             for sequence, event in fresh:
-                # Its place among its message's events: the key of a parked one.
+                # Its place among its message's admitted events (the screen's choice is
+                # the same on every read): with the sequence, the key of a parked one.
                 position = position + 1 if sequence == previous else 0
                 previous = sequence
                 apply_one(batch, sequence, event, position)
