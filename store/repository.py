@@ -122,8 +122,8 @@ class TaskRepository:
                 batch.waiting = await parking.load(conn, sqlite, submits)
             previous, position = 0, 0
             for sequence, event in fresh:
-                # Its place among its message's admitted events (the screen's choice is
-                # the same on every read): with the sequence, the key of a parked one.
+                # Its place among its message's admitted events: with the sequence, the
+                # key of a parked one (a sequence is applied in one transaction, once).
                 position = position + 1 if sequence == previous else 0
                 previous = sequence
                 apply_one(batch, sequence, event, position)
