@@ -14,7 +14,8 @@ trace context in the headers of every message.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -33,6 +34,8 @@ PUBLISH_TIMEOUT = 5.0
 reply pending forever."""
 SCHEDULER_ID = "scheduler"
 """The worker id of events the scheduler publishes for a task no worker holds."""
+MAX_BATCH_EVENTS = 1024
+"""The most events a service puts in one ``TaskEvents`` message."""
 LOST_ERROR = "lost"
 """The error type of the ``failed`` event of a task that no stream holds."""
 
@@ -181,6 +184,30 @@ def event_message(
     return subject, task_event.SerializeToString(), headers(msg_id)
 
 
+def submitted_event(
+    task: tasks_pb2.Task, message: events_pb2.TaskMessage, retry_policy: events_pb2.RetryPolicy
+) -> events_pb2.TaskEvent:
+    """The ``submitted`` event of a task: the whole task, for the store."""
+    # Built here rather than by event(): this runs for every submitted task.
+    return events_pb2.TaskEvent(
+        task_id=task.id,
+        type=task.type,
+        time=task.create_time,
+        submitted=events_pb2.Submitted(task=task, input=message.input, retry_policy=retry_policy),
+    )
+
+
+def queued_message(task: tasks_pb2.Task, message: events_pb2.TaskMessage) -> Message:
+    """The task itself on TASKS, for a worker; a message schedule for a delayed task."""
+    target = subjects.task_subject(task.type, task.priority, task.id)
+    task_headers = headers(run_id(task.id))
+    subject = target
+    if task.HasField("run_at"):
+        subject = subjects.delayed_subject(task.id)
+        task_headers.update(subjects.schedule_headers(task.run_at.ToDatetime(dt.UTC), target))
+    return subject, message.SerializeToString(), task_headers
+
+
 def submit_messages(
     task: tasks_pb2.Task,
     message: events_pb2.TaskMessage,
@@ -188,29 +215,72 @@ def submit_messages(
     publisher: str,
 ) -> tuple[Message, Message]:
     """The two messages of a submit by ``publisher`` (the gateway or the scheduler): the
-    ``submitted`` event (the whole task, for the store) and the task itself (for a worker;
-    a message schedule for a delayed task)."""
-    # Built here rather than by event(): this runs for every submitted task.
-    submitted = events_pb2.TaskEvent(
-        task_id=task.id,
-        type=task.type,
-        time=task.create_time,
-        submitted=events_pb2.Submitted(task=task, input=message.input, retry_policy=retry_policy),
-    )
-    target = subjects.task_subject(task.type, task.priority, task.id)
-    task_headers = headers(run_id(task.id))
-    subject = target
-    if task.HasField("run_at"):
-        subject = subjects.delayed_subject(task.id)
-        task_headers.update(subjects.schedule_headers(task.run_at.ToDatetime(dt.UTC), target))
+    ``submitted`` event and the task itself."""
+    submitted = submitted_event(task, message, retry_policy)
     return (
         (
             subjects.event_subject(publisher, task.type),
             submitted.SerializeToString(),
             headers(task_event_id(task.id, "submitted")),
         ),
-        (subject, message.SerializeToString(), task_headers),
+        queued_message(task, message),
     )
+
+
+def submitted_batches(
+    publisher: str, events: Sequence[events_pb2.TaskEvent], max_bytes: int
+) -> list[Message]:
+    """The ``submitted`` events of several tasks as few EVENTS messages: a batch per task
+    type of at most ``max_bytes`` (an event larger than that goes alone, as a lone submit
+    does). A batch's id hashes its tasks' ids, so a submit retried with the same tasks
+    repeats it exactly and JetStream drops the repeat."""
+
+    def batch_id(batch: Sequence[events_pb2.TaskEvent]) -> str:
+        digest = hashlib.sha256("".join(e.task_id for e in batch).encode()).hexdigest()
+        return f"submitted:{len(batch)}:{digest[:32]}"
+
+    def lone(event: events_pb2.TaskEvent) -> Message:
+        msg_id = task_event_id(event.task_id, "submitted")
+        return event_message(publisher, event.type, msg_id, event)
+
+    return pack_events(publisher, events, max_bytes, batch_id, lone)
+
+
+def pack_events(
+    publisher: str,
+    events: Sequence[events_pb2.TaskEvent],
+    max_bytes: int,
+    batch_id: Callable[[Sequence[events_pb2.TaskEvent]], str],
+    lone: Callable[[events_pb2.TaskEvent], Message],
+    max_events: int = MAX_BATCH_EVENTS,
+) -> list[Message]:
+    """``events`` as few EVENTS messages of ``publisher``: one ``event_batch`` per task type
+    (a subject names one type) of at most ``max_bytes`` and ``max_events``, in order; a
+    batch of one is sent as ``lone`` makes it, in the format every reader knows."""
+    by_type: dict[str, list[events_pb2.TaskEvent]] = {}
+    for task_event in events:
+        by_type.setdefault(task_event.type, []).append(task_event)
+    out: list[Message] = []
+
+    def flush(batch: list[events_pb2.TaskEvent], task_type: str) -> None:
+        if len(batch) == 1:
+            out.append(lone(batch[0]))
+        elif batch:
+            out.append(event_batch(publisher, task_type, batch_id(batch), batch))
+
+    for task_type, of_type in by_type.items():
+        batch: list[events_pb2.TaskEvent] = []
+        size = 0
+        for task_event in of_type:
+            # Each event is a length-delimited field of TaskEvents: its bytes and a few more.
+            event_size = task_event.ByteSize() + 6
+            if batch and (size + event_size > max_bytes or len(batch) >= max_events):
+                flush(batch, task_type)
+                batch, size = [], 0
+            batch.append(task_event)
+            size += event_size
+        flush(batch, task_type)
+    return out
 
 
 def cancel_requested(task: tasks_pb2.Task) -> Message:

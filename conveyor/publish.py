@@ -28,6 +28,11 @@ class AckedPublisher:
         self._next = 0
         self._opening: asyncio.Future[None] | None = None
 
+    @property
+    def max_payload(self) -> int:
+        """The largest message the server takes (its INFO), or NATS's default before one."""
+        return self._nc.max_payload or 1024 * 1024
+
     async def _open(self) -> None:
         await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
 

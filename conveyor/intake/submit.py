@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 SCHEDULE_LABEL = "schedule"
 PUBLISH_WINDOW = 512
 """Publishes in flight at once for a batch (two per task): pipelined, but bounded."""
+BATCH_BYTES = 1024 * 1024
+"""The most bytes of ``submitted`` events put in one EVENTS message."""
 STREAM_FULL = (10077, 10023)
 """JetStream's refusals for want of room: a stream at its limit (``maximum messages
 exceeded``, ``maximum bytes exceeded``), its storage full (``insufficient resources``)."""
@@ -273,13 +275,22 @@ class Submitter:
         return None
 
     async def _publish_all(self, items: list[_Prepared]) -> None:
-        outgoing = [
-            message
-            for item in items
-            for message in messages.submit_messages(
-                item.task, item.message, item.retry_policy, self._source
+        outgoing: list[messages.Message]
+        if len(items) == 1:
+            [item] = items
+            outgoing = list(
+                messages.submit_messages(item.task, item.message, item.retry_policy, self._source)
             )
-        ]
+        else:
+            # Several tasks: their `submitted` events share few EVENTS messages (one stored
+            # message and one acknowledgement per batch instead of per task).
+            events = [
+                messages.submitted_event(item.task, item.message, item.retry_policy)
+                for item in items
+            ]
+            max_bytes = min(self._publisher.max_payload // 2, BATCH_BYTES)
+            outgoing = messages.submitted_batches(self._source, events, max_bytes)
+            outgoing += [messages.queued_message(item.task, item.message) for item in items]
         try:
             for start in range(0, len(outgoing), PUBLISH_WINDOW):
                 await self._publisher.publish_all(outgoing[start : start + PUBLISH_WINDOW])
