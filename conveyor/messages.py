@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -208,79 +208,51 @@ def queued_message(task: tasks_pb2.Task, message: events_pb2.TaskMessage) -> Mes
     return subject, message.SerializeToString(), task_headers
 
 
-def submit_messages(
-    task: tasks_pb2.Task,
-    message: events_pb2.TaskMessage,
-    retry_policy: events_pb2.RetryPolicy,
-    publisher: str,
-) -> tuple[Message, Message]:
-    """The two messages of a submit by ``publisher`` (the gateway or the scheduler): the
-    ``submitted`` event and the task itself."""
-    submitted = submitted_event(task, message, retry_policy)
-    return (
-        (
-            subjects.event_subject(publisher, task.type),
-            submitted.SerializeToString(),
-            headers(task_event_id(task.id, "submitted")),
-        ),
-        queued_message(task, message),
-    )
-
-
 def submitted_batches(
     publisher: str, events: Sequence[events_pb2.TaskEvent], max_bytes: int
-) -> list[Message]:
-    """The ``submitted`` events of several tasks as few EVENTS messages: a batch per task
-    type of at most ``max_bytes`` (an event larger than that goes alone, as a lone submit
-    does). A batch's id hashes its tasks' ids, so a submit retried with the same tasks
-    repeats it exactly and JetStream drops the repeat."""
-
-    def batch_id(batch: Sequence[events_pb2.TaskEvent]) -> str:
+) -> list[tuple[Message, list[int]]]:
+    """The ``submitted`` events of several tasks as few EVENTS messages, each with the
+    indices of the events it carries: a batch per task type of at most ``max_bytes`` (an
+    event larger than that goes alone, as a lone submit does). A batch's id hashes its
+    tasks' ids, so a submit retried with the same tasks repeats it exactly and JetStream
+    drops the repeat."""
+    packed: list[tuple[Message, list[int]]] = []
+    for indices in pack_events(events, max_bytes):
+        if len(indices) == 1:
+            event = events[indices[0]]
+            msg_id = task_event_id(event.task_id, "submitted")
+            packed.append((event_message(publisher, event.type, msg_id, event), indices))
+            continue
+        batch = [events[i] for i in indices]
         digest = hashlib.sha256("".join(e.task_id for e in batch).encode()).hexdigest()
-        return f"submitted:{len(batch)}:{digest[:32]}"
-
-    def lone(event: events_pb2.TaskEvent) -> Message:
-        msg_id = task_event_id(event.task_id, "submitted")
-        return event_message(publisher, event.type, msg_id, event)
-
-    return pack_events(publisher, events, max_bytes, batch_id, lone)
+        msg_id = f"submitted:{len(batch)}:{digest[:32]}"
+        packed.append((event_batch(publisher, batch[0].type, msg_id, batch), indices))
+    return packed
 
 
 def pack_events(
-    publisher: str,
-    events: Sequence[events_pb2.TaskEvent],
-    max_bytes: int,
-    batch_id: Callable[[Sequence[events_pb2.TaskEvent]], str],
-    lone: Callable[[events_pb2.TaskEvent], Message],
-    max_events: int = MAX_BATCH_EVENTS,
-) -> list[Message]:
-    """``events`` as few EVENTS messages of ``publisher``: one ``event_batch`` per task type
-    (a subject names one type) of at most ``max_bytes`` and ``max_events``, in order; a
-    batch of one is sent as ``lone`` makes it, in the format every reader knows."""
-    by_type: dict[str, list[events_pb2.TaskEvent]] = {}
-    for task_event in events:
-        by_type.setdefault(task_event.type, []).append(task_event)
-    out: list[Message] = []
-
-    def flush(batch: list[events_pb2.TaskEvent], task_type: str) -> None:
-        if len(batch) == 1:
-            out.append(lone(batch[0]))
-        elif batch:
-            out.append(event_batch(publisher, task_type, batch_id(batch), batch))
-
-    for task_type, of_type in by_type.items():
-        batch: list[events_pb2.TaskEvent] = []
+    events: Sequence[events_pb2.TaskEvent], max_bytes: int, max_events: int = MAX_BATCH_EVENTS
+) -> list[list[int]]:
+    """How to put ``events`` in few EVENTS messages: groups of indices, in order, each of
+    one task type (a subject names one type) and at most ``max_bytes`` and ``max_events``
+    (an event larger than ``max_bytes`` is a group of its own)."""
+    by_type: dict[str, list[int]] = {}
+    for index, task_event in enumerate(events):
+        by_type.setdefault(task_event.type, []).append(index)
+    groups: list[list[int]] = []
+    for indices in by_type.values():
+        group: list[int] = []
         size = 0
-        for task_event in of_type:
+        for index in indices:
             # Each event is a length-delimited field of TaskEvents: its bytes and a few more.
-            event_size = task_event.ByteSize() + 6
-            if batch and (size + event_size > max_bytes or len(batch) >= max_events):
-                flush(batch, task_type)
-                batch, size = [], 0
-            batch.append(task_event)
+            event_size = events[index].ByteSize() + 6
+            if group and (size + event_size > max_bytes or len(group) >= max_events):
+                groups.append(group)
+                group, size = [], 0
+            group.append(index)
             size += event_size
-        flush(batch, task_type)
-    return out
+        groups.append(group)
+    return groups
 
 
 def cancel_requested(task: tasks_pb2.Task) -> Message:

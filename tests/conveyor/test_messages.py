@@ -32,9 +32,7 @@ def test_each_redrive_is_a_new_message_even_at_the_same_offset() -> None:
     again = task(attempt=0, version=6)  # and again, later
     message = messages.task_message(first, tasks_pb2.TaskInput(), events_pb2.RetryPolicy(), 3)
     ids = {
-        msg_id(
-            messages.submit_messages(first, message, events_pb2.RetryPolicy(), subjects.GATEWAY)[1]
-        ),
+        msg_id(messages.queued_message(first, message)),
         msg_id(messages.rerun_message(first, message)),
         msg_id(messages.rerun_message(again, message)),
         msg_id(messages.redriven(first, 3)),
@@ -97,7 +95,7 @@ def submitted(task_id: str, task_type: str = "greet", text: str = "") -> events_
 
 def test_submitted_events_of_many_tasks_share_one_message_per_type() -> None:
     events = [submitted(f"{TASK_ID[:-2]}{i:02d}", "greet" if i % 3 else "shout") for i in range(9)]
-    packed = messages.submitted_batches(subjects.GATEWAY, events, max_bytes=1 << 20)
+    packed = [m for m, _ in messages.submitted_batches(subjects.GATEWAY, events, 1 << 20)]
     assert [subject for subject, _, _ in packed] == [
         "conveyor.events.gateway.shout",
         "conveyor.events.gateway.greet",
@@ -107,7 +105,7 @@ def test_submitted_events_of_many_tasks_share_one_message_per_type() -> None:
         [e.task_id for e in events if e.type == task_type] for task_type in ("shout", "greet")
     ]
     # The same tasks make the same message id (a retried submit is dropped as a repeat).
-    again = messages.submitted_batches(subjects.GATEWAY, events, max_bytes=1 << 20)
+    again = [m for m, _ in messages.submitted_batches(subjects.GATEWAY, events, 1 << 20)]
     assert [msg_id(m) for m in again] == [msg_id(m) for m in packed]
     assert len({msg_id(m) for m in packed}) == 2
 
@@ -115,7 +113,7 @@ def test_submitted_events_of_many_tasks_share_one_message_per_type() -> None:
 def test_a_batch_is_split_by_bytes_and_an_event_alone_keeps_the_lone_format() -> None:
     big = "x" * 3000
     events = [submitted(f"{TASK_ID[:-2]}{i:02d}", text=big) for i in range(5)]
-    packed = messages.submitted_batches(subjects.GATEWAY, events, max_bytes=7000)
+    packed = [m for m, _ in messages.submitted_batches(subjects.GATEWAY, events, 7000)]
     # Two events fit under 7,000 bytes, the fifth is alone.
     assert [len(messages.events_of(h, data)) for _, data, h in packed] == [2, 2, 1]
     assert subjects.HEADER_EVENT_COUNT not in packed[-1][2]
