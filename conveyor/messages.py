@@ -14,6 +14,7 @@ trace context in the headers of every message.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,8 @@ PUBLISH_TIMEOUT = 5.0
 reply pending forever."""
 SCHEDULER_ID = "scheduler"
 """The worker id of events the scheduler publishes for a task no worker holds."""
+MAX_BATCH_EVENTS = 1024
+"""The most events a service puts in one ``TaskEvents`` message."""
 LOST_ERROR = "lost"
 """The error type of the ``failed`` event of a task that no stream holds."""
 
@@ -181,36 +184,75 @@ def event_message(
     return subject, task_event.SerializeToString(), headers(msg_id)
 
 
-def submit_messages(
-    task: tasks_pb2.Task,
-    message: events_pb2.TaskMessage,
-    retry_policy: events_pb2.RetryPolicy,
-    publisher: str,
-) -> tuple[Message, Message]:
-    """The two messages of a submit by ``publisher`` (the gateway or the scheduler): the
-    ``submitted`` event (the whole task, for the store) and the task itself (for a worker;
-    a message schedule for a delayed task)."""
+def submitted_event(
+    task: tasks_pb2.Task, message: events_pb2.TaskMessage, retry_policy: events_pb2.RetryPolicy
+) -> events_pb2.TaskEvent:
+    """The ``submitted`` event of a task: the whole task, for the store."""
     # Built here rather than by event(): this runs for every submitted task.
-    submitted = events_pb2.TaskEvent(
+    return events_pb2.TaskEvent(
         task_id=task.id,
         type=task.type,
         time=task.create_time,
         submitted=events_pb2.Submitted(task=task, input=message.input, retry_policy=retry_policy),
     )
+
+
+def queued_message(task: tasks_pb2.Task, message: events_pb2.TaskMessage) -> Message:
+    """The task itself on TASKS, for a worker; a message schedule for a delayed task."""
     target = subjects.task_subject(task.type, task.priority, task.id)
     task_headers = headers(run_id(task.id))
     subject = target
     if task.HasField("run_at"):
         subject = subjects.delayed_subject(task.id)
         task_headers.update(subjects.schedule_headers(task.run_at.ToDatetime(dt.UTC), target))
-    return (
-        (
-            subjects.event_subject(publisher, task.type),
-            submitted.SerializeToString(),
-            headers(task_event_id(task.id, "submitted")),
-        ),
-        (subject, message.SerializeToString(), task_headers),
-    )
+    return subject, message.SerializeToString(), task_headers
+
+
+def submitted_batches(
+    publisher: str, events: Sequence[events_pb2.TaskEvent], max_bytes: int
+) -> list[tuple[Message, list[int]]]:
+    """The ``submitted`` events of several tasks as few EVENTS messages, each with the
+    indices of the events it carries: a batch per task type of at most ``max_bytes`` (an
+    event larger than that goes alone, as a lone submit does). A batch's id hashes its
+    tasks' ids, so a submit retried with the same tasks repeats it exactly and JetStream
+    drops the repeat."""
+    packed: list[tuple[Message, list[int]]] = []
+    for indices in pack_events(events, max_bytes):
+        if len(indices) == 1:
+            event = events[indices[0]]
+            msg_id = task_event_id(event.task_id, "submitted")
+            packed.append((event_message(publisher, event.type, msg_id, event), indices))
+            continue
+        batch = [events[i] for i in indices]
+        digest = hashlib.sha256("".join(e.task_id for e in batch).encode()).hexdigest()
+        msg_id = f"submitted:{len(batch)}:{digest[:32]}"
+        packed.append((event_batch(publisher, batch[0].type, msg_id, batch), indices))
+    return packed
+
+
+def pack_events(
+    events: Sequence[events_pb2.TaskEvent], max_bytes: int, max_events: int = MAX_BATCH_EVENTS
+) -> list[list[int]]:
+    """How to put ``events`` in few EVENTS messages: groups of indices, in order, each of
+    one task type (a subject names one type) and at most ``max_bytes`` and ``max_events``
+    (an event larger than ``max_bytes`` is a group of its own)."""
+    by_type: dict[str, list[int]] = {}
+    for index, task_event in enumerate(events):
+        by_type.setdefault(task_event.type, []).append(index)
+    groups: list[list[int]] = []
+    for indices in by_type.values():
+        group: list[int] = []
+        size = 0
+        for index in indices:
+            # Each event is a length-delimited field of TaskEvents: its bytes and a few more.
+            event_size = events[index].ByteSize() + 6
+            if group and (size + event_size > max_bytes or len(group) >= max_events):
+                groups.append(group)
+                group, size = [], 0
+            group.append(index)
+            size += event_size
+        groups.append(group)
+    return groups
 
 
 def cancel_requested(task: tasks_pb2.Task) -> Message:

@@ -28,6 +28,11 @@ class AckedPublisher:
         self._next = 0
         self._opening: asyncio.Future[None] | None = None
 
+    @property
+    def max_payload(self) -> int:
+        """The largest message the server takes (its INFO), or NATS's default before one."""
+        return self._nc.max_payload or 1024 * 1024
+
     async def _open(self) -> None:
         await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
 
@@ -55,8 +60,29 @@ class AckedPublisher:
         sequence: int = json.loads(reply.data)["seq"]
         return sequence
 
+    async def publish_each(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str]]]
+    ) -> list[BaseException | None]:
+        """As ``publish_all``, but each message's own outcome, in order (None: stored), for
+        callers that answer several parties from one exchange."""
+        return [
+            answer if isinstance(answer, BaseException) else None
+            for answer in await self._settled(messages)
+        ]
+
     async def _exchange(self, messages: Sequence[tuple[str, bytes, dict[str, str]]]) -> list[Msg]:
         """Publishes the messages together and returns their acknowledgements, in order."""
+        replies = []
+        for answer in await self._settled(messages):
+            if isinstance(answer, BaseException):
+                raise answer
+            replies.append(answer)
+        return replies
+
+    async def _settled(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str]]]
+    ) -> list[Msg | BaseException]:
+        """Publishes the messages together; each one's acknowledgement or error, in order."""
         if self._opening is None:
             self._opening = asyncio.ensure_future(self._open())
         if not self._opening.done():
@@ -72,9 +98,12 @@ class AckedPublisher:
                 waits.append((token, answer, loop.call_later(self._timeout, _time_out, answer)))
                 reply_to = f"{self._prefix}.{token}"
                 await self._nc.publish(subject, data, reply=reply_to, headers=headers)
-            replies = []
+            replies: list[Msg | BaseException] = []
             for _, answer, _ in waits:
-                replies.append(_check(await answer))
+                try:
+                    replies.append(_check(await answer))
+                except (APIError, NoRespondersError, TimeoutError) as exc:
+                    replies.append(exc)
             return replies
         finally:
             for token, answer, timer in waits:

@@ -1,17 +1,15 @@
 """Accepting tasks: type lookup, idempotency keys and the two durable publishes.
 
-A task is accepted once two JetStream publishes are acknowledged, in this order:
-
-1. a ``submitted`` event on EVENTS, which the store turns into the task's row;
-2. the task itself on TASKS (or, for a delayed task, a message schedule that puts it
-   there at its time).
-
-Publishing the event first means every later event of the task (all published after a
-worker fetched it) has a higher EVENTS sequence, so the store, applying EVENTS in order,
-always knows a task before it hears of it running. If the gateway dies between the two,
-the client got no answer and the store holds a PENDING task that is in no stream; the
-scheduler's reconciliation fails it as lost, and ``conveyor retry`` runs it from the
-stored input. Both messages, and their ids, are made by ``conveyor.messages``.
+A task is accepted once two JetStream publishes are acknowledged, sent together: its
+``submitted`` event on EVENTS, which the store turns into the task's row, and the task
+itself on TASKS (or, for a delayed task, a message schedule that puts it there at its
+time). Two streams give no order between them; the store parks a worker's event that
+overtakes its task's ``submitted`` (store.parking). The ``submitted`` events of a batch,
+and of unary submits arriving while another is in flight (conveyor.intake.groups), share
+``TaskEvents`` messages. If the gateway dies between the two, the client got no answer and
+the store may hold a PENDING task that is in no stream; the scheduler's reconciliation
+fails it as lost, and ``conveyor retry`` runs it from the stored input. Every message, and
+its id, is made by ``conveyor.messages``.
 """
 
 from __future__ import annotations
@@ -39,6 +37,7 @@ from conveyor.ids import new_task_id
 from conveyor.intake.admission import Admission
 from conveyor.intake.catalog import TypeCatalog
 from conveyor.intake.checks import unknown_type
+from conveyor.intake.groups import SubmitGroups
 from conveyor.intake.quotas import Quotas
 from conveyor.messages import PUBLISH_TIMEOUT
 from conveyor.payloads import INPUT_CONTENT_TYPE, PayloadStore, abridge_input, input_name
@@ -137,6 +136,7 @@ class Submitter:
         self._inline_bytes = inline_bytes
         self._admission = admission
         self._publisher = publisher if publisher is not None else messages.publisher(js)
+        self._groups = SubmitGroups(self._publisher, source)
         self._catalog = catalog
         self._idempotency = idempotency
         self._find_task = find_task  # async (task_id) -> Task | None, asks the store
@@ -273,14 +273,19 @@ class Submitter:
         return None
 
     async def _publish_all(self, items: list[_Prepared]) -> None:
-        outgoing = [
-            message
-            for item in items
-            for message in messages.submit_messages(
-                item.task, item.message, item.retry_policy, self._source
-            )
+        # The `submitted` events of several tasks share few EVENTS messages (one stored
+        # message and one acknowledgement per batch instead of per task).
+        events = [
+            messages.submitted_event(item.task, item.message, item.retry_policy) for item in items
         ]
         try:
+            if len(items) == 1:  # with the submits of other callers (conveyor.intake.groups)
+                queued = messages.queued_message(items[0].task, items[0].message)
+                await self._groups.publish(events[0], queued)
+                return
+            batches = messages.submitted_batches(self._source, events, self._groups.max_bytes())
+            outgoing = [message for message, _ in batches]
+            outgoing += [messages.queued_message(item.task, item.message) for item in items]
             for start in range(0, len(outgoing), PUBLISH_WINDOW):
                 await self._publisher.publish_all(outgoing[start : start + PUBLISH_WINDOW])
         except (TimeoutError, OSError) as exc:

@@ -32,9 +32,7 @@ def test_each_redrive_is_a_new_message_even_at_the_same_offset() -> None:
     again = task(attempt=0, version=6)  # and again, later
     message = messages.task_message(first, tasks_pb2.TaskInput(), events_pb2.RetryPolicy(), 3)
     ids = {
-        msg_id(
-            messages.submit_messages(first, message, events_pb2.RetryPolicy(), subjects.GATEWAY)[1]
-        ),
+        msg_id(messages.queued_message(first, message)),
         msg_id(messages.rerun_message(first, message)),
         msg_id(messages.rerun_message(again, message)),
         msg_id(messages.redriven(first, 3)),
@@ -86,3 +84,38 @@ async def test_a_publisher_made_from_the_context_alone_publishes_on_its_connecti
     stored = await js.get_msg(subjects.STREAM_EVENTS, sequence)
     event = events_pb2.TaskEvent.FromString(stored.data or b"")
     assert (event.attempt, event.worker_id, event.failed.error.type) == (1, "scheduler", "lost")
+
+
+def submitted(task_id: str, task_type: str = "greet", text: str = "") -> events_pb2.TaskEvent:
+    queued = tasks_pb2.Task(id=task_id, type=task_type)
+    task_input = tasks_pb2.TaskInput(custom=tasks_pb2.CustomTaskInput(json=f'"{text}"'))
+    message = messages.task_message(queued, task_input, events_pb2.RetryPolicy(), 3)
+    return messages.submitted_event(queued, message, events_pb2.RetryPolicy())
+
+
+def test_submitted_events_of_many_tasks_share_one_message_per_type() -> None:
+    events = [submitted(f"{TASK_ID[:-2]}{i:02d}", "greet" if i % 3 else "shout") for i in range(9)]
+    packed = [m for m, _ in messages.submitted_batches(subjects.GATEWAY, events, 1 << 20)]
+    assert [subject for subject, _, _ in packed] == [
+        "conveyor.events.gateway.shout",
+        "conveyor.events.gateway.greet",
+    ]
+    decoded = [messages.events_of(h, data) for _, data, h in packed]
+    assert [[e.task_id for e in batch] for batch in decoded] == [
+        [e.task_id for e in events if e.type == task_type] for task_type in ("shout", "greet")
+    ]
+    # The same tasks make the same message id (a retried submit is dropped as a repeat).
+    again = [m for m, _ in messages.submitted_batches(subjects.GATEWAY, events, 1 << 20)]
+    assert [msg_id(m) for m in again] == [msg_id(m) for m in packed]
+    assert len({msg_id(m) for m in packed}) == 2
+
+
+def test_a_batch_is_split_by_bytes_and_an_event_alone_keeps_the_lone_format() -> None:
+    big = "x" * 3000
+    events = [submitted(f"{TASK_ID[:-2]}{i:02d}", text=big) for i in range(5)]
+    packed = [m for m, _ in messages.submitted_batches(subjects.GATEWAY, events, 7000)]
+    # Two events fit under 7,000 bytes, the fifth is alone.
+    assert [len(messages.events_of(h, data)) for _, data, h in packed] == [2, 2, 1]
+    assert subjects.HEADER_EVENT_COUNT not in packed[-1][2]
+    assert msg_id(packed[-1]) == f"{events[-1].task_id}:submitted"
+    assert all(len(data) <= 7000 for _, data, _ in packed)
