@@ -121,7 +121,13 @@ class EventPublisher:
         try:
             while self._queue:
                 queued, self._queue = self._queue, []
-                await self._commit(self._batches(queued))
+                try:
+                    await self._commit(self._batches(queued))
+                except Exception as exc:  # a bug here must not leave tasks waiting forever
+                    log.exception("publishing events failed")
+                    for q in queued:
+                        if not q.done.done():
+                            q.done.set_exception(exc)
         finally:
             self._flushing = None
 
