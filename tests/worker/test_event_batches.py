@@ -22,7 +22,8 @@ from conveyor.config import CommonSettings
 from conveyor.context import TaskContext
 from conveyor.ids import new_task_id
 from conveyor.registry import Registry, TaskType
-from tests.conftest import System
+from tests.conftest import NatsServer, System
+from tests.support.nats_client import jetstream as jetstream_of
 from tests.worker.test_events import stored
 
 TOGETHER = 60
@@ -213,4 +214,42 @@ async def test_a_worker_stopping_while_an_outcome_waits_sends_it_and_acks_the_ta
         await system.stop()
     assert await queued(js) == 0
     [event] = await all_events(js)
+    assert event.task_id == task_id and kind(event) == "completed"
+
+
+class Gate:
+    """Holds ``held`` tasks until ``release`` is set."""
+
+    release = asyncio.Event()
+    arrived = asyncio.Event()
+
+
+async def held(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    Gate.arrived.set()
+    await Gate.release.wait()
+    return {"n": payload["n"]}
+
+
+async def test_an_outcome_sent_while_nats_restarts_is_stored_once_before_the_ack(
+    common: CommonSettings, tmp_path: Path, nats_server: NatsServer
+) -> None:
+    Gate.release, Gate.arrived = asyncio.Event(), asyncio.Event()
+    handlers = Registry()
+    handlers.register(TaskType(name="held", handler=held))
+    system = System(common, tmp_path)
+    try:
+        await system.start_worker(handlers, start_event_delay_seconds=60, types=["held"])
+        async with jetstream_of(nats_server.url) as js:
+            [task_id] = await submit(js, "held", 1)
+            await asyncio.wait_for(Gate.arrived.wait(), 30)
+        nats_server.kill()  # file storage: the task and the stream outlive it
+        Gate.release.set()  # the outcome is published while NATS is away
+        await asyncio.sleep(0.5)
+        nats_server.start()
+        async with jetstream_of(nats_server.url) as js:
+            await until(lambda: none_queued(js), timeout=60)
+            events = await all_events(js)
+    finally:
+        await system.stop()
+    [event] = events  # once, however many times it was sent
     assert event.task_id == task_id and kind(event) == "completed"
