@@ -10,6 +10,8 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from conveyor import messages, subjects
 from conveyor.api.events.v1 import events_pb2
@@ -104,3 +106,18 @@ async def test_a_publish_no_stream_takes_raises_after_the_patience(
     with pytest.raises(NoRespondersError):
         await publisher.publish(message, 1, started=events_pb2.Started())
     await publisher.close()  # the batch, given up by its only publisher, is dropped
+
+
+async def test_an_event_carries_its_trace_context_only_when_sampled(
+    nats_connection: tuple[NATS, JetStreamContext],
+) -> None:
+    nc, js = nats_connection
+    publisher = EventPublisher(js, "w1", nc)
+    for task_id, flags in (("sampled", TraceFlags(1)), ("unsampled", TraceFlags(0))):
+        span = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=flags))
+        with trace.use_span(span):
+            message = events_pb2.TaskMessage(task_id=task_id, type="greet")
+            await publisher.publish(message, 1, started=events_pb2.Started())
+    events = {e.task_id: e for h, d in await stored(js) for e in messages.events_of(h, d)}
+    assert events["sampled"].traceparent == f"00-{0xABC:032x}-{0xDEF:016x}-01"
+    assert events["unsampled"].traceparent == ""
