@@ -75,3 +75,31 @@ async def test_retried_tasks_keep_every_attempt_in_their_history(system: System)
         assert task.attempt == 3
         assert [e.attempt for e in task.attempt_errors] == [1, 2]
         assert all(e.type == "ConnectionError" for e in task.attempt_errors)
+
+
+STATE_ORDER = [S.TASK_STATE_PENDING, S.TASK_STATE_RUNNING, S.TASK_STATE_COMPLETED]
+
+
+async def test_watchers_see_each_task_move_forward_with_its_progress(system: System) -> None:
+    await start(system)
+    assert system.gateway is not None
+    items = [str(n) for n in range(40)]
+    async with AsyncClient(system.gateway.address, timeout=60) as client:
+        tasks = [
+            await client.submit_batch(items, S.BATCH_OPERATION_SQUARE, chunk_size=10)
+            for _ in range(20)
+        ]
+
+        async def updates(task_id: str) -> list[S.Task]:
+            return [t async for t in client.watch(task_id)]
+
+        seen = await asyncio.wait_for(asyncio.gather(*(updates(t.id) for t in tasks)), 120)
+    for history in seen:
+        versions = [t.version for t in history]
+        assert versions == sorted(set(versions))  # every change once, in order
+        states = [STATE_ORDER.index(t.state) for t in history]
+        assert states == sorted(states)  # never back to an earlier state
+        final = history[-1]
+        assert final.state == S.TASK_STATE_COMPLETED, final.error
+        assert (final.progress.current, final.progress.total) == (40, 40)
+        assert final.start_time.ToNanoseconds() > 0 and final.attempt == 1
