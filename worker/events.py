@@ -2,7 +2,8 @@
 one message (group commit).
 
 ``publish`` queues an event and returns once the message carrying it is acknowledged.
-When no exchange is in flight the queue goes at once (a lone task waits for nothing);
+When no exchange is in flight the event goes at once, sent by the publish itself (a lone
+task waits for nothing and costs no more than a plain publish);
 while one is, events queue and go together in the next message when it returns. A busy
 worker so sends one message, and reads one acknowledgement, per flush window instead of
 one per event; and with one exchange at a time, each task's events stay in order.
@@ -83,7 +84,8 @@ class EventPublisher:
         self._max_events = max_events
         self._max_bytes = max_bytes
         self._queue: list[_Queued] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._leading = False  # a publish is sending the exchange in flight itself
+        self._flushing: asyncio.Task[None] | None = None  # or a task is
 
     async def publish(
         self,
@@ -105,14 +107,24 @@ class EventPublisher:
         done: asyncio.Future[None] = loop.create_future()
         size = event.ByteSize() + EVENT_OVERHEAD
         self._queue.append(_Queued(event, size, done, loop.time() + self._patience))
-        if self._flushing is None:
-            self._flushing = loop.create_task(self._flush(), name="publish-events")
+        if self._leading or self._flushing is not None:
+            await done  # an exchange is in flight: this event goes in the next one
+            return
+        # Idle: this call sends its event itself, at once and without a task of its own.
+        self._leading = True
+        try:
+            await self._send(self._take())
+        finally:
+            self._leading = False
+            if self._queue:  # queued behind this exchange: a task sends them
+                self._flushing = loop.create_task(self._flush(), name="publish-events")
         await done
 
     async def close(self) -> None:
-        """Waits for the events queued and in flight: the tasks waiting on them are acked
-        only once they are stored. Bounded: each event is given up after the patience, and
-        a batch with no task waiting any more is dropped."""
+        """Waits for the events queued and in flight (but an exchange a publish sends
+        itself, which its caller awaits): the tasks waiting on them are acked only once
+        they are stored. Bounded: each event is given up after the patience, and a batch
+        with no task waiting any more is dropped."""
         if self._flushing is not None:
             await asyncio.gather(self._flushing, return_exceptions=True)
 
@@ -120,16 +132,23 @@ class EventPublisher:
         """Sends the queue, one exchange at a time, until it is empty."""
         try:
             while self._queue:
-                queued, self._queue = self._queue, []
-                try:
-                    await self._commit(self._batches(queued))
-                except Exception as exc:  # a bug here must not leave tasks waiting forever
-                    log.exception("publishing events failed")
-                    for q in queued:
-                        if not q.done.done():
-                            q.done.set_exception(exc)
+                await self._send(self._take())
         finally:
             self._flushing = None
+
+    def _take(self) -> list[_Queued]:
+        queued, self._queue = self._queue, []
+        return queued
+
+    async def _send(self, queued: list[_Queued]) -> None:
+        """Sends the events in one exchange, retried until each is stored or given up."""
+        try:
+            await self._commit(self._batches(queued))
+        except Exception as exc:  # a bug here must not leave tasks waiting forever
+            log.exception("publishing events failed")
+            for q in queued:
+                if not q.done.done():
+                    q.done.set_exception(exc)
 
     def _batches(self, queued: list[_Queued]) -> list[_Batch]:
         """The queued events as messages: one per task type, split where a message would
