@@ -3,10 +3,10 @@ one message (group commit).
 
 ``publish`` queues an event and returns once the message carrying it is acknowledged.
 When no exchange is in flight the event goes at once, sent by the publish itself (a lone
-task waits for nothing and costs no more than a plain publish);
-while one is, events queue and go together in the next message when it returns. A busy
-worker so sends one message, and reads one acknowledgement, per flush window instead of
-one per event; and with one exchange at a time, each task's events stay in order.
+task waits for nothing and costs no more than a plain publish); while one is, events
+queue and go together in the next message when it returns. A busy worker so sends one
+message, and reads one acknowledgement, per flush window instead of one per event; and
+with one exchange at a time, each task's events stay in order.
 """
 
 from __future__ import annotations
