@@ -77,14 +77,12 @@ def task_event_id(task_id: str, key: str) -> str:
     return f"{task_id}:{key}"
 
 
-def worker_event_id(task_id: str, attempt: int, run: int, key: str) -> str:
-    """The id of a worker's event of an attempt; ``key`` tells the attempt's events apart
-    (``started``, ``progress:<n>``, the outcome's kind)."""
-    # The run in the id as well as the attempt: a re-drive can number its attempts from
-    # where the store counted, below an attempt whose late outcome the store ignored, and
-    # JetStream would drop the new run's events as repeats of it.
-    attempt_id = f"{run}.{attempt}" if run else str(attempt)
-    return f"{task_id}:{attempt_id}:{key}"
+def worker_batch_id(publisher_id: str, number: int) -> str:
+    """The id of a worker's message of events (``event_batch``): its publisher's id, made
+    once per publisher (``<worker id>:<random nonce>``, unique across restarts and across
+    workers configured with the same id), and the message's number from that publisher. A
+    retried batch keeps its id; the events in it need none of their own."""
+    return f"{publisher_id}:{number}"
 
 
 # --- constructors -------------------------------------------------------------------------
@@ -94,28 +92,22 @@ def worker_event(
     message: events_pb2.TaskMessage,
     attempt: int,
     worker_id: str,
-    key: str,
-    run: int = 0,
     time: Timestamp | None = None,
     start_time: Timestamp | None = None,
     **kind: Any,
-) -> Message:
-    """An event of an attempt at the task of ``message``, from a worker (see
-    ``worker_event_id`` for ``key`` and ``run``)."""
+) -> events_pb2.TaskEvent:
+    """An event of an attempt at the task of ``message``, from a worker, as it goes in an
+    ``event_batch``: with the trace context of the attempt when its trace is sampled."""
     # Built here rather than by event(): this runs for every event of every task.
-    task_event = events_pb2.TaskEvent(
+    return events_pb2.TaskEvent(
         task_id=message.task_id,
         type=message.type,
         time=time if time is not None else timestamp(),
         attempt=attempt,
         worker_id=worker_id,
         start_time=start_time,
+        traceparent=tracing.sampled_traceparent(),
         **kind,
-    )
-    return (
-        subjects.event_subject(subjects.WORKER, message.type),
-        task_event.SerializeToString(),
-        headers(worker_event_id(message.task_id, attempt, run, key)),
     )
 
 

@@ -90,6 +90,15 @@ def inject(headers: dict[str, str] | None = None) -> dict[str, str]:
     return carrier
 
 
+def sampled_traceparent() -> str:
+    """The current span's W3C ``traceparent`` when its trace is sampled, else "": what an
+    event inside a batch carries instead of its own message header."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid or not span_context.trace_flags.sampled:
+        return ""
+    return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-01"
+
+
 def extract(headers: Mapping[str, str] | None) -> context.Context:
     """The trace context carried by message headers (empty when there is none)."""
     return propagate.extract(dict(headers or {}))

@@ -126,9 +126,12 @@ class Worker:
         await self.nc.subscribe(subjects.CANCEL_SUBJECT, cb=self._on_cancel)
         await self.cancelled.start()  # before any task is fetched
         life.on_stop(self.cancelled.stop)
+        publisher = EventPublisher(js, self.settings.worker_id, self.nc)
+        # Stopped after the tasks drained: their last outcomes are sent before NATS closes.
+        life.on_stop(publisher.close)
         self.runner = Runner(
             self.registry,
-            EventPublisher(js, self.settings.worker_id, self.nc),
+            publisher,
             self.cancelled,
             invoke,  # type: ignore[arg-type]
             self.settings.start_event_delay_seconds,

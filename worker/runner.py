@@ -7,7 +7,6 @@ so a crash between the two repeats the attempt (at-least-once) rather than losin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from conveyor.context import TaskContext
 from conveyor.logs import attempt_var, task_id_var, task_type_var
 from conveyor.registry import Registry, TaskType
 from conveyor.tasks import now, seconds, timestamp
-from worker.attempt import LEASE_BEAT, AttemptStart, LeaseKeeper
+from worker.attempt import AttemptStart, LeaseKeeper
 from worker.cancelled import CancelledTasks
 from worker.events import EventPublisher
 from worker.middleware import Call, Job, Middleware, chain, overriding
@@ -35,15 +34,6 @@ from worker.progress import ProgressThrottle, progress_report
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 300.0
-RECORD_PATIENCE = 60.0
-"""How long an event of a delivery is retried while JetStream does not take it (a leader
-election, a restart) before the task is left to its lease."""
-
-
-def run_of(msg: Msg) -> int:
-    """Which run of its task a delivery belongs to: its message's TASKS stream sequence,
-    the same for every delivery of the message and new with each re-drive."""
-    return int(msg.metadata.sequence.stream)
 
 
 class Runner:
@@ -133,7 +123,7 @@ class Runner:
             return
         started = AttemptStart(
             lambda time: self._record(
-                msg, message, attempt, "started", time=time, started=events_pb2.Started()
+                msg, message, attempt, time=time, started=events_pb2.Started()
             ),
             self._start_event_delay,
         )
@@ -153,20 +143,12 @@ class Runner:
         max_attempts: int,
     ) -> None:
         """Runs the chain, its progress reports coalesced, then records the outcome."""
-        progress_count = 0
 
         async def send_progress(current: int, total: int, text: str) -> None:
-            nonlocal progress_count
-            progress_count += 1
             report = progress_report(current, total, text)
             await started.now()  # a watcher sees the task running before its progress
-            await self._publish(
-                message,
-                attempt,
-                f"progress:{progress_count}",
-                run=run_of(msg),
-                progressed=events_pb2.Progressed(progress=report),
-            )
+            progressed = events_pb2.Progressed(progress=report)
+            await self._record(msg, message, attempt, progressed=progressed)
 
         throttle = ProgressThrottle(send_progress, self._progress_interval)
         ctx = TaskContext(
@@ -218,7 +200,7 @@ class Runner:
             body = events_pb2.Retrying(error=outcome.error, next_attempt_time=when)
         else:
             body = events_pb2.Failed(error=outcome.error)
-        await self._record(msg, message, attempt, event, start_time=start_time, **{event: body})
+        await self._record(msg, message, attempt, start_time=start_time, **{event: body})
         error = outcome.error
         if event == "retrying":
             assert error is not None
@@ -232,61 +214,33 @@ class Runner:
             await msg.ack()
             log.debug(event)
 
-    async def _publish(
-        self,
-        message: events_pb2.TaskMessage,
-        attempt: int,
-        key: str,
-        *,
-        time: Timestamp | None = None,
-        start_time: Timestamp | None = None,
-        run: int = 0,
-        **kind: Any,
-    ) -> None:
-        """Publishes one event and tells the middleware it was recorded."""
-        await self._publisher.publish(
-            message, attempt, key, time=time, start_time=start_time, run=run, **kind
-        )
-        for hook in self._event_hooks:
-            if start_time is not None:  # the outcome carries its attempt's start
-                hook(message, "started")
-            for name in kind:
-                hook(message, name)
-
     async def _record(
         self,
         msg: Msg,
         message: events_pb2.TaskMessage,
         attempt: int,
-        key: str,
         *,
         time: Timestamp | None = None,
         start_time: Timestamp | None = None,
         **kind: Any,
     ) -> None:
-        """Publishes an event of this delivery, retrying while JetStream does not take it
-        and keeping the task's lease meanwhile: without this, every delivery during a
-        leader election of a few seconds would be given up and redelivered, spending the
-        task's attempts (or running its handler again) although nothing failed but NATS.
-        The common case is one await: the lease is only renewed (by a timer) when a
-        publish takes longer than LEASE_BEAT."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + RECORD_PATIENCE
-        delay = 0.1
-        while True:
-            keeper = LeaseKeeper(msg, loop)
-            try:
-                await self._publish(
-                    message, attempt, key, time=time, start_time=start_time, run=run_of(msg), **kind
-                )
-                return
-            except Exception as exc:
-                if loop.time() + delay > give_up:
-                    raise
-                log.warning("recording %s failed (%s); trying again", key.split(":")[0], exc)
-            finally:
-                keeper.cancel()
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, LEASE_BEAT)
+        """Publishes an event of this delivery, then tells the middleware it was recorded.
+
+        The publisher retries while JetStream does not take it (worker.events'
+        RECORD_PATIENCE), and the task's lease is kept meanwhile: without this, every
+        delivery during a leader election of a few seconds would be given up and
+        redelivered, spending the task's attempts (or running its handler again) although
+        nothing failed but NATS. The common case is one await: the lease is only renewed
+        (by a timer) when a publish takes longer than LEASE_BEAT."""
+        keeper = LeaseKeeper(msg, asyncio.get_running_loop())
+        try:
+            await self._publisher.publish(
+                message, attempt, time=time, start_time=start_time, **kind
+            )
+        finally:
+            keeper.cancel()
+        for hook in self._event_hooks:
+            if start_time is not None:  # the outcome carries its attempt's start
+                hook(message, "started")
+            for name in kind:
+                hook(message, name)

@@ -42,15 +42,13 @@ def test_each_redrive_is_a_new_message_even_at_the_same_offset() -> None:
     assert msg_id(messages.redriven(first, 3)) == msg_id(messages.redriven(task(version=3), 5))
 
 
-def test_worker_events_of_two_runs_at_the_same_attempt_differ() -> None:
+def test_worker_batches_are_named_by_their_publisher_and_number() -> None:
     message = events_pb2.TaskMessage(task_id=TASK_ID, type="greet")
-    started = events_pb2.Started()
-    before = messages.worker_event(message, 1, "w1", "started", run=0, started=started)
-    rerun = messages.worker_event(message, 1, "w1", "started", run=17, started=started)
-    repeat = messages.worker_event(message, 1, "w2", "started", run=17, started=started)
-    assert msg_id(before) != msg_id(rerun) == msg_id(repeat)
-    event = events_pb2.TaskEvent.FromString(repeat[1])
+    event = messages.worker_event(message, 1, "w2", started=events_pb2.Started())
     assert (event.attempt, event.worker_id, event.HasField("started")) == (1, "w2", True)
+    assert event.traceparent == ""  # no sampled trace here
+    ids = {messages.worker_batch_id(p, n) for p in ("w1:aa", "w1:bb") for n in (1, 2)}
+    assert len(ids) == 4
 
 
 def test_a_task_message_carries_what_a_worker_needs() -> None:
