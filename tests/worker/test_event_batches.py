@@ -67,9 +67,7 @@ async def submit(js: JetStreamContext, task_type: str, count: int) -> list[str]:
         custom = tasks_pb2.CustomTaskInput(type=task_type, json=json.dumps({"n": n}))
         policy = events_pb2.RetryPolicy()
         message = messages.task_message(task, tasks_pb2.TaskInput(custom=custom), policy, 3)
-        _, (subject, data, headers) = messages.submit_messages(
-            task, message, policy, subjects.GATEWAY
-        )
+        subject, data, headers = messages.queued_message(task, message)
         await js.publish(subject, data, headers=headers)
         ids.append(task.id)
     return ids
