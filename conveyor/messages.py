@@ -36,6 +36,9 @@ SCHEDULER_ID = "scheduler"
 """The worker id of events the scheduler publishes for a task no worker holds."""
 MAX_BATCH_EVENTS = 1024
 """The most events a service puts in one ``TaskEvents`` message."""
+MAX_BATCH_BYTES = 1024 * 1024
+"""The largest ``TaskEvents`` message a service makes, bounded further to half the
+connection's ``max_payload``."""
 LOST_ERROR = "lost"
 """The error type of the ``failed`` event of a task that no stream holds."""
 

@@ -29,12 +29,6 @@ log = logging.getLogger(__name__)
 RECORD_PATIENCE = 60.0
 """How long an event is retried while JetStream does not take it (a leader election, a
 restart) before its publish raises and the task is left to its lease."""
-MAX_BATCH_EVENTS = 1024
-"""The most events in one message: the store applies a message's events together."""
-MAX_BATCH_BYTES = 1024 * 1024
-"""The largest message of events, bounded further to half the connection's max_payload."""
-EVENT_OVERHEAD = 6
-"""Bytes an event adds to a batch beyond its own: its field tag and length."""
 RETRY_FIRST, RETRY_MOST = 0.1, 1.0
 """The first and longest pause, in seconds, before a failed exchange is sent again."""
 
@@ -44,7 +38,6 @@ class _Queued:
     """An event waiting for its message's acknowledgement."""
 
     event: events_pb2.TaskEvent
-    size: int
     done: asyncio.Future[None]
     give_up: float  # loop time past which a failed exchange fails this event's publish
 
@@ -71,8 +64,8 @@ class EventPublisher:
         nc: NATS | None = None,
         *,
         patience: float = RECORD_PATIENCE,
-        max_events: int = MAX_BATCH_EVENTS,
-        max_bytes: int = MAX_BATCH_BYTES,
+        max_events: int = messages.MAX_BATCH_EVENTS,
+        max_bytes: int = messages.MAX_BATCH_BYTES,
     ) -> None:
         self.worker_id = worker_id
         # nats-py keeps a context's connection only as _nc (as messages.publisher does).
@@ -105,8 +98,7 @@ class EventPublisher:
         event = messages.worker_event(message, attempt, self.worker_id, time, start_time, **kind)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        size = event.ByteSize() + EVENT_OVERHEAD
-        self._queue.append(_Queued(event, size, done, loop.time() + self._patience))
+        self._queue.append(_Queued(event, done, loop.time() + self._patience))
         if self._leading or self._flushing is not None:
             await done  # an exchange is in flight: this event goes in the next one
             return
@@ -152,24 +144,12 @@ class EventPublisher:
 
     def _batches(self, queued: list[_Queued]) -> list[_Batch]:
         """The queued events as messages: one per task type, split where a message would
-        pass the count or byte bound. An event alone past the byte bound goes as a batch of
-        one (the result check keeps every event under max_payload)."""
+        pass the count or byte bound (``messages.pack_events``). An event alone past the
+        byte bound goes as a batch of one (the result check keeps every event under
+        max_payload)."""
         limit = min(self._max_bytes, self._nc.max_payload // 2)
-        by_type: dict[str, list[_Queued]] = {}
-        for q in queued:
-            by_type.setdefault(q.event.type, []).append(q)
-        batches = []
-        for task_type, group in by_type.items():
-            chunk: list[_Queued] = []
-            size = 0
-            for q in group:
-                if chunk and (len(chunk) >= self._max_events or size + q.size > limit):
-                    batches.append(self._batch(task_type, chunk))
-                    chunk, size = [], 0
-                chunk.append(q)
-                size += q.size
-            batches.append(self._batch(task_type, chunk))
-        return batches
+        groups = messages.pack_events([q.event for q in queued], limit, self._max_events)
+        return [self._batch(queued[g[0]].event.type, [queued[i] for i in g]) for g in groups]
 
     def _batch(self, task_type: str, chunk: list[_Queued]) -> _Batch:
         self._sent += 1

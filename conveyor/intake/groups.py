@@ -17,9 +17,6 @@ from conveyor import messages
 from conveyor.api.events.v1 import events_pb2
 from conveyor.publish import AckedPublisher
 
-BATCH_BYTES = 1024 * 1024
-"""The most bytes of ``submitted`` events put in one EVENTS message."""
-
 _Waiting = tuple[events_pb2.TaskEvent, messages.Message, "asyncio.Future[None]"]
 
 
@@ -35,7 +32,7 @@ class SubmitGroups:
 
     def max_bytes(self) -> int:
         """The bytes of events one message may carry: half what the server takes, at most."""
-        return min(self._publisher.max_payload // 2, BATCH_BYTES)
+        return min(self._publisher.max_payload // 2, messages.MAX_BATCH_BYTES)
 
     async def publish(self, submitted: events_pb2.TaskEvent, queued: messages.Message) -> None:
         """Publishes a task's ``submitted`` event and its message; returns once both are
