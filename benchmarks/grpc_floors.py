@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -46,20 +46,24 @@ EVENTS_SUBJECT = "floor.events"
 TASK = b"t" * 200
 EVENT = b"e" * 100
 PUBLISH_TIMEOUT = 10.0
+STREAMS = {"FLOOR_TASKS": TASKS_SUBJECT, "FLOOR_EVENTS": EVENTS_SUBJECT}
 
 WORKS = {
     "empty": "nothing",
-    "js1": "one js.publish",
-    "acked1": "one AckedPublisher.publish",
-    "js2": "two js.publish, gathered",
-    "acked2": "two in AckedPublisher.publish_all",
+    "js1": "1 js.publish",
+    "acked1": "1 AckedPublisher",
+    "js2": "2 js.publish",
+    "acked2": "2 AckedPublisher",
 }
 """What a handler does before it answers."""
 STACKS = {
-    "aio": "grpc.aio (uvloop)",
-    "sync": "grpc.server, 64 threads",
-    "grpclib": "grpclib (uvloop)",
+    "aio": "grpc.aio",
+    "sync": "grpc sync",
+    "grpclib": "grpclib",
+    "direct": "no gRPC",
 }
+"""grpc.aio and grpclib on uvloop; grpc's thread-pool server with 64 threads; "direct":
+no server, the bench process awaits the handler's work itself (its CPU is the client's)."""
 DEFAULT_ROWS = (
     "aio:empty",
     "aio:js1",
@@ -72,9 +76,11 @@ DEFAULT_ROWS = (
     "grpclib:empty",
     "grpclib:js1",
     "grpclib:acked1",
+    "direct:js1",
+    "direct:acked1",
 )
 
-Work = Callable[[], Awaitable[None]]
+Work = Callable[[], Coroutine[Any, Any, None]]
 
 
 async def _make_work(work: str, nats_url: str) -> Work | None:
@@ -146,7 +152,9 @@ async def _serve_aio(work: str, port: int, nats_url: str) -> None:
         request_deserializer=health_pb2.HealthCheckRequest.FromString,
         response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
     )
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {"Check": handler})])
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(SERVICE, {"Check": handler})]
+    )
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
@@ -175,7 +183,9 @@ def _serve_sync(work: str, port: int, nats_url: str) -> None:
         request_deserializer=health_pb2.HealthCheckRequest.FromString,
         response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
     )
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {"Check": handler})])
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(SERVICE, {"Check": handler})]
+    )
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     server.wait_for_termination()
@@ -219,8 +229,8 @@ class Mode:
     rate: float
     p50_ms: float
     p99_ms: float
-    server_cpu_ms: float
-    """The server process's CPU (user + system, every thread) per call."""
+    server_cpu_ms: float | None
+    """The server process's CPU (user + system, every thread) per call; None: no server."""
     nats_cpu_ms: float
     client_cpu_ms: float
 
@@ -254,16 +264,58 @@ def _cpu(pids: Sequence[int]) -> Iterator[list[float]]:
 
 
 def _mode(seconds: list[float], elapsed: float, used: list[float]) -> Mode:
+    """``used``: CPU seconds of the server (if any), nats-server and this process."""
     seconds.sort()
     n = len(seconds)
-    server, nats_server, client = (s / n * 1e3 for s in used)
+    per_call = [s / n * 1e3 for s in used]
+    server = per_call[0] if len(per_call) == 3 else None
     return Mode(
-        n, n / elapsed, _percentile(seconds, 0.5), _percentile(seconds, 0.99), server, nats_server, client
+        calls=n,
+        rate=n / elapsed,
+        p50_ms=_percentile(seconds, 0.5),
+        p99_ms=_percentile(seconds, 0.99),
+        server_cpu_ms=server,
+        nats_cpu_ms=per_call[-2],
+        client_cpu_ms=per_call[-1],
     )
 
 
-async def _drive(port: int, pids: tuple[int, int], args: argparse.Namespace) -> tuple[Mode, Mode]:
-    """Calls the server one at a time, then with ``args.concurrency`` in flight."""
+async def _drive(call: Work, pids: Sequence[int], args: argparse.Namespace) -> tuple[Mode, Mode]:
+    """Awaits ``call`` one at a time, then with ``args.concurrency`` in flight."""
+    for _ in range(args.warmup):
+        await call()
+    seconds: list[float] = []
+    with _cpu(pids) as used:
+        started = time.perf_counter()
+        for _ in range(args.calls):
+            begin = time.perf_counter()
+            await call()
+            seconds.append(time.perf_counter() - begin)
+        elapsed = time.perf_counter() - started
+    sequential = _mode(seconds, elapsed, used)
+
+    left = args.inflight_calls
+    timed: list[float] = []
+
+    async def caller() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            begin = time.perf_counter()
+            await call()
+            timed.append(time.perf_counter() - begin)
+
+    with _cpu(pids) as used:
+        started = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(args.concurrency)))
+        elapsed = time.perf_counter() - started
+    return sequential, _mode(timed, elapsed, used)
+
+
+async def _drive_server(
+    port: int, pids: Sequence[int], args: argparse.Namespace
+) -> tuple[Mode, Mode]:
+    """Calls Health/Check on the server at ``port`` with a grpc.aio client."""
     import grpc
     from grpc_health.v1 import health_pb2
 
@@ -275,40 +327,28 @@ async def _drive(port: int, pids: tuple[int, int], args: argparse.Namespace) -> 
             response_deserializer=health_pb2.HealthCheckResponse.FromString,
         )
         request = health_pb2.HealthCheckRequest()
-        for _ in range(args.warmup):
+
+        async def call() -> None:
             await check(request)
 
-        seconds: list[float] = []
-        with _cpu(pids) as used:
-            started = time.perf_counter()
-            for _ in range(args.calls):
-                begin = time.perf_counter()
-                await check(request)
-                seconds.append(time.perf_counter() - begin)
-            elapsed = time.perf_counter() - started
-        sequential = _mode(seconds, elapsed, used)
+        return await _drive(call, pids, args)
 
-        left = args.inflight_calls
-        timed: list[float] = []
 
-        async def caller() -> None:
-            nonlocal left
-            while left > 0:
-                left -= 1
-                begin = time.perf_counter()
-                await check(request)
-                timed.append(time.perf_counter() - begin)
-
-        with _cpu(pids) as used:
-            started = time.perf_counter()
-            await asyncio.gather(*(caller() for _ in range(args.concurrency)))
-            elapsed = time.perf_counter() - started
-        return sequential, _mode(timed, elapsed, used)
+async def _drive_direct(
+    work: str, url: str, nats_pid: int, args: argparse.Namespace
+) -> tuple[Mode, Mode]:
+    """Awaits the handler's work in this process, with no gRPC at all."""
+    durable = await _make_work(work, url)
+    if durable is None:
+        raise SystemExit("a direct row needs a publish: direct:js1, direct:acked1...")
+    return await _drive(durable, [nats_pid], args)
 
 
 def _measure(stack: str, work: str, nats_url: str, nats_pid: int, args: argparse.Namespace) -> Row:
     import uvloop
 
+    if stack == "direct":
+        return Row(stack, work, *uvloop.run(_drive_direct(work, nats_url, nats_pid, args)))
     port = free_port(0)
     server = multiprocessing.get_context("spawn").Process(
         target=_serve, args=(stack, work, port, nats_url), daemon=True
@@ -316,7 +356,7 @@ def _measure(stack: str, work: str, nats_url: str, nats_pid: int, args: argparse
     server.start()
     assert server.pid is not None
     try:
-        sequential, inflight = uvloop.run(_drive(port, (server.pid, nats_pid), args))
+        sequential, inflight = uvloop.run(_drive_server(port, [server.pid, nats_pid], args))
     finally:
         server.terminate()
         server.join(10)
@@ -363,14 +403,25 @@ async def _add_streams(url: str) -> None:
 
     nc = await nats.connect(url)
     js = nc.jetstream()
-    for name, subject, retention in (
-        ("FLOOR_TASKS", TASKS_SUBJECT, RetentionPolicy.WORK_QUEUE),
-        ("FLOOR_EVENTS", EVENTS_SUBJECT, RetentionPolicy.LIMITS),
-    ):
+    for name, subject in STREAMS.items():
+        retention = RetentionPolicy.WORK_QUEUE if name == "FLOOR_TASKS" else RetentionPolicy.LIMITS
         await js.add_stream(
-            StreamConfig(name=name, subjects=[subject], retention=retention, storage=StorageType.FILE)
+            StreamConfig(
+                name=name, subjects=[subject], retention=retention, storage=StorageType.FILE
+            )
         )
     await nc.close()
+
+
+async def _stored(url: str) -> dict[str, int]:
+    """How many messages each stream holds: every publish a handler awaited, stored."""
+    import nats
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    stored = {name: (await js.stream_info(name)).state.messages for name in STREAMS}
+    await nc.close()
+    return stored
 
 
 _SEQUENTIAL = re.compile(r"sequential: p50 ([\d.]+) ms\s+p99 ([\d.]+) ms\s+rate (\d+)/s")
@@ -399,67 +450,86 @@ def _peer_floor() -> dict[str, float]:
     return parse_peer_floor(done.stdout + done.stderr)
 
 
-def _print(rows: list[Row], peer: dict[str, float] | None, load: str, args: argparse.Namespace) -> None:
+def _ms(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f} ms"
+
+
+def _print(
+    rows: list[Row],
+    peer: dict[str, float] | None,
+    load: str,
+    stored: dict[str, int],
+    args: argparse.Namespace,
+) -> None:
+    """One table; the ratios are to the first row one at a time (the bare grpc.aio call)."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
     base = rows[0].sequential
     table = Table(
-        title=f"Durable gRPC submit floors ({args.calls:,} calls one at a time, "
-        f"{args.inflight_calls:,} with {args.concurrency} in flight; load average {load})",
-        box=box.SIMPLE_HEAD,
+        title=f"gRPC submit floors: {args.calls:,} calls one at a time, "
+        f"{args.inflight_calls:,} with {args.concurrency} in flight (load average {load})",
+        box=box.MARKDOWN,
     )
-    for name in (
+    names = (
         "server",
         "handler",
-        "1-at-a-time p50",
-        "p99",
-        "calls/s",
-        "server CPU/call",
-        "nats CPU/call",
-        f"{args.concurrency} in flight calls/s",
         "p50",
         "p99",
-        "server CPU/call",
+        "calls/s",
+        "server CPU",
+        "nats CPU",
+        "client CPU",
+        f"{args.concurrency}-flight calls/s",
+        f"{args.concurrency}-flight p50",
+        f"{args.concurrency}-flight p99",
+        f"{args.concurrency}-flight server CPU",
         "p50 / row 1",
         "p99 / row 1",
-    ):
+        "rate / row 1",
+    )
+    for name in names:
         table.add_column(name, justify="left" if name in ("server", "handler") else "right")
     for row in rows:
         s, f = row.sequential, row.inflight
         table.add_row(
             STACKS[row.stack],
             WORKS[row.work],
-            f"{s.p50_ms:.3f} ms",
-            f"{s.p99_ms:.3f} ms",
+            _ms(s.p50_ms),
+            _ms(s.p99_ms),
             f"{s.rate:,.0f}",
-            f"{s.server_cpu_ms:.3f} ms",
-            f"{s.nats_cpu_ms:.3f} ms",
+            _ms(s.server_cpu_ms),
+            _ms(s.nats_cpu_ms),
+            _ms(s.client_cpu_ms),
             f"{f.rate:,.0f}",
-            f"{f.p50_ms:.2f} ms",
-            f"{f.p99_ms:.2f} ms",
-            f"{f.server_cpu_ms:.3f} ms",
+            _ms(f.p50_ms, 2),
+            _ms(f.p99_ms, 2),
+            _ms(f.server_cpu_ms),
             f"{s.p50_ms / base.p50_ms:.2f}x",
             f"{s.p99_ms / base.p99_ms:.2f}x",
+            f"{s.rate / base.rate:.2f}x",
         )
     if peer is not None:
         table.add_row(
             "peers/grpc_floor.py",
             "health servicer",
-            f"{peer['p50_ms']:.3f} ms",
-            f"{peer['p99_ms']:.3f} ms",
+            _ms(peer["p50_ms"]),
+            _ms(peer["p99_ms"]),
             f"{peer['rate']:,.0f}",
-            "-",
-            "-",
+            *["-"] * 3,
             f"{peer['inflight_rate']:,.0f}",
-            "-",
-            "-",
-            "-",
+            *["-"] * 3,
             f"{peer['p50_ms'] / base.p50_ms:.2f}x",
             f"{peer['p99_ms'] / base.p99_ms:.2f}x",
+            f"{peer['rate'] / base.rate:.2f}x",
         )
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    table.caption = (
+        "p50, p99, calls/s and CPU (per call: the server process, nats-server, this bench "
+        "process) are one call at a time unless marked; messages stored: "
+        + ", ".join(f"{name} {n:,}" for name, n in stored.items())
+    )
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -488,11 +558,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         for stack, work in chosen:
             print(f"measuring {stack}:{work}", file=sys.stderr)
             rows.append(_measure(stack, work, url, nats_pid, args))
+        stored = asyncio.run(_stored(url))
     peer = None if args.no_peer_floor else _peer_floor()
     if args.json:
-        print(json.dumps({"load_average": load, "rows": [asdict(r) for r in rows], "peer_floor": peer}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "load_average": load,
+                    "rows": [asdict(r) for r in rows],
+                    "peer_floor": peer,
+                    "stored": stored,
+                },
+                indent=2,
+            )
+        )
     else:
-        _print(rows, peer, load, args)
+        _print(rows, peer, load, stored, args)
 
 
 if __name__ == "__main__":
