@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -263,6 +264,28 @@ def _cpu(pids: Sequence[int]) -> Iterator[list[float]]:
     used.extend(a - b for a, b in zip(after, before, strict=True))
 
 
+def median_row(samples: Sequence[Row]) -> Row:
+    """One row whose every figure is the median of that figure over ``samples`` (rounds of
+    the same stack and work)."""
+
+    def median_mode(modes: list[Mode]) -> Mode:
+        values: dict[str, Any] = {}
+        for name, first in asdict(modes[0]).items():
+            if first is None:
+                values[name] = None
+            else:
+                values[name] = statistics.median(getattr(m, name) for m in modes)
+        values["calls"] = modes[0].calls
+        return Mode(**values)
+
+    return Row(
+        samples[0].stack,
+        samples[0].work,
+        median_mode([r.sequential for r in samples]),
+        median_mode([r.inflight for r in samples]),
+    )
+
+
 def _mode(seconds: list[float], elapsed: float, used: list[float]) -> Mode:
     """``used``: CPU seconds of the server (if any), nats-server and this process."""
     seconds.sort()
@@ -468,8 +491,9 @@ def _print(
 
     base = rows[0].sequential
     table = Table(
-        title=f"gRPC submit floors: {args.calls:,} calls one at a time, "
-        f"{args.inflight_calls:,} with {args.concurrency} in flight (load average {load})",
+        title=f"gRPC submit floors, median of {args.repeat} round(s): {args.calls:,} calls "
+        "one at a time, "
+        f"{args.inflight_calls:,} with {args.concurrency} in flight (load average at start {load})",
         box=box.MARKDOWN,
     )
     names = (
@@ -545,6 +569,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help=f"stack {sorted(STACKS)}, work {sorted(WORKS)}; the first is the reference "
         f"(default: {' '.join(DEFAULT_ROWS)})",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure every row this many times, in rounds, and show each figure's median",
+    )
     parser.add_argument("--no-peer-floor", action="store_true", help="skip peers/grpc_floor.py")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
@@ -553,13 +583,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         if len(item) != 2 or item[0] not in STACKS or item[1] not in WORKS:
             parser.error(f"unknown row {':'.join(item)!r}")
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    rows: list[Row] = []
+    samples: list[list[Row]] = [[] for _ in chosen]
+    peers: list[dict[str, float]] = []
     with _nats_server() as (url, nats_pid):
-        for stack, work in chosen:
-            print(f"measuring {stack}:{work}", file=sys.stderr)
-            rows.append(_measure(stack, work, url, nats_pid, args))
+        for round_ in range(args.repeat):
+            if not args.no_peer_floor:
+                print(f"round {round_ + 1}: peers/grpc_floor.py", file=sys.stderr)
+                peers.append(_peer_floor())
+            for (stack, work), taken in zip(chosen, samples, strict=True):
+                print(f"round {round_ + 1}: {stack}:{work}", file=sys.stderr)
+                taken.append(_measure(stack, work, url, nats_pid, args))
         stored = asyncio.run(_stored(url))
-    peer = None if args.no_peer_floor else _peer_floor()
+    rows = [median_row(taken) for taken in samples]
+    peer = {k: statistics.median(p[k] for p in peers) for k in peers[0]} if peers else None
     if args.json:
         print(
             json.dumps(
