@@ -2,7 +2,7 @@
 when its handler does nothing, awaits one JetStream publish, or two sent together, on
 three Python gRPC server stacks (grpc.aio, grpc's thread-pool server, grpclib).
 
-    python -m benchmarks.grpc_floors [--calls 3000] [--json]
+    python -m benchmarks.grpc_floors [--repeat 3] [--calls 3000] [--row aio:acked1] [--json]
 
 Every server runs in a process of its own (its CPU read from ``/proc/<pid>/stat``), one
 after another, and is driven by a grpc.aio client in this process: ``--calls`` calls one
@@ -12,6 +12,9 @@ as ``benchmarks/peers/grpc_floor.py`` (the floor issue 20 cites, also run here u
 ``--no-peer-floor``). A publish goes to a file-storage stream of a nats-server started
 here, with a ``Nats-Msg-Id``: a 200-byte "task" on one stream and, for two, a 100-byte
 "event" on another, as a Conveyor submit publishes its task and its ``submitted`` event.
+With ``--repeat N`` every row is measured N times in rounds (``grpc_floor.py`` first in
+each) and each figure shown is the median of its rounds. Not for a busy machine's verdict:
+run it when the machine is quiet, or several times, and compare figures of one run.
 """
 
 from __future__ import annotations
