@@ -137,11 +137,14 @@ def check_labels(c: Collector, field: str, labels: Mapping[str, str]) -> None:
         c.add(field, f"at most {MAX_LABELS} labels (got {len(labels)})")
         return
     for key, value in labels.items():
-        path = f"{field}[{quote(key)}]"
+        # The path is built only for a problem: the store checks every submitted task's.
         if not LABEL_KEY_PATTERN.match(key):
-            c.add(path, "key must match [a-zA-Z0-9._/-]{1,63}")
+            c.add(f"{field}[{quote(key)}]", "key must match [a-zA-Z0-9._/-]{1,63}")
         if len(value) > MAX_LABEL_VALUE_CHARS:
-            c.add(path, f"value must be at most {MAX_LABEL_VALUE_CHARS} characters")
+            c.add(
+                f"{field}[{quote(key)}]",
+                f"value must be at most {MAX_LABEL_VALUE_CHARS} characters",
+            )
 
 
 def type_field(request: tasks_pb2.SubmitTaskRequest, prefix: str = "") -> str:
