@@ -138,6 +138,19 @@ def _serve(stack: str, work: str, port: int, nats_url: str) -> None:
         uvloop.run(_serve_aio(work, port, nats_url))
 
 
+def _health_check(check: Any) -> Any:
+    """The Health/Check method of the empty call, served by ``check`` (sync or async)."""
+    import grpc
+    from grpc_health.v1 import health_pb2
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        check,
+        request_deserializer=health_pb2.HealthCheckRequest.FromString,
+        response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler(SERVICE, {"Check": handler})
+
+
 async def _serve_aio(work: str, port: int, nats_url: str) -> None:
     import grpc
     from grpc_health.v1 import health_pb2
@@ -151,14 +164,7 @@ async def _serve_aio(work: str, port: int, nats_url: str) -> None:
         return answer
 
     server = grpc.aio.server()
-    handler = grpc.unary_unary_rpc_method_handler(
-        check,
-        request_deserializer=health_pb2.HealthCheckRequest.FromString,
-        response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
-    )
-    server.add_generic_rpc_handlers(
-        [grpc.method_handlers_generic_handler(SERVICE, {"Check": handler})]
-    )
+    server.add_generic_rpc_handlers([_health_check(check)])
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
@@ -182,14 +188,7 @@ def _serve_sync(work: str, port: int, nats_url: str) -> None:
         return answer
 
     server = grpc.server(ThreadPoolExecutor(max_workers=64))
-    handler = grpc.unary_unary_rpc_method_handler(
-        check,
-        request_deserializer=health_pb2.HealthCheckRequest.FromString,
-        response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
-    )
-    server.add_generic_rpc_handlers(
-        [grpc.method_handlers_generic_handler(SERVICE, {"Check": handler})]
-    )
+    server.add_generic_rpc_handlers([_health_check(check)])
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     server.wait_for_termination()
