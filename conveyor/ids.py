@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+_TASK_ID = re.compile("[0-9a-hjkmnp-tv-z]{26}")  # the same alphabet: i, l, o and u left out
 
 
 def new_task_id(now_ms: int | None = None) -> str:
@@ -21,4 +23,4 @@ def new_task_id(now_ms: int | None = None) -> str:
 
 def is_task_id(text: str) -> bool:
     """True when text has the shape of a task id."""
-    return len(text) == 26 and all(c in _ALPHABET for c in text)
+    return _TASK_ID.fullmatch(text) is not None

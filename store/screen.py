@@ -17,7 +17,6 @@ A refusal is logged once per kind of problem (then at debug level) and counted i
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
 
@@ -31,7 +30,7 @@ from conveyor.config import PAYLOAD_INLINE_MAX, Limits
 from conveyor.ids import is_task_id
 from conveyor.intake.checks import Collector
 from conveyor.intake.inputs import check_input
-from conveyor.intake.validation import MAX_ATTEMPTS, check_options
+from conveyor.intake.validation import MAX_ATTEMPTS, check_task_options
 from conveyor.messages import LOST_ERROR, SCHEDULER_ID, events_of
 from conveyor.tasks import task_type_of
 from conveyor.tracebacks import MAX_ERROR_CHARS, MAX_TRACEBACK_BYTES
@@ -107,24 +106,13 @@ def _submitted_problem(event: events_pb2.TaskEvent, limits: Limits) -> Problem |
     if task.namespace and not NAMESPACE_PATTERN.match(task.namespace):
         return "namespace", f"namespace {task.namespace[:64]!r} is not one the gateway accepts"
     c = Collector()
-    options = tasks_pb2.TaskOptions(
-        max_attempts=task.max_attempts,
-        timeout=task.timeout,
-        priority=task.priority,
-        idempotency_key=task.idempotency_key,
-        labels=task.labels,
-    )
     # run_at is left out: the gateway checked it against its own clock at submit.
-    check_options(c, options, dt.datetime.now(dt.UTC))
+    check_task_options(c, task)
     if c.found:
         reason = "labels" if c.found[0].field.startswith("labels") else "options"
         return reason, f"{c.found[0].field} {c.found[0].description}"
     if not event.submitted.input.HasField("payload"):  # an abridged input was checked whole
-        request = tasks_pb2.SubmitTaskRequest()
-        field = event.submitted.input.WhichOneof("input")
-        if field is not None:
-            getattr(request, field).CopyFrom(getattr(event.submitted.input, field))
-        check_input(c, request, limits)
+        check_input(c, event.submitted.input, limits)
         if c.found:
             return "input", f"{c.found[0].field} {c.found[0].description}"
     return None

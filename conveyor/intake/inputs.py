@@ -240,8 +240,11 @@ def _check_custom_json(c: Collector, msg: tasks_pb2.CustomTaskInput, limits: Lim
         c.add("json", str(exc))
 
 
-def check_input(c: Collector, request: tasks_pb2.SubmitTaskRequest, limits: Limits) -> None:
-    """Reports a missing input and every problem of the one that is set."""
+def check_input(
+    c: Collector, request: tasks_pb2.SubmitTaskRequest | tasks_pb2.TaskInput, limits: Limits
+) -> None:
+    """Reports a missing input and every problem of the one that is set: a request's, or a
+    submitted task's (the same ``input`` oneof, field by field)."""
     which = request.WhichOneof("input")
     if which is None:
         c.add("input", f"one of {', '.join(INPUT_FIELDS)} must be set")

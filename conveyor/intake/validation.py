@@ -51,7 +51,20 @@ _PRIORITIES: dict[str, int] = dict(tasks_pb2.TaskPriority.items())
 
 
 def check_options(c: Collector, msg: tasks_pb2.TaskOptions, now: dt.datetime) -> None:
-    """Reports every invalid option (the store checks a submitted task's with it too)."""
+    """Reports every invalid option."""
+    check_task_options(c, msg)
+    if msg.HasField("delay"):
+        if msg.HasField("run_at"):
+            c.add("delay", "set either delay or run_at, not both")
+        elif problem := duration_error(msg.delay, MAX_DELAY):
+            c.add("delay", problem)
+    if msg.HasField("run_at"):
+        _check_run_at(c, msg.run_at, now)
+
+
+def check_task_options(c: Collector, msg: tasks_pb2.TaskOptions | tasks_pb2.Task) -> None:
+    """Reports every invalid option but the delay and the time to run: those of a submit's
+    options, or of a submitted task (the store checks every ``submitted`` task's)."""
     check_at_most(c, "max_attempts", msg.max_attempts, MAX_ATTEMPTS)
     if msg.HasField("timeout") and (problem := duration_error(msg.timeout, MAX_TIMEOUT)):
         c.add("timeout", problem)
@@ -62,13 +75,6 @@ def check_options(c: Collector, msg: tasks_pb2.TaskOptions, now: dt.datetime) ->
     elif not key.isprintable():
         c.add("idempotency_key", "must contain printable characters only")
     check_labels(c, "labels", msg.labels)
-    if msg.HasField("delay"):
-        if msg.HasField("run_at"):
-            c.add("delay", "set either delay or run_at, not both")
-        elif problem := duration_error(msg.delay, MAX_DELAY):
-            c.add("delay", problem)
-    if msg.HasField("run_at"):
-        _check_run_at(c, msg.run_at, now)
 
 
 def _check_run_at(c: Collector, ts: timestamp_pb2.Timestamp, now: dt.datetime) -> None:
