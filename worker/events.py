@@ -102,9 +102,12 @@ class EventPublisher:
         if self._leading or self._flushing is not None:
             await done  # an exchange is in flight: this event goes in the next one
             return
-        # Idle: this call sends its event itself, at once and without a task of its own.
+        # Idle: this call sends the events itself, without a task of its own, once the
+        # tasks already runnable had their turn: tasks delivered together finish together,
+        # and their events then share this message instead of waiting for the next one.
         self._leading = True
         try:
+            await asyncio.sleep(0)
             await self._send(self._take())
         finally:
             self._leading = False

@@ -1,12 +1,13 @@
 """Group commit of concurrent submits.
 
-A lone submit publishes its ``submitted`` event and its task together, at once. Submits
-that arrive while that exchange with JetStream is in flight wait for it and then go out
-together in one exchange: their events as one ``TaskEvents`` message per task type (one
-stored message and one acknowledgement for all of them, and one message for the store to
-read), their tasks as the messages they always are. An idle gateway adds no wait, and a
-busy one writes and reads fewer, larger messages. Each caller is answered with the outcome
-of its own messages: stored, or the error of the one that was not.
+A lone submit publishes its ``submitted`` event and its task together, at once (after the
+submits already runnable, which join it). Submits that arrive while that exchange with
+JetStream is in flight wait for it and then go out together in one exchange: their events
+as one ``TaskEvents`` message per task type (one stored message and one acknowledgement
+for all of them, and one message for the store to read), their tasks as the messages they
+always are. An idle gateway adds no wait, and a busy one writes and reads fewer, larger
+messages. Each caller is answered with the outcome of its own messages: stored, or the
+error of the one that was not.
 """
 
 from __future__ import annotations
@@ -37,13 +38,21 @@ class SubmitGroups:
     async def publish(self, submitted: events_pb2.TaskEvent, queued: messages.Message) -> None:
         """Publishes a task's ``submitted`` event and its message; returns once both are
         stored, or raises what JetStream answered (or the timeout)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((submitted, queued, future))
         if self._busy:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiting.append((submitted, queued, future))
             await future
             return
         self._busy = True
         try:
+            # Submits already runnable go first: arriving together, they queue behind this
+            # one, and it takes them along rather than going alone.
+            await asyncio.sleep(0)
+            group, self._waiting = self._waiting, []
+            if len(group) > 1:
+                await self._commit(group)
+                await future
+                return
             [(event, _)] = messages.submitted_batches(self._source, [submitted], self.max_bytes())
             await self._publisher.publish_all([event, queued])
         finally:
