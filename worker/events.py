@@ -107,7 +107,11 @@ class EventPublisher:
         # and their events then share this message instead of waiting for the next one.
         self._leading = True
         try:
-            await asyncio.sleep(0)
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:  # given up: its batch goes only if awaited
+                done.cancel()
+                raise
             await self._send(self._take())
         finally:
             self._leading = False

@@ -39,7 +39,8 @@ class SubmitGroups:
         """Publishes a task's ``submitted`` event and its message; returns once both are
         stored, or raises what JetStream answered (or the timeout)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((submitted, queued, future))
+        entry = (submitted, queued, future)
+        self._waiting.append(entry)
         if self._busy:
             await future
             return
@@ -47,7 +48,11 @@ class SubmitGroups:
         try:
             # Submits already runnable go first: arriving together, they queue behind this
             # one, and it takes them along rather than going alone.
-            await asyncio.sleep(0)
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:  # the caller went away: its task is not sent
+                self._waiting = [w for w in self._waiting if w is not entry]
+                raise
             group, self._waiting = self._waiting, []
             if len(group) > 1:
                 await self._commit(group)

@@ -126,3 +126,20 @@ async def test_a_group_of_two_types_is_a_message_per_type(
         ("conveyor.events.gateway.greet", 5),
         ("conveyor.events.gateway.shout", 4),
     ]
+
+
+async def test_a_submit_whose_caller_went_away_before_its_exchange_is_not_sent(
+    nats_connection: tuple[NATS, JetStreamContext],
+) -> None:
+    nc, js = nats_connection
+    groups = SubmitGroups(messages.publisher(js, nc), subjects.GATEWAY)
+    gone, kept = prepared(), prepared()
+    call = asyncio.create_task(groups.publish(*gone))
+    await asyncio.sleep(0)  # the call waits its loop turn before sending
+    call.cancel()
+    await asyncio.gather(call, return_exceptions=True)
+    await groups.publish(*kept)  # the group is idle again, and sends the next one
+    tasks = await js.stream_info(subjects.STREAM_TASKS)
+    assert tasks.state.messages == 1
+    stored = await js.get_msg(subjects.STREAM_TASKS, tasks.state.last_seq)
+    assert stored.subject == kept[1][0]
