@@ -11,6 +11,7 @@ import asyncio
 import logging
 import multiprocessing
 import signal
+import threading
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from typing import Any
 
@@ -32,6 +33,11 @@ class WorkerProcessDied(Exception):
     """Raised when the child process running a CPU-bound handler died."""
 
 
+JOIN_TIMEOUT = 5.0
+"""How long stopping waits for each executor's manager thread (its child is killed first,
+so it ends at once; the bound keeps a stuck one from holding the worker's exit)."""
+
+
 class ProcessSlots:
     """A fixed number of single-process executors, each replaced when it must be killed."""
 
@@ -39,11 +45,25 @@ class ProcessSlots:
         self._size = size
         self._free: asyncio.Queue[ProcessPoolExecutor] | None = None
         self._context = multiprocessing.get_context("spawn")  # fork is unsafe with gRPC
+        self._live: set[ProcessPoolExecutor] = set()  # free or running a handler
+        self._ending: list[threading.Thread] = []  # manager threads of killed executors
 
     def _new(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
+        executor = ProcessPoolExecutor(
             max_workers=1, mp_context=self._context, initializer=ignore_interrupts
         )
+        self._live.add(executor)
+        return executor
+
+    def _kill(self, executor: ProcessPoolExecutor) -> None:
+        """Kills the executor's child; its manager thread is joined at shutdown (killed
+        here without waiting: the event loop must not block on it)."""
+        self._live.discard(executor)
+        self._ending = [thread for thread in self._ending if thread.is_alive()]
+        thread = getattr(executor, "_executor_manager_thread", None)
+        if thread is not None:
+            self._ending.append(thread)
+        _kill(executor)
 
     def _queue(self) -> asyncio.Queue[ProcessPoolExecutor]:
         if self._free is None:
@@ -68,23 +88,21 @@ class ProcessSlots:
             raise
         finally:
             if replace:
-                _kill(executor)
+                self._kill(executor)
                 executor = self._new()
             free.put_nowait(executor)
 
     def shutdown(self) -> None:
-        """Stops every child process, and waits for each executor's manager thread: one left
-        running races the interpreter's exit, which then writes to a pipe the thread has
-        closed and prints an OSError traceback."""
-        if self._free is None:
-            return
-        executors = []
-        while not self._free.empty():
-            executors.append(self._free.get_nowait())
+        """Stops every child process, and waits for each executor's manager thread (those
+        free, those still running a handler, and those of executors killed earlier): one
+        left running races the interpreter's exit, which then writes to a pipe the thread
+        has closed and prints an OSError traceback."""
+        executors = list(self._live)
         for executor in executors:
-            _kill(executor)
-        for executor in executors:
-            executor.shutdown(wait=True, cancel_futures=True)
+            self._kill(executor)
+        for thread in self._ending:
+            thread.join(timeout=JOIN_TIMEOUT)
+        self._ending = []
 
 
 def call_in_child(fn: Any, arg: Any) -> Any:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
+import threading
+import time
+from concurrent.futures.process import _ExecutorManagerThread
 
 from worker.invoke import ProcessSlots
 
@@ -24,3 +29,29 @@ async def test_children_ignore_ctrl_c() -> None:
         assert await slots.run(interrupted, None) == "still running"
     finally:
         slots.shutdown()
+
+
+def sleeps(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def manager_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if isinstance(t, _ExecutorManagerThread)]
+
+
+async def test_stopping_ends_every_executor_thread_even_of_killed_and_busy_children() -> None:
+    # A manager thread still running at the interpreter's exit races it, which then prints
+    # "OSError: Bad file descriptor" from concurrent.futures' exit hook.
+    before = set(manager_threads())
+    slots = ProcessSlots(2)
+    assert await slots.run(sleeps, 0) == 0
+    with contextlib.suppress(TimeoutError):  # killed and replaced, as on a time limit
+        async with asyncio.timeout(0.5):
+            await slots.run(sleeps, 30)
+    busy = asyncio.ensure_future(slots.run(sleeps, 30))  # still running when stopping
+    await asyncio.sleep(1.0)
+    slots.shutdown()
+    assert set(manager_threads()) - before == set()
+    with contextlib.suppress(BaseException):
+        await busy
