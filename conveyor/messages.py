@@ -8,7 +8,8 @@ must not be); docs/architecture.md ("Message ids") has the whole scheme in one t
 
 Every publish goes through :func:`publisher` (``conveyor.publish.AckedPublisher``): one
 reply subscription per publisher, each wait bounded by ``PUBLISH_TIMEOUT``, and the
-trace context in the headers of every message.
+trace context in the headers of every message (in each event of a ``TaskEvents`` batch,
+whose events belong to many traces).
 """
 
 from __future__ import annotations

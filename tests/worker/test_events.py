@@ -121,3 +121,20 @@ async def test_an_event_carries_its_trace_context_only_when_sampled(
     events = {e.task_id: e for h, d in await stored(js) for e in messages.events_of(h, d)}
     assert events["sampled"].traceparent == f"00-{0xABC:032x}-{0xDEF:016x}-01"
     assert events["unsampled"].traceparent == ""
+
+
+async def test_an_event_whose_publish_was_given_up_before_its_exchange_is_not_sent(
+    nats_connection: tuple[NATS, JetStreamContext],
+) -> None:
+    nc, js = nats_connection
+    publisher = EventPublisher(js, "w1", nc)
+    gone = events_pb2.TaskMessage(task_id="gone", type="greet")
+    call = asyncio.create_task(publisher.publish(gone, 1, completed=completed(3)))
+    await asyncio.sleep(0)  # the publish waits its loop turn before sending
+    call.cancel()
+    await asyncio.gather(call, return_exceptions=True)
+    kept = events_pb2.TaskMessage(task_id="kept", type="greet")
+    await publisher.publish(kept, 1, completed=completed(3))
+    await publisher.close()
+    found = await stored(js)
+    assert [e.task_id for h, d in found for e in messages.events_of(h, d)] == ["kept"]
