@@ -21,8 +21,8 @@ from store.rows import (
     SNAPSHOT_COLUMNS,
     SNAPSHOT_NAMES,
     UPDATE_KEYS,
-    from_sqlite,
     snapshot_from_row,
+    snapshot_from_sqlite,
 )
 from store.transitions import Snapshot
 
@@ -39,10 +39,10 @@ async def load(
         chunk = ordered[start : start + ID_CHUNK]
         if sqlite is not None:
             # Straight to sqlite3 (store.db.InlineSqlite); values come back as SQLite
-            # keeps them and are converted here (see from_sqlite).
+            # keeps them and are converted here (see snapshot_from_sqlite).
             sql = f"{_LOAD_SQL}({', '.join('?' * len(chunk))})"
             for raw in sqlite.fetchall(sql, chunk):
-                snapshot = snapshot_from_row(from_sqlite(raw))
+                snapshot = snapshot_from_sqlite(raw)
                 loaded[snapshot.id] = snapshot
             continue
         result = await conn.execute(select(*SNAPSHOT_COLUMNS).where(tasks.c.id.in_(chunk)))
