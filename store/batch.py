@@ -20,11 +20,13 @@ from store import convert, parking
 from store.bulk import executemany
 from store.db import InlineSqlite
 from store.models import CURSOR_ID
-from store.rows import aware, insert_row, sqlite_text, update_row
+from store.rows import INSERT_KEYS, aware, insert_row, sqlite_text, update_row
 from store.screen import Problem, problem_against
 from store.transitions import Event, Kind, Snapshot, transition
 
 logger = logging.getLogger(__name__)
+
+_CREATE_TIME = INSERT_KEYS.index("create_time")
 
 
 @dataclass
@@ -118,13 +120,18 @@ async def write(
     to_time = sqlite_text if conn.dialect.name == "sqlite" else aware
     inserts: list[tuple[Any, ...]] = []
     updates: list[tuple[Any, ...]] = []
-    label_rows: list[tuple[str, str, str]] = []
+    label_rows: list[tuple[str, str, str, Any]] = []
     created = batch.created
     for task_id, snapshot in batch.current.items():
         if task_id in created:
             task_input, policy = created[task_id]
-            inserts.append(insert_row(snapshot, task_input, policy, to_time))
-            label_rows.extend((task_id, k, v) for k, v in snapshot.labels.items())
+            row = insert_row(snapshot, task_input, policy, to_time)
+            inserts.append(row)
+            if snapshot.labels:
+                # The task's create time as its row holds it: the trigger of migration
+                # 0002 would otherwise look it up and update each label row it inserted.
+                create_time = row[_CREATE_TIME]
+                label_rows.extend((task_id, k, v, create_time) for k, v in snapshot.labels.items())
         else:
             updates.append(update_row(snapshot, to_time))
     # Rows first: labels and history refer to them by foreign key.

@@ -59,7 +59,7 @@ _UPDATE_TASK = update(tasks).where(tasks.c.id == bindparam("b_id"))
 _WRITES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "insert": (insert(tasks), INSERT_KEYS),
     "update": (_UPDATE_TASK, UPDATE_KEYS),
-    "labels": (insert(task_labels), ("task_id", "key", "value")),
+    "labels": (insert(task_labels), ("task_id", "key", "value", "create_time")),
     "history": (insert(task_history), ("task_id", "version", "snapshot")),
     "park": (insert(parked_events), ("sequence", "position", "task_id", "event", "park_time")),
     "unpark": (
