@@ -83,20 +83,24 @@ async def test_upgrade_from_0001_keeps_tasks_listable_by_label(engine_0001: Asyn
     old = [submitted(created=at(i), labels={"team": "a", "n": str(i)}) for i in range(5)]
     # Today's writer stands in for a 0001 store's: it writes the same task and label rows,
     # and only looks for parked events (0003) too, in a table made for it and dropped, and
-    # writes the cursor's time (0004), the namespace (0005) and the trace id (0007) in
-    # columns made for them and dropped: the old tasks are listed below in the default
+    # writes the labels' create time (0002), the cursor's time (0004), the namespace (0005)
+    # and the trace id (0007) in columns made for them and dropped: the old labels get
+    # their create time from 0002, and the old tasks are listed below in the default
     # namespace, which 0005 gives them, with the empty trace id 0007 gives them.
+    label_time = "ALTER TABLE task_labels {} COLUMN create_time"
     cursor_time = "ALTER TABLE store_cursor {} COLUMN applied_time_us"
     namespace = "ALTER TABLE tasks {} COLUMN namespace"
     trace_id = "ALTER TABLE tasks {} COLUMN trace_id"
     async with engine_0001.begin() as conn:
         await conn.run_sync(parked_events.create)
+        await conn.exec_driver_sql(label_time.format("ADD") + " TIMESTAMP WITH TIME ZONE")
         await conn.exec_driver_sql(cursor_time.format("ADD") + " BIGINT")
         await conn.exec_driver_sql(namespace.format("ADD") + " TEXT")
         await conn.exec_driver_sql(trace_id.format("ADD") + " TEXT")
     await TaskRepository(engine_0001).apply(stream.number(*old))
     async with engine_0001.begin() as conn:
         await conn.run_sync(parked_events.drop)
+        await conn.exec_driver_sql(label_time.format("DROP"))
         await conn.exec_driver_sql(cursor_time.format("DROP"))
         await conn.exec_driver_sql(namespace.format("DROP"))
         await conn.exec_driver_sql(trace_id.format("DROP"))
