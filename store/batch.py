@@ -99,8 +99,8 @@ def _apply_event(batch: Batch, sequence: int, message: events_pb2.TaskEvent, eve
             submitted.retry_policy.SerializeToString(),
         )
     batch.current[changed.id] = changed
-    task = batch.builder.task(changed)
-    batch.history.append((changed.id, changed.version, task.SerializeToString()))
+    task, data = batch.builder.task(changed)
+    batch.history.append((changed.id, changed.version, data))
     batch.changes.append(task)
 
 

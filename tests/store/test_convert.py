@@ -10,8 +10,8 @@ from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.tasks import from_timestamp, timestamp
 from store import convert, rows
-from store.transitions import Kind, State
-from tests.support.factories import T0, at, error, submitted, worker_event
+from store.transitions import Kind, State, transition
+from tests.support.factories import T0, at, error, submitted, text_result, worker_event
 
 
 def test_a_submitted_event_becomes_the_first_snapshot() -> None:
@@ -99,3 +99,37 @@ def test_an_outcome_carrying_its_start_reads_as_the_start_then_the_outcome() -> 
     failed = worker_event("t1", at(2), 3, failed=events_pb2.Failed())
     assert [e.kind for e in convert.events_from_proto(failed)] == [Kind.FAILED]
     assert convert.events_from_proto(events_pb2.TaskEvent(task_id="t1")) == ()
+
+
+def test_the_builder_gives_each_version_as_snapshot_to_task_and_its_bytes() -> None:
+    """The builder's Task and history bytes (the fixed part's bytes then the changing
+    part's) hold every field of each version: labels, timeout and run_at fixed at submit,
+    then progress, errors, a result and each time as the task runs."""
+    task_id = "01jn0000000000000000000042"
+    message = submitted(task_id, labels={"team": "a", "env": "prod"}, scheduled=True)
+    progress = tasks_pb2.TaskProgress(current=1, total=2, message="half")
+    retry = events_pb2.Retrying(error=error(1, "boom", at(3)), next_attempt_time=timestamp(at(4)))
+    life = [
+        message,
+        worker_event(task_id, at(1), 1, started=events_pb2.Started()),
+        worker_event(task_id, at(2), 1, progressed=events_pb2.Progressed(progress=progress)),
+        worker_event(task_id, at(3), 1, retrying=retry),
+        worker_event(task_id, at(5), 2, started=events_pb2.Started()),
+        worker_event(
+            task_id, at(6), 2, completed=events_pb2.Completed(result=text_result(words=7))
+        ),
+    ]
+    builder = convert.TaskBuilder()
+    snapshot = None
+    for proto in life:
+        event = convert.event_from_proto(proto)
+        assert event is not None
+        snapshot = transition(snapshot, event)
+        assert snapshot is not None
+        task, data = builder.task(snapshot)
+        expected = convert.snapshot_to_task(snapshot)
+        assert task == expected
+        assert tasks_pb2.Task.FromString(data) == expected
+    assert snapshot is not None and snapshot.state is State.COMPLETED
+    assert task.labels == {"team": "a", "env": "prod"} and task.HasField("run_at")
+    assert [e.message for e in task.attempt_errors] == ["boom"]
