@@ -1,10 +1,12 @@
-"""Benchmark of TaskRepository.apply: events per second, by database and batch size.
+"""Benchmark of TaskRepository.apply: events per second and CPU per event, by database
+and batch size.
 
     python -m benchmarks.bench_apply                      # SQLite file in a temp folder
     python -m benchmarks.bench_apply --postgres 127.0.0.1:5432
 
 Each task gets a realistic life (submitted, started, two progress reports, completed),
 with 200 tasks in flight at once, so batches mix inserts and updates of earlier rows.
+CPU is this process's (every thread's): on a busy machine it varies less than the rate.
 """
 
 from __future__ import annotations
@@ -48,17 +50,17 @@ def workload(tasks: int) -> list[events_pb2.TaskEvent]:
     return events
 
 
-async def run(url: str, events: list[events_pb2.TaskEvent], batch: int) -> tuple[float, int]:
+async def run(url: str, events: list[events_pb2.TaskEvent], batch: int) -> tuple[float, float, int]:
     engine = create_engine(url)
     try:
         await migrate(engine)
         repository = TaskRepository(engine)
         numbered = list(enumerate(events, start=1))
         changes = 0
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for offset in range(0, len(numbered), batch):
             changes += len(await repository.apply(numbered[offset : offset + batch]))
-        return time.perf_counter() - start, changes
+        return time.perf_counter() - start, time.process_time() - cpu, changes
     finally:
         await engine.dispose()
 
@@ -91,24 +93,25 @@ async def main() -> None:
     args = parser.parse_args()
     events = workload(args.tasks)
     print(f"{len(events)} events for {args.tasks} tasks")
-    print(f"{'database':<11}{'batch':>7}{'seconds':>10}{'events/s':>11}{'changes':>9}")
+    print(
+        f"{'database':<11}{'batch':>7}{'seconds':>10}{'events/s':>11}"
+        f"{'CPU µs/event':>14}{'changes':>9}"
+    )
+
+    def line(database: str, batch: int, seconds: float, cpu: float, changes: int) -> str:
+        rate, cpu_us = len(events) / seconds, cpu / len(events) * 1e6
+        return f"{database:<11}{batch:>7}{seconds:>10.2f}{rate:>11,.0f}{cpu_us:>14.1f}{changes:>9}"
+
     for batch in args.batch:
         with tempfile.TemporaryDirectory() as folder:
             url = f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}"
-            seconds, changes = await run(url, events, batch)
-        print(
-            f"{'sqlite':<11}{batch:>7}{seconds:>10.2f}{len(events) / seconds:>11,.0f}{changes:>9}"
-        )
+            print(line("sqlite", batch, *await run(url, events, batch)))
         if args.postgres:
             url, name = await postgres_database(args.postgres)
             try:
-                seconds, changes = await run(url, events, batch)
+                print(line("postgresql", batch, *await run(url, events, batch)))
             finally:
                 await drop_postgres_database(args.postgres, name)
-            print(
-                f"{'postgresql':<11}{batch:>7}{seconds:>10.2f}"
-                f"{len(events) / seconds:>11,.0f}{changes:>9}"
-            )
 
 
 if __name__ == "__main__":
