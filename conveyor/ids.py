@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import time
@@ -11,19 +10,17 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 _TASK_ID = re.compile("[0-9a-hjkmnp-tv-z]{26}")  # the same alphabet: i, l, o and u left out
 
 
-_DIGITS_MASK = 2**130 - 1
-_FROM_BASE32 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
+_PAIRS = [first + second for first in _ALPHABET for second in _ALPHABET]
+_SHIFTS = range(120, -1, -10)
 
 
 def new_task_id(now_ms: int | None = None) -> str:
     """A new id: 48 bits of milliseconds since the epoch, then 80 random bits."""
     millis = int(time.time() * 1000) if now_ms is None else now_ms
     value = (millis << 80) | int.from_bytes(os.urandom(10), "big")
-    # The low 130 bits as 26 base-32 digits: shifted by 6 to fill 17 bytes, whose first
-    # 26 digits in RFC 4648 base 32 are those, then translated to the alphabet (a few C
-    # calls instead of a Python loop per digit; an id is made for every task).
-    digits = base64.b32encode(((value & _DIGITS_MASK) << 6).to_bytes(17, "big"))[:26]
-    return digits.translate(_FROM_BASE32).decode()
+    # The low 130 bits as 26 digits, two at a time (13 lookups rather than 26 shifts: an
+    # id is made for every task).
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def is_task_id(text: str) -> bool:
