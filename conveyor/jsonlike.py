@@ -68,7 +68,10 @@ def loads(text: str) -> dict[str, Any]:
     """The JSON object ``text`` holds, integers exact; raises NotJsonLike for text that is
     not a JSON object or holds what :func:`dumps` refuses."""
     try:
-        data = json.loads(text, parse_constant=_refuse_constant)
+        if isinstance(text, str) and not text.startswith("\ufeff"):
+            data = _DECODER.decode(text)  # json.loads would make a decoder per call
+        else:
+            data = json.loads(text, parse_constant=_refuse_constant)
     except NotJsonLike:
         raise
     except (ValueError, RecursionError) as exc:
@@ -81,6 +84,9 @@ def loads(text: str) -> dict[str, Any]:
 
 def _refuse_constant(name: str) -> Any:
     raise NotJsonLike(f"{name} is not a JSON number (NaN and infinities are not)")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def valid_text(text: str) -> str:

@@ -204,6 +204,12 @@ def queued_message(task: tasks_pb2.Task, message: events_pb2.TaskMessage) -> Mes
     return subject, message.SerializeToString(), task_headers
 
 
+def submitted_message(publisher: str, event: events_pb2.TaskEvent) -> Message:
+    """A ``submitted`` event alone in its EVENTS message, as a lone submit sends it."""
+    msg_id = task_event_id(event.task_id, "submitted")
+    return event_message(publisher, event.type, msg_id, event)
+
+
 def submitted_batches(
     publisher: str, events: Sequence[events_pb2.TaskEvent], max_bytes: int
 ) -> list[tuple[Message, list[int]]]:
@@ -215,9 +221,7 @@ def submitted_batches(
     packed: list[tuple[Message, list[int]]] = []
     for indices in pack_events(events, max_bytes):
         if len(indices) == 1:
-            event = events[indices[0]]
-            msg_id = task_event_id(event.task_id, "submitted")
-            packed.append((event_message(publisher, event.type, msg_id, event), indices))
+            packed.append((submitted_message(publisher, events[indices[0]]), indices))
             continue
         batch = [events[i] for i in indices]
         digest = hashlib.sha256("".join(e.task_id for e in batch).encode()).hexdigest()

@@ -1,6 +1,6 @@
 """JetStream publishes awaiting their acknowledgement, with less work per publish than
-``JetStreamContext.publish``: one reply subscription for all of them, a future and a
-timer each; no request task, no wait_for, no PubAck object built from JSON. Every
+``JetStreamContext.publish``: one reply subscription for all of them, a future each and
+a timer per exchange; no request task, no wait_for, no PubAck object built from JSON. Every
 service publishes through it (``conveyor.messages.publisher``)."""
 
 from __future__ import annotations
@@ -88,26 +88,29 @@ class AckedPublisher:
         if not self._opening.done():
             await asyncio.shield(self._opening)
         loop = asyncio.get_running_loop()
-        waits: list[tuple[str, asyncio.Future[Msg], asyncio.TimerHandle]] = []
+        waits: list[tuple[str, asyncio.Future[Msg]]] = []
+        # One timer for the whole exchange (its messages go out together): every wait is
+        # bounded, without a timer made and cancelled per message.
+        timer = loop.call_later(self._timeout, _time_out, waits)
         try:
             for subject, data, headers in messages:
                 self._next += 1
                 token = str(self._next)
                 answer: asyncio.Future[Msg] = loop.create_future()
                 self._waiting[token] = answer
-                waits.append((token, answer, loop.call_later(self._timeout, _time_out, answer)))
+                waits.append((token, answer))
                 reply_to = f"{self._prefix}.{token}"
                 await self._nc.publish(subject, data, reply=reply_to, headers=headers)
             replies: list[Msg | BaseException] = []
-            for _, answer, _ in waits:
+            for _, answer in waits:
                 try:
                     replies.append(_check(await answer))
                 except (APIError, NoRespondersError, TimeoutError) as exc:
                     replies.append(exc)
             return replies
         finally:
-            for token, answer, timer in waits:
-                timer.cancel()
+            timer.cancel()
+            for token, answer in waits:
                 self._waiting.pop(token, None)
                 if answer.done() and not answer.cancelled():
                     answer.exception()  # retrieved: one raised, the rest are not logged
@@ -130,6 +133,7 @@ def _check(reply: Msg) -> Msg:
     return reply
 
 
-def _time_out(answer: asyncio.Future[Msg]) -> None:
-    if not answer.done():
-        answer.set_exception(TimeoutError("JetStream did not acknowledge the publish"))
+def _time_out(waits: list[tuple[str, asyncio.Future[Msg]]]) -> None:
+    for _, answer in waits:
+        if not answer.done():
+            answer.set_exception(TimeoutError("JetStream did not acknowledge the publish"))

@@ -217,6 +217,31 @@ def channel_options(
     ]
 
 
+def server_interceptors(
+    metrics: ServiceMetrics | None = None,
+    peers: Collection[str] | None = None,
+    inner: Iterable[grpc.aio.ServerInterceptor] = (),
+    authenticator: Authenticator | None = None,
+) -> list[grpc.aio.ServerInterceptor]:
+    """The interceptors of a Conveyor server, outermost first: tracing (the call's span
+    covers everything, and the caller's trace context is current inside the handlers),
+    then metrics (it sees the status the error interceptor chose), then errors. The rest
+    run inside the error interceptor, so what they raise is answered as any handler's
+    error and counted by the metrics: the peer check (the store's callers, with
+    ``peers``), ``inner`` ones, and innermost the authenticator (the gateway's), binding
+    each call's principal."""
+    interceptors: list[grpc.aio.ServerInterceptor] = tracing.server_interceptors()
+    if metrics is not None:
+        interceptors.append(MetricsInterceptor(metrics))
+    interceptors.append(ErrorInterceptor())
+    if peers is not None:
+        interceptors.append(PeerInterceptor(peers))
+    interceptors.extend(inner)
+    if authenticator is not None:
+        interceptors.append(AuthInterceptor(authenticator))
+    return interceptors
+
+
 LIVENESS_SERVICE = "liveness"
 """The health service name for liveness probes: NOT_SERVING only when the service is
 stopping or stuck, not while NATS is away (restarting every service would not bring it
@@ -253,25 +278,12 @@ class Server:
         inner: Iterable[grpc.aio.ServerInterceptor] = (),
         authenticator: Authenticator | None = None,
     ) -> None:
-        # The metrics interceptor goes first (outermost), so it sees the status that the
-        # error interceptor chose. The rest run inside the error interceptor, so what they
-        # raise is answered as any handler's error and counted by the metrics: the peer
-        # check (the store's callers), ``inner`` ones, and innermost the authenticator
-        # (the gateway's), binding each call's principal.
-        interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
         files = CertificateFiles.of(tls) if tls is not None else None
-        if files is not None and files.client_ca and peers is not None:
-            interceptors.append(PeerInterceptor(peers))
-        interceptors.extend(inner)
-        if authenticator is not None:
-            interceptors.append(AuthInterceptor(authenticator))
-        if metrics is not None:
-            interceptors.insert(0, MetricsInterceptor(metrics))
-        # Tracing outermost of all: the call's span covers everything, and the caller's
-        # trace context is current inside the handlers.
-        interceptors[:0] = tracing.server_interceptors()
+        checks_peers = files is not None and bool(files.client_ca) and peers is not None
         self.grpc = grpc.aio.server(
-            interceptors=interceptors,
+            interceptors=server_interceptors(
+                metrics, peers if checks_peers else None, inner, authenticator
+            ),
             options=server_options(max_message_bytes, keepalive_seconds, pending_calls),
         )
         self.metrics = metrics

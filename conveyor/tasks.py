@@ -83,6 +83,13 @@ def timestamp(value: dt.datetime | None = None) -> timestamp_pb2.Timestamp:
     return ts
 
 
+def timestamp_micros() -> timestamp_pb2.Timestamp:
+    """Now, to the microsecond as ``timestamp(now())`` (what the store keeps), built from
+    integers."""
+    micros = time.time_ns() // 1000
+    return timestamp_pb2.Timestamp(seconds=micros // 1_000_000, nanos=micros % 1_000_000 * 1000)
+
+
 def from_timestamp(ts: timestamp_pb2.Timestamp) -> dt.datetime:
     """A timezone-aware UTC datetime of a Timestamp."""
     return ts.ToDatetime(tzinfo=dt.UTC)

@@ -14,7 +14,9 @@ from conveyor.auth.principal import (
     METADATA_AUTHORIZATION,
     METADATA_NAMESPACE,
     Principal,
+    bind,
     bound,
+    unbind,
 )
 from conveyor.errors import ConveyorError
 from conveyor.interceptors import CachingInterceptor
@@ -58,8 +60,11 @@ class AuthInterceptor(CachingInterceptor):
 
 def _unary(auth: Authenticator, inner: Any, method: str) -> Any:
     async def unary(request: Any, context: Context) -> Any:
-        with bound(await _principal(auth, context, method)):
+        token = bind(await _principal(auth, context, method))
+        try:
             return await inner(request, context)
+        finally:
+            unbind(token)
 
     return unary
 

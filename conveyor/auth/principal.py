@@ -13,7 +13,7 @@ import contextlib
 import enum
 import re
 from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
 from conveyor.errors import FieldViolation, InvalidArgument
@@ -85,14 +85,25 @@ def current_namespace() -> str:
     return _current.get().namespace
 
 
+def bind(principal: Principal) -> Token[Principal]:
+    """Makes ``principal`` the current caller until ``unbind`` of the token returned: for
+    the gRPC door's unary calls, where a ``with bound(...)`` costs a generator per call."""
+    return _current.set(principal)
+
+
+def unbind(token: Token[Principal]) -> None:
+    """Makes the caller before ``bind`` current again."""
+    _current.reset(token)
+
+
 @contextlib.contextmanager
 def bound(principal: Principal) -> Iterator[Principal]:
     """Makes ``principal`` the current caller inside the ``with`` block."""
-    token = _current.set(principal)
+    token = bind(principal)
     try:
         yield principal
     finally:
-        _current.reset(token)
+        unbind(token)
 
 
 def check_namespace(namespace: str, field: str = "namespace") -> str:

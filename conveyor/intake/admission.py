@@ -109,6 +109,11 @@ class CachedReading(Generic[T]):
             )
 
 
+def _past(total: int, most: int) -> bool:
+    """Whether ``total`` passes the limit ``most`` (0 or less: no limit)."""
+    return 0 < most < total
+
+
 class Admission:
     """Checks each submit against the queue limits before anything is published."""
 
@@ -145,24 +150,28 @@ class Admission:
             return  # never read (logged once a minute): the limits cannot be checked
         count, size = len(sizes), sum(n + STORED_OVERHEAD for _, n in sizes)
         now, limits = self._now, self._limits
+        # Each refusal's text is made only when refusing: this runs for every submit.
         most = limits.queue_max_tasks
-        self._refuse_past(QUEUE_MAX_TASKS, "", now.tasks + count, most, f"{most} tasks")
+        if _past(now.tasks + count, most):
+            self._refuse(QUEUE_MAX_TASKS, "", now.tasks + count, f"{most} tasks")
         most = limits.queue_max_bytes
-        self._refuse_past(QUEUE_MAX_BYTES, "", now.task_bytes + size, most, f"{most} bytes")
-        self._refuse_past(
-            EVENTS_MAX_BYTES,
-            "",
-            now.event_bytes + size,
-            int(limits.events_max_bytes * EVENTS_SUBMIT_SHARE),
-            f"{limits.events_max_bytes} bytes, of which submits may fill "
-            f"{EVENTS_SUBMIT_SHARE:.0%}: the store is behind",
-        )
+        if _past(now.task_bytes + size, most):
+            self._refuse(QUEUE_MAX_BYTES, "", now.task_bytes + size, f"{most} bytes")
+        if _past(now.event_bytes + size, int(limits.events_max_bytes * EVENTS_SUBMIT_SHARE)):
+            self._refuse(
+                EVENTS_MAX_BYTES,
+                "",
+                now.event_bytes + size,
+                f"{limits.events_max_bytes} bytes, of which submits may fill "
+                f"{EVENTS_SUBMIT_SHARE:.0%}: the store is behind",
+            )
         most = limits.queue_max_tasks_per_type
         if most:
             for task_type, added in Counter(t for t, _ in sizes).items():
                 total = now.by_type.get(task_type, 0) + added
-                what = f"{most} {task_type} tasks"
-                self._refuse_past(QUEUE_MAX_TASKS_PER_TYPE, task_type, total, most, what)
+                if _past(total, most):
+                    what = f"{most} {task_type} tasks"
+                    self._refuse(QUEUE_MAX_TASKS_PER_TYPE, task_type, total, what)
         self._add(sizes, 1)
 
     def release(self, sizes: list[tuple[str, int]]) -> None:
@@ -181,9 +190,7 @@ class Admission:
         """Reads the streams now (for the metrics, between submits)."""
         await self._refresh(list(self._types), wait=True)
 
-    def _refuse_past(self, limit: str, task_type: str, total: int, most: int, what: str) -> None:
-        if most <= 0 or total <= most:
-            return
+    def _refuse(self, limit: str, task_type: str, total: int, what: str) -> None:
         self._metrics.count_refused(limit, task_type)
         raise ResourceExhausted(
             f"the queue is full: {total} would pass {limit}={what}; "

@@ -58,7 +58,7 @@ class SubmitGroups:
                 await self._commit(group)
                 await future
                 return
-            [(event, _)] = messages.submitted_batches(self._source, [submitted], self.max_bytes())
+            event = messages.submitted_message(self._source, submitted)
             await self._publisher.publish_all([event, queued])
         finally:
             self._hand_over()

@@ -42,7 +42,14 @@ from conveyor.intake.quotas import Quotas
 from conveyor.messages import PUBLISH_TIMEOUT
 from conveyor.payloads import INPUT_CONTENT_TYPE, PayloadStore, abridge_input, input_name
 from conveyor.publish import AckedPublisher
-from conveyor.tasks import now, seconds, task_input_of, task_type_of, timestamp
+from conveyor.tasks import (
+    now,
+    seconds,
+    task_input_of,
+    task_type_of,
+    timestamp,
+    timestamp_micros,
+)
 
 log = logging.getLogger(__name__)
 
@@ -203,10 +210,11 @@ class Submitter:
         if spec is None:
             raise InvalidArgument.for_fields([unknown_type(request, prefix)])
         options = request.options
-        created = now()
-        task_id = new_task_id(int(created.timestamp() * 1000))
+        created = timestamp_micros()
+        task_id = new_task_id(created.seconds * 1000 + created.nanos // 1_000_000)
         max_attempts = options.max_attempts or spec.max_attempts or 3
-        timeout = options.timeout if seconds(options.timeout) > 0 else spec.timeout
+        has_timeout = options.HasField("timeout") and seconds(options.timeout) > 0
+        timeout = options.timeout if has_timeout else spec.timeout
         priority = options.priority or tasks_pb2.TASK_PRIORITY_NORMAL
         run_at = _run_at(options)
         task = tasks_pb2.Task(
@@ -215,16 +223,16 @@ class Submitter:
             state=tasks_pb2.TASK_STATE_SCHEDULED if run_at else tasks_pb2.TASK_STATE_PENDING,
             max_attempts=max_attempts,
             priority=priority,
-            labels=dict(options.labels),
             idempotency_key=options.idempotency_key,
             timeout=timeout,
-            create_time=timestamp(created),
-            update_time=timestamp(created),
+            create_time=created,
+            update_time=created,
             version=1,
             namespace=current_namespace(),
             # The submit call's span is current here: the task's whole life is its trace.
             trace_id=tracing.current_trace_id(),
         )
+        task.labels.update(options.labels)  # cheaper than a dict passed to the constructor
         if run_at:
             task.run_at.CopyFrom(timestamp(run_at))
         message = messages.task_message(

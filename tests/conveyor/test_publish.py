@@ -52,6 +52,25 @@ async def test_no_answer_times_out(nats_connection: tuple[NATS, JetStreamContext
     await sub.unsubscribe()
 
 
+async def test_of_messages_published_together_only_the_unanswered_one_times_out(
+    nats_connection: tuple[NATS, JetStreamContext],
+) -> None:
+    nc, js = nats_connection
+    sub = await nc.subscribe("gateway.publish.test.quiet")  # takes it, never answers
+    publisher = AckedPublisher(nc, 0.3)
+    event = subjects.event_subject(subjects.WORKER, "greet")
+    stored, silent = await publisher.publish_each(
+        [
+            (event, b"answered", {subjects.HEADER_MSG_ID: "publish-each-timeout:event"}),
+            ("gateway.publish.test.quiet", b"x", {}),
+        ]
+    )
+    assert stored is None
+    assert isinstance(silent, TimeoutError)
+    assert (await js.get_last_msg(subjects.STREAM_EVENTS, event)).data == b"answered"
+    await sub.unsubscribe()
+
+
 async def test_messages_published_together_are_all_stored_before_it_returns(
     nats_connection: tuple[NATS, JetStreamContext],
 ) -> None:
