@@ -9,7 +9,6 @@ each event the stream recorded (metrics). Each concern is one class, outside the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Container, Coroutine, Sequence
 from dataclasses import dataclass
@@ -82,27 +81,45 @@ def _bind(layer: Middleware, call_next: Call) -> Call:
 
 class Heartbeat(Middleware):
     """Tells JetStream the task is still being worked on, so a long task keeps its lease
-    for as long as its worker lives, and loses it within ``ack_wait`` when it dies."""
+    for as long as its worker lives, and loses it within ``ack_wait`` when it dies.
+
+    One beater for every running task rather than a task (and its timer) per task: each
+    ``interval`` it sends ``in_progress`` for every task running then, so a task's first
+    beat comes at most ``interval`` after its start, as with a beat of its own, and a task
+    that ends sooner (nearly every one) costs a dict entry. It stops when no task runs."""
 
     def __init__(self, ack_wait: float) -> None:
         self.interval = max(0.5, ack_wait / 3)
+        self._running: dict[int, Msg] = {}  # by id(): a nats-py Msg is not hashable
+        self._beater: asyncio.Task[None] | None = None
 
     async def around(self, job: Job, call_next: Call) -> tasks_pb2.TaskResult:
-        beat = asyncio.create_task(self._beat(job.msg))
+        key = id(job.msg)
+        running = self._running
+        running[key] = job.msg
+        if self._beater is None:
+            self._beater = asyncio.get_running_loop().create_task(self._beat(), name="heartbeat")
         try:
             return await call_next(job)
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            running.pop(key, None)
 
-    async def _beat(self, msg: Msg) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await msg.in_progress()
-            except Exception as exc:  # NATS away: the next beat may get through
-                log.warning("heartbeat failed: %s", exc)
+    async def _beat(self) -> None:
+        try:
+            while self._running:
+                await asyncio.sleep(self.interval)
+                for key, msg in list(self._running.items()):
+                    if self._running.get(key) is msg:  # not ended during an earlier beat
+                        await self._send(msg)
+        finally:
+            self._beater = None
+
+    @staticmethod
+    async def _send(msg: Msg) -> None:
+        try:
+            await msg.in_progress()
+        except Exception as exc:  # NATS away: the next beat may get through
+            log.warning("heartbeat failed: %s", exc)
 
 
 class TimeLimit(Middleware):

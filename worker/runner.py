@@ -16,7 +16,6 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
 
 from conveyor import tracing
 from conveyor.api.events.v1 import events_pb2
@@ -76,11 +75,10 @@ class Runner:
         task_id_var.set(message.task_id)
         task_type_var.set(message.type)
         attempt_var.set(attempt)
-        span = tracing.tracer.start_span(
+        span = tracing.consumer_span(
             f"run {message.type}",
-            context=tracing.extract(msg.headers),
-            kind=SpanKind.CONSUMER,
-            attributes={
+            msg.headers,
+            {
                 "conveyor.task_id": message.task_id,
                 "conveyor.task_type": message.type,
                 "conveyor.attempt": attempt,
