@@ -21,6 +21,7 @@ from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.context import TaskContext
 from conveyor.errors import TaskCancelled, TaskTimeout
 from conveyor.registry import TaskType
+from worker.attempt import Beats
 
 if TYPE_CHECKING:
     from worker.outcomes import Outcome
@@ -81,45 +82,20 @@ def _bind(layer: Middleware, call_next: Call) -> Call:
 
 class Heartbeat(Middleware):
     """Tells JetStream the task is still being worked on, so a long task keeps its lease
-    for as long as its worker lives, and loses it within ``ack_wait`` when it dies.
-
-    One beater for every running task rather than a task (and its timer) per task: each
-    ``interval`` it sends ``in_progress`` for every task running then, so a task's first
-    beat comes at most ``interval`` after its start, as with a beat of its own, and a task
-    that ends sooner (nearly every one) costs a dict entry. It stops when no task runs."""
+    for as long as its worker lives, and loses it within ``ack_wait`` when it dies: every
+    ``interval``, for every running handler at once (``worker.attempt.Beats``)."""
 
     def __init__(self, ack_wait: float) -> None:
         self.interval = max(0.5, ack_wait / 3)
-        self._running: dict[int, Msg] = {}  # by id(): a nats-py Msg is not hashable
-        self._beater: asyncio.Task[None] | None = None
+        self._beats = Beats(self.interval)
 
     async def around(self, job: Job, call_next: Call) -> tasks_pb2.TaskResult:
-        key = id(job.msg)
-        running = self._running
-        running[key] = job.msg
-        if self._beater is None:
-            self._beater = asyncio.get_running_loop().create_task(self._beat(), name="heartbeat")
+        beats = self._beats
+        beats.hold(job.msg)
         try:
             return await call_next(job)
         finally:
-            running.pop(key, None)
-
-    async def _beat(self) -> None:
-        try:
-            while self._running:
-                await asyncio.sleep(self.interval)
-                for key, msg in list(self._running.items()):
-                    if self._running.get(key) is msg:  # not ended during an earlier beat
-                        await self._send(msg)
-        finally:
-            self._beater = None
-
-    @staticmethod
-    async def _send(msg: Msg) -> None:
-        try:
-            await msg.in_progress()
-        except Exception as exc:  # NATS away: the next beat may get through
-            log.warning("heartbeat failed: %s", exc)
+            beats.release(job.msg)
 
 
 class TimeLimit(Middleware):

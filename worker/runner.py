@@ -23,7 +23,7 @@ from conveyor.context import TaskContext
 from conveyor.logs import attempt_var, task_id_var, task_type_var
 from conveyor.registry import Registry, TaskType
 from conveyor.tasks import now, seconds, timestamp
-from worker.attempt import AttemptStart, LeaseKeeper
+from worker.attempt import LEASE_BEAT, AttemptStart, Beats
 from worker.cancelled import CancelledTasks
 from worker.events import EventPublisher
 from worker.middleware import Call, Job, Middleware, chain, overriding
@@ -60,6 +60,7 @@ class Runner:
         self._deciders = [m.outcome for m in overriding(layers, "outcome")]
         self._event_hooks = [m.after_event for m in overriding(layers, "after_event")]
         self._start_event_delay = start_event_delay
+        self._publishing = Beats(LEASE_BEAT)
         self.shutting_down = False
 
     async def handle(self, msg: Msg) -> None:
@@ -229,14 +230,15 @@ class Runner:
         delivery during a leader election of a few seconds would be given up and
         redelivered, spending the task's attempts (or running its handler again) although
         nothing failed but NATS. The common case is one await: the lease is only renewed
-        (by a timer) when a publish takes longer than LEASE_BEAT."""
-        keeper = LeaseKeeper(msg, asyncio.get_running_loop())
+        when a publish takes longer than LEASE_BEAT."""
+        publishing = self._publishing
+        publishing.hold(msg)
         try:
             await self._publisher.publish(
                 message, attempt, time=time, start_time=start_time, **kind
             )
         finally:
-            keeper.cancel()
+            publishing.release(msg)
         for hook in self._event_hooks:
             if start_time is not None:  # the outcome carries its attempt's start
                 hook(message, "started")
