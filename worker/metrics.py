@@ -10,7 +10,6 @@ cancelled while queued, a worker lost on the last attempt).
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.metrics import WorkerMetrics
+from conveyor.pull import delivery_count, stored_at
 from worker.middleware import Call, Job, Middleware
 
 
@@ -51,9 +51,8 @@ class Metrics(Middleware):
 
     async def around(self, job: Job, call_next: Call) -> tasks_pb2.TaskResult:
         series = self._of(job.message.type)
-        queued_at = _queued_at(job)
-        if queued_at is not None:
-            waited = (dt.datetime.now(dt.UTC) - queued_at).total_seconds()
+        waited = _waited(job)
+        if waited is not None:
             series.queue_wait.observe(max(0.0, waited))
         in_flight = series.in_flight
         in_flight.inc()
@@ -83,15 +82,17 @@ class _Series:
     run_duration: Any
 
 
-def _queued_at(job: Job) -> dt.datetime | None:
-    """When the task entered the queue, for its first delivery; None for a later one."""
+def _waited(job: Job) -> float | None:
+    """Seconds from entering the queue to now, for a task's first delivery; None for a
+    later one."""
     try:
-        info = job.msg.metadata
+        if delivery_count(job.msg) != 1:
+            return None
+        stored = stored_at(job.msg)
     except Exception:  # not a JetStream message (a unit test's stand-in)
         return None
-    if (info.num_delivered or 1) != 1:
-        return None
-    stamp: dt.datetime | None = info.timestamp
-    if stamp is None and job.message.HasField("create_time"):
-        stamp = job.message.create_time.ToDatetime(tzinfo=dt.UTC)
-    return stamp
+    if stored is None:
+        if not job.message.HasField("create_time"):
+            return None
+        stored = job.message.create_time.ToNanoseconds() / 1e9
+    return time.time() - stored

@@ -21,6 +21,7 @@ from conveyor import tracing
 from conveyor.api.events.v1 import events_pb2
 from conveyor.context import TaskContext
 from conveyor.logs import attempt_var, task_id_var, task_type_var
+from conveyor.pull import delivery_count
 from conveyor.registry import Registry, TaskType
 from conveyor.tasks import now, seconds, timestamp
 from worker.attempt import LEASE_BEAT, AttemptStart, Beats
@@ -71,7 +72,7 @@ class Runner:
             log.error("dropping a malformed task message on %s", msg.subject)
             await msg.term()
             return
-        run_attempt = msg.metadata.num_delivered or 1
+        run_attempt = delivery_count(msg)
         attempt = message.attempt_offset + run_attempt
         task_id_var.set(message.task_id)
         task_type_var.set(message.type)
