@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 
@@ -71,9 +72,11 @@ def stored_at(msg: Msg) -> float | None:
     return stamp.timestamp() if stamp is not None else None
 
 
+@functools.lru_cache(maxsize=512)
 def request_body(batch: int, expires: float | None) -> bytes:
     """A pull request for ``batch`` messages: answered at once (``no_wait``) when
-    ``expires`` is None, else held by the server for ``expires`` seconds."""
+    ``expires`` is None, else held by the server for ``expires`` seconds. Kept: a consumer
+    asks for the same few bodies over and over, each a JSON encoding."""
     body: dict[str, object] = {"batch": batch}
     if expires is None:
         body["no_wait"] = True

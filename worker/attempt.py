@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -96,7 +97,7 @@ class Beats:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         # By id() (a nats-py Msg is not hashable): the message, its holds, when it was
-        # held or last beaten (loop time).
+        # held or last beaten (time.monotonic).
         self._held: dict[int, list[Any]] = {}
         self._beater: asyncio.Task[None] | None = None
 
@@ -106,10 +107,9 @@ class Beats:
         if entry is not None:
             entry[1] += 1
             return
-        loop = asyncio.get_running_loop()
-        self._held[key] = [msg, 1, loop.time()]
+        self._held[key] = [msg, 1, time.monotonic()]
         if self._beater is None:
-            self._beater = loop.create_task(self._beat(), name="beats")
+            self._beater = asyncio.get_running_loop().create_task(self._beat(), name="beats")
 
     def release(self, msg: Msg) -> None:
         key = id(msg)
@@ -121,14 +121,13 @@ class Beats:
 
     async def _beat(self) -> None:
         held = self._held
-        loop = asyncio.get_running_loop()
         due = self.interval * 5 / 8
         try:
             while held:
                 await asyncio.sleep(self.interval / 4)
                 for key, entry in list(held.items()):
-                    if loop.time() - entry[2] >= due and held.get(key) is entry:
-                        entry[2] = loop.time()
+                    if time.monotonic() - entry[2] >= due and held.get(key) is entry:
+                        entry[2] = time.monotonic()
                         await _send(entry[0])
         finally:
             self._beater = None

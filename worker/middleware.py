@@ -99,17 +99,37 @@ class Heartbeat(Middleware):
 
 
 class TimeLimit(Middleware):
-    """Stops an attempt that runs past its task's timeout."""
+    """Stops an attempt that runs past its task's timeout.
+
+    What ``asyncio.timeout`` does for one level, with a timer calling ``cancel`` on the
+    attempt's task, at a fraction of its cost per task: the attempt fails with a timeout
+    only when the cancel was the timer's own (a shutdown's cancel stays a cancel)."""
 
     async def around(self, job: Job, call_next: Call) -> tasks_pb2.TaskResult:
         limit = job.ctx.timeout
+        task = asyncio.current_task()
+        assert task is not None, "a handler runs in a task"
+        cancelling = task.cancelling()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = task.get_loop().call_later(limit, expire)
         try:
-            async with asyncio.timeout(limit) as scope:
-                return await call_next(job)
-        except TimeoutError:
-            if scope.expired():
-                raise TaskTimeout(f"attempt exceeded its time limit of {limit:g}s") from None
+            return await call_next(job)
+        except asyncio.CancelledError:
+            if expired:
+                expired = False
+                if task.uncancel() <= cancelling:
+                    raise TaskTimeout(f"attempt exceeded its time limit of {limit:g}s") from None
             raise
+        finally:
+            timer.cancel()
+            if expired:  # the handler swallowed the timer's cancel: take it back all the same
+                task.uncancel()
 
 
 class Cancellation(Middleware):
