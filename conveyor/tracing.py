@@ -85,18 +85,10 @@ def spans_recorded() -> bool:
     return processors is None or len(processors) > 0
 
 
-_unrecorded: tuple[object, bool] = (None, False)
-"""The tracer provider last asked, and whether its spans follow their parent's sampling
-and go nowhere (``consumer_span``'s shortcut)."""
-
-
 def _follows_parent_unrecorded() -> bool:
-    global _unrecorded
-    provider = trace.get_tracer_provider()
-    if _unrecorded[0] is not provider:
-        sampler = getattr(provider, "sampler", None)
-        _unrecorded = (provider, isinstance(sampler, ParentBased) and not spans_recorded())
-    return _unrecorded[1]
+    """Whether spans made now follow their parent's sampling and go nowhere."""
+    sampler = getattr(trace.get_tracer_provider(), "sampler", None)
+    return isinstance(sampler, ParentBased) and not spans_recorded()
 
 
 def consumer_span(
