@@ -14,6 +14,12 @@ loop, the interpreter). With ``--cpu-per-call-ms`` (the process's CPU per call, 
 CPU per call. Without ``--native`` native code is invisible and lands on the Python frame
 that called it.
 
+Shares of system calls are not to be trusted: py-spy stops the process to sample it, and a
+thread stops at its next return from the kernel, so samples pile up on system calls
+(``getpid``, socket writes). ``perf record -g -p <pid>`` and ``perf stat -e
+syscalls:sys_enter_<call>`` show what they really cost (docs/performance.md, "The
+worker's CPU per task").
+
 ``--role worker`` or ``--role store`` breaks a worker's or a store's profile down by what
 the process was doing instead (``ROLE_PARTS``: NATS writes and reads, a task's run, the
 fetch loop; screening, SQLite, building Task messages, the state machine...), and

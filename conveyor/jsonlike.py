@@ -61,7 +61,7 @@ def dumps(data: Mapping[str, Any]) -> str:
     if not isinstance(data, Mapping):
         raise NotJsonLike(f"a {type(data).__name__} is not a JSON object (use a dict)")
     _check_object(data, 1)
-    return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _ENCODER.encode(data)
 
 
 def loads(text: str) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def loads(text: str) -> dict[str, Any]:
     not a JSON object or holds what :func:`dumps` refuses."""
     try:
         if isinstance(text, str) and not text.startswith("\ufeff"):
-            data = _DECODER.decode(text)  # json.loads would make a decoder per call
+            data = _DECODER.decode(text)
         else:
             data = json.loads(text, parse_constant=_refuse_constant)
     except NotJsonLike:
@@ -86,7 +86,9 @@ def _refuse_constant(name: str) -> Any:
     raise NotJsonLike(f"{name} is not a JSON number (NaN and infinities are not)")
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+"""Made once: ``json.dumps``/``loads`` with options build a new one on every call."""
 
 
 def valid_text(text: str) -> str:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import random
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -81,6 +83,53 @@ def spans_recorded() -> bool:
     active = getattr(provider, "_active_span_processor", None)
     processors = getattr(active, "_span_processors", None)
     return processors is None or len(processors) > 0
+
+
+def _follows_parent_unrecorded() -> bool:
+    """Whether spans made now follow their parent's sampling and go nowhere."""
+    sampler = getattr(trace.get_tracer_provider(), "sampler", None)
+    return isinstance(sampler, ParentBased) and not spans_recorded()
+
+
+def consumer_span(
+    name: str, headers: Mapping[str, str] | None, attributes: Mapping[str, Any]
+) -> trace.Span:
+    """The CONSUMER span of a message's handling, in the trace its headers carry.
+
+    When no span would be recorded (no exporter) and sampling follows the parent, this is
+    the span the SDK would make, built directly: the parent's trace and sampled flag, a
+    new span id, nothing recorded. Only a plain ``traceparent`` takes that way (one with
+    ``tracestate`` or baggage goes through the SDK); it is most of what a worker spends on
+    tracing per task."""
+    carrier = headers or {}
+    parent = carrier.get("traceparent")
+    if (
+        parent is not None
+        and "tracestate" not in carrier
+        and "baggage" not in carrier
+        and _follows_parent_unrecorded()
+        and (match := _TRACEPARENT.fullmatch(parent)) is not None
+    ):
+        trace_id, span_id, flags = (int(group, 16) for group in match.groups())
+        if trace_id and span_id:
+            sampled = trace.TraceFlags(flags & trace.TraceFlags.SAMPLED)
+            span_context = trace.SpanContext(
+                trace_id, _new_span_id(), is_remote=False, trace_flags=sampled
+            )
+            return trace.NonRecordingSpan(span_context)
+    return tracer.start_span(
+        name, context=extract(headers), kind=trace.SpanKind.CONSUMER, attributes=attributes
+    )
+
+
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+def _new_span_id() -> int:
+    """A random non-zero span id, as the SDK's id generator makes them."""
+    while not (span_id := random.getrandbits(64)):
+        pass
+    return span_id
 
 
 def inject(headers: dict[str, str] | None = None) -> dict[str, str]:

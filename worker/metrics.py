@@ -10,12 +10,14 @@ cancelled while queued, a worker lost on the last attempt).
 
 from __future__ import annotations
 
-import datetime as dt
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
 from conveyor.metrics import WorkerMetrics
+from conveyor.pull import delivery_count, stored_at
 from worker.middleware import Call, Job, Middleware
 
 
@@ -30,36 +32,67 @@ class Metrics(Middleware):
 
     def __init__(self, metrics: WorkerMetrics) -> None:
         self._metrics = metrics
+        self._series: dict[str, _Series] = {}
+        self._counters: dict[tuple[str, str], Any] = {}
+
+    def _of(self, task_type: str) -> _Series:
+        """The type's series, looked up once: ``labels()`` takes a lock and builds a key
+        on every call, which every task paid three times."""
+        series = self._series.get(task_type)
+        if series is None:
+            m = self._metrics
+            series = _Series(
+                m.queue_wait.labels(task_type),
+                m.in_flight.labels(task_type),
+                m.run_duration.labels(task_type),
+            )
+            self._series[task_type] = series
+        return series
 
     async def around(self, job: Job, call_next: Call) -> tasks_pb2.TaskResult:
-        task_type = job.message.type
-        m = self._metrics
-        queued_at = _queued_at(job)
-        if queued_at is not None:
-            waited = (dt.datetime.now(dt.UTC) - queued_at).total_seconds()
-            m.queue_wait.labels(task_type).observe(max(0.0, waited))
-        in_flight = m.in_flight.labels(task_type)
+        series = self._of(job.message.type)
+        waited = _waited(job)
+        if waited is not None:
+            series.queue_wait.observe(max(0.0, waited))
+        in_flight = series.in_flight
         in_flight.inc()
         start = time.perf_counter()
         try:
             return await call_next(job)
         finally:
             in_flight.dec()
-            m.run_duration.labels(task_type).observe(time.perf_counter() - start)
+            series.run_duration.observe(time.perf_counter() - start)
 
     def after_event(self, message: events_pb2.TaskMessage, kind: str) -> None:
-        self._metrics.count_event(message.type, kind)
+        key = (message.type, kind)
+        try:
+            counter = self._counters[key]
+        except KeyError:
+            counter = self._counters[key] = self._metrics.event_counter(*key)
+        if counter is not None:
+            counter.inc()
 
 
-def _queued_at(job: Job) -> dt.datetime | None:
-    """When the task entered the queue, for its first delivery; None for a later one."""
+@dataclass(frozen=True, slots=True)
+class _Series:
+    """One type's series of the attempts' metrics."""
+
+    queue_wait: Any
+    in_flight: Any
+    run_duration: Any
+
+
+def _waited(job: Job) -> float | None:
+    """Seconds from entering the queue to now, for a task's first delivery; None for a
+    later one."""
     try:
-        info = job.msg.metadata
+        if delivery_count(job.msg) != 1:
+            return None
+        stored = stored_at(job.msg)
     except Exception:  # not a JetStream message (a unit test's stand-in)
         return None
-    if (info.num_delivered or 1) != 1:
-        return None
-    stamp: dt.datetime | None = info.timestamp
-    if stamp is None and job.message.HasField("create_time"):
-        stamp = job.message.create_time.ToDatetime(tzinfo=dt.UTC)
-    return stamp
+    if stored is None:
+        if not job.message.HasField("create_time"):
+            return None
+        stored = job.message.create_time.ToNanoseconds() / 1e9
+    return time.time() - stored

@@ -16,15 +16,15 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
 
 from conveyor import tracing
 from conveyor.api.events.v1 import events_pb2
 from conveyor.context import TaskContext
 from conveyor.logs import attempt_var, task_id_var, task_type_var
+from conveyor.pull import delivery_count
 from conveyor.registry import Registry, TaskType
 from conveyor.tasks import now, seconds, timestamp
-from worker.attempt import AttemptStart, LeaseKeeper
+from worker.attempt import LEASE_BEAT, AttemptStart, Beats
 from worker.cancelled import CancelledTasks
 from worker.events import EventPublisher
 from worker.middleware import Call, Job, Middleware, chain, overriding
@@ -61,6 +61,7 @@ class Runner:
         self._deciders = [m.outcome for m in overriding(layers, "outcome")]
         self._event_hooks = [m.after_event for m in overriding(layers, "after_event")]
         self._start_event_delay = start_event_delay
+        self._publishing = Beats(LEASE_BEAT)
         self.shutting_down = False
 
     async def handle(self, msg: Msg) -> None:
@@ -71,16 +72,15 @@ class Runner:
             log.error("dropping a malformed task message on %s", msg.subject)
             await msg.term()
             return
-        run_attempt = msg.metadata.num_delivered or 1
+        run_attempt = delivery_count(msg)
         attempt = message.attempt_offset + run_attempt
         task_id_var.set(message.task_id)
         task_type_var.set(message.type)
         attempt_var.set(attempt)
-        span = tracing.tracer.start_span(
+        span = tracing.consumer_span(
             f"run {message.type}",
-            context=tracing.extract(msg.headers),
-            kind=SpanKind.CONSUMER,
-            attributes={
+            msg.headers,
+            {
                 "conveyor.task_id": message.task_id,
                 "conveyor.task_type": message.type,
                 "conveyor.attempt": attempt,
@@ -231,14 +231,15 @@ class Runner:
         delivery during a leader election of a few seconds would be given up and
         redelivered, spending the task's attempts (or running its handler again) although
         nothing failed but NATS. The common case is one await: the lease is only renewed
-        (by a timer) when a publish takes longer than LEASE_BEAT."""
-        keeper = LeaseKeeper(msg, asyncio.get_running_loop())
+        when a publish takes longer than LEASE_BEAT."""
+        publishing = self._publishing
+        publishing.hold(msg)
         try:
             await self._publisher.publish(
                 message, attempt, time=time, start_time=start_time, **kind
             )
         finally:
-            keeper.cancel()
+            publishing.release(msg)
         for hook in self._event_hooks:
             if start_time is not None:  # the outcome carries its attempt's start
                 hook(message, "started")

@@ -237,9 +237,15 @@ class WorkerMetrics(ServiceMetrics):
 
     def count_event(self, task_type: str, kind: str) -> None:
         """Counts a published task event by its kind (``started``, ``completed``, ...)."""
-        counter = self._by_event.get(kind)
+        counter = self.event_counter(task_type, kind)
         if counter is not None:
-            counter.labels(task_type).inc()
+            counter.inc()
+
+    def event_counter(self, task_type: str, kind: str) -> Any:
+        """The series counting the type's events of ``kind``; None for a kind not counted
+        (``progressed``). Callers may keep it: it stays the same series."""
+        counter = self._by_event.get(kind)
+        return counter.labels(task_type) if counter is not None else None
 
 
 class AppliedState(Protocol):

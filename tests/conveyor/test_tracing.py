@@ -19,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 from conveyor import tracing
 from conveyor.errors import InvalidArgument
@@ -287,3 +288,60 @@ def test_the_sampler_variable_counts_from_the_env_file_too(
     # only the process environment.
     sampler = _provider_of({"OTEL_TRACES_SAMPLER": "always_on"}, monkeypatch).sampler
     assert sampler.get_description() == "AlwaysOnSampler"
+
+
+TRACE_ID, PARENT_ID = 0xABC, 0xDEF
+
+
+def _consumer_spans(
+    monkeypatch: pytest.MonkeyPatch, provider: TracerProvider, headers: dict[str, str]
+) -> tuple[trace.Span, trace.Span]:
+    """The span ``consumer_span`` makes under ``provider``, and the one the SDK makes."""
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    monkeypatch.setattr(tracing, "tracer", provider.get_tracer("test"))
+    made = tracing.consumer_span("run t", headers, {"conveyor.task_id": "t1"})
+    sdk = provider.get_tracer("sdk").start_span("run t", context=tracing.extract(headers))
+    return made, sdk
+
+
+@pytest.mark.parametrize("flags", ["01", "00"])
+def test_a_consumer_span_without_an_exporter_is_the_one_the_sdk_would_make(
+    monkeypatch: pytest.MonkeyPatch, flags: str
+) -> None:
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))  # no exporter: no processor
+    headers = {
+        "Nats-Msg-Id": "t1:run:0",
+        "traceparent": f"00-{TRACE_ID:032x}-{PARENT_ID:016x}-{flags}",
+    }
+    made, sdk = _consumer_spans(monkeypatch, provider, headers)
+    context, expected = made.get_span_context(), sdk.get_span_context()
+    assert context.trace_id == expected.trace_id == TRACE_ID
+    assert context.trace_flags == expected.trace_flags  # sampled as its parent
+    assert context.is_valid and context.span_id != PARENT_ID
+    assert not made.is_recording()  # the SDK records a sampled one, for nobody
+
+
+def test_a_consumer_span_is_recorded_when_spans_go_somewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    headers = {"traceparent": f"00-{TRACE_ID:032x}-{PARENT_ID:016x}-01"}
+    made, _ = _consumer_spans(monkeypatch, provider, headers)
+    assert made.is_recording()
+    made.end()
+    [span] = exporter.get_finished_spans()
+    assert span.parent is not None and span.parent.span_id == PARENT_ID
+
+
+def test_a_consumer_span_with_a_trace_state_goes_through_the_sdk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    headers = {
+        "traceparent": f"00-{TRACE_ID:032x}-{PARENT_ID:016x}-01",
+        "tracestate": "vendor=value",
+    }
+    made, _ = _consumer_spans(monkeypatch, provider, headers)
+    assert made.get_span_context().trace_state.get("vendor") == "value"
