@@ -40,6 +40,7 @@ from conveyor.auth.namespaces import in_namespace, namespace_or_default
 from conveyor.errors import ConveyorError, InvalidArgument, ResourceExhausted
 from conveyor.server import internal_error, status_for
 from conveyor.tasks import is_terminal
+from conveyor.wire import length_delimited, varint
 from store.service import StoreService
 from store.watch import Subscription
 
@@ -247,27 +248,14 @@ def _too_big(task: tasks_pb2.Task, size: int, limit: int) -> ResourceExhausted:
     )
 
 
-def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _item(update: bytes) -> bytes:
-    """A WatchUpdate's bytes as one entry of WatchTasksResponse.updates (field 1)."""
-    return b"\x0a" + _varint(len(update)) + update
-
-
 def _task_item(watch_id: int, task: bytes) -> bytes:
-    """WatchUpdate{watch_id, task} (fields 1 and 2) framed as an entry of a response."""
-    return _item(b"\x08" + _varint(watch_id) + b"\x12" + _varint(len(task)) + task)
+    """WatchUpdate{watch_id, task} as an entry of WatchTasksResponse.updates (field 1)."""
+    update = b"\x08" + varint(watch_id) + length_delimited(2, task)  # field 1 is a varint
+    return length_delimited(1, update)
 
 
 def _end_item(watch_id: int, status: status_pb2.Status | None = None) -> bytes:
     end = _OK if status is None else status.SerializeToString()
-    return _item(watch_pb2.WatchUpdate(watch_id=watch_id, end=end).SerializeToString())
+    return length_delimited(
+        1, watch_pb2.WatchUpdate(watch_id=watch_id, end=end).SerializeToString()
+    )
