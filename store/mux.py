@@ -169,6 +169,13 @@ class WatchMux:
                         watch.cancel()
                     chunks.append(_end_item(watch_id, status_for(_too_big(task, len(item), limit))))
                     break
+                if is_terminal(task.state):
+                    # The watch ends with it, in the same message: its task ends quietly
+                    # (see _run), and the gateway has no need to stop it.
+                    item += _end_item(watch_id)
+                    subscription.finished = True
+                    subscription.wakeup.set()
+                    watches.pop(watch_id, None)
                 if chunks and (size + len(item) > limit or size >= MESSAGE_BYTES):
                     # Taken but not sent: first in the next message, then the rest.
                     outbox.items.appendleft(item)
@@ -178,9 +185,6 @@ class WatchMux:
                     return b"".join(chunks)
                 chunks.append(item)
                 size += len(item)
-                if is_terminal(task.state):
-                    subscription.finished = True
-                    subscription.wakeup.set()  # its task ends the watch
         return b"".join(chunks)
 
     async def _read(
@@ -235,9 +239,12 @@ class WatchMux:
         except Exception as exc:
             end = _end_item(watch_id, status_for(internal_error("WatchTasks", exc)))
         finally:
-            if watches.get(watch_id) is asyncio.current_task():
+            # Not its own any more: ended by the writer, which wrote its end.
+            own = watches.get(watch_id) is asyncio.current_task()
+            if own:
                 del watches[watch_id]
-        await outbox.put(end)
+        if own:
+            await outbox.put(end)
 
 
 def _too_big(task: tasks_pb2.Task, size: int, limit: int) -> ResourceExhausted:
