@@ -41,6 +41,7 @@ from conveyor.config import Limits
 from conveyor.errors import ResourceExhausted
 from conveyor.renewing import generation
 from conveyor.tasks import is_terminal
+from conveyor.wire import length_delimited
 from gateway.relay import abort_like
 
 log = logging.getLogger(__name__)
@@ -201,12 +202,14 @@ class StoreWatches:
     async def WatchTask(
         self, request: tasks_pb2.WatchTaskRequest, context: Context
     ) -> AsyncGenerator[bytes, None]:
-        """The updates WatchTask streams, serialized (the handler has no serializer)."""
+        """The updates WatchTask streams, serialized (the handler has no serializer): each
+        a WatchTaskResponse, whose one field is the task, framed by hand without copying
+        the task into a message of its own."""
         with self.slot():
             # Closed here, not when collected: its end stops the watch at the store.
             async with contextlib.aclosing(self._updates(request, context)) as updates:
                 async for task in updates:
-                    yield tasks_pb2.WatchTaskResponse(task=task).SerializeToString()
+                    yield length_delimited(1, task.SerializeToString())
 
     async def tasks(
         self, request: tasks_pb2.WatchTaskRequest, context: Context

@@ -9,12 +9,13 @@ import socket
 import sys
 import uuid
 
+import grpc
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conveyor import jetstream, subjects
-from conveyor.api.store.v1 import quotas_pb2, quotas_pb2_grpc, watch_pb2, watch_pb2_grpc
+from conveyor.api.store.v1 import quotas_pb2, quotas_pb2_grpc, watch_pb2
 from conveyor.api.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from conveyor.auth.namespaces import NamespaceInterceptor
 from conveyor.config import ConfigError, StoreSettings, load_environ
@@ -141,9 +142,12 @@ class Store:
             self.settings.max_response_bytes,
         )
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(service, self.server.grpc)
-        watch_pb2_grpc.add_WatchMuxServiceServicer_to_server(
-            WatchMux(service, self.settings.max_message_bytes), self.server.grpc
+        # By hand: the mux writes its responses as bytes (store.mux).
+        mux = WatchMux(service, self.settings.max_message_bytes).handlers()
+        self.server.grpc.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(WATCH_MUX_SERVICE, mux),)
         )
+        self.server.grpc.add_registered_method_handlers(WATCH_MUX_SERVICE, mux)
         quotas_pb2_grpc.add_NamespaceCountServiceServicer_to_server(
             NamespaceCounts(repository), self.server.grpc
         )

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -177,30 +177,40 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
         finally:
             self._hub.close(feed)
 
-    async def updates(self, request: tasks_pb2.WatchTaskRequest) -> AsyncIterator[tasks_pb2.Task]:
+    async def updates(
+        self,
+        request: tasks_pb2.WatchTaskRequest,
+        listener: Callable[[Subscription], None] | None = None,
+    ) -> AsyncIterator[tasks_pb2.Task]:
         """What WatchTask streams for ``request``, as tasks: the current state (unless
         ``after_version`` is given), then every later version, ending after a terminal
-        one. Also what each watch of the gateway's one WatchTasks call runs (store.mux)."""
+        one. Also what each watch of the gateway's one WatchTasks call runs (store.mux),
+        which gives a ``listener`` that takes the changes while the watch waits
+        (``Subscription.take``, each through ``as_watched``)."""
         validate_task_id(request.task_id)
         subscription = self._hub.subscribe(request.task_id)
-        limit = self._max_response_bytes
+        subscription.listener = listener
         try:
-            # The hub hands the same Task to every watcher of it: neither call changes it.
             async for task in self._watch(subscription, request.after_version):
-                yield bounded(omitted(task) if request.omit_payloads else task, limit)
+                yield self.as_watched(task, request.omit_payloads)
         finally:
             self._hub.unsubscribe(subscription)
+
+    def as_watched(self, task: tasks_pb2.Task, omit_payloads: bool) -> tasks_pb2.Task:
+        """A version of a task as a watch streams it. The hub hands the same Task to every
+        watcher of it: neither call changes it."""
+        return bounded(omitted(task) if omit_payloads else task, self._max_response_bytes)
 
     async def _watch(
         self, subscription: Subscription, after_version: int
     ) -> AsyncIterator[tasks_pb2.Task]:
         task_id = subscription.task_id
         current = await self._find(task_id, omit_payloads=True)
-        last = after_version
+        subscription.last = after_version
         if after_version == 0:
             yield current
-            last = current.version
-        if is_terminal(current.state) and last >= current.version:
+            subscription.last = current.version
+        if is_terminal(current.state) and subscription.last >= current.version:
             return
         while True:
             # Cleared before the history is read: a change committed during the read that
@@ -208,27 +218,30 @@ class StoreService(tasks_pb2_grpc.TaskServiceServicer):
             subscription.lagged.clear()
             # Anything between `last` and what the queue holds comes from the history, so a
             # watcher that lagged or reconnected misses nothing.
-            for task in await self._repository.history(task_id, last):
+            for task in await self._repository.history(task_id, subscription.last):
                 yield task
-                last = task.version
+                subscription.last = task.version
                 if is_terminal(task.state):
                     return
             if subscription.deleted:
                 raise NotFound(f"task {task_id} was deleted")
             while not subscription.lagged.is_set():
-                try:
-                    task = subscription.queue.get_nowait()
-                except asyncio.QueueEmpty:
+                change = subscription.take()
+                if change is None:
+                    if subscription.lagged.is_set():
+                        break  # a gap: fill it from the history
+                    # Nothing to read: a listener may take what comes meanwhile.
                     subscription.wakeup.clear()
-                    await subscription.wakeup.wait()
+                    subscription.parked = True
+                    try:
+                        await subscription.wakeup.wait()
+                    finally:
+                        subscription.parked = False
+                    if subscription.finished:
+                        return
                     continue
-                if task.version <= last:
-                    continue
-                if task.version > last + 1:
-                    break  # a gap: fill it from the history
-                yield task
-                last = task.version
-                if is_terminal(task.state):
+                yield change
+                if is_terminal(change.state):
                     return
 
     async def GetTaskPayload(

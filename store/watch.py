@@ -4,9 +4,10 @@ applied-sequence barrier that gives readers their writes."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from conveyor.api.tasks.v1 import tasks_pb2
@@ -16,21 +17,57 @@ WATCH_QUEUE_SIZE = 256
 
 class Subscription:
     """One watcher's queue of changes. When it overflows, ``lagged`` is set and the
-    watcher re-reads what it missed from the database instead of losing it."""
+    watcher re-reads what it missed from the database instead of losing it.
+
+    ``last`` is the last version the watcher took. While it waits for a change with
+    nothing left to read (``parked``), a ``listener`` (store.mux) may take the changes
+    in its place with ``take``, in the same order and under the same rules, without
+    waking the watcher's task for each: one task switch fewer per update."""
 
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
-        self.queue: asyncio.Queue[tasks_pb2.Task] = asyncio.Queue(WATCH_QUEUE_SIZE)
+        self.queue: collections.deque[tasks_pb2.Task] = collections.deque()
         self.lagged = asyncio.Event()
         self.wakeup = asyncio.Event()
         self.deleted = False
+        self.last = 0
+        self.parked = False
+        self.finished = False
+        """Its terminal version was taken: nothing more comes."""
+        self.listener: Callable[[Subscription], None] | None = None
 
     def offer(self, task: tasks_pb2.Task) -> None:
-        try:
-            self.queue.put_nowait(task)
-        except asyncio.QueueFull:
+        if len(self.queue) >= WATCH_QUEUE_SIZE:
             self.lagged.set()
-        self.wakeup.set()
+            self.wakeup.set()
+            return
+        self.queue.append(task)
+        if self.listener is not None and self.takeable:
+            self.listener(self)
+        else:
+            self.wakeup.set()
+
+    @property
+    def takeable(self) -> bool:
+        """Whether ``take`` may be called: the watcher waits with nothing to read and is
+        not about to wake (to read the history, or to end)."""
+        return self.parked and not self.wakeup.is_set() and not self.lagged.is_set()
+
+    def take(self) -> tasks_pb2.Task | None:
+        """The next version after ``last`` from the queue (older ones are skipped), None
+        when the queue holds none. A version past the next one means changes were missed:
+        ``lagged`` is set and None returned, so the history fills the gap."""
+        while self.queue:
+            task = self.queue.popleft()
+            if task.version <= self.last:
+                continue
+            if task.version > self.last + 1:
+                self.lagged.set()
+                self.wakeup.set()
+                return None
+            self.last = task.version
+            return task
+        return None
 
 
 @dataclass(frozen=True)
