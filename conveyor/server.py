@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import functools
 import gc
 import inspect
@@ -379,7 +380,9 @@ def run_service(
     """What every service's ``main()`` does: read settings once (exit 2 listing every bad
     variable, or every address ``listeners`` names that would be served insecurely: see
     conveyor.exposure), set up logging and tracing, then start the service and stop it
-    gracefully on SIGTERM or SIGINT."""
+    gracefully on SIGTERM or SIGINT. A crash in native code (gRPC, protobuf, uvloop) prints
+    every thread's Python stack to stderr first, so its log says where it happened."""
+    faulthandler.enable()
     try:
         settings = read_settings(env)
         warnings = refuse_insecure(listeners(settings), settings.common.insecure)

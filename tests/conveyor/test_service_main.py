@@ -42,3 +42,26 @@ def test_by_default_every_service_listens_on_loopback_only() -> None:
         defaults = settings.from_env({})
         assert defaults.listen.startswith("127.0.0.1:"), settings.__name__
         assert defaults.metrics_listen.startswith("127.0.0.1:"), settings.__name__
+
+
+def test_a_service_that_crashes_in_native_code_prints_where_before_dying() -> None:
+    # A segmentation fault in the service's start, as a crash in gRPC's or uvloop's C
+    # would be: the log must name the Python frames, not only the signal.
+    probe = (
+        "import ctypes\n"
+        "from conveyor.config import GatewaySettings\n"
+        "from conveyor.server import run_service\n"
+        "class Crashing:\n"
+        "    async def start(self):\n"
+        "        ctypes.string_at(0)\n"
+        "    async def stop(self):\n"
+        "        pass\n"
+        "run_service('probe', {}, GatewaySettings.from_env, lambda s: Crashing(), lambda s: [])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEYOR_", "PYTHONFAULT"))}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == -11
+    assert "Fatal Python error: Segmentation fault" in done.stderr
+    assert "in start" in done.stderr
