@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -27,7 +26,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conveyor import natsauth, subjects
+from conveyor import natsauth, parentdeath, subjects
 from conveyor.config import MIB, load_environ
 from conveyor.devsecure import SecureDev
 from conveyor.supervise import Supervisor, describe_exit
@@ -50,12 +49,6 @@ class Child:
     health: str = ""
     process: subprocess.Popen[bytes] | None = None
     extra: dict[str, str] = field(default_factory=dict)
-
-
-def _die_with_parent() -> None:
-    # Linux: the child gets SIGTERM if `conveyor dev` itself is killed, so no orphans.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def free_port(preferred: int) -> int:
@@ -264,10 +257,12 @@ def plan(
 
 def start(child: Child) -> None:
     """Starts a child in a process group of its own: Ctrl-C in a terminal reaches only
-    ``conveyor dev``, which then stops the services before nats-server (``stop_all``)."""
-    child.process = subprocess.Popen(
-        child.argv, env=child.env, preexec_fn=_die_with_parent, process_group=0
-    )
+    ``conveyor dev``, which then stops the services before nats-server (``stop_all``).
+    Through conveyor.parentdeath, so it gets SIGTERM if ``conveyor dev`` itself is killed
+    (no orphans), without a ``preexec_fn`` (see there why)."""
+    # -I: the script's folder (this package) is not put on sys.path to shadow the stdlib.
+    argv = [sys.executable, "-I", parentdeath.__file__, str(os.getpid()), *child.argv]
+    child.process = subprocess.Popen(argv, env=child.env, process_group=0)
 
 
 def stop_all(children: Sequence[Child], grace: float = 15.0) -> None:
