@@ -25,9 +25,12 @@ def _gone(pid: int, timeout: float) -> bool:
         except ProcessLookupError:
             return True
         # A zombie of an exited child counts as gone: nobody here reaps it.
-        with open(f"/proc/{pid}/stat") as stat:
-            if stat.read().split(") ", 1)[1].startswith("Z"):
-                return True
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split(") ", 1)[1].startswith("Z"):
+                    return True
+        except FileNotFoundError:  # reaped between the two looks
+            return True
         time.sleep(0.05)
     return False
 
