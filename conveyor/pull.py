@@ -63,6 +63,14 @@ def delivery_count(msg: Msg) -> int:
     return msg.metadata.num_delivered or 1
 
 
+def stream_sequence(msg: Msg) -> int:
+    """The message's sequence in its stream."""
+    tokens = _ack_tokens(msg)
+    if tokens is not None:
+        return int(tokens[5])
+    return msg.metadata.sequence.stream
+
+
 def stored_at(msg: Msg) -> float | None:
     """When the stream stored the message, in seconds since the epoch (None if unknown)."""
     tokens = _ack_tokens(msg)

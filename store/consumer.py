@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind
 from conveyor import jetstream, subjects, tracing
 from conveyor.api.events.v1 import events_pb2
 from conveyor.api.tasks.v1 import tasks_pb2
-from conveyor.pull import PullError, next_subject
+from conveyor.pull import PullError, next_subject, stream_sequence
 from store import history
 from store.pull import Puller
 from store.repository import Fenced, TaskRepository
@@ -81,16 +81,6 @@ def _trace_applied(
 
 _Read = tuple[int, list[events_pb2.TaskEvent], int | None]
 """A message read from the stream: its sequence, admitted events and stream time (µs)."""
-
-
-def _stream_sequence(msg: Msg) -> int:
-    """The message's EVENTS stream sequence, read straight from its reply subject
-    (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>``):
-    nats-py's ``metadata`` also builds a datetime and several objects per message."""
-    tokens = (msg.reply or "").split(".")
-    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
-        return int(tokens[5])
-    return msg.metadata.sequence.stream  # other forms (domain, account hash)
 
 
 def _stream_time_us(msg: Msg) -> int:
@@ -222,7 +212,7 @@ class EventApplier:
         batch: list[tuple[int, events_pb2.TaskEvent]] = []
         delivered: dict[int, Msg] = {}
         for msg in messages:
-            sequence = _stream_sequence(msg)
+            sequence = stream_sequence(msg)
             if sequence in delivered:
                 continue  # delivered twice in one fetch: its events are taken once
             delivered[sequence] = msg

@@ -14,8 +14,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from conveyor.api.events.v1 import events_pb2
+from conveyor.pull import stream_sequence
 from conveyor.tracing import spans_recorded
-from store.consumer import EventApplier, _stream_sequence
+from store.consumer import EventApplier
 from store.watch import WatchHub
 from tests.support.factories import submitted
 
@@ -136,10 +137,10 @@ async def test_a_redelivered_batch_is_checked_against_the_stored_sequence() -> N
 
 def test_the_stream_sequence_is_read_from_the_reply_subject() -> None:
     reply = "$JS.ACK.EVENTS.conveyor-store.1.4242.17.1764300000000000000.3"
-    assert _stream_sequence(SimpleNamespace(reply=reply)) == 4242  # type: ignore[arg-type]
+    assert stream_sequence(SimpleNamespace(reply=reply)) == 4242  # type: ignore[arg-type]
     # Other forms (JetStream domain and account hash) go through nats-py's parser.
     other = "$JS.ACK.hub.ACCOUNTHASH.EVENTS.conveyor-store.1.4243.18.1764300000000000000.3.x"
-    assert _stream_sequence(Msg(None, reply=other)) == 4243  # type: ignore[arg-type]
+    assert stream_sequence(Msg(None, reply=other)) == 4243  # type: ignore[arg-type]
 
 
 def test_apply_spans_are_made_only_when_a_processor_takes_them() -> None:

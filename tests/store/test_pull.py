@@ -12,7 +12,8 @@ from nats.js import JetStreamContext
 from nats.js.api import DEFAULT_PREFIX
 
 from conveyor import subjects
-from store.consumer import _stream_sequence, consumer_config
+from conveyor.pull import stream_sequence
+from store.consumer import consumer_config
 from store.pull import Puller
 
 
@@ -41,7 +42,7 @@ async def test_a_backlog_comes_in_batches_in_order(
     rest = await pull.fetch(100, timeout=1.0)
     assert [m.data for m in first + rest] == [str(i).encode() for i in range(25)]
     assert len(first) == 10
-    assert [_stream_sequence(m) for m in first + rest] == list(range(1, 26))
+    assert [stream_sequence(m) for m in first + rest] == list(range(1, 26))
     await rest[-1].ack()  # ack-all: the whole backlog
     start = time.monotonic()
     with pytest.raises(TimeoutError):
